@@ -1,0 +1,7 @@
+"""`python -m bench` is `rbench`."""
+
+import sys
+
+from bench.cli import main
+
+sys.exit(main())

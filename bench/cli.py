@@ -1,0 +1,120 @@
+"""The `rbench` command line: one click group whose commands load lazily.
+
+Commands live in `bench/commands/*.py` and import torch only when they run, so that
+`rbench --help` and `rbench --version` answer at once. Every deliberate error is one line on
+stderr and a non-zero exit (2: usage, 1: environment); set RBENCH_DEBUG=1 for the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import click
+
+from bench import __version__
+from bench.errors import RbenchError
+
+#: name -> (module:function, short help). The short help lives here so that listing the
+#: commands imports none of them.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "list": ("bench.commands.zoo:list_command", "Table of the model zoo: family, params, MACs, residual/plain/dynamic."),
+    "info": ("bench.commands.zoo:info_command", "Everything about one model: config, layers, params, MACs."),
+    "export": ("bench.commands.export:export_command", "Export a model to verified ONNX, and optionally a TensorRT engine."),
+    "engines": ("bench.commands.measure:engines_command", "Which engines, providers and devices work on this machine, and why not."),
+    "latency": ("bench.commands.measure:latency_command", "Latency percentiles of one model per engine, precision and batch size."),
+    "throughput": ("bench.commands.measure:throughput_command", "Best images/s of one model over a batch sweep, per engine."),
+    "flops": ("bench.commands.measure:flops_command", "Params, MACs (thop) and FLOPs (torch flop counter) of a model."),
+    "device": ("bench.commands.measure:device_command", "Describe this machine and measure its peak FLOP/s and memory bandwidth."),
+    "compare": ("bench.commands.measure:compare_command", "One table of params, MACs, latency and throughput for models x engines."),
+    "train": ("bench.commands.train:train_command", "Train a model briefly on real data; keep the best checkpoint."),
+    "accuracy": ("bench.commands.train:accuracy_command", "Test-split accuracy of a checkpoint through every engine."),
+    "study": ("bench.commands.study:study_command", "Run one study (depth, dynamic, activation, family) end to end."),
+    "suite": ("bench.commands.study:suite_command", "The main job: every study at the quick preset, one report."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        target, _ = COMMANDS[cmd_name]
+        module_name, attr = target.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
+
+    def resolve_command(self, ctx, args):
+        name = args[0] if args else None
+        if name is not None and name not in COMMANDS and not name.startswith("-"):
+            import difflib
+
+            near = difflib.get_close_matches(name, list(COMMANDS), n=3)
+            hint = f"; did you mean {', '.join(near)}?" if near else "; see `rbench --help`"
+            raise click.UsageError(f"no command {name!r}{hint}")
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="rbench")
+def cli() -> None:
+    """Train, export and benchmark the CNNs of residual-learning studies.
+
+    \b
+    Typical use:
+      rbench list 'resnet*'                 the model zoo
+      rbench export resnet50                verified ONNX (+ --engine trt for TensorRT)
+      rbench latency resnet20 --engine ort  latency percentiles
+      rbench suite                          every study, quick preset, one report
+    """
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from nets.errors import ModelError
+
+    return (RbenchError, ModelError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; errors become one line on stderr."""
+    debug = os.environ.get("RBENCH_DEBUG") not in (None, "", "0")
+    try:
+        cli.main(args=argv, prog_name="rbench", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("rbench: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("rbench: interrupted; nothing half-written was kept", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        hint = ""
+        if isinstance(exc, click.UsageError) and exc.ctx is not None:
+            hint = f" (see `{exc.ctx.command_path} --help`)"
+        click.echo(f"rbench: error: {_one_line(exc.format_message())}{hint}", err=True)
+        return exc.exit_code
+    except _known_errors() as exc:
+        if debug:
+            raise
+        click.echo(f"rbench: error: {_one_line(exc)}", err=True)
+        return getattr(exc, "exit_code", 2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

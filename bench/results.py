@@ -1,0 +1,231 @@
+"""Result records: one JSON object per line in results/, each carrying the machine it ran on.
+
+A record is a flat dict (schema in DESIGN.md, checked by `validate_record`): the metric names
+carry their units (`latency_ms_p50`, `throughput_img_s`). Measurement code builds records with
+`make_record`; only the CLI layer writes them, with `append_record`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import importlib.metadata
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import __version__
+from bench.atomic import append_line
+
+SCHEMA = "rbench.record/1"
+
+#: Every record has these keys; `validate_record` checks them and their types.
+REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "schema": str,
+    "kind": str,
+    "timestamp": str,
+    "machine": dict,
+    "rbench_version": str,
+    "git_commit": (str, type(None)),
+    "command": (str, type(None)),
+}
+
+#: Keys whose values must be numbers when present (units in the names).
+NUMERIC_PREFIXES = ("latency_ms_", "throughput_img_s", "macs", "flops", "params", "top1", "memory_")
+
+KINDS = {"export", "engine_build", "latency", "throughput", "flops", "accuracy", "train", "device", "parity"}
+
+DEFAULT_RESULTS_DIR = Path("results")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _gpu() -> dict[str, Any] | None:
+    """GPU name, compute capability, driver and CUDA version, or None without a usable GPU."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return None
+    if not torch.cuda.is_available():
+        return None
+    index = torch.cuda.current_device()
+    props = torch.cuda.get_device_properties(index)
+    driver = None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader", f"--id={index}"],
+            capture_output=True, text=True, timeout=10, check=True,
+        )
+        driver = out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {
+        "name": props.name,
+        "compute_capability": f"{props.major}.{props.minor}",
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "multiprocessors": props.multi_processor_count,
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "count": torch.cuda.device_count(),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def describe_machine() -> dict[str, Any]:
+    """What the numbers ran on: CPU, cores, memory, GPU, OS and the versions that matter."""
+    return {
+        "cpu": _cpu_model(),
+        "cores_logical": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "memory_gib": _memory_gib(),
+        "arch": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "gpu": _gpu(),
+        "versions": {
+            "rbench": __version__,
+            "torch": _version("torch"),
+            "torchvision": _version("torchvision"),
+            "onnx": _version("onnx"),
+            "onnxscript": _version("onnxscript"),
+            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
+            "tensorrt": _version("tensorrt") or _version("tensorrt-cu12") or _version("tensorrt-cu13"),
+            "thop": _version("ultralytics-thop"),
+            "numpy": _version("numpy"),
+        },
+    }
+
+
+def machine_slug(machine: dict[str, Any] | None = None) -> str:
+    """A short file-name-safe name for the machine: the GPU if any, else the CPU."""
+    machine = machine or describe_machine()
+    name = machine["gpu"]["name"] if machine.get("gpu") else f"{machine['cpu']}-{machine['cores_usable']}c"
+    keep = "".join(c if c.isalnum() else "-" for c in name.lower())
+    while "--" in keep:
+        keep = keep.replace("--", "-")
+    return keep.strip("-")[:60]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the rbench checkout, with `+dirty` when it has local changes; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def current_command() -> str:
+    """The command line that is running, as a user would retype it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("rbench", "cli.py", "__main__.py")):
+        argv[0] = "rbench"
+    return shlex.join(argv)
+
+
+def make_record(kind: str, **fields: Any) -> dict[str, Any]:
+    """A result record of `kind` with the standard header (schema, time, machine, commit, command)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown record kind {kind!r}; expected one of {sorted(KINDS)}")
+    record: dict[str, Any] = {
+        "schema": SCHEMA,
+        "kind": kind,
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "rbench_version": __version__,
+        "git_commit": git_commit(),
+        "command": fields.pop("command", None) or current_command(),
+        "machine": describe_machine(),
+    }
+    record.update(fields)
+    validate_record(record)
+    return record
+
+
+def validate_record(record: dict[str, Any]) -> None:
+    """Raise ValueError if `record` breaks the schema: missing header keys, wrong types, NaN metrics."""
+    for key, types in REQUIRED_FIELDS.items():
+        if key not in record:
+            raise ValueError(f"record lacks {key!r}")
+        if not isinstance(record[key], types):
+            raise ValueError(f"record field {key!r} has type {type(record[key]).__name__}")
+    if record["schema"] != SCHEMA:
+        raise ValueError(f"record schema {record['schema']!r} is not {SCHEMA!r}")
+    if record["kind"] not in KINDS:
+        raise ValueError(f"record kind {record['kind']!r} is unknown")
+    for key in ("cpu", "cores_logical", "versions"):
+        if key not in record["machine"]:
+            raise ValueError(f"record machine description lacks {key!r}")
+    for key, value in record.items():
+        if key.startswith(NUMERIC_PREFIXES) and value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
+            if value != value:  # NaN
+                raise ValueError(f"metric {key!r} is NaN")
+    json.dumps(record, allow_nan=False)  # must be plain JSON
+
+
+def to_json(record: dict[str, Any]) -> str:
+    """One line of JSON for a record."""
+    return json.dumps(record, sort_keys=False, allow_nan=False, default=str)
+
+
+def append_record(record: dict[str, Any], results_dir: str | os.PathLike = DEFAULT_RESULTS_DIR,
+                  filename: str | None = None) -> Path:
+    """Append `record` atomically to `results_dir/<kind>.jsonl` (or `filename`) and return the path."""
+    validate_record(record)
+    path = Path(results_dir) / (filename or f"{record['kind']}.jsonl")
+    try:
+        append_line(path, to_json(record))
+    except OSError as exc:
+        from bench.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"cannot write results to {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every record of a JSON-lines file (an empty list when the file does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

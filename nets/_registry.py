@@ -1,0 +1,109 @@
+"""The model registry: `register_model` records a builder; `create_model` validates and builds.
+
+A builder's function name is its registry key (timm style). Each entry also records what the
+CLI and studies need to know without building it: the family, whether it is residual, plain
+or dynamic, and the input size it is designed for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch.nn as nn
+
+from nets.errors import ModelConfigError, UnknownModelError
+from nets.layers import ACTIVATIONS
+
+#: How a net treats its shortcuts: residual (has them), plain (same layers, none),
+#: dynamic (built on dynamic convolution), static (no shortcuts by design, e.g. VGG).
+KINDS = ("residual", "plain", "dynamic", "static")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about a model before building it."""
+
+    name: str
+    builder: Callable[..., nn.Module]
+    family: str
+    kind: str
+    input_size: int  # the resolution it is designed for (32: CIFAR-style, 224: ImageNet-style)
+    description: str
+    twin: str | None = None  # the residual net of a plain twin and vice versa
+
+
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(family: str, kind: str, input_size: int = 32, twin: str | None = None):
+    """Decorator: register `fn` under its own name. A duplicate name is an error."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+
+    def decorator(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _MODELS[name] = ModelEntry(name, fn, family, kind, input_size, doc[0] if doc else "", twin)
+        return fn
+
+    return decorator
+
+
+def _ensure_loaded() -> None:
+    # Importing the families registers their builders.
+    import nets.families  # noqa: F401
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered model names matching a shell-style `pattern` ('resnet*', '*plain*'), sorted."""
+    _ensure_loaded()
+    names = sorted(_MODELS, key=_natural_key)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+    return names
+
+
+def _natural_key(name: str) -> tuple:
+    import re
+
+    return tuple(int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name))
+
+
+def model_entry(name: str) -> ModelEntry:
+    """The registry entry of `name`; an unknown name raises UnknownModelError with near matches."""
+    _ensure_loaded()
+    try:
+        return _MODELS[name]
+    except KeyError:
+        near = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(near)}?" if near else "see `rbench list` for every name"
+        raise UnknownModelError(f"unknown model {name!r}; {hint}") from None
+
+
+def create_model(name: str, num_classes: int = 10, in_chans: int = 3, act: str = "relu", **kwargs) -> nn.Module:
+    """Build model `name` with `num_classes` outputs, `in_chans` input channels and activation `act`.
+
+    Extra keyword arguments go to the family's builder (e.g. `shortcut_type="B"` for CIFAR
+    ResNets, `kernels=4` for dynamic nets). The built module gets a `.config` dict holding
+    everything needed to build it again.
+    """
+    entry = model_entry(name)
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+        raise ModelConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
+    if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
+        raise ModelConfigError(f"in_chans must be a positive integer, got {in_chans!r}")
+    if act not in ACTIVATIONS:
+        raise ModelConfigError(f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
+    try:
+        model = entry.builder(num_classes=num_classes, in_chans=in_chans, act=act, **kwargs)
+    except TypeError as exc:
+        if "unexpected keyword" in str(exc):
+            raise ModelConfigError(f"{name} does not take that setting: {exc}") from None
+        raise
+    model.config = dict(name=name, num_classes=num_classes, in_chans=in_chans, act=act, **kwargs)
+    return model
