@@ -25,19 +25,19 @@ def _install(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The unit tests (CPU, a few minutes); TensorRT/GPU tests skip with their reason."""
     _install(session)
-    session.run("pytest", "-m", "not benchmark", "-p", "no:cacheprovider", *session.posargs)
+    session.run("python", "-m", "pytest", "-m", "not benchmark", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session(**SHARED)
 def lint(session: nox.Session) -> None:
     """ruff over the whole tree."""
     session.install("ruff>=0.5")
-    session.run("ruff", "check", ".")
+    session.run("python", "-m", "ruff", "check", ".")
 
 
 @nox.session(**SHARED)
 def bench(session: nox.Session) -> None:
     """pytest-benchmark micro-benchmarks, including the harness-overhead check."""
     _install(session)
-    session.run("pytest", "-m", "benchmark", "tests/benchmarks", "--benchmark-columns=min,median,max,iqr,ops",
+    session.run("python", "-m", "pytest", "-m", "benchmark", "tests/benchmarks", "--benchmark-columns=min,median,max,iqr,ops",
                 *session.posargs)
