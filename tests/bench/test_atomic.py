@@ -1,0 +1,61 @@
+"""Atomic writes: a failure inside the block leaves neither the target nor a temporary behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import atomic
+
+
+def test_atomic_path_renames_on_success(tmp_path):
+    target = tmp_path / "sub" / "model.onnx"
+    with atomic.atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".onnx" and tmp != target
+        tmp.write_bytes(b"ok")
+    assert target.read_bytes() == b"ok"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["model.onnx"]
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "model.onnx"
+    with pytest.raises(RuntimeError):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_path(target) as tmp:
+            tmp.write_text("new")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_dir_replaces_whole_folder(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "stale").write_text("x")
+    with atomic.atomic_dir(target) as tmp:
+        (tmp / "fresh").write_text("y")
+    assert [p.name for p in target.iterdir()] == ["fresh"]
+    with pytest.raises(ValueError):
+        with atomic.atomic_dir(target) as tmp:
+            (tmp / "partial").write_text("z")
+            raise ValueError
+    assert [p.name for p in target.iterdir()] == ["fresh"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_append_line_appends_whole_lines(tmp_path):
+    path = tmp_path / "r.jsonl"
+    atomic.append_line(path, '{"a": 1}')
+    atomic.append_line(path, '{"a": 2}\n')
+    assert path.read_text() == '{"a": 1}\n{"a": 2}\n'
+    with pytest.raises(ValueError):
+        atomic.append_line(path, "two\nlines")
+    assert path.read_text().count("\n") == 2

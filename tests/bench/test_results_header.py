@@ -1,0 +1,53 @@
+"""Result records carry the machine and refuse what is not plain, finite JSON."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import results
+
+
+def test_make_record_has_header_and_machine():
+    record = results.make_record("latency", model="resnet20", latency_ms_p50=1.5, command="rbench latency resnet20")
+    for key in results.REQUIRED_FIELDS:
+        assert key in record
+    machine = record["machine"]
+    assert machine["cores_logical"] >= 1 and machine["cpu"]
+    assert machine["versions"]["torch"]
+    assert record["command"] == "rbench latency resnet20"
+
+
+def test_unknown_kind_and_nan_are_rejected():
+    with pytest.raises(ValueError, match="kind"):
+        results.make_record("nonsense")
+    with pytest.raises(ValueError, match="NaN"):
+        results.make_record("latency", latency_ms_p50=float("nan"))
+    with pytest.raises(ValueError, match="number"):
+        results.make_record("flops", macs="many")
+
+
+def test_append_and_read_back(tmp_path):
+    a = results.make_record("flops", model="a", macs=1, command="x")
+    b = results.make_record("flops", model="b", macs=2, command="x")
+    path = results.append_record(a, tmp_path)
+    results.append_record(b, tmp_path)
+    assert path.name == "flops.jsonl"
+    back = results.read_records(path)
+    assert [r["model"] for r in back] == ["a", "b"]
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_unwritable_results_dir_is_an_environment_problem(tmp_path):
+    from bench.errors import EnvironmentProblem
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(EnvironmentProblem, match="cannot write results"):
+        results.append_record(results.make_record("flops", macs=1, command="x"), blocker / "results")
+
+
+def test_machine_slug_is_file_safe():
+    slug = results.machine_slug()
+    assert slug and all(c.isalnum() or c == "-" for c in slug)

@@ -1,0 +1,37 @@
+"""Shared test set-up: small, deterministic, CPU-sized."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two cores on CI: one intra-op thread per test process keeps timings and runs predictable.
+torch.set_num_threads(int(os.environ.get("RBENCH_TEST_THREADS", "1")))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def results_dir(tmp_path):
+    """A fresh results/ folder for commands that write records."""
+    path = tmp_path / "results"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `rbench ARGS...` in-process; returns (exit_code, stdout, stderr)."""
+    from bench.cli import main
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
