@@ -1,0 +1,546 @@
+"""PyTorch -> ONNX, checked: export (dynamo, TorchScript fallback), checker, shape inference, parity.
+
+`to_onnx` writes one verified `.onnx` file (weights inside unless the model passes protobuf's 2 GB
+limit, then a `<name>.onnx.data` side file) and returns an `ExportReport`. `verify_onnx` runs the
+file through onnxruntime on the CPU against the PyTorch model in eval mode, on fresh random inputs
+at two batch sizes, and returns a `ParityReport` (Polygraphy-style: per batch the max absolute
+error, the max relative error, the cosine similarity and the top-1 agreement, with the tolerances
+named).
+
+Precision: "fp32" exports the model as it is. "fp16" exports `model.half()`: weights, activations,
+the input and the output are all float16 (fp16 IO), so TensorRT's strongly typed build reads the
+precision from the file itself and onnxruntime's CPU provider runs it as is. The parity reference
+is always the fp32 PyTorch model fed the same (fp16-rounded) input, so the report says how far the
+fp16 file is from the model the user trained.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import DataProblem, EnvironmentProblem, RbenchError, UsageProblem
+
+#: Opsets rbench exports. The dynamo exporter emits 18 and newer; the TorchScript exporter serves
+#: 13..20. Older than 13 predates the axes-as-input forms of Split/Squeeze/ReduceSum that
+#: onnxruntime's and TensorRT's optimizers expect, and nothing in the zoo needs it.
+MIN_OPSET = 13
+DYNAMO_MIN_OPSET = 18
+TORCHSCRIPT_MAX_OPSET = 20
+MAX_OPSET = 23
+DEFAULT_OPSET = 18
+
+PRECISIONS = ("fp32", "fp16")
+EXPORTERS = ("auto", "dynamo", "torchscript")
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+BATCH_DIM = "batch"
+
+#: protobuf refuses a message over 2 GiB; keep a margin for the graph itself.
+SINGLE_FILE_LIMIT_BYTES = 2**31 - 64 * 2**20
+
+
+class ParityFailure(RbenchError):
+    """The ONNX model's outputs miss PyTorch's by more than the tolerance."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """When an ONNX output counts as equal to PyTorch's.
+
+    A batch passes when max|onnx - torch| <= atol + rtol * max|torch| (the relative error is taken
+    against the output's scale, not element by element, where logits near zero would make any
+    difference look huge), the cosine similarity of every sample is >= `min_cosine`, and the
+    top-1 agreement is >= `min_top1` (None: reported, not enforced; random-init nets have near ties).
+    """
+
+    rtol: float
+    atol: float
+    min_cosine: float
+    min_top1: float | None = None
+
+    @classmethod
+    def for_precision(cls, precision: str) -> Tolerances:
+        """The default tolerances of `precision` ("fp32" or "fp16")."""
+        _check_precision(precision)
+        return DEFAULT_TOLERANCES[precision]
+
+    def describe(self) -> str:
+        top1 = "" if self.min_top1 is None else f", top-1 >= {self.min_top1:g}"
+        return f"max abs err <= {self.atol:g} + {self.rtol:g} * max|ref|, cosine >= {self.min_cosine:g}{top1}"
+
+
+DEFAULT_TOLERANCES = {
+    # fp32 kernels differ only in summation order: a few ulps per layer.
+    "fp32": Tolerances(rtol=1e-4, atol=1e-5, min_cosine=0.99999),
+    # fp16 keeps ~3 decimal digits; deep nets accumulate a few of those per layer.
+    "fp16": Tolerances(rtol=2e-2, atol=1e-3, min_cosine=0.999),
+}
+
+
+@dataclass
+class BatchParity:
+    """How one batch of ONNX outputs compares to PyTorch's."""
+
+    batch: int
+    max_abs_err: float
+    max_rel_err: float  # max_abs_err / max|reference|
+    mean_abs_err: float
+    ref_max_abs: float
+    min_cosine: float  # the worst sample's cosine similarity
+    top1_agreement: float  # fraction of samples whose argmax agrees
+    passed: bool
+
+
+@dataclass
+class ParityReport:
+    """onnxruntime (CPU) against PyTorch (eval mode, fp32) at each batch size."""
+
+    precision: str
+    tolerances: Tolerances
+    batches: list[BatchParity]
+    provider: str = "CPUExecutionProvider"
+    reference: str = "pytorch fp32 eval"
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.batches) and all(b.passed for b in self.batches)
+
+    @property
+    def worst(self) -> BatchParity:
+        return max(self.batches, key=lambda b: b.max_rel_err)
+
+    def summary(self) -> str:
+        """One line: passed or by how much it missed, with the tolerances."""
+        w = self.worst
+        figures = (f"max abs err {w.max_abs_err:.3g}, max rel err {w.max_rel_err:.3g}, "
+                   f"cosine {w.min_cosine:.6f}, top-1 agreement {w.top1_agreement:.0%}")
+        batches = ",".join(str(b.batch) for b in self.batches)
+        verdict = "parity OK" if self.passed else "parity FAILED"
+        return f"{verdict} ({self.precision}, batches {batches}; worst: {figures}; tolerance: {self.tolerances.describe()})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "precision": self.precision,
+            "provider": self.provider,
+            "reference": self.reference,
+            "tolerances": dataclasses.asdict(self.tolerances),
+            "batches": [dataclasses.asdict(b) for b in self.batches],
+        }
+
+
+@dataclass
+class ExportReport:
+    """What `to_onnx` wrote and how."""
+
+    path: str
+    exporter: str  # "dynamo" | "torchscript"
+    opset: int
+    precision: str
+    input_names: list[str]
+    output_names: list[str]
+    input_shapes: list[list[int | str]]  # a str is a dynamic axis, e.g. ["batch", 3, 32, 32]
+    output_shapes: list[list[int | str]]
+    dynamic_axes: dict[str, dict[int, str]]
+    traced_batch: int
+    export_seconds: float
+    onnx_sha256: str
+    onnx_bytes: int
+    external_data: str | None = None  # path of the side .data file, or None when weights are inside
+    parity: ParityReport | None = None
+    fallback_reason: str | None = None  # why dynamo was not used, when it was not
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["dynamic_axes"] = {k: {str(a): n for a, n in v.items()} for k, v in self.dynamic_axes.items()}
+        out["parity"] = self.parity.to_dict() if self.parity is not None else None
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Checks on arguments (pure)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise UsageProblem(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def check_opset(opset: int, exporter: str = "auto") -> str:
+    """Validate `opset` and return the exporter that will serve it ("dynamo" or "torchscript")."""
+    if exporter not in EXPORTERS:
+        raise UsageProblem(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if not isinstance(opset, int) or isinstance(opset, bool):
+        raise UsageProblem(f"opset must be an integer, got {opset!r}")
+    if opset < MIN_OPSET:
+        raise UsageProblem(f"opset {opset} is too old: rbench exports opset {MIN_OPSET} to {MAX_OPSET} "
+                           f"(dynamo exporter {DYNAMO_MIN_OPSET}+, TorchScript up to {TORCHSCRIPT_MAX_OPSET})")
+    if opset > MAX_OPSET:
+        raise UsageProblem(f"opset {opset} is newer than this torch can export; use {MIN_OPSET} to {MAX_OPSET}")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise UsageProblem(f"the dynamo exporter emits opset {DYNAMO_MIN_OPSET} or newer, not {opset}")
+    if exporter == "torchscript" and opset > TORCHSCRIPT_MAX_OPSET:
+        raise UsageProblem(f"the TorchScript exporter emits opset {TORCHSCRIPT_MAX_OPSET} at most, not {opset}")
+    if exporter == "auto":
+        return "dynamo" if opset >= DYNAMO_MIN_OPSET else "torchscript"
+    return exporter
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(input_shape)
+    if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+        raise UsageProblem(f"input_shape must be three positive integers (C, H, W), got {input_shape!r}")
+    return shape  # type: ignore[return-value]
+
+
+def sha256_files(*paths: str | os.PathLike | None) -> str:
+    """sha256 over the bytes of each existing path in turn (an ONNX file, then its .data file)."""
+    digest = hashlib.sha256()
+    for p in paths:
+        if p is None:
+            continue
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _export_dynamo(model, example, path: Path, opset: int, dynamic_batch: bool) -> None:
+    import torch
+
+    dynamic_shapes = None
+    if dynamic_batch:
+        dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM, min=1, max=2**16)},)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_shapes=dynamic_shapes, external_data=True, verbose=False,
+            report=False, optimize=True,
+        )
+
+
+def _export_torchscript(model, example, path: Path, opset: int, dynamic_batch: bool) -> None:
+    import torch
+
+    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME], dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )
+
+
+def _one_line(text: str, limit: int = 240) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shape_of(value_info) -> list[int | str]:
+    dims: list[int | str] = []
+    for d in value_info.type.tensor_type.shape.dim:
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or "?")
+    return dims
+
+
+def _finalize(raw: Path, final_name: str, stage: Path, model_name: str | None) -> tuple[Path, Path | None]:
+    """Re-save the exporter's output in `stage` as `final_name`: one file when it fits, else a
+    `<final_name>.data` side file whose reference names the final file (so renaming keeps it valid).
+    Returns (onnx path, data path or None) inside `stage`."""
+    import onnx
+
+    proto = onnx.load(str(raw), load_external_data=True)
+    weight_bytes = sum(len(t.raw_data) if t.HasField("raw_data") else 0 for t in proto.graph.initializer)
+    if model_name:
+        onnx.helper.set_model_props(proto, {"rbench.model": model_name})
+    proto.producer_name = proto.producer_name or "pytorch"
+    target = stage / final_name
+    tmp_target = stage / f".resave.{final_name}"  # raw may be `stage/final_name` already
+    data_name = f"{final_name}.data"
+    if weight_bytes < SINGLE_FILE_LIMIT_BYTES:
+        onnx.save_model(proto, str(tmp_target), save_as_external_data=False)
+        data_path = None
+    else:
+        onnx.save_model(proto, str(tmp_target), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)
+        data_path = stage / data_name
+    # The exporter's own side files (e.g. dynamo's `<name>.data`) are no longer referenced.
+    for leftover in stage.iterdir():
+        if leftover not in (tmp_target, data_path):
+            if leftover.is_file():
+                leftover.unlink()
+    os.replace(tmp_target, target)
+    return target, data_path
+
+
+def to_onnx(
+    model,
+    path: str | os.PathLike,
+    input_shape: Sequence[int] = (3, 32, 32),
+    *,
+    batch: int = 1,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = True,
+    precision: str = "fp32",
+    verify: bool = True,
+    exporter: str = "auto",
+    verify_batches: Sequence[int] = (1, 3),
+    tolerances: Tolerances | None = None,
+    model_name: str | None = None,
+    seed: int = 0,
+) -> ExportReport:
+    """Export `model` to ONNX at `path`, check it, and (with `verify`) prove parity with PyTorch.
+
+    Args:
+        model: the PyTorch module; exported in eval mode (its training flag is restored after).
+        path: the `.onnx` file to write. Nothing is written under this name unless every step
+            passes; a side `<path>.data` file appears only for models over protobuf's 2 GB limit.
+        input_shape: (C, H, W) of one sample.
+        batch: the batch of the static graph (`dynamic_batch=False`); with a dynamic batch the
+            trace uses batch 2 when `batch` is 1, so that verifying at 1 and 3 runs batches the
+            trace never saw.
+        opset: ONNX opset, MIN_OPSET..MAX_OPSET; the dynamo exporter serves 18 and newer.
+        dynamic_batch: mark axis 0 of input and output as the symbolic dimension "batch".
+        precision: "fp32", or "fp16" (the model is exported in half precision, fp16 IO).
+        verify: run `verify_onnx`; a miss raises ParityFailure and leaves no file behind.
+        exporter: "auto" (dynamo, TorchScript when dynamo fails), "dynamo" or "torchscript".
+        verify_batches: the batch sizes checked (a static graph is checked at `batch` only).
+        tolerances: parity tolerances; default `Tolerances.for_precision(precision)`.
+        model_name: recorded in the ONNX metadata (`rbench.model`).
+        seed: seed of the random verification inputs.
+    """
+    import torch
+
+    _check_precision(precision)
+    chosen = check_opset(opset, exporter)
+    c, h, w = _check_input_shape(input_shape)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise UsageProblem(f"batch must be a positive integer, got {batch!r}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise UsageProblem(f"the ONNX file name must end in .onnx, got {path.name!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+
+    traced_batch = (2 if batch == 1 else batch) if dynamic_batch else batch
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    notes: list[str] = []
+    try:
+        export_model = copy.deepcopy(model).to(dtype) if precision == "fp16" else model
+        example = torch.randn(traced_batch, c, h, w, generator=torch.Generator().manual_seed(seed)).to(dtype)
+        raw = stage / path.name
+        fallback_reason = None
+        start = time.perf_counter()
+        with _eval_mode(export_model), torch.no_grad():
+            if chosen == "dynamo":
+                try:
+                    _export_dynamo(export_model, example, raw, opset, dynamic_batch)
+                except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back
+                    if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
+                        raise DataProblem(f"dynamo export failed: {_one_line(exc)}") from exc
+                    fallback_reason = f"dynamo failed: {_one_line(exc, 160)}"
+                    for leftover in stage.iterdir():
+                        leftover.unlink()
+                    chosen = "torchscript"
+            else:
+                fallback_reason = None if exporter == "torchscript" else f"opset {opset} < {DYNAMO_MIN_OPSET}"
+            if chosen == "torchscript":
+                try:
+                    _export_torchscript(export_model, example, raw, opset, dynamic_batch)
+                except Exception as exc:  # noqa: BLE001
+                    raise DataProblem(f"ONNX export failed: {_one_line(exc)}") from exc
+        export_seconds = time.perf_counter() - start
+        staged, staged_data = _finalize(raw, path.name, stage, model_name)
+        check_onnx(staged)
+
+        parity = None
+        if verify:
+            batches = tuple(verify_batches) if dynamic_batch else (batch,)
+            parity = verify_onnx(staged, model, (c, h, w), batches=batches, precision=precision,
+                                 tolerances=tolerances, seed=seed + 1, check=False)
+            if not parity.passed:
+                raise ParityFailure(f"{path.name}: {parity.summary()}")
+
+        import onnx
+
+        proto = onnx.load(str(staged), load_external_data=False)
+        inputs = [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]
+        dynamic_axes = {}
+        for vi in list(inputs) + list(proto.graph.output):
+            axes = {i: d for i, d in enumerate(_shape_of(vi)) if isinstance(d, str)}
+            if axes:
+                dynamic_axes[vi.name] = axes
+        sha = sha256_files(staged, staged_data)
+        size = staged.stat().st_size + (staged_data.stat().st_size if staged_data else 0)
+
+        # Success: move into place, the data file first so the model never points at nothing.
+        final_data = None
+        stale_data = path.with_name(f"{path.name}.data")
+        if staged_data is not None:
+            os.replace(staged_data, stale_data)
+            final_data = stale_data
+        elif stale_data.exists():
+            stale_data.unlink()
+        os.replace(staged, path)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+    return ExportReport(
+        path=str(path), exporter=chosen, opset=opset, precision=precision,
+        input_names=[vi.name for vi in inputs], output_names=[vi.name for vi in proto.graph.output],
+        input_shapes=[_shape_of(vi) for vi in inputs], output_shapes=[_shape_of(vi) for vi in proto.graph.output],
+        dynamic_axes=dynamic_axes, traced_batch=traced_batch, export_seconds=round(export_seconds, 3),
+        onnx_sha256=sha, onnx_bytes=size, external_data=str(final_data) if final_data else None,
+        parity=parity, fallback_reason=fallback_reason, warnings=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Checks and parity
+
+
+def check_onnx(onnx_path: str | os.PathLike) -> None:
+    """onnx.checker (full check) and strict shape inference; a corrupt file raises DataProblem."""
+    import onnx
+
+    onnx_path = Path(onnx_path)
+    if not onnx_path.is_file():
+        raise DataProblem(f"no ONNX file at {onnx_path}")
+    try:
+        onnx.checker.check_model(str(onnx_path), full_check=True)
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types (DecodeError, ValidationError, ...)
+        raise DataProblem(f"{onnx_path} is not a valid ONNX model: {_one_line(exc, 160)}") from None
+
+
+def _ort_session(onnx_path: Path):
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise DataProblem(f"onnxruntime cannot load {onnx_path}: {_one_line(exc, 200)}") from None
+
+
+def compare_outputs(actual, reference, batch: int, tolerances: Tolerances) -> BatchParity:
+    """Compare one batch of outputs (numpy arrays, shape (N, ...)) against the reference."""
+    import numpy as np
+
+    actual = np.asarray(actual, dtype=np.float64).reshape(batch, -1)
+    reference = np.asarray(reference, dtype=np.float64).reshape(batch, -1)
+    finite = bool(np.isfinite(actual).all())
+    diff = np.abs(actual - reference)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    ref_scale = float(np.abs(reference).max()) if reference.size else 0.0
+    max_rel = max_abs / ref_scale if ref_scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    norms = np.linalg.norm(actual, axis=1) * np.linalg.norm(reference, axis=1)
+    dots = (actual * reference).sum(axis=1)
+    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(dots == 0, 1.0, 0.0))
+    min_cos = float(cos.min()) if cos.size else 1.0
+    top1 = float((actual.argmax(axis=1) == reference.argmax(axis=1)).mean())
+    passed = (finite and max_abs <= tolerances.atol + tolerances.rtol * ref_scale
+              and min_cos >= tolerances.min_cosine
+              and (tolerances.min_top1 is None or top1 >= tolerances.min_top1))
+    if not finite:
+        max_abs = max_rel = float("inf")
+    return BatchParity(batch=batch, max_abs_err=max_abs, max_rel_err=max_rel, mean_abs_err=float(diff.mean()),
+                       ref_max_abs=ref_scale, min_cosine=min_cos, top1_agreement=top1, passed=bool(passed))
+
+
+def verify_onnx(
+    onnx_path: str | os.PathLike,
+    model,
+    input_shape: Sequence[int],
+    *,
+    batches: Sequence[int] = (1, 3),
+    precision: str = "fp32",
+    tolerances: Tolerances | None = None,
+    seed: int = 1,
+    check: bool = True,
+) -> ParityReport:
+    """Run `onnx_path` in onnxruntime (CPU) and PyTorch `model` (eval, fp32) on the same fresh
+    random inputs, at each batch size, and compare (see `Tolerances`).
+
+    A graph with a fixed batch is checked at that batch only. With `check`, the file first goes
+    through `check_onnx`. An fp16 file takes fp16 inputs; PyTorch gets the same rounded values in fp32.
+    """
+    import numpy as np
+    import torch
+
+    _check_precision(precision)
+    c, h, w = _check_input_shape(input_shape)
+    tolerances = tolerances or Tolerances.for_precision(precision)
+    onnx_path = Path(onnx_path)
+    if check:
+        check_onnx(onnx_path)
+    session = _ort_session(onnx_path)
+    ort_input = session.get_inputs()[0]
+    fixed_batch = ort_input.shape[0] if ort_input.shape and isinstance(ort_input.shape[0], int) else None
+    if fixed_batch is not None:
+        batches = (fixed_batch,)
+    if not batches or any(b < 1 for b in batches):
+        raise UsageProblem(f"verification batches must be positive, got {tuple(batches)!r}")
+    input_dtype = np.float16 if "float16" in ort_input.type else np.float32
+
+    reference_model = model
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        reference_model = copy.deepcopy(model).float()
+    results = []
+    generator = torch.Generator().manual_seed(seed)
+    with _eval_mode(reference_model), torch.no_grad():
+        for b in batches:
+            x = torch.randn(b, c, h, w, generator=generator).numpy().astype(input_dtype)
+            expected = reference_model(torch.from_numpy(x.astype(np.float32))).numpy()
+            try:
+                actual = session.run(None, {ort_input.name: x})[0]
+            except Exception as exc:  # noqa: BLE001
+                raise DataProblem(f"onnxruntime failed on {onnx_path.name} at batch {b}: {_one_line(exc, 200)}") from None
+            if actual.shape != expected.shape:
+                raise ParityFailure(f"{onnx_path.name}: output shape {list(actual.shape)} at batch {b}, "
+                                    f"PyTorch gives {list(expected.shape)}")
+            results.append(compare_outputs(actual, expected, b, tolerances))
+    return ParityReport(precision=precision, tolerances=tolerances, batches=results)
