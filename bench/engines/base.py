@@ -1,0 +1,129 @@
+"""The one contract every engine keeps: a context manager that runs a batch and describes itself.
+
+Polygraphy style: public methods check state; subclasses override only the `_*_impl` hooks.
+
+    with create_engine("ort", model_name="resnet20", input_shape=(3, 32, 32)) as engine:
+        logits = engine.infer(batch)            # numpy float32 NCHW in, numpy logits out
+        ready = engine.prepare(batch)           # the input placed where the engine reads it
+        engine.run_prepared(ready)              # what latency times: compute only
+        engine.synchronize()                    # wait for queued device work
+        engine.describe()                       # backend, version, device, precision, ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UsageProblem
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEVICES = ("cpu", "cuda")
+
+
+class Engine:
+    """Base class: a backend that turns an NCHW float32 batch into logits.
+
+    Subclasses implement `_activate_impl`, `_deactivate_impl`, `_prepare_impl`,
+    `_run_prepared_impl`, `_to_numpy_impl` and `_describe_impl`; `synchronize` when the
+    backend queues work asynchronously.
+    """
+
+    backend = "base"
+
+    def __init__(self, *, input_shape: tuple[int, int, int], device: str = "cpu", precision: str = "fp32",
+                 name: str | None = None):
+        if device not in DEVICES:
+            raise UsageProblem(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+        if precision not in PRECISIONS:
+            raise UsageProblem(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if len(tuple(input_shape)) != 3:
+            raise UsageProblem(f"input_shape must be (C, H, W), got {input_shape!r}")
+        self.input_shape = tuple(int(d) for d in input_shape)
+        self.device = device
+        self.precision = precision
+        self.name = name or self.backend
+        self.is_active = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def activate(self) -> Engine:
+        """Load the model or engine and allocate what inference needs."""
+        if self.is_active:
+            return self
+        self._activate_impl()
+        self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        """Release sessions, contexts and device buffers; safe to call twice."""
+        if not self.is_active:
+            return
+        try:
+            self._deactivate_impl()
+        finally:
+            self.is_active = False
+
+    def __enter__(self) -> Engine:
+        return self.activate()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.deactivate()
+
+    # -- inference -------------------------------------------------------------------------
+    def _check_batch(self, batch: np.ndarray) -> np.ndarray:
+        if not self.is_active:
+            raise RuntimeError(f"{type(self).__name__} is not active; use it as a context manager")
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != self.input_shape:
+            raise UsageProblem(f"expected a batch of shape (N, {', '.join(map(str, self.input_shape))}), got {batch.shape}")
+        if batch.shape[0] < 1:
+            raise UsageProblem("a batch needs at least one image")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+    def prepare(self, batch: np.ndarray) -> Any:
+        """Place `batch` where the engine reads it (device memory, bound buffers); untimed."""
+        return self._prepare_impl(self._check_batch(batch))
+
+    def run_prepared(self, prepared: Any) -> Any:
+        """Run one inference on a prepared input; returns the engine's native output (maybe on device)."""
+        return self._run_prepared_impl(prepared)
+
+    def to_numpy(self, output: Any) -> np.ndarray:
+        """The engine's native output as float32 numpy logits on the host."""
+        return np.asarray(self._to_numpy_impl(output), dtype=np.float32)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Logits of an NCHW float32 batch, as float32 numpy: prepare, run, copy back."""
+        output = self.run_prepared(self.prepare(batch))
+        self.synchronize()
+        return self.to_numpy(output)
+
+    def synchronize(self) -> None:
+        """Wait until the work queued so far is done (a no-op for synchronous backends)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the record says about this engine: backend, version, device, precision, options."""
+        info = {"backend": self.backend, "version": None, "device": self.device, "precision": self.precision,
+                "providers": None, "options": {}}
+        info.update(self._describe_impl())
+        return info
+
+    # -- hooks -----------------------------------------------------------------------------
+    def _activate_impl(self) -> None:
+        raise NotImplementedError
+
+    def _deactivate_impl(self) -> None:
+        pass
+
+    def _prepare_impl(self, batch: np.ndarray) -> Any:
+        raise NotImplementedError
+
+    def _run_prepared_impl(self, prepared: Any) -> Any:
+        raise NotImplementedError
+
+    def _to_numpy_impl(self, output: Any) -> np.ndarray:
+        return np.asarray(output)
+
+    def _describe_impl(self) -> dict[str, Any]:
+        return {}
