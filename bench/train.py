@@ -1,0 +1,428 @@
+"""A plain, fast PyTorch training loop that keeps the best validation checkpoint and can resume.
+
+    >>> bundle = load_dataset("digits", subset=600, input_size=16)
+    >>> model = nets.create_model("resnet20", num_classes=bundle.num_classes, in_chans=bundle.in_chans)
+    >>> result = train_model(model, bundle, TrainConfig(epochs=2, optimizer="adam"), "runs/r20")
+    >>> result.best_val_acc, result.best_checkpoint
+
+Files in `out_dir`: `best.pt` (the best validation epoch; weights, model config, normalization,
+data set), `best.json` (the same facts as JSON), `last.pt` (the last finished epoch plus optimizer,
+scheduler and scaler state, for `resume=True`), `history.json` and `curves.png` (learning curves).
+Every `.pt` loads with `torch.load(path, weights_only=True)`: it holds only tensors and plain
+containers. Each is written atomically, so an interrupted run leaves the previous epoch's files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from bench.atomic import atomic_path, write_text
+from bench.data import DatasetBundle, make_loaders, parse_augment
+from bench.errors import DataProblem, RbenchError, UsageProblem
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "adagrad")
+SCHEDULES = ("cosine", "step", "onecycle", "plateau", "constant")
+#: Learning rates that work for the CIFAR-style nets when `lr` is not given.
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "nadam": 2e-3, "adagrad": 1e-2}
+CHECKPOINT_FORMAT = "rbench.checkpoint/1"
+
+
+class TrainingDiverged(RbenchError):
+    """The loss became nan or infinite; training stopped."""
+
+    exit_code = 1
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults suit a brief CPU run of a CIFAR-style net."""
+
+    epochs: int = 1
+    batch_size: int = 128
+    optimizer: str = "sgd"          # sgd | adam | adamw | nadam | adagrad
+    lr: float | None = None         # None: DEFAULT_LR[optimizer]
+    momentum: float = 0.9           # sgd only (Nesterov)
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"        # cosine | step | onecycle | plateau | constant
+    step_size: int = 30             # step: epochs between decays (capped to a third of the run)
+    gamma: float = 0.1              # step / plateau decay factor
+    augment: tuple[str, ...] = ()   # crop, flip, erase
+    early_stop: int | None = None   # stop after this many epochs without a better val accuracy
+    label_smoothing: float = 0.0
+    amp: bool = False               # bf16 autocast on CPU, fp16 + GradScaler on CUDA
+    device: str = "cpu"
+    seed: int = 0
+    workers: int = 0
+    max_batches: int | None = None  # cap batches per epoch (smoke tests)
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        self.augment = parse_augment(self.augment)
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageProblem(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise UsageProblem(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.epochs < 1:
+            raise UsageProblem(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise UsageProblem(f"batch size must be positive, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageProblem(f"learning rate must be positive, got {self.lr}")
+        if self.early_stop is not None and self.early_stop < 1:
+            raise UsageProblem(f"early-stop patience must be at least 1 epoch, got {self.early_stop}")
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["augment"] = list(self.augment)
+        d["lr"] = self.learning_rate
+        return d
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. `history` holds one dict per epoch:
+    {epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, img_s}."""
+
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_acc: float
+    best_checkpoint: Path
+    last_checkpoint: Path
+    curves_png: Path | None
+    stopped_early: bool
+    seconds: float
+    train_img_s: float
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.best_checkpoint
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer named in `config`; no weight decay on BatchNorm and bias parameters."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    lr = config.learning_rate
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "nadam": torch.optim.NAdam,
+           "adagrad": torch.optim.Adagrad}[config.optimizer]
+    return cls(groups, lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """(scheduler, steps per batch?) for `config.schedule`; onecycle steps per batch, the rest per epoch."""
+    s = config.schedule
+    if s == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs), False
+    if s == "step":
+        step = max(1, min(config.step_size, math.ceil(config.epochs / 3)))
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step, gamma=config.gamma), False
+    if s == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate,
+                                                   total_steps=config.epochs * steps_per_epoch), True
+    if s == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.gamma, patience=2), False
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), False
+
+
+def anneal_temperature(model: nn.Module, epoch: int, epochs: int) -> float | None:
+    """Set a dynamic-conv net's attention temperature for `epoch` (0-based), if it has one.
+
+    Uses the zoo's own schedule when `nets` provides `anneal_temperature(model, epoch, epochs)`;
+    else calls `model.set_temperature(t)` with DY-CNN's schedule (Chen et al., CVPR 2020, §4):
+    30 falling linearly to 1 over the first 10 epochs. Returns the temperature set, or None.
+    """
+    import nets
+
+    hook = getattr(nets, "anneal_temperature", None)
+    if callable(hook):
+        return hook(model, epoch, epochs)
+    if hasattr(model, "set_temperature"):
+        t = max(1.0, 30.0 - 29.0 * epoch / 10.0)
+        model.set_temperature(t)
+        return t
+    return None
+
+
+def _amp_context(config: TrainConfig, device: torch.device):
+    if not config.amp:
+        return torch.autocast(device.type, enabled=False)
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches, device: torch.device, amp: bool = False) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` over `batches`."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    for x, y in batches:
+        with torch.autocast(device.type, dtype=dtype, enabled=amp):
+            logits = model(x)
+        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+    return (loss_sum / seen, correct / seen) if seen else (float("nan"), float("nan"))
+
+
+def checkpoint_payload(model: nn.Module, bundle: DatasetBundle, epoch: int, val_acc: float,
+                       config: TrainConfig, history: list[dict]) -> dict[str, Any]:
+    """The weights-only-loadable dict stored in best.pt / last.pt (tensors and plain data only)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "config": dict(getattr(model, "config", {})),
+        "normalization": {"mean": list(bundle.mean), "std": list(bundle.std)},
+        "dataset": bundle.describe(),
+        "epoch": epoch,
+        "val_acc": val_acc,
+        "train_config": config.to_dict(),
+        "history": [dict(h) for h in history],
+    }
+
+
+def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
+    """torch.save through a temporary file, renamed into place only when complete."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """torch.load(weights_only=True) with a one-line DataProblem for a missing or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataProblem(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataProblem(f"cannot load checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
+        raise DataProblem(f"{path} is not an rbench checkpoint (no state_dict and model config)")
+    return payload
+
+
+def plot_history(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Loss and accuracy per epoch (train and val) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
+        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
+        ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="val")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("accuracy" if key == "acc" else "cross-entropy loss")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+class _Progress:
+    """A rich progress bar with img/s and the running loss; silent when `enabled` is False."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[img_s]:>7.0f} img/s  loss {task.fields[loss]:.3f}"),
+                                TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def start(self, description: str, total: int):
+        if self.bar is not None:
+            return self.bar.add_task(description, total=total, img_s=0.0, loss=float("nan"))
+        return None
+
+    def update(self, task, img_s: float, loss: float):
+        if self.bar is not None:
+            self.bar.update(task, advance=1, img_s=img_s, loss=loss)
+
+    def done(self, task, line: str):
+        if self.bar is not None:
+            self.bar.remove_task(task)
+            self.bar.console.print(line)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, out_dir: str | Path,
+                progress: bool = True, resume: bool = False,
+                on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train `model` on `bundle` and keep the best validation epoch in `out_dir/best.pt`.
+
+    Args:
+        model: a net from `nets.create_model` (its `.config` is stored with the weights).
+        bundle: from `bench.data.load_dataset`; its in_chans and num_classes must fit the model.
+        config: optimizer, schedule, epochs, ... (`TrainConfig`).
+        out_dir: where best.pt, best.json, last.pt, history.json and curves.png go.
+        progress: show a progress bar with img/s on stderr (False for studies and tests).
+        resume: continue from `out_dir/last.pt` (weights, optimizer, scheduler, history).
+        on_epoch: called with each epoch's history entry.
+
+    Raises:
+        TrainingDiverged: the loss became nan/inf (nothing of that epoch is saved).
+        UsageProblem: resume from a checkpoint of another model, or nothing to resume.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from bench.errors import EnvironmentProblem
+
+        raise EnvironmentProblem("--device cuda asked for, but torch sees no CUDA GPU")
+    torch.manual_seed(config.seed)
+    model.to(device)
+    loaders = make_loaders(bundle, config.batch_size, augment=config.augment, workers=config.workers,
+                           seed=config.seed, device=device)
+    steps = len(loaders.train) if config.max_batches is None else min(len(loaders.train), config.max_batches)
+    if steps == 0:
+        raise DataProblem(f"the training split of {bundle.name} is empty")
+    optimizer = make_optimizer(model, config)
+    scheduler, per_batch = make_scheduler(optimizer, config, steps)
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
+    history: list[dict[str, float]] = []
+    best_epoch, best_acc, start_epoch = 0, -1.0, 0
+    if resume:
+        if not last_path.is_file():
+            raise UsageProblem(f"nothing to resume: {last_path} does not exist")
+        state = load_training_checkpoint(last_path)
+        if state["config"] != dict(getattr(model, "config", {})):
+            raise UsageProblem(f"{last_path} holds {state['config'].get('name')} {state['config']}, "
+                               f"not this {getattr(model, 'config', {}).get('name')} run's model")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if state["train_config"].get("epochs") == config.epochs:
+            scheduler.load_state_dict(state["scheduler"])
+        else:  # a longer (or shorter) run: replay the new schedule up to where the old one stopped
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for _ in range(int(state["epoch"]) * (steps if per_batch else 1)):
+                    scheduler.step(state["history"][-1]["val_acc"]) if config.schedule == "plateau" else scheduler.step()
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        history = [dict(h) for h in state["history"]]
+        best_epoch, best_acc = int(state["best_epoch"]), float(state["best_val_acc"])
+        start_epoch = int(state["epoch"])
+
+    t_run = time.perf_counter()
+    stopped_early = False
+    with _Progress(progress) as bar:
+        for epoch in range(start_epoch, config.epochs):
+            if config.early_stop and best_epoch and epoch - best_epoch >= config.early_stop:
+                stopped_early = True
+                break
+            anneal_temperature(model, epoch, config.epochs)
+            loaders.train.set_epoch(epoch)
+            model.train()
+            task = bar.start(f"epoch {epoch + 1}/{config.epochs}", steps)
+            loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+            for i, (x, y) in enumerate(loaders.train):
+                if i >= steps:
+                    break
+                with _amp_context(config, device):
+                    logits = model(x)
+                    loss = criterion(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(
+                        f"training diverged: loss is {float(loss)} at epoch {epoch + 1}, batch {i + 1} "
+                        f"(lr {optimizer.param_groups[0]['lr']:g}); lower --lr or change the optimizer")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if config.grad_clip:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                if per_batch:
+                    scheduler.step()
+                loss_sum += loss.item() * len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                seen += len(y)
+                bar.update(task, seen / (time.perf_counter() - t0), loss_sum / seen)
+            train_seconds = time.perf_counter() - t0
+            val_loss, val_acc = evaluate(model, loaders.val, device, config.amp)
+            if not math.isfinite(val_loss):
+                raise TrainingDiverged(f"training diverged: validation loss is {val_loss} after epoch {epoch + 1}; "
+                                       "lower --lr")
+            lr = optimizer.param_groups[0]["lr"]
+            if not per_batch:
+                scheduler.step(val_acc) if config.schedule == "plateau" else scheduler.step()
+            entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                     "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
+                     "seconds": round(time.perf_counter() - t0, 3), "img_s": round(seen / train_seconds, 1)}
+            history.append(entry)
+            if val_acc > best_acc:
+                best_acc, best_epoch = val_acc, epoch + 1
+                payload = checkpoint_payload(model, bundle, epoch + 1, val_acc, config, history)
+                save_checkpoint(payload, best_path)
+                write_text(out_dir / "best.json", json.dumps({k: v for k, v in payload.items() if k != "state_dict"},
+                                                             indent=2, default=str) + "\n")
+            last = checkpoint_payload(model, bundle, epoch + 1, val_acc, config, history)
+            last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict() if scaler.is_enabled() else {},
+                        best_epoch=best_epoch, best_val_acc=best_acc)
+            save_checkpoint(last, last_path)
+            write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
+            bar.done(task, f"epoch {epoch + 1}/{config.epochs}  train loss {entry['train_loss']:.4f} "
+                           f"acc {entry['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}  "
+                           f"lr {lr:.3g}  {entry['img_s']:.0f} img/s")
+            if on_epoch:
+                on_epoch(entry)
+    if not history:
+        raise UsageProblem(f"nothing to train: {last_path} already finished {start_epoch} of {config.epochs} epochs")
+    curves = None
+    try:
+        curves = plot_history(history, out_dir / "curves.png", title=str(getattr(model, "config", {}).get("name", "")))
+    except Exception:  # a plot is a convenience; never lose a finished run over it
+        curves = None
+    img_s = [h["img_s"] for h in history]
+    return TrainResult(history, best_epoch, best_acc, best_path, last_path, curves, stopped_early,
+                       time.perf_counter() - t_run, sum(img_s) / len(img_s), config.to_dict())
