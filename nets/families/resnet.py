@@ -20,7 +20,7 @@ CIFAR adaptation, which keeps 4x4 at the last stage for a 32x32 input.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
@@ -30,14 +30,18 @@ from nets._registry import register_model
 from nets.layers import create_act
 
 
-def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+#: Builds a conv with nn.Conv2d's signature; injected so dynamic nets reuse these blocks.
+ConvLayer = Callable[..., nn.Module]
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1, conv_layer: ConvLayer = nn.Conv2d) -> nn.Module:
     """3x3 convolution with padding, no bias (a BatchNorm follows)."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+    return conv_layer(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
 
-def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1, conv_layer: ConvLayer = nn.Conv2d) -> nn.Module:
     """1x1 convolution, no bias."""
-    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+    return conv_layer(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
 
 
 class PadShortcut(nn.Module):
@@ -62,12 +66,12 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 act: str = "relu", shortcut: bool = True):
+                 act: str = "relu", shortcut: bool = True, conv_layer: ConvLayer = nn.Conv2d):
         super().__init__()
-        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.conv1 = conv3x3(inplanes, planes, stride, conv_layer)
         self.bn1 = nn.BatchNorm2d(planes)
         self.act1 = create_act(act)
-        self.conv2 = conv3x3(planes, planes)
+        self.conv2 = conv3x3(planes, planes, conv_layer=conv_layer)
         self.bn2 = nn.BatchNorm2d(planes)
         self.act2 = create_act(act)
         self.downsample = downsample
@@ -90,16 +94,16 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 act: str = "relu", shortcut: bool = True):
+                 act: str = "relu", shortcut: bool = True, conv_layer: ConvLayer = nn.Conv2d):
         super().__init__()
         width = planes
-        self.conv1 = conv1x1(inplanes, width)
+        self.conv1 = conv1x1(inplanes, width, conv_layer=conv_layer)
         self.bn1 = nn.BatchNorm2d(width)
         self.act1 = create_act(act)
-        self.conv2 = conv3x3(width, width, stride)
+        self.conv2 = conv3x3(width, width, stride, conv_layer)
         self.bn2 = nn.BatchNorm2d(width)
         self.act2 = create_act(act)
-        self.conv3 = conv1x1(width, planes * self.expansion)
+        self.conv3 = conv1x1(width, planes * self.expansion, conv_layer=conv_layer)
         self.bn3 = nn.BatchNorm2d(planes * self.expansion)
         self.act3 = create_act(act)
         self.downsample = downsample
@@ -131,12 +135,15 @@ class ResNet(nn.Module):
         shortcut_type: 'B' projection (1x1 conv + BN) or 'A' parameter-free pad, where shapes change.
         stem: 'imagenet' (7x7/2 conv + max-pool), 'small' (3x3/1 conv) or 'cifar' (3x3/1, He et al. §4.2).
         zero_init_residual: start each residual branch at zero (Goyal et al., arXiv:1706.02677).
+        conv_layer: builds every conv inside the stages (not the stem), nn.Conv2d's signature;
+            a DynamicConv2d factory makes the dynamic twin (Chen et al. keep the first layer static).
+        stem_width: channels of the stem conv (default widths[0]); the Keras CIFAR ResNet uses 64.
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
                  widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 1000, in_chans: int = 3,
                  act: str = "relu", shortcut: bool = True, shortcut_type: str = "B", stem: str = "imagenet",
-                 zero_init_residual: bool = False):
+                 zero_init_residual: bool = False, conv_layer: ConvLayer = nn.Conv2d, stem_width: int | None = None):
         super().__init__()
         if shortcut_type not in ("A", "B"):
             raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}")
@@ -147,7 +154,8 @@ class ResNet(nn.Module):
         self.act = act
         self.shortcut = shortcut
         self.shortcut_type = shortcut_type
-        self.inplanes = widths[0]
+        self.conv_layer = conv_layer
+        self.inplanes = stem_width or widths[0]
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_chans, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -186,10 +194,12 @@ class ResNet(nn.Module):
             if self.shortcut_type == "A":
                 downsample = PadShortcut(self.inplanes, out_planes, stride)
             else:
-                downsample = nn.Sequential(conv1x1(self.inplanes, out_planes, stride), nn.BatchNorm2d(out_planes))
-        layers = [block(self.inplanes, planes, stride, downsample, act=self.act, shortcut=self.shortcut)]
+                downsample = nn.Sequential(conv1x1(self.inplanes, out_planes, stride, self.conv_layer),
+                                           nn.BatchNorm2d(out_planes))
+        kw = dict(act=self.act, shortcut=self.shortcut, conv_layer=self.conv_layer)
+        layers = [block(self.inplanes, planes, stride, downsample, **kw)]
         self.inplanes = out_planes
-        layers += [block(self.inplanes, planes, act=self.act, shortcut=self.shortcut) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, **kw) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
