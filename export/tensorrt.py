@@ -1,0 +1,365 @@
+"""ONNX -> TensorRT engine: explicit batch, an optimization profile, precision, workspace, timing cache.
+
+Written against the TensorRT Python API of 10.x and 11.x (NOT yet run on real hardware):
+- TensorRT 10 builds weakly typed networks by default, so the precision is a builder flag
+  (`BuilderFlag.FP16`); TF32 is switched off for fp32 so that "fp32" means fp32.
+- TensorRT 11 removed the weak-typing flags (FP16, INT8, OBEY_PRECISION_CONSTRAINTS, ...): every
+  network is strongly typed and the precision comes from the ONNX file, so fp16 needs the fp16
+  file that `rbench export --precision fp16` writes.
+- Both: explicit batch is the only mode (EXPLICIT_BATCH is deprecated in 10, gone in 11), a dynamic
+  batch needs an optimization profile (min, opt, max), the workspace is a memory-pool limit, and a
+  timing cache file is loaded before and saved after each build so later builds skip tactic timing.
+
+An engine is reused only when its manifest's cache key matches: the key hashes the ONNX file,
+TensorRT version, GPU and compute capability, precision, profile and workspace, so changing any of
+them rebuilds. `import tensorrt` happens only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import DataProblem, EnvironmentProblem, MissingDependency, UsageProblem
+
+INSTALL_HINT = "install it with `pip install -e .[trt]` (needs an NVIDIA GPU and a CUDA driver)"
+GPU_HINT = "TensorRT needs an NVIDIA GPU with a working CUDA driver (check `nvidia-smi`)"
+MIN_TRT_MAJOR = 10
+DEFAULT_BATCH_RANGE = (1, 8, 64)
+DEFAULT_WORKSPACE_GIB = 4.0
+
+
+# --------------------------------------------------------------------------------------------
+# Pure pieces: profile arithmetic, precision plan, cache key (tested on CPU)
+
+
+def parse_batch_range(text: str | Sequence[int]) -> tuple[int, int, int]:
+    """'1,8,64' (or a sequence) -> (min, opt, max), each >= 1 and min <= opt <= max.
+
+    A single number 'N' means a fixed batch (N, N, N).
+    """
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.replace("x", ",").split(",") if p.strip()]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError:
+            raise UsageProblem(f"batch range must be integers 'MIN,OPT,MAX' (e.g. 1,8,64), got {text!r}") from None
+    else:
+        values = list(text)
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise UsageProblem(f"batch range must be three integers MIN,OPT,MAX (e.g. 1,8,64), got {text!r}")
+    lo, opt, hi = values
+    if lo < 1:
+        raise UsageProblem(f"batch range minimum must be at least 1, got {lo}")
+    if not lo <= opt <= hi:
+        raise UsageProblem(f"batch range must satisfy MIN <= OPT <= MAX, got {lo},{opt},{hi}")
+    return lo, opt, hi
+
+
+def profile_shapes(input_shape: Sequence[int], batch_range: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    """The optimization profile of one NCHW input: {'min': (1, C, H, W), 'opt': ..., 'max': ...}."""
+    lo, opt, hi = parse_batch_range(batch_range)
+    rest = tuple(int(d) for d in input_shape)
+    if len(rest) != 3 or any(d < 1 for d in rest):
+        raise UsageProblem(f"input shape must be three positive integers (C, H, W), got {tuple(input_shape)!r}")
+    return {"min": (lo, *rest), "opt": (opt, *rest), "max": (hi, *rest)}
+
+
+@dataclass(frozen=True)
+class PrecisionPlan:
+    """How to get a precision out of a given TensorRT major version."""
+
+    trt_major: int
+    precision: str  # what the user asked for
+    strongly_typed: bool  # create the network with STRONGLY_TYPED (always so on TensorRT 11)
+    set_flags: tuple[str, ...]  # BuilderFlag names to set
+    clear_flags: tuple[str, ...]  # BuilderFlag names to clear
+    note: str
+
+
+def precision_plan(trt_major: int, precision: str, onnx_precision: str) -> PrecisionPlan:
+    """Decide network typing and builder flags for `precision` on TensorRT `trt_major`.
+
+    `onnx_precision` is the float type of the ONNX file's input ("fp32" or "fp16").
+    TensorRT 10: weak typing, precision by flags (FP16; TF32 cleared for fp32).
+    TensorRT 11+: strong typing, no precision flags; the file must already be in that precision.
+    """
+    if precision not in ("fp32", "fp16"):
+        raise UsageProblem(f"TensorRT precision must be fp32 or fp16, got {precision!r}")
+    if onnx_precision not in ("fp32", "fp16"):
+        raise UsageProblem(f"ONNX precision must be fp32 or fp16, got {onnx_precision!r}")
+    if trt_major < MIN_TRT_MAJOR:
+        raise MissingDependency(f"TensorRT {MIN_TRT_MAJOR} or newer (found {trt_major}.x)", INSTALL_HINT)
+    if precision == "fp32" and onnx_precision == "fp16":
+        raise UsageProblem("an fp16 ONNX file cannot give an fp32 engine; export again with --precision fp32")
+    if trt_major == 10:
+        if precision == "fp16":
+            return PrecisionPlan(10, precision, False, ("FP16",), ("TF32",),
+                                 "TensorRT 10, weak typing: BuilderFlag.FP16 lets it choose fp16 kernels")
+        return PrecisionPlan(10, precision, False, (), ("TF32",),
+                             "TensorRT 10, weak typing: fp32 kernels, TF32 off")
+    if precision == "fp16" and onnx_precision != "fp16":
+        raise UsageProblem(f"TensorRT {trt_major} builds strongly typed networks and takes the precision from the "
+                           "ONNX file; export with --precision fp16 for an fp16 engine")
+    return PrecisionPlan(trt_major, precision, True, (), ("TF32",),
+                         f"TensorRT {trt_major}, strongly typed: precision from the ONNX file ({onnx_precision})")
+
+
+def engine_cache_key(*, onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: str,
+                     precision: str, profile: dict[str, Sequence[int]], workspace_gib: float) -> str:
+    """A hash of everything that makes an engine valid: change any part and the key changes."""
+    payload = {
+        "onnx_sha256": onnx_sha256,
+        "tensorrt": trt_version,
+        "gpu": gpu_name,
+        "compute_capability": compute_capability,
+        "precision": precision,
+        "profile": {k: [int(d) for d in v] for k, v in sorted(profile.items())},
+        "workspace_gib": float(workspace_gib),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def trt_major_of(version: str) -> int:
+    """'10.13.3.9' -> 10."""
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        raise MissingDependency(f"TensorRT with a readable version (got {version!r})", INSTALL_HINT) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Environment
+
+
+def trt_available() -> tuple[bool, str]:
+    """(True, 'TensorRT 10.x on <GPU>') or (False, what is missing and how to get it)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        return False, f"TensorRT is not installed: {INSTALL_HINT}"
+    except Exception as exc:  # noqa: BLE001 - a broken install raises OSError etc. from its libraries
+        return False, f"TensorRT does not load ({' '.join(str(exc).split())[:160]}): {INSTALL_HINT}"
+    version = getattr(trt, "__version__", "?")
+    try:
+        if trt_major_of(version) < MIN_TRT_MAJOR:
+            return False, f"TensorRT {version} is too old; rbench needs {MIN_TRT_MAJOR}+: {INSTALL_HINT}"
+    except MissingDependency as exc:
+        return False, str(exc)
+    gpu = _gpu_identity()
+    if gpu is None:
+        return False, f"no CUDA GPU: {GPU_HINT}"
+    return True, f"TensorRT {version} on {gpu[0]} (compute capability {gpu[1]})"
+
+
+def _gpu_identity() -> tuple[str, str] | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return None
+    if not torch.cuda.is_available():
+        return None
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    return props.name, f"{props.major}.{props.minor}"
+
+
+def _require_trt():
+    """Import tensorrt, or raise the one-line error that says what is missing and how to get it."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise MissingDependency("TensorRT", INSTALL_HINT) from None
+    except Exception as exc:  # noqa: BLE001 - a broken install raises OSError etc. from its libraries
+        raise EnvironmentProblem(f"TensorRT does not load ({' '.join(str(exc).split())[:160]}): {INSTALL_HINT}") from None
+    version = getattr(trt, "__version__", "?")
+    if trt_major_of(version) < MIN_TRT_MAJOR:
+        raise MissingDependency(f"TensorRT {MIN_TRT_MAJOR} or newer (found {version})", INSTALL_HINT)
+    if _gpu_identity() is None:
+        raise EnvironmentProblem(f"no CUDA GPU: {GPU_HINT}")
+    return trt
+
+
+# --------------------------------------------------------------------------------------------
+# Build
+
+
+@dataclass
+class EngineReport:
+    """What `build_trt_engine` produced (also written as `<engine>.json`)."""
+
+    engine_path: str
+    manifest_path: str
+    onnx_path: str
+    onnx_sha256: str
+    cache_key: str
+    reused: bool  # True: a valid engine with the same key was already there, nothing was built
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    precision_plan: dict[str, Any]
+    input_name: str
+    profile: dict[str, list[int]]
+    workspace_gib: float
+    build_seconds: float
+    engine_bytes: int
+    timing_cache: str | None
+    timing_cache_loaded_bytes: int = 0
+    timing_cache_saved_bytes: int = 0
+    timing_cache_hit: bool = False  # the loaded cache already held every tactic the build timed
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _onnx_input(onnx_path: Path) -> tuple[str, list[int | str], str]:
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [vi for vi in proto.graph.input if vi.name not in initializers]
+    if len(inputs) != 1:
+        raise UsageProblem(f"{onnx_path.name} has {len(inputs)} inputs; rbench builds single-input image models")
+    vi = inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in vi.type.tensor_type.shape.dim]
+    elem = vi.type.tensor_type.elem_type
+    precision = {onnx.TensorProto.FLOAT: "fp32", onnx.TensorProto.FLOAT16: "fp16"}.get(elem)
+    if precision is None:
+        raise UsageProblem(f"{onnx_path.name} takes {onnx.TensorProto.DataType.Name(elem)} input; expected fp32 or fp16")
+    return vi.name, dims, precision
+
+
+def read_engine_manifest(engine_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The manifest beside an engine, or None when missing or unreadable."""
+    manifest = Path(f"{engine_path}.json")
+    try:
+        return json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def build_trt_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    *,
+    precision: str = "fp32",
+    batch_range: str | Sequence[int] = DEFAULT_BATCH_RANGE,
+    input_shape: Sequence[int] | None = None,
+    workspace_gib: float = DEFAULT_WORKSPACE_GIB,
+    timing_cache: str | os.PathLike | None = None,
+    force: bool = False,
+) -> EngineReport:
+    """Build (or reuse) a serialized TensorRT engine for `onnx_path` and write it to `engine_path`.
+
+    Args:
+        onnx_path: a checked ONNX file (its `.data` side file, if any, beside it).
+        engine_path: the engine file to write; its manifest goes to `<engine_path>.json`.
+        precision: "fp32" or "fp16" (see `precision_plan` for how each TensorRT version gets it).
+        batch_range: (min, opt, max) batch of the optimization profile, or "1,8,64".
+        input_shape: (C, H, W); default: read from the ONNX file.
+        workspace_gib: limit of TensorRT's workspace memory pool.
+        timing_cache: a timing-cache file loaded before and saved after the build (shared across builds).
+        force: rebuild even when an engine with the same cache key exists.
+
+    Raises MissingDependency without TensorRT, EnvironmentProblem without a CUDA GPU; nothing is written then.
+    """
+    from bench.atomic import write_bytes, write_text
+    from export.onnx import sha256_files
+
+    onnx_path = Path(onnx_path)
+    engine_path = Path(engine_path)
+    lo_opt_hi = parse_batch_range(batch_range)
+    if workspace_gib <= 0:
+        raise UsageProblem(f"workspace must be positive GiB, got {workspace_gib}")
+    if not onnx_path.is_file():
+        raise DataProblem(f"no ONNX file at {onnx_path}")
+    input_name, onnx_dims, onnx_precision = _onnx_input(onnx_path)
+    if input_shape is None:
+        if len(onnx_dims) != 4 or not all(isinstance(d, int) and d > 0 for d in onnx_dims[1:]):
+            raise UsageProblem(f"cannot read (C, H, W) from {onnx_path.name} input {onnx_dims}; pass input_shape")
+        input_shape = tuple(onnx_dims[1:])
+    if isinstance(onnx_dims[0], int) and onnx_dims[0] > 0 and lo_opt_hi != (onnx_dims[0],) * 3:
+        raise UsageProblem(f"{onnx_path.name} has a fixed batch of {onnx_dims[0]}; export with --dynamic-batch "
+                           f"for the batch range {','.join(map(str, lo_opt_hi))}")
+    profile = profile_shapes(input_shape, lo_opt_hi)
+
+    trt = _require_trt()  # everything above runs (and fails) without TensorRT
+    trt_version = trt.__version__
+    plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision)
+    gpu_name, capability = _gpu_identity() or ("?", "?")
+    onnx_sha = sha256_files(onnx_path, onnx_path.with_name(f"{onnx_path.name}.data")
+                            if onnx_path.with_name(f"{onnx_path.name}.data").exists() else None)
+    key = engine_cache_key(onnx_sha256=onnx_sha, trt_version=trt_version, gpu_name=gpu_name,
+                           compute_capability=capability, precision=precision, profile=profile,
+                           workspace_gib=workspace_gib)
+
+    previous = read_engine_manifest(engine_path)
+    if not force and previous and previous.get("cache_key") == key and engine_path.is_file():
+        if previous.get("engine_bytes") == engine_path.stat().st_size:
+            previous["reused"] = True
+            return EngineReport(**{k: v for k, v in previous.items() if k in EngineReport.__dataclass_fields__})
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    try:
+        builder = trt.Builder(logger)
+    except Exception as exc:  # noqa: BLE001 - no CUDA context, driver mismatch, ...
+        raise EnvironmentProblem(f"TensorRT cannot start a builder ({' '.join(str(exc).split())[:160]}): {GPU_HINT}") from None
+    flags = 0
+    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):  # reads a .data side file relative to the model
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise DataProblem(f"TensorRT cannot parse {onnx_path.name}: {' '.join(errors.split())[:200]}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    for name in plan.set_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.clear_flags:
+        if hasattr(trt.BuilderFlag, name):
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    trt_profile = builder.create_optimization_profile()
+    trt_profile.set_shape(network.get_input(0).name, profile["min"], profile["opt"], profile["max"])
+    config.add_optimization_profile(trt_profile)
+
+    cache_path = Path(timing_cache) if timing_cache else None
+    loaded = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
+    cache = config.create_timing_cache(loaded)
+    config.set_timing_cache(cache, ignore_mismatch=False)
+
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - start
+    if serialized is None:
+        raise EnvironmentProblem(f"TensorRT could not build an engine for {onnx_path.name} "
+                                 f"({precision}, batch {','.join(map(str, lo_opt_hi))}); see its log above")
+    engine_bytes = bytes(serialized)
+    saved = b""
+    if cache_path is not None:
+        saved = bytes(config.get_timing_cache().serialize())
+        write_bytes(cache_path, saved)
+
+    report = EngineReport(
+        engine_path=str(engine_path), manifest_path=f"{engine_path}.json", onnx_path=str(onnx_path),
+        onnx_sha256=onnx_sha, cache_key=key, reused=False, tensorrt_version=trt_version, gpu_name=gpu_name,
+        compute_capability=capability, precision=precision, precision_plan=asdict(plan), input_name=input_name,
+        profile={k: list(v) for k, v in profile.items()}, workspace_gib=float(workspace_gib),
+        build_seconds=round(build_seconds, 3), engine_bytes=len(engine_bytes),
+        timing_cache=str(cache_path) if cache_path else None, timing_cache_loaded_bytes=len(loaded),
+        timing_cache_saved_bytes=len(saved), timing_cache_hit=bool(loaded) and len(saved) == len(loaded),
+    )
+    # The engine first, then its manifest: a manifest never names an engine that is not there.
+    write_bytes(engine_path, engine_bytes)
+    write_text(f"{engine_path}.json", json.dumps(report.to_dict(), indent=2) + "\n")
+    return report
