@@ -70,6 +70,10 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> Checkpoi
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UsageProblem(f"checkpoint {path} does not fit {held} {kwargs}: {first}") from None
+    if payload.get("temperature") is not None:  # a dynamic-conv net stopped before annealing ended
+        from nets.layers import set_temperature
+
+        set_temperature(model, float(payload["temperature"]))
     model.eval()
     return Checkpoint(model, config, dict(payload.get("normalization", {})), dict(payload.get("dataset", {})),
                       int(payload.get("epoch", 0)), path)

@@ -147,21 +147,29 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 
 
 def anneal_temperature(model: nn.Module, epoch: int, epochs: int) -> float | None:
-    """Set a dynamic-conv net's attention temperature for `epoch` (0-based), if it has one.
+    """Set a dynamic-conv net's attention temperature for `epoch` (0-based); None for other nets.
 
-    Uses the zoo's own schedule when `nets` provides `anneal_temperature(model, epoch, epochs)`;
-    else calls `model.set_temperature(t)` with DY-CNN's schedule (Chen et al., CVPR 2020, §4):
-    30 falling linearly to 1 over the first 10 epochs. Returns the temperature set, or None.
+    DY-CNN's schedule (Chen et al., CVPR 2020, §4.1; `nets.layers.temperature_schedule`): 30
+    falling linearly to 1 over the first 10 epochs, compressed into `epochs - 1` epochs for a
+    shorter run so that the last epoch, and so the checkpoint, trains at the temperature 1 the
+    net is evaluated and exported with.
     """
-    import nets
+    from nets.layers import set_temperature, temperature_schedule
 
-    hook = getattr(nets, "anneal_temperature", None)
-    if callable(hook):
-        return hook(model, epoch, epochs)
-    if hasattr(model, "set_temperature"):
-        t = max(1.0, 30.0 - 29.0 * epoch / 10.0)
-        model.set_temperature(t)
-        return t
+    if current_temperature(model) is None:
+        return None
+    t = temperature_schedule(epoch, anneal_epochs=min(10, epochs - 1))
+    set_temperature(model, t)
+    return t
+
+
+def current_temperature(model: nn.Module) -> float | None:
+    """The attention temperature of a dynamic-conv net (None for other nets)."""
+    from nets.layers import DynamicConv2d
+
+    for m in model.modules():
+        if isinstance(m, DynamicConv2d):
+            return float(m.temperature)
     return None
 
 
@@ -198,6 +206,7 @@ def checkpoint_payload(model: nn.Module, bundle: DatasetBundle, epoch: int, val_
         "dataset": bundle.describe(),
         "epoch": epoch,
         "val_acc": val_acc,
+        "temperature": current_temperature(model),
         "train_config": config.to_dict(),
         "history": [dict(h) for h in history],
     }
