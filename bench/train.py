@@ -291,7 +291,7 @@ class _Progress:
     def done(self, task, line: str):
         if self.bar is not None:
             self.bar.remove_task(task)
-            self.bar.console.print(line)
+            self.bar.console.print(line, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- the loop

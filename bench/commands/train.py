@@ -1,0 +1,186 @@
+"""`rbench train` and `rbench accuracy`: brief training on real data, and accuracy through every engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+DATASET_HELP = "fashion-mnist | digits | cifar10 | imagefolder:PATH"
+
+
+def _data_options(f):
+    f = click.option("--download", is_flag=True, help="Allow torchvision to download fashion-mnist / cifar10.")(f)
+    f = click.option("--channel-mode", type=click.Choice(["select", "average", "replicate", "zero"]), default=None,
+                     help="How a channel subset reaches the net: select (in_chans = subset size), or 3 channels "
+                          "by average / replicate / zero (the naive way).")(f)
+    f = click.option("--channels", default=None, metavar="RGB|RG|GB|R|G|B",
+                     help="Channel subset of the RGB image (grey data is copied to RGB first).")(f)
+    f = click.option("--input-size", type=click.IntRange(min=4), default=None,
+                     help="Resize images to this square size (default: the data set's own; digits 32).")(f)
+    f = click.option("--subset", type=click.IntRange(min=2), default=None,
+                     help="Keep N train+val images (and at most N test images) for a quick run.")(f)
+    f = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                     help="Folder with the data files (default: $RBENCH_DATA, then the data set's usual place).")(f)
+    return f
+
+
+@click.command("train")
+@click.argument("model")
+@click.option("--dataset", default="fashion-mnist", show_default=True, help=DATASET_HELP)
+@_data_options
+@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "nadam", "adagrad"]), default="sgd",
+              show_default=True)
+@click.option("--lr", type=float, default=None, help="Learning rate (default: 0.1 sgd, 1e-3 adam/adamw, ...).")
+@click.option("--schedule", type=click.Choice(["cosine", "step", "onecycle", "plateau", "constant"]), default="cosine",
+              show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--augment", default="", metavar="crop,flip,erase", help="Training augmentations, comma-separated.")
+@click.option("--early-stop", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
+              help="Stop after PATIENCE epochs without a better validation accuracy.")
+@click.option("--act", type=click.Choice(["relu", "leaky_relu", "silu"]), default="relu", show_default=True)
+@click.option("--amp", is_flag=True, help="Mixed precision (bf16 on CPU, fp16 on CUDA).")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights, splits, shuffling, augmentation.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader workers (lazy ImageFolder only).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Run folder for best.pt, last.pt, curves.png (default: runs/MODEL-DATASET-sSEED).")
+@click.option("--results", "results_dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Where the train record is appended.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
+def train_command(model, dataset, data_root, subset, input_size, channels, channel_mode, download, epochs, batch_size,
+                  optimizer, lr, schedule, weight_decay, augment, early_stop, act, amp, device, seed, val_fraction,
+                  workers, out_dir, results_dir, resume, quiet, threads):
+    """Train MODEL briefly on real data; keep the best validation checkpoint.
+
+    \b
+    Writes into --out: best.pt (weights-only loadable: torch.load(p, weights_only=True)),
+    best.json (model config, normalization, data set), last.pt (to --resume), history.json and
+    curves.png; appends a "train" record with the learning curves to --results/train.jsonl.
+    A nan loss stops the run with an error.
+
+    \b
+    Examples:
+      rbench train resnet20 --dataset fashion-mnist --epochs 3 --augment crop,flip
+      rbench train resnet20 --dataset digits --optimizer adam --subset 1000 -q
+    """
+    import time
+
+    import torch
+
+    import nets
+    from bench.data import load_dataset
+    from bench.results import append_record, make_record
+    from bench.train import TrainConfig, train_model
+
+    if threads:
+        torch.set_num_threads(threads)
+    nets.model_entry(model)  # an unknown name fails before the data loads
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
+                         weight_decay=weight_decay, augment=augment, early_stop=early_stop, amp=amp, device=device,
+                         seed=seed, workers=workers)
+    bundle = load_dataset(dataset, root=data_root, subset=subset, seed=seed, val_fraction=val_fraction,
+                          input_size=input_size, channels=channels, channel_mode=channel_mode or "select",
+                          download=download)
+    torch.manual_seed(seed)
+    net = nets.create_model(model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=act)
+    short = bundle.name.split(":", 1)[0] if not bundle.name.startswith("imagefolder:") else \
+        "imagefolder-" + Path(bundle.name.split(":", 1)[1]).name
+    out = Path(out_dir) if out_dir else Path("runs") / f"{model}-{short}-s{seed}"
+    if not quiet:
+        click.echo(f"training {model} ({sum(p.numel() for p in net.parameters()):,} params) on {bundle.name} "
+                   f"from {bundle.source}: {len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test, "
+                   f"input {bundle.input_shape}, {config.epochs} epochs {config.optimizer} lr {config.learning_rate:g}",
+                   err=True)
+    t0 = time.perf_counter()
+    result = train_model(net, bundle, config, out, progress=not quiet, resume=resume)
+    record = make_record(
+        "train", model=model, model_config=dict(net.config), dataset=bundle.describe(), train_config=config.to_dict(),
+        history=result.history, epochs_run=len(result.history), best_epoch=result.best_epoch,
+        best_val_acc=result.best_val_acc, stopped_early=result.stopped_early, train_img_s=round(result.train_img_s, 1),
+        seconds=round(time.perf_counter() - t0, 2), params=sum(p.numel() for p in net.parameters()),
+        checkpoint=str(result.best_checkpoint), curves_png=str(result.curves_png) if result.curves_png else None,
+        resumed=resume)
+    path = append_record(record, results_dir)
+    click.echo(f"best val acc {result.best_val_acc:.4f} at epoch {result.best_epoch}; "
+               f"{result.train_img_s:.0f} img/s; checkpoint {result.best_checkpoint}; curves {result.curves_png}; "
+               f"record {path}")
+
+
+@click.command("accuracy")
+@click.argument("model")
+@click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(dir_okay=False),
+              help="A best.pt / last.pt from `rbench train`.")
+@click.option("--engine", "engines", default="torch,ort", show_default=True, metavar="torch,ort,trt",
+              help="Engines to run, comma-separated; the first is the reference for the differences.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda")
+@click.option("--dataset", default=None, help=f"{DATASET_HELP} (default: the checkpoint's own).")
+@_data_options
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--normalization", type=click.Choice(["checkpoint", "data"]), default="checkpoint", show_default=True,
+              help="Normalize with the statistics the model was trained with, or the data's own.")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines instead of a table.")
+@click.option("--out", "results_dir", type=click.Path(file_okay=False), default="results", show_default=True,
+              help="Where the accuracy records are appended.")
+def accuracy_command(model, checkpoint_path, engines, precision, device, dataset, data_root, subset, input_size,
+                     channels, channel_mode, download, batch_size, normalization, as_json, results_dir):
+    """Test-split accuracy of a MODEL checkpoint through every engine.
+
+    \b
+    Per engine: top-1 (and top-5), macro precision / recall / F1, per-class precision and
+    recall, the confusion matrix; against the first engine: the top-1 difference, the share of
+    identical predictions and the largest logit difference, so an export that loses accuracy
+    (fp16, a broken graph) shows at once. Records go to --out/accuracy.jsonl, all or none.
+
+    \b
+    Example:
+      rbench accuracy resnet20 --checkpoint runs/resnet20-fashion-mnist-s0/best.pt --engine torch,ort
+    """
+    from bench.accuracy import accuracy_record_fields, dataset_for_checkpoint, evaluate_checkpoint, load_checkpoint
+    from bench.errors import UsageProblem
+    from bench.results import append_record, make_record, to_json
+
+    names = [e.strip() for e in engines.split(",") if e.strip()]
+    if not names:
+        raise UsageProblem("--engine needs at least one of torch, ort, trt")
+    import nets
+
+    nets.model_entry(model)  # an unknown name is a usage error before anything loads
+    ckpt = load_checkpoint(checkpoint_path, model_name=model)
+    if input_size is not None:
+        ckpt.dataset["input_size"] = input_size
+    bundle = dataset_for_checkpoint(ckpt, name=dataset, root=data_root, subset=subset, channels=channels,
+                                    channel_mode=channel_mode, download=download)
+    results = evaluate_checkpoint(ckpt, bundle, names, precision=precision, device=device, batch_size=batch_size,
+                                  normalization=normalization)
+    records = [make_record("accuracy", **accuracy_record_fields(ckpt, bundle, r)) for r in results]
+    for record in records:  # measured everything first: an engine failure leaves no partial records
+        path = append_record(record, results_dir)
+    if as_json:
+        for record in records:
+            click.echo(to_json(record))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{model} on {bundle.name} test split ({results[0]['samples']} images), {precision}")
+    for col in ("engine", "top-1", "Δ top-1", "agree", "macro P", "macro R", "macro F1", "max |Δ logit|", "s"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+    for r in results:
+        table.add_row(r["engine"], f"{r['top1']:.4f}", f"{r['top1_delta']:+.4f}", f"{r['agreement']:.4f}",
+                      f"{r['precision_macro']:.4f}", f"{r['recall_macro']:.4f}", f"{r['f1_macro']:.4f}",
+                      f"{r['max_abs_logit_diff']:.2e}", f"{r['seconds']:.1f}")
+    console = Console(width=120)
+    console.print(table)
+    worst = min(results, key=lambda r: r["top1_delta"])
+    if worst["top1_delta"] < -0.005:
+        console.print(f"[yellow]warning: {worst['engine']} loses {-worst['top1_delta']:.2%} top-1 against "
+                      f"{worst['reference_engine']}[/yellow]")
+    click.echo(f"records appended to {path}")
