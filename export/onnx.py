@@ -249,11 +249,29 @@ def _export_dynamo(model, example, path: Path, opset: int, dynamic_batch: bool) 
         )
 
 
+@contextlib.contextmanager
+def _quiet_stderr_fd():
+    """Silence file descriptor 2 for the block: on failure the TorchScript exporter dumps the whole
+    TorchScript graph there from C++ (its log switch is always on), which would bury the one-line error."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreters): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _export_torchscript(model, example, path: Path, opset: int, dynamic_batch: bool) -> None:
     import torch
 
     dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if dynamic_batch else None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_stderr_fd():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (example,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
@@ -276,13 +294,23 @@ def _shape_of(value_info) -> list[int | str]:
     return dims
 
 
-def _finalize(raw: Path, final_name: str, stage: Path, model_name: str | None) -> tuple[Path, Path | None]:
+def _finalize(raw: Path, final_name: str, stage: Path, model_name: str | None,
+              output_shape: Sequence[int | str]) -> tuple[Path, Path | None]:
     """Re-save the exporter's output in `stage` as `final_name`: one file when it fits, else a
     `<final_name>.data` side file whose reference names the final file (so renaming keeps it valid).
-    Returns (onnx path, data path or None) inside `stage`."""
+    The output's declared shape is set from what PyTorch returned (the TorchScript exporter leaves
+    names like 'Gemmlogits_dim_0' even for a fixed batch). Returns (onnx path, data path or None)."""
     import onnx
 
     proto = onnx.load(str(raw), load_external_data=True)
+    if len(proto.graph.output) == 1:
+        dims = proto.graph.output[0].type.tensor_type.shape.dim
+        if len(dims) == len(output_shape):
+            for dim, value in zip(dims, output_shape):
+                if isinstance(value, str):
+                    dim.dim_param = value
+                else:
+                    dim.dim_value = int(value)
     weight_bytes = sum(len(t.raw_data) if t.HasField("raw_data") else 0 for t in proto.graph.initializer)
     if model_name:
         onnx.helper.set_model_props(proto, {"rbench.model": model_name})
@@ -386,7 +414,10 @@ def to_onnx(
                 except Exception as exc:  # noqa: BLE001
                     raise DataProblem(f"ONNX export failed: {_one_line(exc)}") from exc
         export_seconds = time.perf_counter() - start
-        staged, staged_data = _finalize(raw, path.name, stage, model_name)
+        with _eval_mode(export_model), torch.no_grad():
+            traced_out = tuple(export_model(example).shape)
+        output_shape = [BATCH_DIM if dynamic_batch else batch, *traced_out[1:]]
+        staged, staged_data = _finalize(raw, path.name, stage, model_name, output_shape)
         check_onnx(staged)
 
         parity = None

@@ -1,0 +1,233 @@
+"""`rbench export`: a model (and optionally its checkpoint) to verified ONNX, and a TensorRT engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.errors import EnvironmentProblem, UsageProblem
+
+MANIFEST_SCHEMA = "rbench.export/1"
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before any work when `out` cannot hold files (it exists as a file, or is read-only)."""
+    if out.exists() and not out.is_dir():
+        raise EnvironmentProblem(f"--out {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".rbench-write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write to --out {out}: {exc.strerror or exc}") from None
+
+
+def _model_settings(model_name: str, checkpoint_config: dict[str, Any] | None, num_classes: int | None,
+                    in_chans: int | None, act: str | None) -> dict[str, Any]:
+    """The create_model arguments: CLI options first, then the checkpoint's config, then defaults."""
+    config = dict(checkpoint_config or {})
+    trained_as = config.pop("name", None)
+    if trained_as is not None and trained_as != model_name:
+        raise UsageProblem(f"the checkpoint holds a {trained_as}, not a {model_name}; export {trained_as} instead")
+    config.pop("input_size", None)
+    settings = {"num_classes": 10, "in_chans": 3, "act": "relu"}
+    settings.update({k: v for k, v in config.items()})
+    for key, value in (("num_classes", num_classes), ("in_chans", in_chans), ("act", act)):
+        if value is not None:
+            settings[key] = value
+    return settings
+
+
+def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint: Any, report: Any,
+                   input_size: int, engine: Any = None) -> dict[str, Any]:
+    """The JSON written beside the ONNX file: what was exported, how, and how well it matched."""
+    from bench.results import describe_machine
+
+    machine = describe_machine()
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "model": model_name,
+        "model_config": model_config,
+        "input_size": input_size,
+        "checkpoint": None if checkpoint is None else {
+            "path": checkpoint.path, "sha256": checkpoint.sha256,
+            **{k: v for k, v in checkpoint.extra.items() if k in ("normalization", "dataset", "epoch", "val_acc")},
+        },
+        "onnx": {
+            "file": Path(report.path).name,
+            "sha256": report.onnx_sha256,
+            "bytes": report.onnx_bytes,
+            "external_data": Path(report.external_data).name if report.external_data else None,
+            "opset": report.opset,
+            "exporter": report.exporter,
+            "fallback_reason": report.fallback_reason,
+            "precision": report.precision,
+            "io_dtype": "float16" if report.precision == "fp16" else "float32",
+            "inputs": [{"name": n, "shape": s} for n, s in zip(report.input_names, report.input_shapes)],
+            "outputs": [{"name": n, "shape": s} for n, s in zip(report.output_names, report.output_shapes)],
+            "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in report.dynamic_axes.items()},
+            "traced_batch": report.traced_batch,
+            "export_seconds": report.export_seconds,
+        },
+        "parity": report.parity.to_dict() if report.parity is not None else None,
+        "tensorrt": engine.to_dict() if engine is not None else None,
+        "versions": {k: machine["versions"].get(k) for k in ("rbench", "torch", "onnx", "onnxscript", "onnxruntime",
+                                                             "tensorrt")},
+        "machine": machine,
+    }
+
+
+@click.command("export", context_settings={"max_content_width": 100})
+@click.argument("model_name", metavar="MODEL")
+@click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
+              help="Weights to export (.pt, loaded weights-only): a state dict, or a dict with 'state_dict' or "
+                   "'model'. A checkpoint from `rbench train` also gives the architecture settings.")
+@click.option("--input-size", type=click.IntRange(min=1), help="Height = width of the input. [default: the "
+              "checkpoint's, else the size the model is designed for: 32 CIFAR nets, 224 ImageNet nets]")
+@click.option("--in-chans", type=click.IntRange(min=1), help="Input channels. [default: checkpoint's, else 3]")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Outputs. [default: checkpoint's, else 10]")
+@click.option("--act", help="Activation: relu, leaky_relu, silu. [default: checkpoint's, else relu]")
+@click.option("--opset", type=int, default=18, show_default=True,
+              help="ONNX opset, 13..23. 18+ uses the dynamo exporter; 13..17 the TorchScript exporter.")
+@click.option("--exporter", type=click.Choice(["auto", "dynamo", "torchscript"]), default="auto", show_default=True,
+              help="auto: dynamo, falling back to TorchScript when dynamo fails (the manifest says which ran).")
+@click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
+              help="Symbolic batch axis 'batch' on input and output, or a fixed batch (--batch).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="The batch of a --static-batch graph.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 exports model.half(): weights, compute AND input/output are float16 (feed float16 "
+                   "arrays); checked against the fp32 model with fp16 tolerances.")
+@click.option("--engine", "engine_kind", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
+              help="trt also builds a TensorRT engine (needs `pip install -e .[trt]` and an NVIDIA GPU).")
+@click.option("--batch-range", default="1,8,64", show_default=True,
+              help="TensorRT optimization profile MIN,OPT,MAX batch.")
+@click.option("--workspace-gib", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="TensorRT workspace memory limit.")
+@click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
+              help="TensorRT timing-cache file shared across builds. [default: OUT/../trt-timing.cache]")
+@click.option("--force", is_flag=True, help="Rebuild the TensorRT engine even when a valid one is there.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False),
+              help="Output folder. [default: exports/MODEL]")
+@click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Also append an 'export' record to RESULTS/export.jsonl.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and test inputs.")
+def export_command(model_name: str, checkpoint: Path | None, input_size: int | None, in_chans: int | None,
+                   num_classes: int | None, act: str | None, opset: int, exporter: str, dynamic_batch: bool,
+                   batch: int, precision: str, engine_kind: str, batch_range: str, workspace_gib: float,
+                   timing_cache: Path | None, force: bool, out: Path | None, results_dir: Path | None,
+                   seed: int) -> None:
+    """Export MODEL to ONNX, prove it matches PyTorch, and optionally build a TensorRT engine.
+
+    \b
+    Writes to OUT (default exports/MODEL/):
+      MODEL.onnx / MODEL-fp16.onnx   the model, weights inside (a .data side file only past 2 GB)
+      <onnx>.json                    manifest: config, checkpoint and ONNX sha256, opset, exporter,
+                                     IO names and shapes (dynamic axes), parity figures, versions,
+                                     machine
+      MODEL[-fp16].engine (+ .json)  with --engine trt: the serialized engine and its manifest
+
+    \b
+    Checks: onnx.checker (full), shape inference, then onnxruntime (CPU) against PyTorch in eval
+    mode on fresh random inputs at batch 1 and 3 (the trace used batch 2): max abs error, max
+    relative error (against the output's largest magnitude), cosine similarity, top-1 agreement.
+    Tolerances: fp32 abs err <= 1e-5 + 1e-4*max|ref|, cosine >= 0.99999; fp16 abs err <= 1e-3 +
+    2e-2*max|ref|, cosine >= 0.999. A miss exits 1 and keeps no file.
+
+    \b
+    TensorRT: 10.x takes the precision as a builder flag (FP16); 11.x builds strongly typed
+    networks, so an fp16 engine needs the fp16 ONNX file (--precision fp16). The engine is reused
+    only when ONNX hash, TensorRT version, GPU, precision, profile and workspace all match.
+
+    \b
+    Examples:
+      rbench export resnet20
+      rbench export resnet56 --checkpoint runs/resnet56/best.pt
+      rbench export resnet50 --input-size 224 --precision fp16 --engine trt --batch-range 1,16,64
+    """
+    import nets
+    from bench.atomic import write_text
+    from export.checkpoint import apply_checkpoint, load_checkpoint
+    from export.onnx import check_opset, to_onnx
+
+    entry = nets.model_entry(model_name)  # unknown name: one line, exit 2
+    check_opset(opset, exporter)
+    from export.tensorrt import parse_batch_range
+
+    profile_range = parse_batch_range(batch_range) if engine_kind == "trt" else None
+    out = out or Path("exports") / model_name
+    trt = None
+    if engine_kind == "trt":
+        from export.tensorrt import precision_plan, require_trt, trt_major_of
+
+        trt = require_trt()  # no TensorRT or no GPU: one line, before anything is written
+        precision_plan(trt_major_of(trt.__version__), precision, precision)
+    ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+    ckpt_config = ckpt.config if ckpt is not None else None
+    settings = _model_settings(model_name, ckpt_config, num_classes, in_chans, act)
+    size = input_size or (ckpt_config or {}).get("input_size") or entry.input_size
+
+    import torch
+
+    torch.manual_seed(seed)
+    model = nets.create_model(model_name, **settings)
+    if ckpt is not None:
+        apply_checkpoint(model, ckpt, model_name)
+    _check_writable(out)
+
+    stem = model_name if precision == "fp32" else f"{model_name}-{precision}"
+    onnx_path = out / f"{stem}.onnx"
+    manifest_path = out / f"{stem}.onnx.json"
+    shape = (settings["in_chans"], size, size)
+    report = to_onnx(model, onnx_path, shape, batch=batch, opset=opset, dynamic_batch=dynamic_batch,
+                     precision=precision, verify=True, exporter=exporter, model_name=model_name, seed=seed)
+    engine_report = None
+    try:
+        if engine_kind == "trt":
+            from export.tensorrt import build_trt_engine
+
+            engine_report = build_trt_engine(
+                onnx_path, out / f"{stem}.engine", precision=precision, batch_range=profile_range,
+                input_shape=shape, workspace_gib=workspace_gib,
+                timing_cache=timing_cache or out.parent / "trt-timing.cache", force=force)
+        manifest = build_manifest(model_name=model_name, model_config=dict(model.config), checkpoint=ckpt,
+                                  report=report, input_size=size, engine=engine_report)
+        write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
+    except BaseException:
+        # A half-done export keeps nothing: the ONNX file without its manifest would look verified.
+        for leftover in (onnx_path, Path(f"{onnx_path}.data"), manifest_path):
+            leftover.unlink(missing_ok=True)
+        raise
+
+    click.echo(f"{model_name}: {onnx_path} ({report.exporter} exporter, opset {report.opset}, {precision}, "
+               f"input {report.input_shapes[0]}, {report.onnx_bytes / 2**20:.1f} MiB, {report.export_seconds:.1f} s)")
+    click.echo(f"  {report.parity.summary()}")
+    if report.fallback_reason:
+        click.echo(f"  note: {report.fallback_reason}")
+    if engine_report is not None:
+        state = "reused (cache key matches)" if engine_report.reused else f"built in {engine_report.build_seconds:.1f} s"
+        click.echo(f"  TensorRT {engine_report.tensorrt_version} engine {engine_report.engine_path}: {state}, "
+                   f"profile {engine_report.profile['min'][0]},{engine_report.profile['opt'][0]},"
+                   f"{engine_report.profile['max'][0]}, timing cache hit: {engine_report.timing_cache_hit}")
+    click.echo(f"  manifest: {manifest_path}")
+
+    if results_dir is not None:
+        from bench.results import append_record, make_record
+
+        parity = report.parity
+        record = make_record(
+            "export", model=model_name, model_config=dict(model.config), engine=engine_kind, precision=precision,
+            batch=None if dynamic_batch else batch, input_shape=list(shape), opset=report.opset,
+            exporter=report.exporter, onnx_sha256=report.onnx_sha256, export_seconds=report.export_seconds,
+            parity_passed=parity.passed, parity_max_abs_err=parity.worst.max_abs_err,
+            parity_max_rel_err=parity.worst.max_rel_err, parity_min_cosine=parity.worst.min_cosine,
+            parity_top1_agreement=min(b.top1_agreement for b in parity.batches),
+            engine_build_seconds=engine_report.build_seconds if engine_report else None,
+        )
+        click.echo(f"  record: {append_record(record, results_dir)}")

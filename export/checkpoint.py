@@ -1,0 +1,99 @@
+"""Checkpoints for export: load weights-only, find the state dict, say briefly how it mismatches.
+
+Accepted shapes: a plain state dict; a dict with "state_dict" or "model" holding one (the rbench
+trainer writes `{"state_dict", "config", "normalization", ...}`). Prefixes that wrappers add
+(`module.` from DataParallel, `_orig_mod.` from torch.compile) are removed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import DataProblem, UsageProblem
+
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its weights, the model config it carries (if any), its file hash."""
+
+    path: str
+    sha256: str
+    state_dict: dict[str, Any]
+    config: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # normalization, dataset, epoch, ... (plain data)
+
+
+def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Load `path` with torch.load(weights_only=True); a missing, unreadable or foreign file raises DataProblem."""
+    import torch
+
+    from export.onnx import sha256_files
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataProblem(f"checkpoint {path} does not exist")
+    try:
+        sha = sha256_files(path)
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise DataProblem(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors, or a non-weights object
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataProblem(f"{path} is not a readable PyTorch checkpoint ({first[:160]})") from None
+    config = None
+    extra: dict[str, Any] = {}
+    state = payload
+    if isinstance(payload, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(payload.get(key), dict):
+                state = payload[key]
+                config = payload.get("config") if isinstance(payload.get("config"), dict) else None
+                extra = {k: v for k, v in payload.items()
+                         if k not in (key, "config", "optimizer", "scheduler", "scaler") and not isinstance(v, torch.Tensor)}
+                break
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise DataProblem(f"{path} holds no state dict (expected tensors by name, or a dict with 'state_dict' or 'model')")
+    return Checkpoint(path=str(path), sha256=sha, state_dict=_strip_prefixes(dict(state)), config=config, extra=extra)
+
+
+def _names(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... (+{len(keys) - limit})" if len(keys) > limit else "")
+
+
+def state_dict_mismatch(model, state_dict: dict[str, Any]) -> str | None:
+    """None when `state_dict` fits `model` exactly, else a short description of what differs."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k} {list(state_dict[k].shape)} vs {list(v.shape)}" for k, v in expected.items()
+              if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    parts = []
+    if shapes:
+        parts.append(f"{len(shapes)} shape(s) differ (checkpoint vs model): {_names(shapes, 2)}")
+    if missing:
+        parts.append(f"{len(missing)} key(s) missing: {_names(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s): {_names(unexpected)}")
+    return "; ".join(parts) or None
+
+
+def apply_checkpoint(model, checkpoint: Checkpoint, model_name: str) -> None:
+    """Load the weights into `model`, or raise UsageProblem saying which keys or shapes differ."""
+    problem = state_dict_mismatch(model, checkpoint.state_dict)
+    if problem:
+        raise UsageProblem(f"checkpoint {Path(checkpoint.path).name} does not fit {model_name}: {problem} "
+                           "(set --num-classes / --in-chans / --act as in training)")
+    model.load_state_dict(checkpoint.state_dict, strict=True)
