@@ -381,7 +381,7 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
                     loss = criterion(logits.float(), y)
                 if not torch.isfinite(loss):
                     raise TrainingDiverged(
-                        f"training diverged: loss is {float(loss)} at epoch {epoch + 1}, batch {i + 1} "
+                        f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
                         f"(lr {optimizer.param_groups[0]['lr']:g}); lower --lr or change the optimizer")
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
