@@ -64,10 +64,11 @@ def export_for_engine(model, model_name: str | None, input_shape, precision: str
     if model is None:
         import nets
 
-        path = cache_dir() / "onnx" / f"{model_name}-{c}x{h}x{w}-{num_classes}cls-{precision}.onnx"
+        model = nets.create_model(model_name, num_classes=num_classes, in_chans=c)
+        params = sum(p.numel() for p in model.parameters())  # a changed definition gets a new file
+        path = cache_dir() / "onnx" / f"{model_name}-{c}x{h}x{w}-{num_classes}cls-{params}p-{precision}.onnx"
         if path.exists():
             return path
-        model = nets.create_model(model_name, num_classes=num_classes, in_chans=c)
     else:
         path = Path(workdir) / f"{model_name or 'model'}-{precision}.onnx"
     report = export.to_onnx(model.eval().cpu(), path, input_shape=(c, h, w), batch=1, dynamic_batch=True,

@@ -31,6 +31,10 @@ def import_tensorrt():
 def trt_status() -> tuple[bool, str]:
     """(usable, why): TensorRT needs the module and a CUDA GPU torch can see."""
     try:
+        trt = import_tensorrt()
+    except MissingDependency as exc:
+        return False, str(exc)
+    try:
         from export.tensorrt import trt_available
 
         ok, reason = trt_available()
@@ -38,10 +42,6 @@ def trt_status() -> tuple[bool, str]:
             return False, reason
     except ImportError:
         pass
-    try:
-        trt = import_tensorrt()
-    except MissingDependency as exc:
-        return False, str(exc)
     import torch
 
     if not torch.cuda.is_available():

@@ -1,0 +1,163 @@
+"""Engines keep one contract, and agree with each other on outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import nets
+from bench.engines import ENGINES, create_engine, engine_availability
+from bench.engines.torch_engine import cpu_precision_support
+from bench.errors import EnvironmentProblem, MissingDependency, UsageProblem
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def _batch(n, shape=(3, 32, 32), seed=0):
+    return np.random.default_rng(seed).standard_normal((n, *shape), dtype=np.float32)
+
+
+@pytest.mark.parametrize("model_name", ["resnet20", "dy_resnet20"])
+def test_torch_and_onnxruntime_agree(model_name):
+    """The ONNX export is made at batch 1 and run at batch 3 (a dynamic batch)."""
+    model = nets.create_model(model_name).eval()
+    x = _batch(3)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+        reference = engine.infer(x)
+    with create_engine("ort", model=model, input_shape=(3, 32, 32), threads=1) as engine:
+        got = engine.infer(x)
+        info = engine.describe()
+    assert got.shape == reference.shape == (3, 10) and got.dtype == np.float32
+    np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+    assert info["backend"] == "ort" and info["providers"] == ["CPUExecutionProvider"]
+    assert info["options"]["graph_optimization"] == "all"
+
+
+def test_prepared_path_equals_infer_and_contract():
+    x = _batch(2)
+    engine = create_engine("torch", model_name="resnet20", input_shape=(3, 32, 32))
+    with pytest.raises(RuntimeError, match="not active"):
+        engine.infer(x)
+    with engine as active:
+        assert active is engine and engine.is_active
+        expected = engine.infer(x)
+        out = engine.run_prepared(engine.prepare(x))
+        engine.synchronize()
+        np.testing.assert_array_equal(engine.to_numpy(out), expected)
+        with pytest.raises(UsageProblem, match="shape"):
+            engine.infer(_batch(1, (3, 16, 16)))
+        info = engine.describe()
+    assert not engine.is_active
+    assert {"backend", "version", "device", "precision", "providers", "options"} <= set(info)
+    assert info["backend"] == "torch" and info["options"]["mode"] == "eager"
+
+
+def test_channels_last_and_bf16_on_cpu():
+    model = nets.create_model("resnet20").eval()
+    x = _batch(2)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+        reference = engine.infer(x)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32), channels_last=True) as engine:
+        np.testing.assert_allclose(engine.infer(x), reference, rtol=1e-4, atol=1e-4)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32), precision="bf16") as engine:
+        got = engine.infer(x)  # bf16 autocast runs on every CPU (emulated without avx512_bf16)
+        assert engine.describe()["options"]["autocast"] == "bfloat16"
+    assert np.abs(got - reference).max() < 0.1 * max(1.0, np.abs(reference).max())
+
+
+def test_fp16_on_a_cpu_without_fp16_is_refused():
+    ok, why = cpu_precision_support("fp16")
+    if ok:
+        pytest.skip(f"this CPU runs fp16: {why}")
+    with pytest.raises(EnvironmentProblem, match="fp16"):
+        with create_engine("torch", model_name="resnet20", input_shape=(3, 32, 32), precision="fp16"):
+            pass
+
+
+def test_factory_rejects_bad_requests():
+    with pytest.raises(UsageProblem, match="unknown engine"):
+        create_engine("tflite", model_name="resnet20")
+    with pytest.raises(UsageProblem, match="precision"):
+        create_engine("torch", model_name="resnet20", precision="int3")
+    with pytest.raises(UsageProblem, match="device"):
+        create_engine("torch", model_name="resnet20", device="tpu")
+    with pytest.raises(UsageProblem, match="provider"):
+        with create_engine("ort", model_name="resnet20", provider="bogus"):
+            pass
+    assert set(ENGINES) == {"torch", "ort", "trt"}
+
+
+def test_engines_import_without_heavy_optional_modules():
+    code = ("import sys, bench.engines, bench.engines.trt_engine, bench.engines.ort_engine, bench.timing, bench.stats;"
+            "print('tensorrt' in sys.modules, 'onnxruntime' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
+
+
+def test_availability_rows_say_why():
+    rows = engine_availability()
+    assert {r["engine"].split()[0] for r in rows} == {"torch", "ort", "trt"}
+    assert all(r["reason"] for r in rows)
+    assert any(r["engine"] == "ort" and r["provider"] == "cpu" and r["available"] for r in rows)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the refusal on a machine without a GPU")
+def test_cuda_without_gpu_is_an_environment_problem():
+    with pytest.raises(EnvironmentProblem, match="GPU"):
+        with create_engine("torch", model_name="resnet20", device="cuda"):
+            pass
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: torch.cuda.is_available() is False")
+@pytest.mark.parametrize("options", [{}, {"precision": "fp16"}, {"cuda_graph": True}, {"channels_last": True}])
+def test_torch_cuda_agrees_with_cpu(options):
+    model = nets.create_model("resnet20").eval()
+    x = _batch(4)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+        reference = engine.infer(x)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32), device="cuda", **options) as engine:
+        got = engine.infer(x)
+        got_again = engine.infer(x)
+    tol = 5e-2 if options.get("precision") else 1e-3
+    np.testing.assert_allclose(got, reference, rtol=tol, atol=tol)
+    np.testing.assert_array_equal(got, got_again)
+
+
+def _trt_reason() -> str | None:
+    from bench.engines.trt_engine import trt_status
+
+    ok, why = trt_status()
+    return None if ok else why
+
+
+@pytest.mark.trt
+def test_tensorrt_agrees_with_torch():
+    reason = _trt_reason()
+    if reason:
+        pytest.skip(f"TensorRT engine unavailable: {reason}")
+    model = nets.create_model("resnet20").eval()
+    x = _batch(3)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+        reference = engine.infer(x)
+    for cuda_graph in (False, True):
+        with create_engine("trt", model=model, input_shape=(3, 32, 32), max_batch=8, cuda_graph=cuda_graph) as engine:
+            np.testing.assert_allclose(engine.infer(x), reference, rtol=1e-2, atol=1e-2)
+            assert engine.describe()["version"]
+
+
+def test_tensorrt_missing_is_one_clear_error():
+    if _trt_reason() is None:
+        pytest.skip("TensorRT works here; this checks the error without it")
+    with pytest.raises((MissingDependency, EnvironmentProblem), match="TensorRT|GPU"):
+        with create_engine("trt", model_name="resnet20"):
+            pass
