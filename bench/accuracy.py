@@ -126,7 +126,7 @@ def evaluate_engine(engine: Any, batches: Iterable[tuple[torch.Tensor, torch.Ten
     return metrics, logits
 
 
-def test_batches(checkpoint: Checkpoint, bundle: DatasetBundle, batch_size: int = 256,
+def batches_for_checkpoint(checkpoint: Checkpoint, bundle: DatasetBundle, batch_size: int = 256,
                  normalization: str = "checkpoint") -> Batches:
     """The test split as float batches, normalized as the model was trained ('checkpoint') or by the data ('data')."""
     if bundle.in_chans != checkpoint.input_shape[0]:
@@ -158,7 +158,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, bundle: DatasetBundle, engines: 
 
     if not engines:
         raise UsageProblem("name at least one engine")
-    batches = test_batches(checkpoint, bundle, batch_size, normalization)
+    batches = batches_for_checkpoint(checkpoint, bundle, batch_size, normalization)
     results: list[dict[str, Any]] = []
     reference: tuple[str, dict[str, Any], np.ndarray] | None = None
     for name in engines:
