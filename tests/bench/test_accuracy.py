@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import nets
-from bench.accuracy import dataset_for_checkpoint, evaluate_checkpoint, evaluate_engine, load_checkpoint, batches_for_checkpoint
+from bench.accuracy import batches_for_checkpoint, dataset_for_checkpoint, evaluate_checkpoint, evaluate_engine, load_checkpoint
 from bench.errors import DataProblem, UsageProblem
-from bench.train import checkpoint_payload, TrainConfig, save_checkpoint
+from bench.train import TrainConfig, checkpoint_payload, save_checkpoint
 
 needs_engines = pytest.mark.skipif(importlib.util.find_spec("bench.engines") is None,
                                    reason="bench.engines (torch/ort engines) is not in this checkout yet")

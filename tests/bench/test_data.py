@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import (DEFAULT_FASHION_ROOT, Batches, apply_channels, augment_batch, load_dataset, make_loaders,
-                        normalize_batch, parse_channels)
+from bench.data import (
+    DEFAULT_FASHION_ROOT,
+    Batches,
+    apply_channels,
+    augment_batch,
+    load_dataset,
+    make_loaders,
+    normalize_batch,
+    parse_channels,
+)
 from bench.errors import DataProblem, UsageProblem
 
 
