@@ -1,0 +1,91 @@
+"""Honest by construction: rbench's median for ONNX Runtime on CPU equals a bare perf_counter loop's.
+
+`nox -s bench` runs this (pytest -m benchmark tests/benchmarks). pytest-benchmark times the
+bare `session.run` for the report; the assertion compares rbench's `measure_latency` median
+against a bare `time.perf_counter()` loop around `session.run` in the same process. The two
+are interleaved in rounds so that a neighbour loading the CPU hits both alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import pytest
+
+from bench.engines import create_engine
+from bench.timing import measure_latency
+
+pytestmark = pytest.mark.benchmark
+
+ROUNDS = 5
+ITERS = 60
+#: "within a few percent"; the absolute term covers timer granularity on sub-millisecond runs.
+REL_TOL = 0.05
+ABS_TOL_MS = 0.02
+
+
+@pytest.fixture(scope="module")
+def ort_engine(tmp_path_factory):
+    import os
+
+    os.environ.setdefault("RBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+    engine = create_engine("ort", model_name="resnet20", input_shape=(3, 32, 32), threads=1)
+    with engine:
+        yield engine
+
+
+def _bare_loop(session, output_name, feed, iters: int) -> list[float]:
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        session.run([output_name], feed)
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+def test_rbench_median_matches_a_bare_loop(ort_engine, benchmark):
+    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    session, output_name = ort_engine.session, ort_engine.output_name
+    feed = {ort_engine.input_name: batch}
+    _bare_loop(session, output_name, feed, 20)  # warm-up for both
+
+    bare, harness = [], []
+    for _ in range(ROUNDS):
+        bare += _bare_loop(session, output_name, feed, ITERS)
+        harness += measure_latency(ort_engine, batch, warmup=2, iters=ITERS)["latencies_ms"]
+    bare_p50, harness_p50 = statistics.median(bare), statistics.median(harness)
+
+    benchmark.extra_info.update(bare_p50_ms=bare_p50, rbench_p50_ms=harness_p50, ratio=harness_p50 / bare_p50)
+    benchmark(session.run, [output_name], feed)  # the bare call, for pytest-benchmark's table
+
+    assert abs(harness_p50 - bare_p50) <= REL_TOL * bare_p50 + ABS_TOL_MS, (
+        f"rbench p50 {harness_p50:.4f} ms vs bare loop p50 {bare_p50:.4f} ms: the harness adds overhead")
+
+
+def test_torch_engine_median_matches_a_bare_loop(benchmark):
+    """The same check for the torch engine: its timed run is forward + (no-op) synchronize on CPU."""
+    import torch
+
+    import nets
+
+    model = nets.create_model("resnet20").eval()
+    batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
+    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+        x = engine.prepare(batch)
+        bare, harness = [], []
+        with torch.inference_mode():
+            for _ in range(5):
+                model(x)
+            for _ in range(ROUNDS):
+                for _ in range(ITERS // 2):
+                    t0 = time.perf_counter()
+                    model(x)
+                    bare.append((time.perf_counter() - t0) * 1000.0)
+                harness += measure_latency(engine, batch, warmup=1, iters=ITERS // 2)["latencies_ms"]
+        benchmark.extra_info.update(bare_p50_ms=statistics.median(bare), rbench_p50_ms=statistics.median(harness))
+        benchmark.pedantic(engine.run_prepared, args=(x,), rounds=20, iterations=1)
+    bare_p50, harness_p50 = statistics.median(bare), statistics.median(harness)
+    assert abs(harness_p50 - bare_p50) <= REL_TOL * bare_p50 + ABS_TOL_MS, (
+        f"rbench p50 {harness_p50:.4f} ms vs bare loop p50 {bare_p50:.4f} ms")
