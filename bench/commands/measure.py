@@ -203,7 +203,7 @@ def measure_model(model_name: str, engines: list[str], batches: list[int], setti
             for batch_size in batches:
                 batch = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
                 base = dict(model=model_name, model_config=getattr(model, "config", None), engine=engine_name,
-                            engine_info=info, precision=settings.precision, device=settings.device, batch=batch_size,
+                            engine_info=info, precision=settings.precision, device=engine.device, batch=batch_size,
                             input_shape=list(input_shape), params=profile["params"], macs=profile["macs"],
                             flops=profile["flops"], settings=_settings_record(settings))
                 try:
