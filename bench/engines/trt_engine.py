@@ -74,6 +74,8 @@ class TensorRTEngine(Engine):
         if device == "cpu":
             device = "cuda"  # TensorRT has no CPU mode; the request for trt implies the GPU
         super().__init__(input_shape=input_shape, device=device, precision=precision, name=model_name)
+        if precision == "bf16":
+            raise UsageProblem("the trt engine builds fp32 or fp16 engines; bf16 is for --engine torch")
         if model is None and model_name is None and engine_path is None and onnx_path is None:
             raise UsageProblem("the trt engine needs an engine file, an ONNX file, a model or a model name")
         self._model_in = model
@@ -93,20 +95,20 @@ class TensorRTEngine(Engine):
 
         c, h, w = self.input_shape
         if self.engine_path is not None and self.engine_path.exists():
-            return self.engine_path
+            return self.engine_path  # the user's own engine, used as it is
         if self.onnx_path is None:
             if self._model_in is not None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="rbench-trt-")
-            self.onnx_path = export_for_engine(self._model_in, self.model_name, self.input_shape, "fp32",
+            # TensorRT 11 takes the precision from the ONNX file (strong typing), so fp16 exports fp16.
+            self.onnx_path = export_for_engine(self._model_in, self.model_name, self.input_shape, self.precision,
                                                Path(self._tmp.name) if self._tmp else None, self.num_classes)
         if self.engine_path is None:
             folder = Path(self._tmp.name) if self._tmp else cache_dir() / "trt"
             self.engine_path = folder / f"{self.onnx_path.stem}-{self.precision}-b{self.max_batch}.engine"
-        if not self.engine_path.exists():
-            opt = min(8, self.max_batch)
-            report = export.build_trt_engine(self.onnx_path, self.engine_path, precision=self.precision,
-                                             batch_range=(1, opt, self.max_batch), input_shape=(c, h, w))
-            self.engine_path = Path(getattr(report, "path", None) or getattr(report, "engine_path", None) or self.engine_path)
+        # build_trt_engine reuses an engine whose cache key (ONNX hash, TensorRT, GPU, precision) matches.
+        report = export.build_trt_engine(self.onnx_path, self.engine_path, precision=self.precision,
+                                         batch_range=(1, min(8, self.max_batch), self.max_batch), input_shape=(c, h, w))
+        self.engine_path = Path(getattr(report, "engine_path", None) or self.engine_path)
         return self.engine_path
 
     def _activate_impl(self) -> None:
