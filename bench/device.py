@@ -36,35 +36,36 @@ def _best_of(fn, budget_s: float, min_runs: int = 3) -> float:
     return best
 
 
-def measure_peak(device: str = "cpu", budget_s: float = 1.0) -> dict[str, Any]:
+def measure_peak(device: str = "cpu", budget_s: float = 1.0, size: int | None = None) -> dict[str, Any]:
     """Peak matmul FLOP/s (fp32; also fp16 and bf16 on CUDA) and copy bandwidth on `device`.
 
     CPU: a 2048x2048 fp32 matmul (2*n^3 FLOPs) on all torch threads, best of ~`budget_s`;
     bandwidth from copying a 128 MiB tensor (read + write = 2 x bytes). CUDA: 8192x8192
     matmuls timed with synchronize, TF32 off for the fp32 figure, 1 GiB device copy.
+    `size` overrides the matmul side (tests use a small one; a small matmul under-reports the peak).
     """
     import torch
 
     out: dict[str, Any] = {"device": device}
     if device == "cpu":
-        n = 2048  # large enough to reach the BLAS peak on a few cores, small enough for ~0.1 s a run
+        n = size or 2048  # large enough to reach the BLAS peak on a few cores, small enough for ~0.1 s a run
         lhs, rhs = torch.randn(n, n), torch.randn(n, n)
         torch.mm(lhs, rhs)
         seconds = _best_of(lambda: torch.mm(lhs, rhs), budget_s)
         out["peak_flops_s_fp32"] = 2 * n**3 / seconds
-        src = torch.ones(32 * 2**20)  # 128 MiB of fp32
+        src = torch.ones(32 * 2**20 if size is None else size * size)  # 128 MiB of fp32 by default
         dst = torch.empty_like(src)
         dst.copy_(src)
         seconds = _best_of(lambda: dst.copy_(src), budget_s / 2)
         out["memory_bandwidth_bytes_s"] = 2 * src.numel() * src.element_size() / seconds
         out["threads"] = torch.get_num_threads()
-        out["method"] = f"best of torch.mm {n}x{n} and a 128 MiB copy, ~{budget_s:g}s each"
+        out["method"] = f"best of torch.mm {n}x{n} and a {src.numel() * 4 / 2**20:g} MiB copy, ~{budget_s:g}s each"
         return out
 
     from bench.engines.torch_engine import check_cuda
 
     check_cuda()
-    n = 8192
+    n = size or 8192
     previous_tf32 = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = False
     try:
@@ -95,7 +96,8 @@ def measure_peak(device: str = "cpu", budget_s: float = 1.0) -> dict[str, Any]:
     return out
 
 
-def device_peak(device: str = "cpu", refresh: bool = False, budget_s: float = 1.0) -> dict[str, Any]:
+def device_peak(device: str = "cpu", refresh: bool = False, budget_s: float = 1.0,
+                size: int | None = None) -> dict[str, Any]:
     """The cached peak of this machine's `device`, measured (and cached) when missing or on `refresh`."""
     path = cache_path(device)
     if not refresh and path.exists():
@@ -106,7 +108,7 @@ def device_peak(device: str = "cpu", refresh: bool = False, budget_s: float = 1.
                 return data
         except (OSError, ValueError):
             pass
-    data = measure_peak(device, budget_s)
+    data = measure_peak(device, budget_s, size)
     data["cache_version"] = CACHE_VERSION
     data["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:

@@ -14,13 +14,13 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_cpu_peak_is_measured_and_cached(cache):
-    first = device_peak("cpu", budget_s=0.02)
+    first = device_peak("cpu", budget_s=0.02, size=256)
     assert first["cached"] is False
     assert first["peak_flops_s_fp32"] > 1e8 and first["memory_bandwidth_bytes_s"] > 1e8
     assert cache_path("cpu").parent == cache and cache_path("cpu").exists()
-    second = device_peak("cpu", budget_s=0.02)
+    second = device_peak("cpu", budget_s=0.02, size=256)
     assert second["cached"] is True and second["peak_flops_s_fp32"] == first["peak_flops_s_fp32"]
-    third = device_peak("cpu", refresh=True, budget_s=0.02)
+    third = device_peak("cpu", refresh=True, budget_s=0.02, size=256)
     assert third["cached"] is False
 
 
