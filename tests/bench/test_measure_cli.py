@@ -124,3 +124,22 @@ def test_fp16_on_this_cpu(run_cli, results_dir):
 def test_unknown_model(run_cli, results_dir):
     code, out, err = run_cli("latency", "resnet21", "--out", results_dir)
     assert code == 2 and "resnet20" in err and list(results_dir.iterdir()) == []
+
+
+def test_out_of_memory_at_one_batch_is_reported_and_the_run_goes_on(run_cli, results_dir, monkeypatch):
+    import bench.timing
+
+    real = bench.timing.measure_latency
+
+    def fake(engine, batch, **kw):
+        if batch.shape[0] == 4:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real(engine, batch, **kw)
+
+    monkeypatch.setattr(bench.timing, "measure_latency", fake)
+    code, out, err = run_cli("latency", "resnet20", "--batch", "1,4,2", *FAST, "--out", results_dir)
+    assert code == 0, err
+    assert "out of memory at batch 4" in out
+    records = read_records(results_dir / "latency.jsonl")
+    assert [r["batch"] for r in records] == [1, 4, 2]
+    assert records[1]["error"] and "latency_ms_p50" not in records[1] and records[2]["latency_ms_p50"] > 0
