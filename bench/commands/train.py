@@ -126,11 +126,12 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--normalization", type=click.Choice(["checkpoint", "data"]), default="checkpoint", show_default=True,
               help="Normalize with the statistics the model was trained with, or the data's own.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines instead of a table.")
 @click.option("--out", "results_dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Where the accuracy records are appended.")
 def accuracy_command(model, checkpoint_path, engines, precision, device, dataset, data_root, subset, input_size,
-                     channels, channel_mode, download, batch_size, normalization, as_json, results_dir):
+                     channels, channel_mode, download, batch_size, normalization, threads, as_json, results_dir):
     """Test-split accuracy of a MODEL checkpoint through every engine.
 
     \b
@@ -147,6 +148,10 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
     from bench.errors import UsageProblem
     from bench.results import append_record, make_record, to_json
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     names = [e.strip() for e in engines.split(",") if e.strip()]
     if not names:
         raise UsageProblem("--engine needs at least one of torch, ort, trt")
