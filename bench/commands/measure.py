@@ -598,8 +598,10 @@ def device_command(refresh: bool, budget_s: float, as_json: bool, out: Path) -> 
         rows += [(k, v) for k, v in machine["versions"].items() if v]
         for device, peak in peaks.items():
             for key, value in peak.items():
-                if key.startswith("peak_flops_s_"):
+                if key.startswith("peak_flops_s_") and isinstance(value, (int, float)):
                     rows.append((f"{device} peak {key.rsplit('_', 1)[1]}", f"{value / 1e9:.1f} GFLOP/s"))
+            for library, value in (peak.get("peak_flops_s_fp32_by_library") or {}).items():
+                rows.append((f"  fp32 matmul in {library}", f"{value / 1e9:.1f} GFLOP/s"))
             rows.append((f"{device} copy bandwidth", f"{peak['memory_bandwidth_bytes_s'] / 1e9:.1f} GB/s"))
             rows.append((f"{device} peak source", ("cached " if peak.get("cached") else "measured ") + peak.get("measured_at", "")))
         for key, value in rows:
