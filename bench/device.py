@@ -57,7 +57,7 @@ def _onnxruntime_matmul(lhs, rhs):
 def measure_peak(device: str = "cpu", budget_s: float = 1.0, size: int | None = None) -> dict[str, Any]:
     """Peak matmul FLOP/s (fp32; also fp16 and bf16 on CUDA) and copy bandwidth on `device`.
 
-    CPU: a 2048x2048 fp32 matmul (2*n^3 FLOPs) in torch (MKL) and in onnxruntime (MLAS), all
+    CPU: a 1024x1024 fp32 matmul (2*n^3 FLOPs) in torch (MKL) and in onnxruntime (MLAS), all
     threads, best of ~`budget_s` each; the peak is the faster library's figure.
     bandwidth from copying a 128 MiB tensor (read + write = 2 x bytes). CUDA: 8192x8192
     matmuls timed with synchronize, TF32 off for the fp32 figure, 1 GiB device copy.
@@ -67,7 +67,9 @@ def measure_peak(device: str = "cpu", budget_s: float = 1.0, size: int | None = 
 
     out: dict[str, Any] = {"device": device}
     if device == "cpu":
-        n = size or 2048  # large enough to reach the BLAS peak on a few cores, small enough for ~0.1 s a run
+        # 1024 reaches the BLAS peak on a few cores in ~10 ms a run: many runs in the budget, so the
+        # best of them catches a quiet moment on a shared machine.
+        n = size or 1024
         lhs, rhs = torch.randn(n, n), torch.randn(n, n)
         torch.mm(lhs, rhs)
         by_library = {"torch.mm": 2 * n**3 / _best_of(lambda: torch.mm(lhs, rhs), budget_s)}
