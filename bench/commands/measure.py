@@ -227,8 +227,19 @@ def measure_model(model_name: str, engines: list[str], batches: list[int], setti
                     timed_wall_s=round(run["timed_wall_s"], 4), include_transfers=run["include_transfers"],
                     timer=run["timer"], memory_peak_bytes=run["memory_peak_bytes"], peak_memory_source=run["memory_kind"],
                     latencies_ms=[round(v, 5) for v in run["latencies_ms"]],
+                    load_average_after=_load_average(),
                 ))
     return records
+
+
+def _load_average() -> list[float] | None:
+    """The 1/5/15-minute load average after a run: on a shared machine it says how busy it was."""
+    import os
+
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
 
 
 def _settings_record(settings: Settings) -> dict[str, Any]:
