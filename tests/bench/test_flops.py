@@ -1,0 +1,91 @@
+"""bench.flops against published numbers, and the two counters against each other."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+import nets
+from bench.flops import FlopsReport, count_flops, counting_device, model_flops, profile_model
+
+# torchvision's resnet50 at 224: 4,089,184,256 conv + linear MACs, the number torchvision and
+# most papers publish ("4.1 GFLOPs"); thop also counts BatchNorm and pooling (~1% more).
+RESNET50_MACS = 4_089_184_256
+
+
+def test_torchvision_resnet50_at_224():
+    with torch.device("meta"):  # counts need shapes only
+        model = torchvision.models.resnet50()
+    report = profile_model(model, (3, 224, 224))
+    assert isinstance(report, FlopsReport)
+    assert report.params == 25_557_032
+    assert report.flops == 2 * RESNET50_MACS
+    assert report.macs == pytest.approx(RESNET50_MACS, rel=0.02)
+    assert report.agrees and report.warning is None
+
+
+def test_our_resnet50_counts_like_torchvision():
+    assert model_flops("resnet50", (3, 224, 224), num_classes=1000) == (25_557_032, 2 * RESNET50_MACS)
+
+
+def test_real_model_is_profiled_without_side_effects():
+    model = nets.create_model("resnet20")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = profile_model(model, (3, 32, 32), batch=2, detail=True)
+    assert model.training  # the mode is restored
+    after = model.state_dict()
+    assert before.keys() == after.keys()  # no thop buffers left behind
+    assert all(torch.equal(before[k], after[k]) for k in before)  # running stats untouched
+    assert not any(hasattr(m, "total_ops") for m in model.modules())
+    assert report.params == 269_722 and report.batch == 2
+    assert report.flops == 2 * count_flops(model, (3, 32, 32))  # batch 2 costs twice batch 1
+    assert report.agrees
+    # Per-module: the stages add up to less than the whole, the head is tiny, thop agrees per layer.
+    assert report.flops_by_module[""] == report.flops
+    stages = sum(report.flops_by_module[f"layer{i}"] for i in (1, 2, 3))
+    assert 0.95 * report.flops < stages + report.flops_by_module["conv1"] + report.flops_by_module["fc"] <= report.flops
+    assert report.macs_by_module["conv1"] == report.flops_by_module["conv1"] // 2
+
+
+def test_dynamic_conv_flops_are_one_conv_plus_aggregation():
+    """The batched-matmul form costs one conv per sample, not K (see DynamicConv2d's docstring)."""
+    dy = nets.create_model("dy_resnet20", kernels=4)
+    static = nets.create_model("resnet20")
+    dy_flops, static_flops = count_flops(dy, (3, 32, 32)), count_flops(static, (3, 32, 32))
+    assert static_flops < dy_flops < 1.1 * static_flops
+
+
+def test_disagreement_is_flagged():
+    """A functional conv is invisible to thop but not to the torch counter."""
+
+    class FunctionalConv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.randn(8, 3, 3, 3))
+
+        def forward(self, x):
+            return F.conv2d(x, self.weight, padding=1).mean((2, 3))
+
+    report = profile_model(FunctionalConv(), (3, 16, 16))
+    assert report.flops == 2 * 8 * 3 * 9 * 16 * 16
+    assert not report.agrees and "thop" in report.warning
+    assert report.params == 8 * 3 * 9  # counted by us, not by thop's rules
+
+
+def test_fast_counting_matches_a_real_forward():
+    real = nets.create_model("template_cnn", in_chans=1)
+    assert model_flops("template_cnn", (1, 28, 28))[1] == count_flops(real, (1, 28, 28))
+    assert counting_device((3, 224, 224)).type == "meta" and counting_device((3, 32, 32)).type == "cpu"
+
+
+def test_bad_shapes_are_value_errors():
+    model = nets.create_model("template_cnn")
+    with pytest.raises(ValueError):
+        profile_model(model, (32, 32))
+    with pytest.raises(ValueError):
+        profile_model(model, (3, 32, 32), batch=0)
+    with pytest.raises(ValueError):
+        count_flops(model, (3, 0, 32))
