@@ -103,6 +103,7 @@ class BatchParity:
     min_cosine: float  # the worst sample's cosine similarity
     top1_agreement: float  # fraction of samples whose argmax agrees
     passed: bool
+    finite: bool = True  # False: the ONNX output holds inf or NaN
 
 
 @dataclass
@@ -130,7 +131,14 @@ class ParityReport:
                    f"cosine {w.min_cosine:.6f}, top-1 agreement {w.top1_agreement:.0%}")
         batches = ",".join(str(b.batch) for b in self.batches)
         verdict = "parity OK" if self.passed else "parity FAILED"
-        return f"{verdict} ({self.precision}, batches {batches}; worst: {figures}; tolerance: {self.tolerances.describe()})"
+        hint = ""
+        if not all(b.finite for b in self.batches):
+            ref = max(b.ref_max_abs for b in self.batches)
+            hint = f"; ONNX outputs hold inf/NaN (PyTorch's reach {ref:.3g}"
+            hint += ", past fp16's 65504: an untrained deep net's activations can overflow fp16)" \
+                if self.precision == "fp16" and ref > 65504 else ")"
+        return (f"{verdict} ({self.precision}, batches {batches}; worst: {figures}; "
+                f"tolerance: {self.tolerances.describe()}{hint})")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -504,22 +512,25 @@ def compare_outputs(actual, reference, batch: int, tolerances: Tolerances) -> Ba
     actual = np.asarray(actual, dtype=np.float64).reshape(batch, -1)
     reference = np.asarray(reference, dtype=np.float64).reshape(batch, -1)
     finite = bool(np.isfinite(actual).all())
-    diff = np.abs(actual - reference)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    ref_scale = float(np.abs(reference).max()) if reference.size else 0.0
-    max_rel = max_abs / ref_scale if ref_scale > 0 else (0.0 if max_abs == 0 else float("inf"))
-    norms = np.linalg.norm(actual, axis=1) * np.linalg.norm(reference, axis=1)
-    dots = (actual * reference).sum(axis=1)
-    cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(dots == 0, 1.0, 0.0))
-    min_cos = float(cos.min()) if cos.size else 1.0
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # inf/NaN outputs are reported, not warned
+        diff = np.abs(actual - reference)
+        max_abs = float(diff.max()) if diff.size else 0.0
+        ref_scale = float(np.abs(reference).max()) if reference.size else 0.0
+        max_rel = max_abs / ref_scale if ref_scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+        norms = np.linalg.norm(actual, axis=1) * np.linalg.norm(reference, axis=1)
+        dots = (actual * reference).sum(axis=1)
+        cos = np.where(norms > 0, dots / np.where(norms > 0, norms, 1.0), np.where(dots == 0, 1.0, 0.0))
+    min_cos = float(cos.min()) if cos.size and finite else (1.0 if finite else 0.0)
     top1 = float((actual.argmax(axis=1) == reference.argmax(axis=1)).mean())
     passed = (finite and max_abs <= tolerances.atol + tolerances.rtol * ref_scale
               and min_cos >= tolerances.min_cosine
               and (tolerances.min_top1 is None or top1 >= tolerances.min_top1))
+    mean_abs = float(diff.mean()) if finite and diff.size else (0.0 if finite else float("inf"))
     if not finite:
         max_abs = max_rel = float("inf")
-    return BatchParity(batch=batch, max_abs_err=max_abs, max_rel_err=max_rel, mean_abs_err=float(diff.mean()),
-                       ref_max_abs=ref_scale, min_cosine=min_cos, top1_agreement=top1, passed=bool(passed))
+    return BatchParity(batch=batch, max_abs_err=max_abs, max_rel_err=max_rel, mean_abs_err=mean_abs,
+                       ref_max_abs=ref_scale, min_cosine=min_cos, top1_agreement=top1, passed=bool(passed),
+                       finite=finite)
 
 
 def verify_onnx(

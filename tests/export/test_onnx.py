@@ -83,7 +83,9 @@ def test_compare_outputs_against_hand_computed_figures():
     result = export.compare_outputs(act, ref, 2, tol)
     assert result.top1_agreement == 0.5 and result.min_cosine < 0 and not result.passed
     nan = export.compare_outputs(np.full_like(ref, np.nan), ref, 2, tol)
-    assert not nan.passed and nan.max_abs_err == float("inf")
+    assert not nan.passed and not nan.finite and nan.max_abs_err == float("inf")
+    report = export.ParityReport("fp16", tol, [export.compare_outputs(np.full_like(ref, np.inf), ref * 1e5, 2, tol)])
+    assert "inf/NaN" in report.summary() and "65504" in report.summary()
 
 
 def test_parity_failure_says_by_how_much_and_keeps_nothing(tmp_path, resnet20):
@@ -91,6 +93,14 @@ def test_parity_failure_says_by_how_much_and_keeps_nothing(tmp_path, resnet20):
     with pytest.raises(export.ParityFailure, match=r"parity FAILED .*max abs err .*tolerance"):
         export.to_onnx(resnet20, tmp_path / "f.onnx", SHAPE, exporter="torchscript", tolerances=impossible)
     assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["dy_resnet20", "rrdb_attention_net"])
+def test_fp16_runs_dynamic_conv_and_attention_on_onnxruntime_cpu(tmp_path, name):
+    # Softmax, MatMul and the dynamic-conv mixing all need fp16 kernels in the CPU provider.
+    report = export.to_onnx(nets.create_model(name), tmp_path / "h.onnx", SHAPE, precision="fp16",
+                            exporter="torchscript")
+    assert report.parity.passed, report.parity.summary()
 
 
 def test_fp16_export_has_fp16_io_and_passes_fp16_tolerance(tmp_path):
@@ -121,6 +131,19 @@ def test_large_model_goes_to_a_side_data_file(tmp_path, resnet20, monkeypatch):
     monkeypatch.setattr(export_onnx, "SINGLE_FILE_LIMIT_BYTES", 2**31)
     export.to_onnx(resnet20, path, SHAPE, exporter="torchscript")
     assert _files(tmp_path) == ["big.onnx"]
+
+
+def test_dynamo_failure_falls_back_to_torchscript_and_says_why(tmp_path, resnet20, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("pretend dynamo cannot trace this")
+
+    monkeypatch.setattr(export_onnx, "_export_dynamo", broken)
+    report = export.to_onnx(resnet20, tmp_path / "fb.onnx", SHAPE)
+    assert report.exporter == "torchscript" and "pretend dynamo" in report.fallback_reason
+    assert report.parity.passed and _files(tmp_path) == ["fb.onnx"]
+    with pytest.raises(DataProblem, match="dynamo export failed: pretend"):
+        export.to_onnx(resnet20, tmp_path / "strict.onnx", SHAPE, exporter="dynamo")
+    assert _files(tmp_path) == ["fb.onnx"]
 
 
 def test_corrupt_or_missing_onnx_is_one_clear_error(tmp_path, resnet20):
