@@ -696,4 +696,8 @@ def compare_markdown(rows, records, settings: Settings, batch: int) -> str:
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COMPARE_COLUMNS))) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    loads = [r["load_average_after"][0] for r in records if r.get("load_average_after")]
+    if loads:
+        lines += ["", f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} on "
+                      f"{machine['cores_usable']} cores (above the core count, other work shared the CPU)."]
     return "\n".join(lines)
