@@ -231,3 +231,13 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
             engine_build_seconds=engine_report.build_seconds if engine_report else None,
         )
         click.echo(f"  record: {append_record(record, results_dir)}")
+        if engine_report is not None:
+            build = make_record(
+                "engine_build", model=model_name, model_config=dict(model.config), engine="trt", precision=precision,
+                input_shape=list(shape), tensorrt_version=engine_report.tensorrt_version,
+                gpu=engine_report.gpu_name, compute_capability=engine_report.compute_capability,
+                batch_range=[engine_report.profile[k][0] for k in ("min", "opt", "max")],
+                cache_key=engine_report.cache_key, reused=engine_report.reused,
+                engine_build_seconds=engine_report.build_seconds, timing_cache_hit=engine_report.timing_cache_hit,
+            )
+            click.echo(f"  record: {append_record(build, results_dir)}")
