@@ -37,6 +37,10 @@ def zoo_rows(pattern: str | None = None, num_classes: int = 10, in_chans: int = 
     import nets
     from bench.flops import model_flops
 
+    # The registry's own checks, before any shape is built from these numbers.
+    for setting, value in (("num_classes", num_classes), ("in_chans", in_chans)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise nets.ModelConfigError(f"{setting} must be a positive integer, got {value!r}")
     rows = []
     for name in nets.list_models(pattern):
         entry = nets.model_entry(name)
