@@ -243,7 +243,7 @@ def _load_average() -> list[float] | None:
 
 
 def _settings_record(settings: Settings) -> dict[str, Any]:
-    return {k: v for k, v in asdict(settings).items() if v not in (None, False)}
+    return {k: v for k, v in asdict(settings).items() if v is not None and v is not False}
 
 
 def throughput_records(latency_records: list[dict[str, Any]], command: str | None = None) -> list[dict[str, Any]]:
