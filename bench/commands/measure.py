@@ -196,8 +196,11 @@ def measure_model(model_name: str, engines: list[str], batches: list[int], setti
         peak_flops = peak_flops_for(peak, settings.precision)
         # torch times the very module profiled; ort/trt export the registry model (cached by shape).
         source = {"model": model} if engine_name == "torch" else {"model_name": model_name}
+        options = settings.engine_options(engine_name)
+        if engine_name == "trt":
+            options["max_batch"] = max(batches)  # the optimization profile must cover the sweep
         engine = create_engine(engine_name, **source, input_shape=input_shape, device=settings.device,
-                               precision=settings.precision, **settings.engine_options(engine_name))
+                               precision=settings.precision, **options)
         with engine:
             info = engine.describe()
             for batch_size in batches:
