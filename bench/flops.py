@@ -23,8 +23,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
+import json
+import os
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -138,19 +142,72 @@ def counting_device(input_shape: tuple[int, int, int]) -> torch.device:
     return torch.device("meta" if input_shape[-1] * input_shape[-2] >= 96 * 96 else "cpu")
 
 
+def _cache_file() -> Path | None:
+    if os.environ.get("RBENCH_NO_CACHE") not in (None, "", "0"):
+        return None
+    root = os.environ.get("RBENCH_CACHE_DIR")
+    if not root:
+        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rbench")
+    return Path(root) / "zoo-counts.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _fingerprint() -> str:
+    """Changes whenever a count could: the model code, this file, or torch."""
+    import nets
+
+    digest = hashlib.sha256(torch.__version__.encode())
+    for path in sorted(Path(nets.__file__).parent.rglob("*.py")) + [Path(__file__)]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) and data.get("fingerprint") == _fingerprint() else {}
+
+
+def _write_cache(path: Path, key: str, value: list[int]) -> None:
+    from bench.atomic import write_text
+
+    data = _read_cache(path) or {"fingerprint": _fingerprint(), "counts": {}}
+    data.setdefault("counts", {})[key] = value
+    with contextlib.suppress(OSError):  # a read-only home only costs speed
+        write_text(path, json.dumps(data))
+
+
 @functools.lru_cache(maxsize=512)
 def model_flops(name: str, input_shape: tuple[int, int, int], num_classes: int = 10, in_chans: int | None = None,
                 **kwargs) -> tuple[int, int]:
     """(params, FLOPs) of registered model `name`, built on `counting_device`: fast and cached.
 
     `in_chans` defaults to input_shape[0]. Registry errors (unknown name, bad setting) propagate.
+    Answers are also kept on disk (RBENCH_CACHE_DIR, else ~/.cache/rbench; RBENCH_NO_CACHE=1
+    turns it off), under a fingerprint of the model code and torch version, so a second
+    `rbench list` counts nothing.
     """
     import nets
 
     shape = _check_shape(input_shape)
+    nets.model_entry(name)  # an unknown name fails here, before the cache is consulted
+    cache = _cache_file()
+    try:
+        key = json.dumps([name, list(shape), num_classes, in_chans, sorted(kwargs.items())])
+    except TypeError:  # settings that are not JSON (a layer factory, ...) are counted every time
+        cache = None
+    if cache is not None:
+        hit = _read_cache(cache).get("counts", {}).get(key)
+        if hit is not None:
+            return int(hit[0]), int(hit[1])
     with _one_thread(), torch.device(counting_device(shape)):
         model = nets.create_model(name, num_classes=num_classes, in_chans=in_chans or shape[0], **kwargs)
-    return count_params(model), count_flops(model, shape)
+    counts = count_params(model), count_flops(model, shape)
+    if cache is not None:
+        _write_cache(cache, key, list(counts))
+    return counts
 
 
 def _thop_macs(model: nn.Module, x: torch.Tensor, detail: bool) -> tuple[int, dict[str, int]]:

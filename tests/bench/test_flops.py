@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn as nn
@@ -14,6 +16,15 @@ from bench.flops import FlopsReport, count_flops, counting_device, model_flops, 
 # torchvision's resnet50 at 224: 4,089,184,256 conv + linear MACs, the number torchvision and
 # most papers publish ("4.1 GFLOPs"); thop also counts BatchNorm and pooling (~1% more).
 RESNET50_MACS = 4_089_184_256
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    """Counts cached on disk go to a temporary folder, never to the user's ~/.cache."""
+    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    model_flops.cache_clear()
+    yield
+    model_flops.cache_clear()
 
 
 def test_torchvision_resnet50_at_224():
@@ -89,3 +100,19 @@ def test_bad_shapes_are_value_errors():
         profile_model(model, (3, 32, 32), batch=0)
     with pytest.raises(ValueError):
         count_flops(model, (3, 0, 32))
+
+
+def test_counts_are_cached_on_disk_under_a_fingerprint(tmp_path):
+    first = model_flops("resnet20", (3, 32, 32))
+    path = tmp_path / "cache" / "zoo-counts.json"
+    data = json.loads(path.read_text())
+    assert list(data["counts"].values()) == [list(first)]
+    key = next(iter(data["counts"]))
+    data["counts"][key] = [1, 2]  # what another process would find
+    path.write_text(json.dumps(data))
+    model_flops.cache_clear()
+    assert model_flops("resnet20", (3, 32, 32)) == (1, 2)
+    data["fingerprint"] = "older model code"
+    path.write_text(json.dumps(data))
+    model_flops.cache_clear()
+    assert model_flops("resnet20", (3, 32, 32)) == first
