@@ -29,7 +29,6 @@ import torch.nn.functional as F
 from nets._registry import register_model
 from nets.layers import create_act
 
-
 #: Builds a conv with nn.Conv2d's signature; injected so dynamic nets reuse these blocks.
 ConvLayer = Callable[..., nn.Module]
 

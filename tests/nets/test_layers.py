@@ -10,8 +10,7 @@ import torch.nn as nn
 
 from nets.errors import ModelConfigError
 from nets.families.vgg import make_layers
-from nets.layers import (RRDB, DynamicConv2d, SelfAttention2d, dynamic_conv_layer, set_temperature,
-                         temperature_schedule)
+from nets.layers import RRDB, DynamicConv2d, SelfAttention2d, dynamic_conv_layer, set_temperature, temperature_schedule
 
 
 @pytest.mark.parametrize("kernel_size,stride,padding,bias", [(3, 1, 1, True), (3, 2, 1, False), (1, 1, 0, True),

@@ -33,8 +33,13 @@ def n_params(model: nn.Module) -> int:
 
 
 def meta_params(fn, **kwargs) -> int:
+    """Parameter count of fn(**kwargs) built on the meta device: no memory, no init time."""
     with torch.device("meta"):
         return n_params(fn(**kwargs))
+
+
+def zoo_params(name: str, **kwargs) -> int:
+    return meta_params(nets.create_model, name=name, **kwargs)
 
 
 def test_zoo_holds_the_issue_nets():
@@ -98,7 +103,7 @@ def test_giants_take_greyscale_and_silu():
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
                                   "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn"])
 def test_params_equal_torchvision(name):
-    ours = meta_params(lambda **kw: nets.create_model(name, **kw), num_classes=1000)
+    ours = zoo_params(name, num_classes=1000)
     assert ours == meta_params(getattr(torchvision.models, name), num_classes=1000)
 
 
@@ -120,7 +125,7 @@ def test_vgg_trunk_matches_torchvision_at_multiples_of_32():
                                            ("resnet56", 0.85), ("resnet110", 1.7), ("resnet1202", 19.4)])
 def test_cifar_params_match_he_et_al(name, millions):
     """He et al. 2016 Table 6, within 2%."""
-    count = meta_params(lambda **kw: nets.create_model(name, **kw))
+    count = zoo_params(name)
     assert abs(count / 1e6 - millions) / millions < 0.02
 
 
@@ -132,11 +137,10 @@ def test_twins_link_both_ways_and_option_a_twins_share_params():
             assert twin.twin == name and twin.family == entry.family
             assert {entry.kind, twin.kind} == {"residual", "plain"}
     for depth in (20, 32, 44, 56, 110):  # option A: the shortcut has no parameters
-        res = meta_params(lambda **kw: nets.create_model(f"resnet{depth}", **kw))
-        assert res == meta_params(lambda **kw: nets.create_model(f"plain{depth}", **kw))
+        res = zoo_params(f"resnet{depth}")
+        assert res == zoo_params(f"plain{depth}")
     # Projection shortcuts only exist for the shortcut, so a plain twin has fewer parameters.
-    assert meta_params(lambda **kw: nets.create_model("plain18", **kw)) < \
-        meta_params(lambda **kw: nets.create_model("resnet18", **kw))
+    assert zoo_params("plain18") < zoo_params("resnet18")
 
 
 @pytest.mark.parametrize("residual,plain", [("resnet20", "plain20"), ("resnet18", "plain18"),
