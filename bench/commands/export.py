@@ -161,6 +161,9 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
     from export.tensorrt import parse_batch_range
 
     profile_range = parse_batch_range(batch_range) if engine_kind == "trt" else None
+    if profile_range is not None and not dynamic_batch and profile_range != (batch,) * 3:
+        raise UsageProblem(f"a --static-batch graph of batch {batch} needs --batch-range {batch}; "
+                           "or export with --dynamic-batch")
     out = out or Path("exports") / model_name
     trt = None
     if engine_kind == "trt":

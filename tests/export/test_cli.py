@@ -108,6 +108,7 @@ def _bad_checkpoint_files(tmp_path):
     (["resnet20", "--opset", "9"], 2, "opset 9 is too old"),
     (["resnet20", "--act", "tanh"], 2, "unknown activation 'tanh'"),
     (["resnet20", "--engine", "trt", "--batch-range", "8,1,64"], 2, "MIN <= OPT <= MAX"),
+    (["resnet20", "--engine", "trt", "--static-batch", "--batch", "2"], 2, "needs --batch-range 2"),
 ])
 def test_bad_input_is_one_line_and_leaves_nothing(run_cli, tmp_path, args, code, message):
     _bad_checkpoint_files(tmp_path)
