@@ -171,7 +171,7 @@ def _gpu_identity() -> tuple[str, str] | None:
     return props.name, f"{props.major}.{props.minor}"
 
 
-def _require_trt():
+def require_trt():
     """Import tensorrt, or raise the one-line error that says what is missing and how to get it."""
     try:
         import tensorrt as trt
@@ -292,7 +292,7 @@ def build_trt_engine(
                            f"for the batch range {','.join(map(str, lo_opt_hi))}")
     profile = profile_shapes(input_shape, lo_opt_hi)
 
-    trt = _require_trt()  # everything above runs (and fails) without TensorRT
+    trt = require_trt()  # everything above runs (and fails) without TensorRT
     trt_version = trt.__version__
     plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision)
     gpu_name, capability = _gpu_identity() or ("?", "?")
