@@ -398,6 +398,9 @@ def to_onnx(
     dtype = torch.float16 if precision == "fp16" else torch.float32
     notes: list[str] = []
     try:
+        on_cpu = all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
+        if not on_cpu:  # export, and check against, a CPU copy: the CPU provider is the reference runtime
+            model = copy.deepcopy(model).cpu()
         export_model = copy.deepcopy(model).to(dtype) if precision == "fp16" else model
         example = torch.randn(traced_batch, c, h, w, generator=torch.Generator().manual_seed(seed)).to(dtype)
         raw = stage / path.name
@@ -569,8 +572,8 @@ def verify_onnx(
     input_dtype = np.float16 if "float16" in ort_input.type else np.float32
 
     reference_model = model
-    if any(p.dtype != torch.float32 for p in model.parameters()):
-        reference_model = copy.deepcopy(model).float()
+    if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
+        reference_model = copy.deepcopy(model).float().cpu()
     results = []
     generator = torch.Generator().manual_seed(seed)
     with _eval_mode(reference_model), torch.no_grad():
