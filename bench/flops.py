@@ -255,7 +255,11 @@ def profile_model(model: nn.Module, input_shape: tuple[int, int, int], batch: in
     if batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     x = _example(model, shape, batch)
-    macs, macs_by_module = _thop_macs(model, x, detail)
+    thop_error = None
+    try:
+        macs, macs_by_module = _thop_macs(model, x, detail)
+    except Exception as exc:  # noqa: BLE001 - a counting rule that breaks must not lose the FLOPs
+        macs, macs_by_module, thop_error = 0, {}, f"thop failed ({type(exc).__name__}: {exc}); trust the FLOPs"
     was_training = model.training
     model.eval()
     try:
@@ -264,8 +268,8 @@ def profile_model(model: nn.Module, input_shape: tuple[int, int, int], batch: in
     finally:
         model.train(was_training)
     flops = int(counter.get_total_flops())
-    agrees, warning = True, None
-    if flops or macs:
+    agrees, warning = thop_error is None, thop_error
+    if thop_error is None and (flops or macs):
         gap = abs(flops - 2 * macs) / max(flops, 2 * macs)
         if gap > AGREEMENT_TOLERANCE:
             agrees = False

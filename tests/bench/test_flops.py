@@ -116,3 +116,27 @@ def test_counts_are_cached_on_disk_under_a_fingerprint(tmp_path):
     path.write_text(json.dumps(data))
     model_flops.cache_clear()
     assert model_flops("resnet20", (3, 32, 32)) == first
+
+
+def test_a_thop_failure_keeps_the_flops():
+    class Odd(nn.Module):
+        def forward(self, x):
+            return x.flatten(1) @ torch.ones(x[0].numel(), 2)
+
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.odd = Odd()
+            self.total_ops = nn.Linear(1, 1)  # a name thop needs for itself: it refuses to profile
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.broken = Broken()
+
+        def forward(self, x):
+            return self.broken.odd(x)
+
+    report = profile_model(Net(), (1, 4, 4))
+    assert report.flops == 2 * 16 * 2 and report.macs == 0
+    assert not report.agrees and "thop failed" in report.warning

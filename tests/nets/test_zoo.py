@@ -93,6 +93,13 @@ def test_activation_replaces_every_activation(name, act):
     assert acts == {ACTIVATIONS[act]}
 
 
+@pytest.mark.parametrize("name", sorted(SLOW - GIANTS))
+def test_slow_nets_take_28x28_greyscale(name):
+    with torch.device("meta"):  # shapes only: the forward above already checked the arithmetic
+        model = build(name, in_chans=1, act="leaky_relu").eval()
+        assert model(torch.empty(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_giants_take_greyscale_and_silu():
     model = build("resnet1202", in_chans=1, act="silu")
     assert {type(m) for m in model.modules() if type(m) in ACTIVATIONS.values()} == {nn.SiLU}
