@@ -75,3 +75,18 @@ def test_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(DataProblem, match="does not exist"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_channel_subsets_naive_and_matched(tmp_path, synthetic_imagefolder):
+    """A 3-channel model runs on RG averaged to 3 planes (the naive way); select mode needs a 2-channel net."""
+    from bench.data import load_dataset
+
+    bundle = load_dataset(f"imagefolder:{synthetic_imagefolder}")
+    model = nets.create_model("resnet20", num_classes=3, in_chans=3)
+    save_checkpoint(checkpoint_payload(model, bundle, 1, 0.5, TrainConfig(), []), tmp_path / "rgb.pt")
+    ckpt = load_checkpoint(tmp_path / "rgb.pt")
+    naive = dataset_for_checkpoint(ckpt, channels="RG", channel_mode="average")
+    metrics, _ = evaluate_engine(_ModelEngine(ckpt.model), batches_for_checkpoint(ckpt, naive), 3)
+    assert metrics["samples"] == 27
+    with pytest.raises(UsageProblem, match="3 input channels"):
+        batches_for_checkpoint(ckpt, dataset_for_checkpoint(ckpt, channels="RG", channel_mode="select"))
