@@ -315,6 +315,11 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
         TrainingDiverged: the loss became nan/inf (nothing of that epoch is saved).
         UsageProblem: resume from a checkpoint of another model, or nothing to resume.
     """
+    model_config = dict(getattr(model, "config", {}))
+    for key, have in (("in_chans", bundle.in_chans), ("num_classes", bundle.num_classes)):
+        if key in model_config and model_config[key] != have:
+            raise UsageProblem(f"{model_config.get('name', 'the model')} has {key}={model_config[key]} "
+                               f"but {bundle.name} gives {have}; build it with {key}={have}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(config.device)

@@ -94,6 +94,12 @@ def test_early_stop(tmp_path):
     assert result.stopped_early and len(result.history) < 6
 
 
+def test_model_must_fit_the_data(tmp_path):
+    bundle = load_dataset("digits", subset=60, input_size=8)
+    with pytest.raises(UsageProblem, match="in_chans=3 but digits gives 1"):
+        train_model(nets.create_model("resnet20", in_chans=3), bundle, TrainConfig(), tmp_path, progress=False)
+
+
 def test_bad_settings_are_usage_problems():
     with pytest.raises(UsageProblem, match="optimizer"):
         TrainConfig(optimizer="lbfgs")
