@@ -59,3 +59,14 @@ def test_append_line_appends_whole_lines(tmp_path):
     with pytest.raises(ValueError):
         atomic.append_line(path, "two\nlines")
     assert path.read_text().count("\n") == 2
+
+
+def test_results_get_ordinary_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "m.json", "{}")
+        assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(mask)
