@@ -1,0 +1,198 @@
+"""`rbench study NAME` and `rbench suite`: studies end to end, resumable, one Markdown report.
+
+Each unit of work (one model trained, profiled, exported, measured on every engine) writes its
+records in one atomic step to `OUT/units/`; a rerun skips finished units. When every unit is
+done, `OUT/records.jsonl` (every record, tagged with its study) and `OUT/report.md` (tables and
+PNG plots from `bench.report`) are written, again atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from bench.errors import UsageProblem
+
+PRESET_CHOICES = ("smoke", "quick", "full")
+
+STUDY_HELP = """
+\b
+Every study trains each net briefly on real data (Fashion-MNIST where installed, else
+scikit-learn digits), exports it to ONNX and checks parity with PyTorch, then measures on
+every engine: latency (batch 1, p50/p90/p99), throughput (images/s at the preset's batch),
+params, MACs (thop) and FLOPs (torch counter, 2 per MAC), and test top-1 / macro-F1.
+\b
+Presets: smoke (seconds, CI), quick (the suite in under 15 minutes on a 2-core CPU),
+full (the whole data set, meant for a GPU).
+"""
+
+
+def _parse_engines(text: str | None) -> list[str] | None:
+    if not text:
+        return None
+    from bench.commands.measure import parse_engines
+
+    return parse_engines(text)
+
+
+def _default_out(kind: str, preset: str) -> Path:
+    from bench.results import machine_slug
+
+    return Path("results") / f"{kind}-{preset}-{machine_slug()}"
+
+
+def _device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
+                engines: str | None, resume: bool, device: str, keep_artifacts: bool, title: str,
+                kind: str) -> Path:
+    """Check every input, run the studies' units (resuming), write records.jsonl and report.md."""
+    from rich.console import Console
+
+    from bench.results import current_command
+    from bench.studies import get_preset, study_plan
+    from bench.studies.runner import RunContext, available_engines, check_run_folder, resolve_dataset, unique_units
+
+    console = Console(stderr=True)
+    # Every check before the first write: a bad input leaves nothing behind.
+    preset = get_preset(preset_name)
+    dataset_name, dataset_why = resolve_dataset(dataset, data_root)
+    device = _device(device)
+    plans = [study_plan(name, preset) for name in studies]
+    engine_names = available_engines(_parse_engines(engines), device)
+    out_dir = Path(out) if out else _default_out(kind, preset.name)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageProblem(f"--out {out_dir} is a file, not a folder")
+    ctx = RunContext(dataset=dataset_name, preset=preset, engines=engine_names, device=device,
+                     data_root=data_root, command=current_command())
+    ctx.bundle()  # load the data now: a missing data set fails before anything is written
+
+    check_run_folder(out_dir, ctx, resume)
+    units = unique_units(plans)
+    console.print(f"[bold]rbench {kind}[/bold]: {', '.join(studies)} at preset [bold]{preset.name}[/bold]; "
+                  f"data: {dataset_why}; engines: {', '.join(engine_names)} on {device}; "
+                  f"{len(units)} units -> {out_dir}")
+    start = time.perf_counter()
+    unit_seconds: dict[str, float] = {}
+    records = _run_with_progress(plans, ctx, out_dir, keep_artifacts, console, unit_seconds)
+    elapsed = time.perf_counter() - start
+    _write_outputs(records, plans, out_dir, ctx, dataset_why, title, elapsed, unit_seconds)
+    console.print(f"[green]done[/green] in {elapsed / 60:.1f} min: {out_dir / 'report.md'}")
+    click.echo(str(out_dir / "report.md"))
+    return out_dir
+
+
+def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console, unit_seconds: dict):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from bench.studies.runner import run_plans, unique_units
+
+    total = len(unique_units(plans))
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("units", total=total)
+
+        def on_event(kind: str, payload: dict) -> None:
+            unit = payload.get("unit")
+            if kind == "unit-skip":
+                progress.advance(task)
+                progress.console.print(f"  {unit}: already measured, skipped")
+            elif kind == "unit-start":
+                progress.update(task, description=f"{unit}: start")
+            elif kind == "stage":
+                progress.update(task, description=f"{unit}: {payload['stage']}")
+            elif kind == "unit-done":
+                unit_seconds[unit] = round(payload["seconds"], 1)
+                progress.advance(task)
+                progress.console.print(f"  {unit}: done in {payload['seconds']:.1f} s")
+
+        return run_plans(plans, ctx, out_dir, on_event=on_event, keep_artifacts=keep_artifacts)
+
+
+def _write_outputs(records, plans, out_dir: Path, ctx, dataset_why: str, title: str, elapsed: float,
+                   unit_seconds: dict) -> None:
+    from dataclasses import asdict
+
+    from bench import report
+    from bench.atomic import write_text
+    from bench.results import describe_machine, to_json
+
+    write_text(out_dir / "records.jsonl", "".join(to_json(r) + "\n" for r in records))
+    run = {
+        "title": title, "preset": ctx.preset.name, "dataset": ctx.dataset, "dataset_note": dataset_why,
+        "engines": list(ctx.engines), "device": ctx.device, "wall_seconds_this_invocation": round(elapsed, 1),
+        "unit_seconds_this_invocation": unit_seconds, "command": ctx.command,
+        "studies": [asdict(p) for p in plans], "preset_settings": asdict(ctx.preset),
+        "machine": describe_machine(),
+    }
+    previous = out_dir / "run.json"
+    if previous.exists():  # a resumed run: keep the time of units measured before
+        old = json.loads(previous.read_text())
+        run["unit_seconds_this_invocation"] = {**old.get("unit_seconds", {}), **unit_seconds}
+    run["unit_seconds"] = run.pop("unit_seconds_this_invocation")
+    run["measured_seconds"] = round(sum(run["unit_seconds"].values()), 1)
+    write_text(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
+    markdown = report.render_report(records, run, out_dir)
+    write_text(out_dir / "report.md", markdown)
+
+
+def _common_options(fn):
+    fn = click.option("--keep-artifacts", is_flag=True, help="Keep each unit's checkpoint and ONNX file in OUT/artifacts/.")(fn)
+    fn = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                      help="Where to train and measure (auto: cuda when torch sees a GPU).")(fn)
+    fn = click.option("--resume/--no-resume", default=True, show_default=True,
+                      help="Skip units an earlier run in OUT finished; --no-resume starts over.")(fn)
+    fn = click.option("--engines", default=None, metavar="LIST",
+                      help="Comma-separated engines (torch,ort,trt); default: every engine that works here.")(fn)
+    fn = click.option("--out", default=None, metavar="DIR",
+                      help="Run folder (default results/<study|suite>-<preset>-<machine>/).")(fn)
+    fn = click.option("--data-root", default=None, metavar="DIR", help="Where the data set's files are.")(fn)
+    fn = click.option("--dataset", default="auto", show_default=True,
+                      help="auto (Fashion-MNIST where installed, else digits), fashion-mnist, digits, cifar10, imagefolder:PATH.")(fn)
+    fn = click.option("--preset", default="quick", show_default=True, metavar="|".join(PRESET_CHOICES),
+                      help="How much data, training and timing to spend.")(fn)
+    return fn
+
+
+@click.command("study", epilog=STUDY_HELP)
+@click.argument("name", metavar="NAME")
+@_common_options
+def study_command(name, preset, dataset, data_root, out, engines, resume, device, keep_artifacts):
+    """Run one study end to end: NAME is depth, dynamic, activation or family.
+
+    \b
+    depth       residual vs plain CIFAR ResNets at 20/56(/110) layers: the degradation problem
+    dynamic     static vs dynamic convolution (VGG and ResNet form), channel subsets, K ablation
+    activation  ReLU vs LeakyReLU vs SiLU on ResNet-20
+    family      VGG vs ResNet vs the plain template CNN vs the 4-layer RRDB+attention net
+    """
+    from bench.studies import STUDIES
+
+    if name not in STUDIES:
+        raise UsageProblem(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
+    run_studies([name], preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
+                title=f"rbench study {name}", kind=f"study-{name}")
+
+
+@click.command("suite", epilog=STUDY_HELP)
+@_common_options
+def suite_command(preset, dataset, data_root, out, engines, resume, device, keep_artifacts):
+    """The main job: every study (depth, dynamic, activation, family), one report.
+
+    Interrupt it at any time: a rerun with the same --out resumes after the last finished unit.
+    """
+    from bench.studies import STUDIES
+
+    run_studies(list(STUDIES), preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
+                title="rbench suite", kind="suite")

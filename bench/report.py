@@ -1,0 +1,593 @@
+"""Records -> a report a person reads: Markdown tables and PNG plots (the only module that draws).
+
+Pure functions turn result records (`bench.results`) into rows and Markdown; the `plot_*`
+functions write one PNG each (matplotlib, Agg backend, written atomically) and return its path.
+`render_report` puts a whole study or suite run together and returns the Markdown text;
+the caller writes it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.atomic import atomic_path
+
+Record = dict[str, Any]
+Column = tuple[str, str, Callable[[Any], str]]  # (header, row key, formatter)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def fmt_pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def fmt_ms(value: Any) -> str:
+    return "n/a" if value is None else (f"{value:.3f}" if value < 1 else f"{value:.2f}")
+
+
+def fmt_count(value: Any) -> str:
+    """12_345_678 -> '12.35M' (params, MACs, FLOPs)."""
+    if value is None:
+        return "n/a"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return str(int(value))
+
+
+def fmt_num(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def fmt_text(value: Any) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A GitHub Markdown table of `rows`, one column per (header, key, formatter)."""
+    head = "| " + " | ".join(h for h, _, _ in columns) + " |"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
+    body = ["| " + " | ".join(f(row.get(k)) for _, k, f in columns) + " |" for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+# --------------------------------------------------------------------------- records -> rows
+
+
+def records_of(records: Iterable[Record], kind: str | None = None, study: str | None = None,
+               **match: Any) -> list[Record]:
+    """The records of `kind` (and `study`) whose fields equal `match` (a None value matches a missing key)."""
+    out = []
+    for r in records:
+        if kind is not None and r.get("kind") != kind:
+            continue
+        if study is not None and r.get("study") != study:
+            continue
+        if all(r.get(k) == v for k, v in match.items()):
+            out.append(r)
+    return out
+
+
+def engines_in(records: Iterable[Record]) -> list[str]:
+    """Engines measured, in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in records:
+        if r.get("kind") == "latency" and r.get("engine"):
+            seen.setdefault(r["engine"], None)
+    return list(seen)
+
+
+def model_depth(name: str) -> int | None:
+    """The depth in a CIFAR ResNet/plain name ('plain56' -> 56)."""
+    m = re.fullmatch(r"(?:resnet|plain)(\d+)", name or "")
+    return int(m.group(1)) if m else None
+
+
+def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
+    """One row per unit of `study` (in plan order): everything its tables and plots need."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("study") != study:
+            continue
+        label = r.get("label") or r.get("unit")
+        row = rows.setdefault(label, {"label": label, "model": r.get("model"), "group": r.get("group", ""),
+                                      "unit": r.get("unit"), "act": r.get("act"), "history": []})
+        kind = r["kind"]
+        if kind == "train":
+            row.update(history=r.get("history") or [], final_train_error=r.get("final_train_error"),
+                       final_val_error=r.get("final_val_error"), best_epoch=r.get("best_epoch"),
+                       train_seconds=r.get("train_seconds"), epochs=r.get("epochs"),
+                       train_images_per_epoch=r.get("train_images_per_epoch"))
+        elif kind == "flops":
+            row.update(params=r.get("params"), macs=r.get("macs"), flops=r.get("flops"),
+                       counters_agree=r.get("counters_agree"))
+        elif kind == "export":
+            row.update(parity_passed=r.get("parity_passed"), parity_max_abs_err=r.get("parity_max_abs_err"),
+                       exporter=r.get("exporter"))
+        elif kind == "latency":
+            row[f"latency_p50_{r['engine']}"] = r.get("latency_ms_p50")
+            row[f"latency_p99_{r['engine']}"] = r.get("latency_ms_p99")
+            row[f"latency_cv_{r['engine']}"] = r.get("latency_cv")
+        elif kind == "throughput":
+            row[f"throughput_{r['engine']}"] = r.get("throughput_img_s")
+            row["throughput_batch"] = r.get("batch")
+        elif kind == "accuracy":
+            if r.get("eval_channels"):
+                row.setdefault("subsets", {})[r["eval_channels"]] = r.get("top1")
+                continue
+            row[f"top1_{r['engine']}"] = r.get("top1")
+            row[f"f1_{r['engine']}"] = r.get("f1_macro")
+            row.setdefault("per_class", r.get("per_class"))
+            if r.get("top1") is not None:
+                row.setdefault("top1", r.get("top1"))
+                row.setdefault("test_error", 1.0 - r["top1"])
+            if r.get("agreement") is not None and r.get("engine") != r.get("reference_engine"):
+                row[f"agreement_{r['engine']}"] = r.get("agreement")
+    return list(rows.values())
+
+
+def measurement_columns(engines: Sequence[str]) -> list[Column]:
+    """The standard columns: params, MACs, FLOPs, top-1 and latency/throughput per engine."""
+    cols: list[Column] = [("model", "label", fmt_text), ("params", "params", fmt_count), ("MACs", "macs", fmt_count),
+                          ("FLOPs", "flops", fmt_count)]
+    for e in engines:
+        cols.append((f"top-1 {e}", f"top1_{e}", fmt_pct))
+    for e in engines:
+        cols.append((f"p50 ms {e}", f"latency_p50_{e}", fmt_ms))
+    for e in engines:
+        cols.append((f"img/s {e}", f"throughput_{e}", fmt_num))
+    return cols
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    _pyplot().close(fig)
+    return path
+
+
+def plot_learning_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Training error (dashed) and validation error (solid) per epoch, one colour per net."""
+    rows = [r for r in rows if r.get("history")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, row in enumerate(rows):
+        colour = f"C{i % 10}"
+        epochs = [h["epoch"] for h in row["history"]]
+        ax.plot(epochs, [100 * (1 - h["train_acc"]) for h in row["history"]], "--", color=colour, alpha=0.8)
+        ax.plot(epochs, [100 * (1 - h["val_acc"]) for h in row["history"]], "-o", color=colour, label=row["label"],
+                markersize=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.set_title(f"{title}\n(dashed: training error, solid: validation error)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    if max(len(r["history"]) for r in rows) <= 10:
+        ax.set_xticks(sorted({h["epoch"] for r in rows for h in r["history"]}))
+    return _save(fig, path)
+
+
+def plot_error_vs_depth(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
+    """Final training and test error against depth, residual and plain nets."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for group, colour in (("residual", "C0"), ("plain", "C3")):
+        pts = sorted((model_depth(r["model"]), r) for r in rows if r.get("group") == group and model_depth(r["model"]))
+        if not pts:
+            continue
+        depths = [d for d, _ in pts]
+        test = [100 * r["test_error"] if r.get("test_error") is not None else math.nan for _, r in pts]
+        train = [100 * r["final_train_error"] if r.get("final_train_error") is not None else math.nan for _, r in pts]
+        ax.plot(depths, test, "-o", color=colour, label=f"{group}: test error")
+        ax.plot(depths, train, "--s", color=colour, alpha=0.7, label=f"{group}: final training error")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("error (%)")
+    ax.set_title("Error vs depth")
+    ax.set_xticks(sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])}))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_cost_vs_depth(rows: Sequence[dict[str, Any]], engines: Sequence[str], path: str | Path) -> Path | None:
+    """p50 latency per engine (left) and FLOPs (right) against depth; residual solid, plain dashed."""
+    plt = _pyplot()
+    fig, (ax_lat, ax_flops) = plt.subplots(1, 2, figsize=(10, 3.8))
+    drawn = False
+    for group, style in (("residual", "-o"), ("plain", "--s")):
+        members = sorted(((model_depth(r["model"]), r) for r in rows
+                          if r.get("group") == group and model_depth(r["model"])), key=lambda t: t[0])
+        for e_i, engine in enumerate(engines):
+            pts = [(d, r.get(f"latency_p50_{engine}")) for d, r in members if r.get(f"latency_p50_{engine}") is not None]
+            if pts:
+                ax_lat.plot([d for d, _ in pts], [v for _, v in pts], style, color=f"C{e_i}", label=f"{engine} {group}")
+                drawn = True
+        pts = [(d, r["flops"]) for d, r in members if r.get("flops")]
+        if pts:
+            ax_flops.plot([d for d, _ in pts], [v / 1e6 for _, v in pts], style, color="C4", label=group)
+    if not drawn:
+        plt.close(fig)
+        return None
+    depths = sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])})
+    ax_lat.set_ylabel("p50 latency, batch 1 (ms)")
+    ax_lat.set_title("Latency vs depth")
+    ax_flops.set_ylabel("MFLOPs per image")
+    ax_flops.set_title("FLOPs vs depth (plain and residual overlap)")
+    for ax in (ax_lat, ax_flops):
+        ax.set_xlabel("depth (layers)")
+        ax.set_xticks(depths)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_flops(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Test top-1 against FLOPs per image (log scale), each net labelled."""
+    pts = [r for r in rows if r.get("flops") and r.get("top1") is not None]
+    if not pts:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, r in enumerate(pts):
+        ax.scatter(r["flops"], 100 * r["top1"], color=f"C{i % 10}", s=40, zorder=3)
+        ax.annotate(r["label"], (r["flops"], 100 * r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per image (torch counter, log scale)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, path)
+
+
+def plot_per_class(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Per-class F1 on the test split, grouped bars, one bar per net."""
+    rows = [r for r in rows if r.get("per_class")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    names = [c.get("name", str(c["class"])) for c in rows[0]["per_class"]]
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(names)), 4.2))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [100 * c["f1"] for c in r["per_class"]], width, label=r["label"], color=f"C{i % 10}")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, ncol=min(4, len(rows)))
+    return _save(fig, path)
+
+
+def plot_channel_subsets(rows: Sequence[dict[str, Any]], subsets: Sequence[str], path: str | Path) -> Path | None:
+    """Top-1 on each channel subset (naive: averaged to 3 channels), one bar per net."""
+    rows = [r for r in rows if r.get("subsets")]
+    if not rows:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(subsets))]
+        ax.bar(xs, [100 * (r["subsets"].get(s) or 0) for s in subsets], width, label=r["label"], color=f"C{i % 10}")
+    ax.set_xticks(range(len(subsets)))
+    ax.set_xticklabels(subsets)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Accuracy on channel subsets (naive: kept channels averaged, copied to 3)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_k_ablation(rows: Sequence[dict[str, Any]], engines: Sequence[str], path: str | Path) -> Path | None:
+    """Top-1, params and latency against the number of kernels K."""
+    pts = sorted((r["k"], r) for r in rows if r.get("k") is not None)
+    if len(pts) < 2:
+        return None
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    ks = [k for k, _ in pts]
+    axes[0].plot(ks, [100 * (r.get("top1") or math.nan) for _, r in pts], "-o")
+    axes[0].set_ylabel("test top-1 (%)")
+    axes[1].plot(ks, [(r.get("params") or math.nan) / 1e6 for _, r in pts], "-o", color="C1")
+    axes[1].set_ylabel("params (M)")
+    for i, e in enumerate(engines):
+        axes[2].plot(ks, [r.get(f"latency_p50_{e}") or math.nan for _, r in pts], "-o", color=f"C{i + 2}", label=e)
+    axes[2].set_ylabel("p50 latency, batch 1 (ms)")
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("K (kernels)")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Dynamic ResNet-20: K ablation")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- study sections
+
+
+def _img(path: Path | None, out_dir: Path, alt: str) -> str:
+    return f"![{alt}]({Path(path).relative_to(out_dir).as_posix()})\n\n" if path else ""
+
+
+def _ratio(a: Any, b: Any) -> str:
+    return "n/a" if not a or not b else f"{a / b:.2f}x"
+
+
+def _pp(a: Any, b: Any) -> str:
+    """Difference of two fractions in percentage points."""
+    return "n/a" if a is None or b is None else f"{100 * (a - b):+.1f} pp"
+
+
+def _training_line(rows: Sequence[dict[str, Any]]) -> str:
+    r = next((r for r in rows if r.get("epochs")), None)
+    if not r:
+        return ""
+    return (f"Training: {r['epochs']} epoch(s) of up to {r.get('train_images_per_epoch')} images each "
+            f"(best-validation weights measured).\n\n")
+
+
+def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
+    """The depth study: learning curves, error vs depth, latency vs depth, and the degradation verdict."""
+    rows = unit_rows(records, "depth")
+    e0 = engines[0] if engines else "torch"
+    figs = out_dir / "figures"
+    parts = [_training_line(rows)]
+    cols = [("model", "label", fmt_text), ("shortcuts", "group", fmt_text), ("params", "params", fmt_count),
+            ("FLOPs", "flops", fmt_count), ("final train error", "final_train_error", fmt_pct),
+            ("final val error", "final_val_error", fmt_pct), ("test error", "test_error", fmt_pct)]
+    cols += [(f"p50 ms {e}", f"latency_p50_{e}", fmt_ms) for e in engines]
+    parts.append(markdown_table(rows, cols) + "\n\n")
+    parts.append(_img(plot_learning_curves(rows, figs / "depth_curves.png", "Residual vs plain: training curves"),
+                      out_dir, "training curves"))
+    parts.append(_img(plot_error_vs_depth(rows, figs / "depth_error.png"), out_dir, "error vs depth"))
+    parts.append(_img(plot_cost_vs_depth(rows, engines, figs / "depth_cost.png"), out_dir, "latency and FLOPs vs depth"))
+    findings = []
+    by = {r["label"]: r for r in rows}
+    depths = sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])})
+    if len(depths) >= 2:
+        lo, hi = depths[0], depths[-1]
+        p_lo, p_hi, r_lo, r_hi = (by.get(f"plain{lo}"), by.get(f"plain{hi}"), by.get(f"resnet{lo}"), by.get(f"resnet{hi}"))
+        if p_lo and p_hi and p_lo.get("final_train_error") is not None and p_hi.get("final_train_error") is not None:
+            worse = p_hi["final_train_error"] > p_lo["final_train_error"]
+            findings.append(
+                f"Degradation {'shown' if worse else 'not shown'} here: plain{hi} ends with {fmt_pct(p_hi['final_train_error'])} "
+                f"training error vs {fmt_pct(p_lo['final_train_error'])} for plain{lo} "
+                f"(test error {fmt_pct(p_hi.get('test_error'))} vs {fmt_pct(p_lo.get('test_error'))}).")
+        if r_lo and r_hi and r_lo.get("final_train_error") is not None and r_hi.get("final_train_error") is not None:
+            findings.append(
+                f"With shortcuts: resnet{hi} {fmt_pct(r_hi['final_train_error'])} training error vs "
+                f"{fmt_pct(r_lo['final_train_error'])} for resnet{lo} "
+                f"(test error {fmt_pct(r_hi.get('test_error'))} vs {fmt_pct(r_lo.get('test_error'))}).")
+        for d in depths:
+            r, p = by.get(f"resnet{d}"), by.get(f"plain{d}")
+            if r and p:
+                findings.append(
+                    f"At {d} layers the shortcuts change test error by {_pp(r.get('test_error'), p.get('test_error'))} "
+                    f"and cost {_ratio(r.get(f'latency_p50_{e0}'), p.get(f'latency_p50_{e0}'))} the plain net's "
+                    f"{e0} latency at {_ratio(r.get('flops'), p.get('flops'))} its FLOPs.")
+        if r_lo and r_hi:
+            findings.append(f"Going from {lo} to {hi} layers multiplies FLOPs by {_ratio(r_hi.get('flops'), r_lo.get('flops'))} "
+                            f"and {e0} latency by {_ratio(r_hi.get(f'latency_p50_{e0}'), r_lo.get(f'latency_p50_{e0}'))}.")
+    return "".join(parts), findings
+
+
+def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
+                    subsets: Sequence[str]) -> tuple[str, list[str]]:
+    """Static vs dynamic convolution: cost table, channel subsets, K ablation."""
+    rows = unit_rows(records, "dynamic")
+    for r in records_of(records, "flops", "dynamic"):
+        k = dict(r.get("model_config") or {}).get("kernels")
+        for row in rows:
+            if row["unit"] == r.get("unit") and r.get("model") == "dy_resnet20" and not r.get("channels"):
+                row["k"] = k
+    e0 = engines[0] if engines else "torch"
+    figs = out_dir / "figures"
+    main = [r for r in rows if r["group"] in ("VGG static", "VGG dynamic", "ResNet static", "ResNet dynamic")]
+    parts = [_training_line(rows), "**Cost and accuracy** (RGB input: the grey images copied to 3 channels)\n\n",
+             markdown_table(main, measurement_columns(engines)) + "\n\n"]
+    findings = []
+    by_group = {r["group"]: r for r in main}
+    for kind in ("VGG", "ResNet"):
+        s, d = by_group.get(f"{kind} static"), by_group.get(f"{kind} dynamic")
+        if s and d:
+            findings.append(
+                f"{d['label']} vs {s['label']}: {_ratio(d.get('params'), s.get('params'))} the params, "
+                f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs, {_ratio(d.get(f'latency_p50_{e0}'), s.get(f'latency_p50_{e0}'))} "
+                f"the {e0} latency; top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({_pp(d.get('top1'), s.get('top1'))}).")
+    with_subsets = [r for r in rows if r.get("subsets")]
+    if with_subsets:
+        sub_rows = [{"label": r["label"], **{s: r["subsets"].get(s) for s in subsets}} for r in with_subsets]
+        subset_nets = [r for r in rows if r["group"] == "subset net"]
+        parts.append("**Channel subsets, naive way** (each kept channel subset averaged and copied to 3 channels, "
+                     "fed to the RGB net; top-1 on the test split)\n\n")
+        grey = {r.get("dataset", {}).get("name") for r in records_of(records, "accuracy", "dynamic")} & GREY_DATASETS
+        if grey:
+            parts.append(f"> {', '.join(sorted(grey))} is greyscale: its RGB form copies one plane to R, G and B, so "
+                         "every subset carries the same information and the naive subsets score like RGB by "
+                         "construction. Run `--dataset cifar10` (or a colour ImageFolder) for the colour question.\n\n")
+        parts.append(markdown_table(sub_rows, [("model", "label", fmt_text)] + [(s, s, fmt_pct) for s in subsets]) + "\n\n")
+        parts.append(_img(plot_channel_subsets(with_subsets, subsets, figs / "dynamic_subsets.png"), out_dir,
+                          "channel subsets"))
+        if subset_nets:
+            parts.append("**Nets built for the subset** (in_chans = number of kept channels, trained on them)\n\n")
+            parts.append(markdown_table(subset_nets, [("model", "label", fmt_text), ("params", "params", fmt_count),
+                                                      (f"top-1 {e0}", f"top1_{e0}", fmt_pct)]) + "\n\n")
+    kab = sorted((r for r in rows if r.get("k") is not None), key=lambda r: r["k"])
+    if kab:
+        parts.append("**K ablation** (dynamic ResNet-20)\n\n")
+        parts.append(markdown_table(kab, [("K", "k", fmt_num), ("params", "params", fmt_count), ("FLOPs", "flops", fmt_count),
+                                          (f"top-1 {e0}", f"top1_{e0}", fmt_pct)]
+                                    + [(f"p50 ms {e}", f"latency_p50_{e}", fmt_ms) for e in engines]) + "\n\n")
+        parts.append(_img(plot_k_ablation(kab, engines, figs / "dynamic_k.png"), out_dir, "K ablation"))
+        best = max(kab, key=lambda r: r.get("top1") or 0)
+        findings.append(f"K ablation: best top-1 at K={best['k']} ({fmt_pct(best.get('top1'))}); params grow from "
+                        f"{fmt_count(kab[0].get('params'))} (K={kab[0]['k']}) to {fmt_count(kab[-1].get('params'))} (K={kab[-1]['k']}).")
+    parts.append(_img(plot_learning_curves(main, figs / "dynamic_curves.png", "Static vs dynamic: training curves"),
+                      out_dir, "training curves"))
+    parts.append(_img(plot_accuracy_vs_flops(rows, figs / "dynamic_acc_flops.png", "Static vs dynamic: accuracy vs FLOPs"),
+                      out_dir, "accuracy vs FLOPs"))
+    return "".join(parts), findings
+
+
+def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
+    rows = unit_rows(records, "activation")
+    figs = out_dir / "figures"
+    cols = [("activation", "label", fmt_text), ("final train error", "final_train_error", fmt_pct),
+            ("test error", "test_error", fmt_pct)] + measurement_columns(engines)[4:]
+    parts = [_training_line(rows), markdown_table(rows, cols) + "\n\n",
+             _img(plot_learning_curves(rows, figs / "activation_curves.png", "ResNet-20: ReLU vs LeakyReLU vs SiLU"),
+                  out_dir, "training curves")]
+    findings = []
+    scored = [r for r in rows if r.get("top1") is not None]
+    if scored:
+        best = max(scored, key=lambda r: r["top1"])
+        e0 = engines[0] if engines else "torch"
+        lat = ", ".join(f"{r['label']} {fmt_ms(r.get(f'latency_p50_{e0}'))} ms" for r in rows)
+        findings.append(f"Best activation here: {best['label']} ({fmt_pct(best['top1'])} top-1); "
+                        f"{e0} p50 latency: {lat}.")
+    return "".join(parts), findings
+
+
+def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
+    rows = unit_rows(records, "family")
+    figs = out_dir / "figures"
+    cols = [("model", "label", fmt_text), ("family", "group", fmt_text)] + measurement_columns(engines)[1:]
+    parts = [_training_line(rows), markdown_table(rows, cols) + "\n\n",
+             _img(plot_accuracy_vs_flops(rows, figs / "family_acc_flops.png", "Families: accuracy vs FLOPs"),
+                  out_dir, "accuracy vs FLOPs"),
+             _img(plot_learning_curves(rows, figs / "family_curves.png", "Families: training curves"), out_dir,
+                  "training curves"),
+             _img(plot_per_class(rows, figs / "family_per_class.png", "Families: per-class F1 (test split)"), out_dir,
+                  "per-class F1")]
+    findings = []
+    target = next((r for r in rows if r["group"] == "ResNet (target)"), None)
+    rrdb = next((r for r in rows if r["group"] == "4-layer RRDB + attention"), None)
+    if target and rrdb and target.get("top1") and rrdb.get("top1") is not None:
+        share = rrdb["top1"] / target["top1"]
+        verdict = "MET" if share >= 0.9 else "NOT MET"
+        findings.append(
+            f"Coursework target (4-layer net >= 90% of {target['label']}'s accuracy): **{verdict}**: "
+            f"{rrdb['label']} {fmt_pct(rrdb['top1'])} vs {target['label']} {fmt_pct(target['top1'])} = {100 * share:.1f}% "
+            f"of it, with {_ratio(rrdb.get('params'), target.get('params'))} the params and "
+            f"{_ratio(rrdb.get('flops'), target.get('flops'))} the FLOPs.")
+    elif target and not rrdb:
+        findings.append("The 4-layer RRDB + attention net is not in the model zoo, so the 90% target could not be checked.")
+    scored = [r for r in rows if r.get("top1") is not None and r.get("flops")]
+    if scored:
+        best = max(scored, key=lambda r: r["top1"])
+        cheapest = min(scored, key=lambda r: r["flops"])
+        findings.append(f"Most accurate: {best['label']} ({fmt_pct(best['top1'])}, {fmt_count(best['flops'])} FLOPs); "
+                        f"cheapest: {cheapest['label']} ({fmt_count(cheapest['flops'])} FLOPs, {fmt_pct(cheapest['top1'])}).")
+    return "".join(parts), findings
+
+
+GREY_DATASETS = {"fashion-mnist", "digits"}
+
+SECTIONS = {"depth": depth_section, "activation": activation_section, "family": family_section}
+
+
+def parity_table(records: Sequence[Record]) -> str:
+    """One row per unique unit: exporter, parity verdict and worst error, engine agreement."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("kind") == "export":
+            seen.setdefault(r["unit"], {"label": r["unit"], "exporter": r.get("exporter"),
+                                        "parity": "passed" if r.get("parity_passed") else "FAILED",
+                                        "err": r.get("parity_max_abs_err")})
+        if r.get("kind") == "accuracy" and r.get("engine") != r.get("reference_engine") and not r.get("eval_channels"):
+            if r["unit"] in seen:
+                seen[r["unit"]][f"agree_{r['engine']}"] = r.get("agreement")
+    engines = sorted({k[6:] for row in seen.values() for k in row if k.startswith("agree_")})
+    cols = [("unit", "label", fmt_text), ("exporter", "exporter", fmt_text), ("ONNX parity", "parity", fmt_text),
+            ("max abs err", "err", lambda v: "n/a" if v is None else f"{v:.2g}")]
+    cols += [(f"prediction agreement {e}", f"agree_{e}", fmt_pct) for e in engines]
+    return markdown_table(list(seen.values()), cols)
+
+
+def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str | Path) -> str:
+    """The Markdown report of a run (its plots written under `out_dir/figures/`)."""
+    out_dir = Path(out_dir)
+    engines = engines_in(records) or list(run.get("engines") or [])
+    machine = run.get("machine") or (records[0]["machine"] if records else {})
+    preset = run.get("preset_settings", {})
+    studies = run.get("studies", [])
+    minutes = (run.get("measured_seconds") or 0) / 60
+    lines = [f"# {run.get('title', 'rbench report')}: preset {run.get('preset')}\n",
+             f"Data: {run.get('dataset_note', run.get('dataset'))}. Engines: {', '.join(engines)} on "
+             f"{run.get('device', 'cpu')}. Machine: {machine.get('cpu')} ({machine.get('cores_usable')} usable cores"
+             f"{', GPU ' + machine['gpu']['name'] if machine.get('gpu') else ''}), torch "
+             f"{machine.get('versions', {}).get('torch')}, onnxruntime {machine.get('versions', {}).get('onnxruntime')}.\n",
+             f"Measured time of all units: {minutes:.1f} min (wall time of the last invocation: "
+             f"{run.get('wall_seconds_this_invocation', 0) / 60:.1f} min). Command: `{run.get('command')}`.\n",
+             f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
+             f"images, {preset.get('epochs')} epoch(s), batch {preset.get('batch_size')}, input "
+             f"{preset.get('input_size')}x{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} "
+             f"warm-up + {preset.get('iters')} timed runs (p50 shown); throughput = batch {preset.get('throughput_batch')}; "
+             f"ONNX exporter: {preset.get('exporter')}.\n",
+             "Units: params = trainable parameters; MACs by thop; FLOPs by torch's flop counter (2 per MAC), per "
+             "image; latency in ms; top-1 on the test split through each engine. Records behind every number: "
+             "[records.jsonl](records.jsonl).\n"]
+    all_findings: list[tuple[str, list[str]]] = []
+    body = []
+    for study in studies:
+        name = study["name"]
+        body.append(f"## {study['title']}\n\n{study['question']}\n\n")
+        for note in study.get("notes", ()):
+            body.append(f"> {note}\n\n")
+        if not records_of(records, study=name):
+            body.append("No records yet.\n\n")
+            continue
+        if name == "dynamic":
+            text, findings = dynamic_section(records, out_dir, engines, preset.get("channel_subsets") or ())
+        elif name in SECTIONS:
+            text, findings = SECTIONS[name](records, out_dir, engines)
+        else:
+            rows = unit_rows(records, name)
+            text, findings = markdown_table(rows, measurement_columns(engines)) + "\n\n", []
+        if findings:
+            body.append("**Findings**\n\n" + "".join(f"- {f}\n" for f in findings) + "\n")
+        body.append(text + "\n")
+        all_findings.append((study["title"], findings))
+    summary = ["## Key findings\n"]
+    for title, findings in all_findings:
+        summary += [f"- {title}:"] + [f"  - {f}" for f in findings]
+    lines.append("\n".join(summary) + "\n")
+    lines += body
+    lines.append("## Export parity and engine agreement\n\n" + parity_table(records) + "\n")
+    return "\n".join(lines)

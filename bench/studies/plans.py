@@ -1,0 +1,209 @@
+"""What each study trains and measures, as data: a study is a list of units, a unit is one model.
+
+A unit is one model trained, exported and measured once; units that several studies share
+(ResNet-20 with ReLU appears in three) are measured once and reused, because a unit's id is
+a function of everything that makes it (model, activation, builder kwargs, input channels).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from bench.errors import UsageProblem
+from bench.studies.presets import Preset
+
+
+@dataclass(frozen=True)
+class UnitSpec:
+    """One model to train, export and measure."""
+
+    model: str
+    act: str = "relu"
+    kwargs: tuple[tuple[str, object], ...] = ()  # extra builder kwargs, sorted (hashable)
+    channels: str | None = None  # train/test on this channel subset of RGB data ('RG', 'R', ...)
+    rgb: bool = False  # feed 3-channel (RGB) data; greyscale data is replicated to 3 channels
+    eval_subsets: tuple[str, ...] = ()  # also test the net on these channel subsets (naive way)
+    max_batches: int | None = None  # cap on training batches per epoch (the expensive nets of a preset)
+
+    @property
+    def unit_id(self) -> str:
+        """A file-name-safe id that changes whenever anything that makes the unit changes."""
+        parts = [self.model, self.act]
+        parts += [f"{k}{v}" for k, v in self.kwargs]
+        if self.max_batches:
+            parts.append(f"mb{self.max_batches}")
+        if self.channels:
+            parts.append(f"ch{self.channels}")
+        elif self.rgb:
+            parts.append("rgb")
+        return "-".join(str(p).replace("_", "").replace(".", "p") for p in parts)
+
+    @property
+    def in_chans_override(self) -> int | None:
+        """Input channels fixed by the unit (subset nets, RGB nets); None: the dataset's own."""
+        if self.channels:
+            return len(self.channels)
+        return 3 if self.rgb else None
+
+    def builder_kwargs(self) -> dict[str, object]:
+        return dict(self.kwargs)
+
+
+@dataclass(frozen=True)
+class StudyUnit:
+    """A unit as one study sees it: the unit and the label the study's tables give it."""
+
+    label: str
+    spec: UnitSpec
+    group: str = ""  # a study-specific grouping (e.g. 'residual'/'plain', 'K ablation')
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """One study: its question, its units, and notes the report must carry."""
+
+    name: str
+    title: str
+    question: str
+    units: tuple[StudyUnit, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+STUDIES = ("depth", "dynamic", "activation", "family")
+
+#: Roles whose model name the zoo decides: the first registered pattern wins.
+ROLE_PATTERNS: dict[str, tuple[str, ...]] = {
+    "template": ("template*", "*template*", "simple_cnn*", "vgg_like*"),
+    "rrdb": ("rrdb*attn*", "rrdb*att*", "*rrdb*", "*attention*"),
+    "keras_resnet": ("keras_resnet*", "*keras*resnet*"),
+}
+
+
+def resolve_role(role: str, preset: Preset) -> str:
+    """The registered model name that plays `role` in `preset`."""
+    import nets
+
+    if role in preset.models:
+        name = preset.models[role]
+        nets.model_entry(name)  # raises a one-line error naming near matches
+        return name
+    names = nets.list_models()
+    for pattern in ROLE_PATTERNS.get(role, (role,)):
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if hits:
+            return hits[0]
+    raise UsageProblem(f"no registered model plays the role {role!r} (looked for {ROLE_PATTERNS.get(role)})")
+
+
+def _kw(**kwargs: object) -> tuple[tuple[str, object], ...]:
+    return tuple(sorted(kwargs.items()))
+
+
+def _role_kw(preset: Preset, role: str, **extra: object) -> tuple[tuple[str, object], ...]:
+    return _kw(**{**preset.model_kwargs.get(role, {}), **extra})
+
+
+def depth_plan(preset: Preset) -> StudyPlan:
+    units = []
+    for depth in preset.depths:
+        units.append(StudyUnit(f"resnet{depth}", UnitSpec(f"resnet{depth}"), group="residual"))
+        units.append(StudyUnit(f"plain{depth}", UnitSpec(f"plain{depth}"), group="plain"))
+    return StudyPlan(
+        "depth", "Depth: residual vs plain",
+        "Does a deeper plain net train worse than a shallower one (the degradation problem), and do "
+        "shortcuts fix it? What do depth and shortcuts cost in latency and FLOPs?",
+        tuple(units),
+        notes=(f"Depths {', '.join(map(str, preset.depths))} (CIFAR-style 6n+2 nets, He et al. 2016 §4.2).",),
+    )
+
+
+def dynamic_plan(preset: Preset) -> StudyPlan:
+    vgg = resolve_role("vgg", preset)
+    dy_vgg = resolve_role("dy_vgg", preset)
+    default_k = 4 if 4 in preset.kernels else preset.kernels[0]
+    subsets = preset.channel_subsets
+    cap = preset.dynamic_max_batches  # the same training budget for every net of this study
+    units = []
+    if preset.dynamic_vgg:
+        units += [
+            StudyUnit(vgg, UnitSpec(vgg, kwargs=_role_kw(preset, "vgg"), rgb=True, eval_subsets=subsets,
+                                    max_batches=cap), group="VGG static"),
+            StudyUnit(f"{dy_vgg} K={default_k}",
+                      UnitSpec(dy_vgg, kwargs=_role_kw(preset, "dy_vgg", kernels=default_k), rgb=True,
+                               eval_subsets=subsets, max_batches=cap), group="VGG dynamic"),
+        ]
+    units += [
+        StudyUnit("resnet20", UnitSpec("resnet20", rgb=True, eval_subsets=subsets, max_batches=cap),
+                  group="ResNet static"),
+    ]
+    for k in preset.kernels:
+        units.append(StudyUnit(f"dy_resnet20 K={k}",
+                               UnitSpec("dy_resnet20", kwargs=_kw(kernels=k), rgb=True, max_batches=cap,
+                                        eval_subsets=subsets if k == default_k else ()),
+                               group="ResNet dynamic" if k == default_k else "K ablation"))
+    for subset in preset.subset_nets:
+        units.append(StudyUnit(f"resnet20 in_chans={len(subset)} ({subset})",
+                               UnitSpec("resnet20", channels=subset, max_batches=cap), group="subset net"))
+        units.append(StudyUnit(f"dy_resnet20 K={default_k} in_chans={len(subset)} ({subset})",
+                               UnitSpec("dy_resnet20", kwargs=_kw(kernels=default_k), channels=subset,
+                                        max_batches=cap), group="subset net"))
+    notes = []
+    if not preset.dynamic_vgg:
+        notes.append("This preset leaves out the VGG-form pair (too slow for it); quick and full include it.")
+    if cap:
+        notes.append(f"Every net of this study trains on at most {cap} batches of {preset.batch_size} per epoch "
+                     f"({preset.epochs} epochs): dynamic convolution is slow to train on a CPU, and static and "
+                     "dynamic nets get the same budget so that the comparison stays fair.")
+    if preset.dynamic_vgg and vgg != "vgg19_bn":
+        notes.append(f"This preset compares {vgg} with {dy_vgg} instead of vgg19_bn with dy_vgg19, so that "
+                     "the whole suite fits its CPU time budget; `--preset full` uses VGG-19.")
+    return StudyPlan(
+        "dynamic", "Dynamic convolution vs static convolution",
+        "What does dynamic convolution (K expert kernels mixed per input by attention) cost in FLOPs, params "
+        "and latency, what accuracy does it buy, how robust is it to missing colour channels, and how does "
+        "K matter?",
+        tuple(units), notes=tuple(notes),
+    )
+
+
+def activation_plan(preset: Preset) -> StudyPlan:
+    units = tuple(StudyUnit(act, UnitSpec("resnet20", act=act)) for act in ("relu", "leaky_relu", "silu"))
+    return StudyPlan("activation", "Activation: ReLU vs LeakyReLU vs SiLU",
+                     "Does the activation change accuracy or latency of one residual net (ResNet-20)?", units)
+
+
+def family_plan(preset: Preset) -> StudyPlan:
+    vgg = resolve_role("vgg", preset)
+    deep = resolve_role("resnet_deep", preset)
+    units = [StudyUnit(vgg, UnitSpec(vgg, kwargs=_role_kw(preset, "vgg")), group="VGG")]
+    if deep != "resnet20":
+        units.append(StudyUnit("resnet20", UnitSpec("resnet20"), group="ResNet"))
+    units.append(StudyUnit(deep, UnitSpec(deep, kwargs=_role_kw(preset, "resnet_deep")), group="ResNet (target)"))
+    groups = {"template": "plain template CNN", "keras_resnet": "Keras bottleneck ResNet",
+              "rrdb": "4-layer RRDB + attention"}
+    for role in preset.family_roles:
+        group = groups.get(role, role)
+        try:
+            name = resolve_role(role, preset)
+        except UsageProblem:
+            continue  # the report says which families were missing
+        units.append(StudyUnit(name, UnitSpec(name, kwargs=_role_kw(preset, role)), group=group))
+    return StudyPlan(
+        "family", "Families: VGG vs ResNet vs plain template CNN vs 4-layer RRDB+attention",
+        "How do the families trade accuracy against FLOPs, params and latency? Does the 4-layer RRDB + "
+        f"self-attention net reach at least 90% of {deep}'s accuracy (the coursework's target)?",
+        tuple(units),
+    )
+
+
+_PLANS = {"depth": depth_plan, "dynamic": dynamic_plan, "activation": activation_plan, "family": family_plan}
+
+
+def study_plan(name: str, preset: Preset) -> StudyPlan:
+    """The plan of study `name` at `preset`; an unknown name is a one-line usage error."""
+    try:
+        build = _PLANS[name]
+    except KeyError:
+        raise UsageProblem(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}") from None
+    return build(preset)

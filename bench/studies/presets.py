@@ -1,0 +1,79 @@
+"""Study presets: how much data, training and timing one run spends (smoke < quick < full).
+
+`quick` is sized so that `rbench suite` (every study) finishes in under 15 minutes on a 2-core
+CPU; `smoke` runs end to end in seconds for CI; `full` is for a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bench.errors import UsageProblem
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One preset. Sizes are image counts; None means the whole split."""
+
+    name: str
+    train_size: int | None  # training images (a stratified subset of the train split)
+    test_size: int | None  # test images used for every accuracy figure
+    epochs: int
+    batch_size: int
+    lr: float
+    input_size: int  # images are resized to input_size x input_size
+    warmup: int  # untimed latency iterations
+    iters: int  # timed latency iterations (batch 1)
+    throughput_batch: int
+    throughput_iters: int
+    depths: tuple[int, ...]  # CIFAR ResNet / plain depths of the depth study
+    kernels: tuple[int, ...]  # K of the dynamic-conv ablation
+    channel_subsets: tuple[str, ...]  # subsets the dynamic study evaluates
+    subset_nets: tuple[str, ...]  # subsets that also get a net trained with matching in_chans
+    dynamic_max_batches: int | None = None  # training batches per epoch in the dynamic study (None: all)
+    dynamic_vgg: bool = True  # include the VGG-form pair in the dynamic study
+    family_roles: tuple[str, ...] = ("template", "rrdb")  # zoo roles the family study adds to VGG and ResNets
+    exporter: str = "auto"  # ONNX exporter: auto (dynamo, TorchScript fallback) or torchscript (faster)
+    models: dict[str, str] = field(default_factory=dict)  # role -> model name (see plans.py)
+    model_kwargs: dict[str, dict] = field(default_factory=dict)  # role -> extra builder kwargs
+
+
+ALL_SUBSETS = ("RGB", "RG", "GB", "R", "G", "B")
+#: VGG's CIFAR head (global pool + one linear) instead of the 120M-parameter ImageNet head.
+_SMALL_VGG = {"vgg": {"small_input": True}, "dy_vgg": {"small_input": True}}
+
+PRESETS: dict[str, Preset] = {
+    "smoke": Preset(
+        name="smoke", train_size=256, test_size=128, epochs=1, batch_size=64, lr=0.05, input_size=16,
+        warmup=2, iters=5, throughput_batch=8, throughput_iters=2,
+        depths=(20,), kernels=(3, 4), channel_subsets=("RGB", "R"), subset_nets=("R",),
+        dynamic_max_batches=1, dynamic_vgg=False, exporter="torchscript",
+        models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet20"},
+        model_kwargs=_SMALL_VGG,
+    ),
+    "quick": Preset(
+        name="quick", train_size=2000, test_size=1000, epochs=3, batch_size=64, lr=0.05, input_size=28,
+        warmup=10, iters=50, throughput_batch=32, throughput_iters=5,
+        depths=(20, 56), kernels=(3, 4, 5, 6), channel_subsets=ALL_SUBSETS, subset_nets=("R",),
+        dynamic_max_batches=5, exporter="torchscript",
+        models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet34"},
+        model_kwargs=_SMALL_VGG,
+    ),
+    "full": Preset(
+        name="full", train_size=None, test_size=None, epochs=30, batch_size=128, lr=0.1, input_size=32,
+        warmup=50, iters=300, throughput_batch=128, throughput_iters=20,
+        depths=(20, 56, 110), kernels=(3, 4, 5, 6), channel_subsets=ALL_SUBSETS,
+        subset_nets=("RG", "GB", "R", "G", "B"),
+        family_roles=("template", "rrdb", "keras_resnet"),
+        models={"vgg": "vgg19_bn", "dy_vgg": "dy_vgg19", "resnet_deep": "resnet34"},
+        model_kwargs=_SMALL_VGG,
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called `name`; an unknown name is a one-line usage error."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UsageProblem(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

@@ -1,0 +1,343 @@
+"""Run studies: measure each unit (train, FLOPs, export + parity, latency, throughput, accuracy per engine).
+
+`measure_unit` computes and returns records; it writes only its scratch files (checkpoint, ONNX)
+into the work folder it is given. `run_plans` is the I/O layer: it skips units already complete,
+writes each finished unit's records in one atomic step (so an interrupted run resumes where it
+stopped and never leaves half a unit behind) and assembles `records.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageProblem
+from bench.studies.plans import StudyPlan, UnitSpec
+from bench.studies.presets import Preset
+
+#: on_event(kind, payload): 'unit-start', 'unit-skip', 'stage', 'unit-done'.
+EventHook = Callable[[str, dict[str, Any]], None]
+
+DATASET_AUTO = "auto"
+FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+
+def resolve_dataset(name: str, root: str | None = None) -> tuple[str, str]:
+    """The data set `auto` means here, and why: Fashion-MNIST when its files are found, else digits."""
+    from bench import data
+
+    if name != DATASET_AUTO:
+        known = [d for d in data.DATASETS if not d.endswith(":PATH")]
+        if name not in known and not name.startswith("imagefolder:"):
+            raise UsageProblem(f"unknown dataset {name!r}; choose auto or one of {', '.join(data.DATASETS)}")
+        return name, f"{name} (asked for)"
+    candidates = [Path(root)] if root else []
+    import os
+
+    if os.environ.get("RBENCH_DATA"):
+        candidates.append(Path(os.environ["RBENCH_DATA"]))
+    candidates.append(FASHION_ROOT)
+    for folder in candidates:
+        for sub in (folder, folder / "fashion-mnist", folder / "FashionMNIST" / "raw"):
+            if any(sub.glob("train-images-idx3-ubyte*")):
+                return "fashion-mnist", f"fashion-mnist (found in {sub})"
+    return "digits", "digits (scikit-learn's bundled 8x8 digits; Fashion-MNIST is not installed here)"
+
+
+def available_engines(requested: Sequence[str] | None, device: str) -> tuple[str, ...]:
+    """The engines to measure: those asked for, or every engine that works on `device` here."""
+    from bench.engines import ENGINES, engine_availability
+
+    rows = engine_availability()
+    works = {r["engine"] for r in rows if r["available"] and r["device"] == device}
+    if requested:
+        for name in requested:
+            if name not in ENGINES:
+                raise UsageProblem(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
+            if name not in works:
+                why = next((r["reason"] for r in rows if r["engine"] == name and r["device"] == device), "")
+                raise UsageProblem(f"engine {name!r} does not work on {device} here: {why}")
+        return tuple(requested)
+    return tuple(e for e in ("torch", "ort", "trt") if e in works)
+
+
+@dataclass
+class RunContext:
+    """Everything a unit needs besides its spec: data, preset, engines, device."""
+
+    dataset: str
+    preset: Preset
+    engines: tuple[str, ...]
+    device: str = "cpu"
+    data_root: str | None = None
+    seed: int = 0
+    command: str | None = None
+    _bundles: dict[tuple, Any] = field(default_factory=dict, repr=False)
+
+    def bundle(self, channels: str | None = None, channel_mode: str = "select"):
+        """The data set at this preset (cached): native channels, or a channel subset."""
+        from bench.data import load_dataset
+
+        key = (channels, channel_mode)
+        if key not in self._bundles:
+            self._bundles[key] = load_dataset(
+                self.dataset, root=self.data_root, subset=self.preset.train_size, seed=self.seed,
+                input_size=self.preset.input_size, channels=channels, channel_mode=channel_mode)
+        return self._bundles[key]
+
+    @property
+    def subset_engine(self) -> str:
+        """The engine that evaluates channel subsets: onnxruntime when measured (the fastest on a CPU)."""
+        return "ort" if "ort" in self.engines else self.engines[0]
+
+    def test_split(self, bundle):
+        """The first `preset.test_size` test images (the subset is already stratified and seeded)."""
+        size = self.preset.test_size
+        if size is None or size >= len(bundle.test):
+            return bundle.test
+        return bundle.test.take(range(size))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What must match for a previous run's units to be reused."""
+        return {"dataset": self.dataset, "preset": dataclasses.asdict(self.preset), "device": self.device,
+                "engines": list(self.engines), "seed": self.seed}
+
+
+# --------------------------------------------------------------------------- measuring one unit
+
+
+def _trim_history(history: Any) -> list[dict[str, Any]]:
+    """Per-epoch history as plain dicts of numbers (whatever form TrainResult gives it in)."""
+    rows = []
+    for row in history or []:
+        if dataclasses.is_dataclass(row):
+            row = dataclasses.asdict(row)
+        rows.append({k: v for k, v in dict(row).items() if isinstance(v, (int, float, str, type(None)))})
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy (dataclasses, tuples, paths, numpy scalars)."""
+    return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
+                                 default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
+                 on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
+    """Train, profile, export and measure one unit on every engine; return its records."""
+    import numpy as np
+    import torch
+
+    import export
+    import nets
+    from bench.accuracy import evaluate_engine
+    from bench.data import Batches
+    from bench.engines import create_engine
+    from bench.flops import profile_model
+    from bench.metrics import compare_predictions
+    from bench.results import make_record
+    from bench.stats import summarize
+    from bench.timing import measure_latency
+    from bench.train import TrainConfig, load_training_checkpoint, train_model
+
+    preset = ctx.preset
+    torch.manual_seed(ctx.seed)
+    bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
+    model = nets.create_model(spec.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=spec.act,
+                              **spec.builder_kwargs())
+    input_shape = tuple(bundle.input_shape)
+    data_desc = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
+    common = dict(
+        command=ctx.command, unit=spec.unit_id, model=spec.model, model_config=_plain(model.config),
+        act=spec.act, dataset=data_desc, preset=preset.name, input_shape=list(input_shape),
+        channels=spec.channels, precision="fp32",
+    )
+    records: list[dict[str, Any]] = []
+
+    on_stage("train")
+    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, seed=ctx.seed,
+                         device=ctx.device, max_batches=spec.max_batches)
+    result = train_model(model, bundle, config, work_dir / "train", progress=False)
+    # Measure the best validation epoch's weights, as `rbench train` keeps them.
+    model.load_state_dict(load_training_checkpoint(result.best_checkpoint)["state_dict"])
+    model.eval()
+    history = _trim_history(result.history)
+    last = history[-1] if history else {}
+    records.append(make_record(
+        "train", **common, engine="torch", device=ctx.device, epochs=len(history), batch=preset.batch_size,
+        train_config=config.to_dict(), history=history, best_epoch=result.best_epoch,
+        best_val_acc=result.best_val_acc, train_seconds=result.seconds, train_img_s=result.train_img_s,
+        train_images_per_epoch=min(len(bundle.train), preset.batch_size * (spec.max_batches or 10**9)),
+        final_train_error=1.0 - last["train_acc"] if "train_acc" in last else None,
+        final_val_error=1.0 - last["val_acc"] if "val_acc" in last else None,
+    ))
+
+    on_stage("flops")
+    flops = profile_model(model, input_shape, batch=1)
+    fields = flops.as_record()
+    # Keys starting with "flops" must be numbers in a record: carry the verdict under other names.
+    fields["counters_agree"] = fields.pop("flops_agree", None)
+    fields["counters_warning"] = fields.pop("flops_warning", None)
+    records.append(make_record("flops", **{**common, **fields, "input_shape": list(input_shape)}))
+    flops_per_image = flops.flops
+
+    on_stage("export")
+    onnx_path = work_dir / "model.onnx"
+    report = export.to_onnx(model, onnx_path, input_shape, batch=1, dynamic_batch=True, verify=True,
+                            model_name=spec.model, exporter=preset.exporter)
+    parity = report.parity.to_dict() if report.parity is not None else None
+    worst = report.parity.worst if report.parity is not None else None
+    records.append(make_record(
+        "export", **common, batch=1, exporter=report.exporter, opset=report.opset, onnx_bytes=report.onnx_bytes,
+        onnx_sha256=report.onnx_sha256, export_seconds=report.export_seconds, parity=parity,
+        parity_passed=parity["passed"] if parity else None,
+        parity_max_abs_err=worst.max_abs_err if worst else None,
+        parity_max_rel_err=worst.max_rel_err if worst else None,
+    ))
+    model_path = Path(report.path)
+
+    rng = np.random.default_rng(ctx.seed)
+    one = rng.standard_normal((1, *input_shape)).astype(np.float32)
+    many = rng.standard_normal((preset.throughput_batch, *input_shape)).astype(np.float32)
+    reference = None
+    for engine_name in ctx.engines:
+        source = {"model": model} if engine_name == "torch" else {"onnx_path": model_path}
+        with create_engine(engine_name, model_name=spec.model, input_shape=input_shape, device=ctx.device,
+                           num_classes=bundle.num_classes, **source) as engine:
+            described = engine.describe()
+            on_stage(f"latency/{engine_name}")
+            raw = measure_latency(engine, one, warmup=preset.warmup, iters=preset.iters)
+            records.append(make_record(
+                "latency", **common, engine=engine_name, engine_info=described, batch=1,
+                iters=raw["iters"], warmup_iters=raw["warmup_iters"],
+                **summarize(raw["latencies_ms"], 1, flops_per_image)))
+            on_stage(f"throughput/{engine_name}")
+            raw = measure_latency(engine, many, warmup=max(1, preset.warmup // 5), iters=preset.throughput_iters)
+            records.append(make_record(
+                "throughput", **common, engine=engine_name, engine_info=described, batch=preset.throughput_batch,
+                iters=raw["iters"], warmup_iters=raw["warmup_iters"],
+                **summarize(raw["latencies_ms"], preset.throughput_batch, flops_per_image)))
+            on_stage(f"accuracy/{engine_name}")
+            test = Batches(ctx.test_split(bundle), 256, bundle.mean, bundle.std)
+            metrics, logits = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
+            if reference is None:
+                reference = (engine_name, metrics, logits)
+            diff = {"reference_engine": reference[0], "top1_delta": metrics["top1"] - reference[1]["top1"],
+                    **compare_predictions(reference[2], logits)}
+            records.append(make_record("accuracy", **common, engine=engine_name, engine_info=described,
+                                       split="test", batch=256, **metrics, **diff))
+            if engine_name == ctx.subset_engine:
+                for subset in spec.eval_subsets:
+                    on_stage(f"subset {subset}")
+                    # The naive way: the subset averaged and copied to 3 channels, normalized as in training.
+                    naive = ctx.bundle(channels=subset, channel_mode="average")
+                    test = Batches(ctx.test_split(naive), 256, bundle.mean, bundle.std)
+                    metrics, _ = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
+                    records.append(make_record(
+                        "accuracy", **common, engine=engine_name, engine_info=described, split="test", batch=256,
+                        eval_channels=subset, eval_channel_mode="average", **metrics))
+    return records
+
+
+# --------------------------------------------------------------------------- I/O: the run folder
+
+
+def unit_path(out_dir: Path, spec: UnitSpec) -> Path:
+    return Path(out_dir) / "units" / f"{spec.unit_id}.jsonl"
+
+
+def load_unit(out_dir: Path, spec: UnitSpec) -> list[dict[str, Any]] | None:
+    """A finished unit's records, or None when it has not finished."""
+    from bench.results import read_records
+
+    path = unit_path(out_dir, spec)
+    return read_records(path) if path.exists() else None
+
+
+def check_run_folder(out_dir: Path, ctx: RunContext, resume: bool) -> None:
+    """Make `out_dir` a run folder for `ctx`; refuse to mix settings; with `resume=False` start afresh."""
+    from bench.atomic import write_text
+
+    out_dir = Path(out_dir)
+    settings = out_dir / "settings.json"
+    current = json.loads(json.dumps(ctx.fingerprint()))  # tuples become lists, as on disk
+    if settings.exists() and resume:
+        previous = json.loads(settings.read_text())
+        if previous != current:
+            differs = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise UsageProblem(f"{out_dir} holds a run with other settings ({', '.join(differs)} differ); "
+                               "use another --out or --no-resume to start over")
+    if not resume and (out_dir / "units").exists():
+        shutil.rmtree(out_dir / "units")
+    write_text(settings, json.dumps(current, indent=1) + "\n")
+
+
+def unique_units(plans: Sequence[StudyPlan]) -> list[UnitSpec]:
+    """Every unit of `plans` once, in first-use order."""
+    seen: dict[str, UnitSpec] = {}
+    for plan in plans:
+        for unit in plan.units:
+            seen.setdefault(unit.spec.unit_id, unit.spec)
+    return list(seen.values())
+
+
+def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
+              on_event: EventHook = lambda kind, payload: None, keep_artifacts: bool = False) -> list[dict[str, Any]]:
+    """Measure every unit not yet complete in `out_dir`, then return all study records.
+
+    Each unit's records are written in one atomic step when the unit is complete; its scratch
+    files (checkpoint, ONNX) live in a temporary folder removed afterwards unless `keep_artifacts`.
+    """
+    from bench.atomic import write_text
+    from bench.results import to_json, validate_record
+
+    out_dir = Path(out_dir)
+    units = unique_units(plans)
+    for index, spec in enumerate(units):
+        payload = {"unit": spec.unit_id, "index": index, "total": len(units)}
+        if unit_path(out_dir, spec).exists():
+            on_event("unit-skip", payload)
+            continue
+        on_event("unit-start", payload)
+        start = time.perf_counter()
+        (out_dir / "units").mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{spec.unit_id}.", dir=out_dir / "units"))
+        try:
+            records = measure_unit(spec, ctx, work, on_stage=lambda stage, p=payload: on_event("stage", {**p, "stage": stage}))
+            for record in records:
+                validate_record(record)
+                record["unit_seconds"] = round(time.perf_counter() - start, 3)
+            write_text(unit_path(out_dir, spec), "".join(to_json(r) + "\n" for r in records))
+        finally:
+            if keep_artifacts:
+                target = out_dir / "artifacts" / spec.unit_id
+                if target.exists():
+                    shutil.rmtree(target)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(work), target)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        on_event("unit-done", {**payload, "seconds": time.perf_counter() - start})
+    return collect_records(plans, out_dir)
+
+
+def collect_records(plans: Sequence[StudyPlan], out_dir: Path) -> list[dict[str, Any]]:
+    """Every finished unit's records, once per study that uses the unit, tagged study/label/group."""
+    out = []
+    for plan in plans:
+        for unit in plan.units:
+            for record in load_unit(out_dir, unit.spec) or []:
+                out.append({**record, "study": plan.name, "label": unit.label, "group": unit.group})
+    return out
+
+
+def plan_digest(plans: Sequence[StudyPlan]) -> str:
+    return hashlib.sha256(json.dumps([dataclasses.asdict(p) for p in plans], default=str).encode()).hexdigest()[:12]
