@@ -1,0 +1,128 @@
+"""Study plans, presets and the resumable unit runner (measurement stubbed: no training here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import nets
+from bench.errors import UsageProblem
+from bench.results import make_record, read_records
+from bench.studies import PRESETS, STUDIES, get_preset, runner, study_plan
+from bench.studies.plans import UnitSpec
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_plan_uses_registered_models(study, preset):
+    plan = study_plan(study, get_preset(preset))
+    assert plan.units, "a study without units"
+    registered = set(nets.list_models())
+    for unit in plan.units:
+        assert unit.spec.model in registered
+    labels = [u.label for u in plan.units]
+    assert len(labels) == len(set(labels)), "labels must be unique within a study (they key the tables)"
+
+
+def test_quick_preset_covers_what_the_studies_promise():
+    quick = get_preset("quick")
+    depth = {u.spec.model for u in study_plan("depth", quick).units}
+    assert depth == {"resnet20", "plain20", "resnet56", "plain56"}
+    assert {u.spec.model for u in study_plan("depth", get_preset("full")).units} >= {"resnet110", "plain110"}
+    dynamic = study_plan("dynamic", quick)
+    ks = sorted(dict(u.spec.kwargs)["kernels"] for u in dynamic.units if u.spec.model == "dy_resnet20"
+                and not u.spec.channels)
+    assert ks == [3, 4, 5, 6]
+    assert any(u.spec.model.startswith("dy_vgg") for u in dynamic.units)
+    assert any(u.spec.channels for u in dynamic.units), "nets whose in_chans matches a subset"
+    assert any("instead of vgg19_bn" in note for note in dynamic.notes), "the substitution must be said"
+    assert [u.label for u in study_plan("activation", quick).units] == ["relu", "leaky_relu", "silu"]
+    family = {u.group for u in study_plan("family", quick).units}
+    assert {"VGG", "ResNet", "ResNet (target)", "plain template CNN", "4-layer RRDB + attention"} <= family
+
+
+def test_units_shared_between_studies_are_measured_once():
+    quick = get_preset("quick")
+    plans = [study_plan(s, quick) for s in STUDIES]
+    units = runner.unique_units(plans)
+    ids = [u.unit_id for u in units]
+    assert len(ids) == len(set(ids))
+    # resnet20 with ReLU on native data serves depth, activation and family.
+    assert ids.count(UnitSpec("resnet20").unit_id) == 1
+    assert UnitSpec("resnet20").unit_id != UnitSpec("resnet20", act="silu").unit_id
+    assert UnitSpec("resnet20").unit_id != UnitSpec("resnet20", rgb=True).unit_id
+    assert UnitSpec("dy_resnet20", kwargs=(("kernels", 3),)).unit_id != UnitSpec("dy_resnet20", kwargs=(("kernels", 4),)).unit_id
+
+
+def test_unknown_names_are_usage_errors():
+    with pytest.raises(UsageProblem, match="unknown study 'width'"):
+        study_plan("width", get_preset("quick"))
+    with pytest.raises(UsageProblem, match="unknown preset 'huge'"):
+        get_preset("huge")
+    with pytest.raises(UsageProblem, match="unknown dataset 'mnist'"):
+        runner.resolve_dataset("mnist")
+
+
+def test_auto_dataset_is_fashion_mnist_where_installed_else_digits(tmp_path, monkeypatch):
+    monkeypatch.delenv("RBENCH_DATA", raising=False)
+    monkeypatch.setattr(runner, "FASHION_ROOT", tmp_path / "nowhere")
+    name, why = runner.resolve_dataset("auto")
+    assert name == "digits" and "not installed" in why
+    (tmp_path / "fm").mkdir()
+    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    name, why = runner.resolve_dataset("auto", str(tmp_path / "fm"))
+    assert name == "fashion-mnist" and str(tmp_path / "fm") in why
+
+
+def _ctx(preset="smoke"):
+    return runner.RunContext(dataset="digits", preset=get_preset(preset), engines=("torch",))
+
+
+def _fake_measure(calls, fail_on=None):
+    def measure(spec, ctx, work_dir, on_stage=lambda s: None):
+        calls.append(spec.unit_id)
+        (work_dir / "model.onnx").write_bytes(b"scratch")
+        on_stage("train")
+        if spec.unit_id == fail_on:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-unit
+        return [make_record("flops", unit=spec.unit_id, model=spec.model, params=1, macs=1, flops=2, command="test")]
+    return measure
+
+
+def test_run_resumes_after_an_interruption_and_keeps_no_half_unit(tmp_path, monkeypatch):
+    plans = [study_plan("depth", get_preset("smoke")), study_plan("activation", get_preset("smoke"))]
+    units = runner.unique_units(plans)
+    calls: list[str] = []
+    monkeypatch.setattr(runner, "measure_unit", _fake_measure(calls, fail_on=units[1].unit_id))
+    runner.check_run_folder(tmp_path, _ctx(), resume=True)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_plans(plans, _ctx(), tmp_path)
+    assert runner.unit_path(tmp_path, units[0]).exists()
+    assert not runner.unit_path(tmp_path, units[1]).exists()
+    leftovers = [p.name for p in (tmp_path / "units").iterdir() if p.suffix != ".jsonl"]
+    assert leftovers == [], "the interrupted unit's scratch folder must be removed"
+
+    calls.clear()
+    monkeypatch.setattr(runner, "measure_unit", _fake_measure(calls))
+    events = []
+    records = runner.run_plans(plans, _ctx(), tmp_path, on_event=lambda kind, p: events.append((kind, p["unit"])))
+    assert units[0].unit_id not in calls, "a finished unit is not measured again"
+    assert calls == [u.unit_id for u in units[1:]]
+    assert ("unit-skip", units[0].unit_id) in events
+    # resnet20 serves both studies: its record appears once per study, tagged.
+    tagged = [(r["study"], r["label"]) for r in records if r["unit"] == units[0].unit_id]
+    assert tagged == [("depth", "resnet20"), ("activation", "relu")]
+    for spec in units:
+        assert read_records(runner.unit_path(tmp_path, spec))
+
+
+def test_a_run_folder_refuses_other_settings_and_no_resume_starts_over(tmp_path):
+    runner.check_run_folder(tmp_path, _ctx("smoke"), resume=True)
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "x.jsonl").write_text("{}\n")
+    with pytest.raises(UsageProblem, match="other settings"):
+        runner.check_run_folder(tmp_path, _ctx("quick"), resume=True)
+    runner.check_run_folder(tmp_path, _ctx("quick"), resume=False)
+    assert not (tmp_path / "units").exists()
+    assert json.loads((tmp_path / "settings.json").read_text())["preset"]["name"] == "quick"

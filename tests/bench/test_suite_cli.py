@@ -1,0 +1,86 @@
+"""`rbench suite --preset smoke` end to end on scikit-learn digits (offline), resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.results import read_records, validate_record
+from bench.studies import STUDIES
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke suite for the module: (exit code, stdout, stderr, out folder)."""
+    from click.testing import CliRunner
+
+    from bench.cli import cli
+
+    out = tmp_path_factory.mktemp("suite") / "smoke"
+    result = CliRunner().invoke(cli, ["suite", "--preset", "smoke", "--dataset", "digits", "--engines", "torch,ort",
+                                      "--out", str(out)], catch_exceptions=False)
+    return result.exit_code, result.output, out
+
+
+def test_smoke_suite_writes_a_report_and_valid_records(smoke_run):
+    code, output, out = smoke_run
+    assert code == 0, output
+    report = (out / "report.md").read_text()
+    records = read_records(out / "records.jsonl")
+    assert records
+    for record in records:
+        validate_record(record)
+    assert {r["study"] for r in records} == set(STUDIES)
+    kinds = {r["kind"] for r in records}
+    assert {"train", "flops", "export", "latency", "throughput", "accuracy"} <= kinds
+    assert {r["engine"] for r in records if r["kind"] == "latency"} == {"torch", "ort"}
+    assert all(r["parity_passed"] for r in records if r["kind"] == "export")
+    assert all(r["dataset"]["name"] == "digits" for r in records)
+    for study in ("Depth", "Dynamic", "Activation", "Families", "Key findings"):
+        assert f"## {study}" in report
+    assert "digits (asked for)" in report
+    for line in report.splitlines():
+        if line.startswith("!["):
+            assert (out / line.split("(")[1].rstrip(")")).is_file()
+    run = json.loads((out / "run.json").read_text())
+    assert run["preset"] == "smoke" and run["measured_seconds"] > 0
+    assert not (out / "artifacts").exists(), "scratch checkpoints and ONNX files are removed by default"
+
+
+def test_a_rerun_resumes_and_measures_nothing_again(smoke_run, run_cli):
+    code, _, out = smoke_run
+    assert code == 0
+    before = (out / "records.jsonl").read_text()
+    code, stdout, stderr = run_cli("suite", "--preset", "smoke", "--dataset", "digits", "--engines", "torch,ort",
+                                   "--out", out)
+    assert code == 0, stderr
+    from bench.studies import get_preset, study_plan
+    from bench.studies.runner import unique_units
+
+    units = unique_units([study_plan(s, get_preset("smoke")) for s in STUDIES])
+    assert stderr.count("already measured, skipped") == len(units)
+    after = (out / "records.jsonl").read_text()
+    assert [json.loads(x)["timestamp"] for x in after.splitlines()] == [json.loads(x)["timestamp"] for x in before.splitlines()]
+
+
+@pytest.mark.parametrize("args, message", [
+    (("study", "width", "--preset", "smoke"), "unknown study 'width'"),
+    (("study", "depth", "--preset", "huge"), "unknown preset 'huge'"),
+    (("suite", "--preset", "huge"), "unknown preset 'huge'"),
+    (("suite", "--preset", "smoke", "--dataset", "mnist"), "unknown dataset 'mnist'"),
+    (("suite", "--preset", "smoke", "--engines", "tensorflow"), "unknown engine 'tensorflow'"),
+    (("suite", "--preset", "smoke", "--engines", "trt"), "engine 'trt'"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, message):
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(*args, "--out", out)
+    if "--engines" in args and "trt" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU; trt may work")
+    assert code == 2
+    assert message in stderr
+    assert len(stderr.strip().splitlines()) == 1
+    assert not out.exists(), "a bad input must leave no partial records"
