@@ -267,7 +267,8 @@ def throughput_records(latency_records: list[dict[str, Any]], command: str | Non
             best = max(ok, key=lambda r: r["throughput_img_s"])
             fields.update(batch=best["batch"], throughput_img_s=best["throughput_img_s"],
                           latency_ms_p50=best["latency_ms_p50"], flops_s_achieved=best.get("flops_s_achieved"),
-                          percent_of_peak=best.get("percent_of_peak"), memory_peak_bytes=best.get("memory_peak_bytes"))
+                          percent_of_peak=best.get("percent_of_peak"), memory_peak_bytes=best.get("memory_peak_bytes"),
+                          peak_flops_s=best.get("peak_flops_s"), load_average_after=best.get("load_average_after"))
         else:
             fields.update(batch=None, throughput_img_s=None, error="every batch size failed")
         out.append(make_record("throughput", **fields, sweep=sweep, command=command))
