@@ -7,9 +7,19 @@
 
 from nets._registry import KINDS, ModelEntry, create_model, list_models, model_entry, register_model
 from nets.errors import ModelConfigError, ModelError, UnknownModelError
-from nets.layers import ACTIVATIONS, create_act, get_act_layer
+from nets.layers import (
+    ACTIVATIONS,
+    RRDB,
+    DynamicConv2d,
+    SelfAttention2d,
+    create_act,
+    get_act_layer,
+    set_temperature,
+    temperature_schedule,
+)
 
 __all__ = [
-    "ACTIVATIONS", "KINDS", "ModelConfigError", "ModelEntry", "ModelError", "UnknownModelError",
-    "create_act", "create_model", "get_act_layer", "list_models", "model_entry", "register_model",
+    "ACTIVATIONS", "KINDS", "RRDB", "DynamicConv2d", "ModelConfigError", "ModelEntry", "ModelError",
+    "SelfAttention2d", "UnknownModelError", "create_act", "create_model", "get_act_layer", "list_models",
+    "model_entry", "register_model", "set_temperature", "temperature_schedule",
 ]

@@ -16,6 +16,12 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _private_count_cache(tmp_path_factory, monkeypatch):
+    # FLOP counts are cached on disk; tests must not read or write the user's ~/.cache.
+    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rbench-cache"))
+
+
 @pytest.fixture
 def results_dir(tmp_path):
     """A fresh results/ folder for commands that write records."""
