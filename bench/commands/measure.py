@@ -209,8 +209,10 @@ def measure_model(model_name: str, engines: list[str], batches: list[int], setti
                             engine_info=info, precision=settings.precision, device=engine.device, batch=batch_size,
                             input_shape=list(input_shape), params=profile["params"], macs=profile["macs"],
                             flops=profile["flops"], settings=_settings_record(settings))
+                # torch.compile recompiles for a new batch shape: keep that inside the untimed warm-up.
+                warmup = max(settings.warmup, 2) if settings.compile and engine_name == "torch" else settings.warmup
                 try:
-                    run = measure_latency(engine, batch, warmup=settings.warmup, warmup_s=settings.warmup_s,
+                    run = measure_latency(engine, batch, warmup=warmup, warmup_s=settings.warmup_s,
                                           iters=settings.iters, duration_s=settings.duration_s,
                                           include_transfers=settings.include_transfers,
                                           on_iteration=on_progress(engine_name, batch_size) if on_progress else None)
