@@ -90,6 +90,12 @@ def _known_errors() -> tuple[type[BaseException], ...]:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; errors become one line on stderr."""
     debug = os.environ.get("RBENCH_DEBUG") not in (None, "", "0")
+    if argv is not None:
+        import shlex
+
+        import bench.results
+
+        bench.results.COMMAND_OVERRIDE = shlex.join(["rbench", *argv])
     try:
         cli.main(args=argv, prog_name="rbench", standalone_mode=False)
         return 0

@@ -155,8 +155,15 @@ def git_commit() -> str | None:
     return sha + ("+dirty" if dirty else "")
 
 
+#: Set by `bench.cli.main(argv)` when the CLI runs in-process (tests, studies), where
+#: sys.argv holds the host program's command line rather than rbench's.
+COMMAND_OVERRIDE: str | None = None
+
+
 def current_command() -> str:
     """The command line that is running, as a user would retype it."""
+    if COMMAND_OVERRIDE:
+        return COMMAND_OVERRIDE
     argv = list(sys.argv)
     if argv and argv[0].endswith(("rbench", "cli.py", "__main__.py")):
         argv[0] = "rbench"

@@ -51,3 +51,10 @@ def test_unwritable_results_dir_is_an_environment_problem(tmp_path):
 def test_machine_slug_is_file_safe():
     slug = results.machine_slug()
     assert slug and all(c.isalnum() or c == "-" for c in slug)
+
+
+def test_in_process_cli_records_its_own_command(run_cli, tmp_path):
+    code, _, err = run_cli("flops", "resnet20", "--input-size", "16", "--out", tmp_path)
+    assert code == 0, err
+    [record] = results.read_records(tmp_path / "flops.jsonl")
+    assert record["command"].startswith("rbench flops resnet20")
