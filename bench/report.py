@@ -434,8 +434,9 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
     if with_subsets:
         sub_rows = [{"label": r["label"], **{s: r["subsets"].get(s) for s in subsets}} for r in with_subsets]
         subset_nets = [r for r in rows if r["group"] == "subset net"]
+        n = next((r.get("samples") for r in records_of(records, "accuracy", "dynamic") if r.get("eval_channels")), None)
         parts.append("**Channel subsets, naive way** (each kept channel subset averaged and copied to 3 channels, "
-                     "fed to the RGB net; top-1 on the test split)\n\n")
+                     f"fed to the RGB net through {subset_engine(records)}; top-1 on {n or 'the'} test images)\n\n")
         grey = {r.get("dataset", {}).get("name") for r in records_of(records, "accuracy", "dynamic")} & GREY_DATASETS
         if grey:
             parts.append(f"> {', '.join(sorted(grey))} is greyscale: its RGB form copies one plane to R, G and B, so "
@@ -517,6 +518,11 @@ def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     return "".join(parts), findings
 
 
+def subset_engine(records: Sequence[Record]) -> str:
+    """The engine that measured the channel-subset accuracies."""
+    return next((r["engine"] for r in records if r.get("kind") == "accuracy" and r.get("eval_channels")), "n/a")
+
+
 GREY_DATASETS = {"fashion-mnist", "digits"}
 
 SECTIONS = {"depth": depth_section, "activation": activation_section, "family": family_section}
@@ -556,7 +562,8 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              f"Measured time of all units: {minutes:.1f} min (wall time of the last invocation: "
              f"{run.get('wall_seconds_this_invocation', 0) / 60:.1f} min). Command: `{run.get('command')}`.\n",
              f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
-             f"images, {preset.get('epochs')} epoch(s), batch {preset.get('batch_size')}, input "
+             f"images, {preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}, "
+             f"cosine), batch {preset.get('batch_size')}, input "
              f"{preset.get('input_size')}x{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} "
              f"warm-up + {preset.get('iters')} timed runs (p50 shown); throughput = batch {preset.get('throughput_batch')}; "
              f"ONNX exporter: {preset.get('exporter')}.\n",

@@ -20,7 +20,8 @@ class Preset:
     test_size: int | None  # test images used for every accuracy figure
     epochs: int
     batch_size: int
-    lr: float
+    lr: float | None  # None: the optimizer's default (bench.train.DEFAULT_LR)
+    optimizer: str  # adam for the short presets: it gets far in few steps; sgd (the papers') for full
     input_size: int  # images are resized to input_size x input_size
     warmup: int  # untimed latency iterations
     iters: int  # timed latency iterations (batch 1)
@@ -33,6 +34,7 @@ class Preset:
     dynamic_max_batches: int | None = None  # training batches per epoch in the dynamic study (None: all)
     dynamic_vgg: bool = True  # include the VGG-form pair in the dynamic study
     family_roles: tuple[str, ...] = ("template", "rrdb")  # zoo roles the family study adds to VGG and ResNets
+    subset_test_size: int | None = None  # test images for each channel-subset figure (None: test_size)
     exporter: str = "auto"  # ONNX exporter: auto (dynamo, TorchScript fallback) or torchscript (faster)
     models: dict[str, str] = field(default_factory=dict)  # role -> model name (see plans.py)
     model_kwargs: dict[str, dict] = field(default_factory=dict)  # role -> extra builder kwargs
@@ -44,7 +46,7 @@ _SMALL_VGG = {"vgg": {"small_input": True}, "dy_vgg": {"small_input": True}}
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
-        name="smoke", train_size=256, test_size=128, epochs=1, batch_size=64, lr=0.05, input_size=16,
+        name="smoke", train_size=256, test_size=128, epochs=1, batch_size=64, lr=None, optimizer="adam", input_size=16,
         warmup=2, iters=5, throughput_batch=8, throughput_iters=2,
         depths=(20,), kernels=(3, 4), channel_subsets=("RGB", "R"), subset_nets=("R",),
         dynamic_max_batches=1, dynamic_vgg=False, exporter="torchscript",
@@ -52,15 +54,16 @@ PRESETS: dict[str, Preset] = {
         model_kwargs=_SMALL_VGG,
     ),
     "quick": Preset(
-        name="quick", train_size=2000, test_size=1000, epochs=3, batch_size=64, lr=0.05, input_size=28,
-        warmup=10, iters=50, throughput_batch=32, throughput_iters=5,
+        name="quick", train_size=3000, test_size=1000, epochs=3, batch_size=64, lr=None, optimizer="adam",
+        input_size=28,
+        warmup=20, iters=200, throughput_batch=32, throughput_iters=10,
         depths=(20, 56), kernels=(3, 4, 5, 6), channel_subsets=ALL_SUBSETS, subset_nets=("R",),
-        dynamic_max_batches=5, exporter="torchscript",
+        dynamic_max_batches=10, subset_test_size=500, exporter="torchscript",
         models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet34"},
         model_kwargs=_SMALL_VGG,
     ),
     "full": Preset(
-        name="full", train_size=None, test_size=None, epochs=30, batch_size=128, lr=0.1, input_size=32,
+        name="full", train_size=None, test_size=None, epochs=30, batch_size=128, lr=0.1, optimizer="sgd", input_size=32,
         warmup=50, iters=300, throughput_batch=128, throughput_iters=20,
         depths=(20, 56, 110), kernels=(3, 4, 5, 6), channel_subsets=ALL_SUBSETS,
         subset_nets=("RG", "GB", "R", "G", "B"),

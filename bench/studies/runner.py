@@ -93,14 +93,9 @@ class RunContext:
                 input_size=self.preset.input_size, channels=channels, channel_mode=channel_mode)
         return self._bundles[key]
 
-    @property
-    def subset_engine(self) -> str:
-        """The engine that evaluates channel subsets: onnxruntime when measured (the fastest on a CPU)."""
-        return "ort" if "ort" in self.engines else self.engines[0]
-
-    def test_split(self, bundle):
-        """The first `preset.test_size` test images (the subset is already stratified and seeded)."""
-        size = self.preset.test_size
+    def test_split(self, bundle, size: int | None = None):
+        """The first `size` (default `preset.test_size`) test images (the subset is already stratified and seeded)."""
+        size = size or self.preset.test_size
         if size is None or size >= len(bundle.test):
             return bundle.test
         return bundle.test.take(range(size))
@@ -163,7 +158,8 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
     records: list[dict[str, Any]] = []
 
     on_stage("train")
-    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, lr=preset.lr, seed=ctx.seed,
+    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, optimizer=preset.optimizer, lr=preset.lr,
+                         seed=ctx.seed,
                          device=ctx.device, max_batches=spec.max_batches)
     result = train_model(model, bundle, config, work_dir / "train", progress=False)
     # Measure the best validation epoch's weights, as `rbench train` keeps them.
@@ -234,16 +230,23 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
                     **compare_predictions(reference[2], logits)}
             records.append(make_record("accuracy", **common, engine=engine_name, engine_info=described,
                                        split="test", batch=256, **metrics, **diff))
-            if engine_name == ctx.subset_engine:
-                for subset in spec.eval_subsets:
-                    on_stage(f"subset {subset}")
-                    # The naive way: the subset averaged and copied to 3 channels, normalized as in training.
-                    naive = ctx.bundle(channels=subset, channel_mode="average")
-                    test = Batches(ctx.test_split(naive), 256, bundle.mean, bundle.std)
-                    metrics, _ = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
-                    records.append(make_record(
-                        "accuracy", **common, engine=engine_name, engine_info=described, split="test", batch=256,
-                        eval_channels=subset, eval_channel_mode="average", **metrics))
+    if spec.eval_subsets:
+        # The fastest engine at the throughput batch evaluates the subsets (all engines agree, see above).
+        fastest = max((r for r in records if r["kind"] == "throughput"), key=lambda r: r["throughput_img_s"] or 0)
+        name = fastest["engine"]
+        source = {"model": model} if name == "torch" else {"onnx_path": model_path}
+        with create_engine(name, model_name=spec.model, input_shape=input_shape, device=ctx.device,
+                           num_classes=bundle.num_classes, **source) as engine:
+            described = engine.describe()
+            for subset in spec.eval_subsets:
+                on_stage(f"subset {subset}")
+                # The naive way: the subset averaged and copied to 3 channels, normalized as in training.
+                naive = ctx.bundle(channels=subset, channel_mode="average")
+                test = Batches(ctx.test_split(naive, preset.subset_test_size), 256, bundle.mean, bundle.std)
+                metrics, _ = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
+                records.append(make_record(
+                    "accuracy", **common, engine=name, engine_info=described, split="test", batch=256,
+                    eval_channels=subset, eval_channel_mode="average", **metrics))
     return records
 
 

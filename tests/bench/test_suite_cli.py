@@ -84,3 +84,16 @@ def test_bad_input_is_one_line_and_writes_nothing(run_cli, tmp_path, args, messa
     assert message in stderr
     assert len(stderr.strip().splitlines()) == 1
     assert not out.exists(), "a bad input must leave no partial records"
+
+
+def test_one_study_runs_alone_into_its_own_folder(run_cli, tmp_path):
+    out = tmp_path / "study"
+    code, stdout, stderr = run_cli("study", "activation", "--preset", "smoke", "--dataset", "digits",
+                                   "--engines", "ort", "--out", out)
+    assert code == 0, stderr
+    report = (out / "report.md").read_text()
+    assert "## Activation" in report and "## Depth" not in report
+    records = read_records(out / "records.jsonl")
+    assert {r["study"] for r in records} == {"activation"}
+    assert {r["label"] for r in records} == {"relu", "leaky_relu", "silu"}
+    assert {r["engine"] for r in records if r["kind"] == "latency"} == {"ort"}
