@@ -45,7 +45,7 @@ def fmt_num(value: Any) -> str:
     if value is None:
         return "n/a"
     if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:,.0f}"
     return str(value)
 
 
@@ -365,7 +365,6 @@ def _training_line(rows: Sequence[dict[str, Any]]) -> str:
 def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
     """The depth study: learning curves, error vs depth, latency vs depth, and the degradation verdict."""
     rows = unit_rows(records, "depth")
-    e0 = engines[0] if engines else "torch"
     figs = out_dir / "figures"
     parts = [_training_line(rows)]
     cols = [("model", "label", fmt_text), ("shortcuts", "group", fmt_text), ("params", "params", fmt_count),
@@ -397,13 +396,15 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
         for d in depths:
             r, p = by.get(f"resnet{d}"), by.get(f"plain{d}")
             if r and p:
+                lat = ", ".join(f"{_ratio(r.get(f'latency_p50_{e}'), p.get(f'latency_p50_{e}'))} ({e})" for e in engines)
                 findings.append(
-                    f"At {d} layers the shortcuts change test error by {_pp(r.get('test_error'), p.get('test_error'))} "
-                    f"and cost {_ratio(r.get(f'latency_p50_{e0}'), p.get(f'latency_p50_{e0}'))} the plain net's "
-                    f"{e0} latency at {_ratio(r.get('flops'), p.get('flops'))} its FLOPs.")
+                    f"At {d} layers the shortcuts change test error by {_pp(r.get('test_error'), p.get('test_error'))}; "
+                    f"the residual net's latency is {lat} the plain net's, at {_ratio(r.get('flops'), p.get('flops'))} "
+                    "its FLOPs.")
         if r_lo and r_hi:
-            findings.append(f"Going from {lo} to {hi} layers multiplies FLOPs by {_ratio(r_hi.get('flops'), r_lo.get('flops'))} "
-                            f"and {e0} latency by {_ratio(r_hi.get(f'latency_p50_{e0}'), r_lo.get(f'latency_p50_{e0}'))}.")
+            lat = ", ".join(f"{_ratio(r_hi.get(f'latency_p50_{e}'), r_lo.get(f'latency_p50_{e}'))} ({e})" for e in engines)
+            findings.append(f"Going from resnet{lo} to resnet{hi} multiplies FLOPs by "
+                            f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))} and p50 latency by {lat}.")
     return "".join(parts), findings
 
 
@@ -426,10 +427,11 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
     for kind in ("VGG", "ResNet"):
         s, d = by_group.get(f"{kind} static"), by_group.get(f"{kind} dynamic")
         if s and d:
+            lat = ", ".join(f"{_ratio(d.get(f'latency_p50_{e}'), s.get(f'latency_p50_{e}'))} ({e})" for e in engines)
             findings.append(
                 f"{d['label']} vs {s['label']}: {_ratio(d.get('params'), s.get('params'))} the params, "
-                f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs, {_ratio(d.get(f'latency_p50_{e0}'), s.get(f'latency_p50_{e0}'))} "
-                f"the {e0} latency; top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({_pp(d.get('top1'), s.get('top1'))}).")
+                f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs, {lat} the p50 latency; "
+                f"top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({_pp(d.get('top1'), s.get('top1'))}).")
     with_subsets = [r for r in rows if r.get("subsets")]
     if with_subsets:
         sub_rows = [{"label": r["label"], **{s: r["subsets"].get(s) for s in subsets}} for r in with_subsets]
