@@ -288,7 +288,8 @@ def plot_per_class(rows: Sequence[dict[str, Any]], path: str | Path, title: str)
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=7, ncol=min(4, len(rows)))
+    # Below the axes: above the bars it would hide the best classes.
+    ax.legend(fontsize=8, ncol=min(5, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
     return _save(fig, path)
 
 
@@ -309,7 +310,7 @@ def plot_channel_subsets(rows: Sequence[dict[str, Any]], subsets: Sequence[str],
     ax.set_ylim(0, 100)
     ax.set_title("Accuracy on channel subsets (naive: kept channels averaged, copied to 3)")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return _save(fig, path)
 
 
