@@ -57,7 +57,7 @@ class FlopsReport:
     def as_record(self) -> dict:
         """Flat fields for a result record (units in the names)."""
         return dict(params=self.params, macs=self.macs, flops=self.flops, batch=self.batch,
-                    input_shape=list(self.input_shape), flops_agree=self.agrees, flops_warning=self.warning)
+                    input_shape=list(self.input_shape), counters_agree=self.agrees, counters_warning=self.warning)
 
 
 def _device_of(model: nn.Module) -> torch.device:

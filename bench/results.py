@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -35,8 +36,12 @@ REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
     "command": (str, type(None)),
 }
 
-#: Keys whose values must be numbers when present (units in the names).
-NUMERIC_PREFIXES = ("latency_ms_", "throughput_img_s", "macs", "flops", "params", "top1", "memory_")
+#: Metric names whose values must be finite numbers (or null) when present; the unit is in the name.
+#: Descriptive fields beside them (`memory_kind`, `counters_warning`) are free-form.
+NUMERIC_METRIC = re.compile(
+    r"^(latency_ms_(min|mean|std|max|p\d+)|latency_cv|throughput_img_s|macs|flops|params|top[15]|top1_delta"
+    r"|flops_s_achieved|flops_per_mac|percent_of_peak|memory_peak_bytes|memory_bandwidth_bytes_s)$"
+)
 
 KINDS = {"export", "engine_build", "latency", "throughput", "flops", "accuracy", "train", "device", "parity"}
 
@@ -203,7 +208,7 @@ def validate_record(record: dict[str, Any]) -> None:
         if key not in record["machine"]:
             raise ValueError(f"record machine description lacks {key!r}")
     for key, value in record.items():
-        if key.startswith(NUMERIC_PREFIXES) and value is not None:
+        if NUMERIC_METRIC.match(key) and value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
             if value != value:  # NaN

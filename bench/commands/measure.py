@@ -147,14 +147,11 @@ def check_environment(engines: list[str], settings: Settings) -> None:
 # -- measuring (returns records, prints nothing) ---------------------------------------------
 def model_profile(model, input_shape) -> dict[str, Any]:
     """params, MACs and FLOPs per image from bench.flops (None for each when it is unavailable)."""
-    try:
-        from bench.flops import profile_model
-    except ImportError:
-        params = sum(p.numel() for p in model.parameters())
-        return {"params": params, "macs": None, "flops": None, "flops_note": "bench.flops is not available"}
+    from bench.flops import profile_model
+
     report = profile_model(model, tuple(input_shape), batch=1)
     return {"params": int(report.params), "macs": int(report.macs), "flops": int(report.flops),
-            "flops_note": report.warning}
+            "counters_warning": report.warning}
 
 
 def _peak(settings: Settings, engine: str) -> dict[str, Any] | None:

@@ -129,7 +129,7 @@ def model_info(name: str, input_size: int | None = None, in_chans: int = 3, num_
     return dict(name=name, family=entry.family, kind=entry.kind, description=entry.description, twin=entry.twin,
                 designed_input_size=entry.input_size, input_shape=list(shape), config=model.config,
                 params=report.params, trainable_params=trainable, macs=report.macs, flops=report.flops,
-                flops_agree=report.agrees, flops_warning=report.warning, layers=summary)
+                counters_agree=report.agrees, counters_warning=report.warning, layers=summary)
 
 
 @click.command("info")
@@ -168,8 +168,8 @@ def info_command(model: str, input_size: int | None, in_chans: int, num_classes:
         ("MACs (thop)", f"{info['macs']:,} ({_giga(info['macs'])})"),
         ("FLOPs (torch)", f"{info['flops']:,} ({_giga(info['flops'])})"),
     ]
-    if info["flops_warning"]:
-        fields.append(("warning", info["flops_warning"]))
+    if info["counters_warning"]:
+        fields.append(("warning", info["counters_warning"]))
     for k, v in fields:
         head.add_row(k, str(v))
     console.print(head)

@@ -58,3 +58,14 @@ def test_in_process_cli_records_its_own_command(run_cli, tmp_path):
     assert code == 0, err
     [record] = results.read_records(tmp_path / "flops.jsonl")
     assert record["command"].startswith("rbench flops resnet20")
+
+
+def test_descriptive_fields_beside_metrics_are_free_form():
+    # A string beside the metrics (memory_kind, counters_warning) is fine; a metric must be a number.
+    record = results.make_record("latency", memory_kind="process_rss_peak", memory_peak_bytes=10,
+                                 counters_warning="thop missed a functional op", command="x")
+    assert record["memory_kind"] == "process_rss_peak"
+    with pytest.raises(ValueError, match="number"):
+        results.make_record("latency", memory_peak_bytes="10", command="x")
+    with pytest.raises(ValueError, match="number"):
+        results.make_record("latency", latency_ms_p99="slow", command="x")
