@@ -77,7 +77,9 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
                      data_root=data_root, command=current_command())
     ctx.bundle()  # load the data now: a missing data set fails before anything is written
 
-    check_run_folder(out_dir, ctx, resume)
+    note = check_run_folder(out_dir, ctx, resume)
+    if note:
+        console.print(note)
     units = unique_units(plans)
     console.print(f"[bold]rbench {kind}[/bold]: {', '.join(studies)} at preset [bold]{preset.name}[/bold]; "
                   f"data: {dataset_why}; engines: {', '.join(engine_names)} on {device}; "
@@ -152,7 +154,8 @@ def _common_options(fn):
     fn = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                       help="Where to train and measure (auto: cuda when torch sees a GPU).")(fn)
     fn = click.option("--resume/--no-resume", default=True, show_default=True,
-                      help="Skip units an earlier run in OUT finished; --no-resume starts over.")(fn)
+                      help="Continue an interrupted run in OUT, skipping its finished units (a finished run is "
+                           "measured again); --no-resume starts over.")(fn)
     fn = click.option("--engines", default=None, metavar="LIST",
                       help="Comma-separated engines (torch,ort,trt); default: every engine that works here.")(fn)
     fn = click.option("--out", default=None, metavar="DIR",

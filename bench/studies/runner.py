@@ -262,22 +262,34 @@ def load_unit(out_dir: Path, spec: UnitSpec) -> list[dict[str, Any]] | None:
     return read_records(path) if path.exists() else None
 
 
-def check_run_folder(out_dir: Path, ctx: RunContext, resume: bool) -> None:
-    """Make `out_dir` a run folder for `ctx`; refuse to mix settings; with `resume=False` start afresh."""
+def check_run_folder(out_dir: Path, ctx: RunContext, resume: bool) -> str | None:
+    """Make `out_dir` a run folder for `ctx`; refuse to mix settings; with `resume=False` start afresh.
+
+    Resuming continues an interrupted run only. A folder whose run finished (it has `run.json`,
+    written last) is measured again from scratch: rerunning the main job must produce new numbers,
+    not re-render old ones. Returns a note saying so, or None.
+    """
     from bench.atomic import write_text
 
     out_dir = Path(out_dir)
     settings = out_dir / "settings.json"
     current = json.loads(json.dumps(ctx.fingerprint()))  # tuples become lists, as on disk
+    note = None
+    if resume and (out_dir / "run.json").exists():
+        resume = False
+        note = f"{out_dir} holds a finished run: measuring again (use another --out to keep it)"
     if settings.exists() and resume:
         previous = json.loads(settings.read_text())
         if previous != current:
             differs = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise UsageProblem(f"{out_dir} holds a run with other settings ({', '.join(differs)} differ); "
                                "use another --out or --no-resume to start over")
-    if not resume and (out_dir / "units").exists():
-        shutil.rmtree(out_dir / "units")
+    if not resume:
+        if (out_dir / "units").exists():
+            shutil.rmtree(out_dir / "units")
+        (out_dir / "run.json").unlink(missing_ok=True)
     write_text(settings, json.dumps(current, indent=1) + "\n")
+    return note
 
 
 def unique_units(plans: Sequence[StudyPlan]) -> list[UnitSpec]:

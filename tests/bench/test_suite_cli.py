@@ -48,20 +48,42 @@ def test_smoke_suite_writes_a_report_and_valid_records(smoke_run):
     assert not (out / "artifacts").exists(), "scratch checkpoints and ONNX files are removed by default"
 
 
-def test_a_rerun_resumes_and_measures_nothing_again(smoke_run, run_cli):
+def test_an_interrupted_suite_resumes_and_measures_only_what_is_missing(smoke_run, run_cli):
     code, _, out = smoke_run
     assert code == 0
-    before = (out / "records.jsonl").read_text()
+    from bench.studies import get_preset, study_plan
+    from bench.studies.runner import unique_units, unit_path
+
+    units = unique_units([study_plan(s, get_preset("smoke")) for s in STUDIES])
+    # What an interruption leaves: no run.json (written last) and the unit in progress missing.
+    (out / "run.json").unlink()
+    missing = units[-1]
+    unit_path(out, missing).unlink()
+    kept = {spec.unit_id: unit_path(out, spec).read_text() for spec in units[:-1]}
     code, stdout, stderr = run_cli("suite", "--preset", "smoke", "--dataset", "digits", "--engines", "torch,ort",
                                    "--out", out)
     assert code == 0, stderr
-    from bench.studies import get_preset, study_plan
-    from bench.studies.runner import unique_units
+    assert stderr.count("already measured, skipped") == len(units) - 1
+    assert f"{missing.unit_id}: done" in stderr
+    assert {spec.unit_id: unit_path(out, spec).read_text() for spec in units[:-1]} == kept
+    assert (out / "run.json").exists() and read_records(unit_path(out, missing))
 
-    units = unique_units([study_plan(s, get_preset("smoke")) for s in STUDIES])
-    assert stderr.count("already measured, skipped") == len(units)
-    after = (out / "records.jsonl").read_text()
-    assert [json.loads(x)["timestamp"] for x in after.splitlines()] == [json.loads(x)["timestamp"] for x in before.splitlines()]
+
+def test_a_finished_run_folder_is_measured_again(tmp_path):
+    from bench.studies import get_preset
+    from bench.studies.runner import RunContext, check_run_folder
+
+    ctx = RunContext(dataset="digits", preset=get_preset("smoke"), engines=("torch",), device="cpu",
+                     data_root=None, command="rbench suite")
+    assert check_run_folder(tmp_path, ctx, resume=True) is None
+    (tmp_path / "units").mkdir()
+    (tmp_path / "units" / "a.jsonl").write_text("{}\n")
+    assert check_run_folder(tmp_path, ctx, resume=True) is None, "an interrupted run resumes"
+    assert (tmp_path / "units" / "a.jsonl").exists()
+    (tmp_path / "run.json").write_text("{}")
+    note = check_run_folder(tmp_path, ctx, resume=True)
+    assert note and "measuring again" in note
+    assert not (tmp_path / "units").exists() and not (tmp_path / "run.json").exists()
 
 
 @pytest.mark.parametrize("args, message", [
