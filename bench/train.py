@@ -220,13 +220,10 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     """torch.load(weights_only=True) with a one-line DataProblem for a missing or foreign file."""
+    from export.checkpoint import read_weights
+
     path = Path(path)
-    if not path.is_file():
-        raise DataProblem(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DataProblem(f"cannot load checkpoint {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    payload = read_weights(path)
     if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
         raise DataProblem(f"{path} is not an rbench checkpoint (no state_dict and model config)")
     return payload

@@ -35,6 +35,31 @@ def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _load_reason(exc: BaseException) -> str:
+    """The useful part of a torch.load failure: torch's weights-only error buries it at the end."""
+    text = " ".join(str(exc).split())
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].strip()
+    return (text or type(exc).__name__)[:160]
+
+
+def read_weights(path: str | os.PathLike) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU; a missing, unreadable or corrupt file raises DataProblem."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataProblem(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise DataProblem(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # noqa: BLE001 - pickle/zip errors, or a non-weights object
+        raise DataProblem(f"{path} is not a readable PyTorch checkpoint ({_load_reason(exc)}); rbench loads "
+                          "weights only: pass a file saved with torch.save(model.state_dict(), path) "
+                          "or by `rbench train`") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Load `path` with torch.load(weights_only=True); a missing, unreadable or foreign file raises DataProblem."""
     import torch
@@ -42,16 +67,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     from export.onnx import sha256_files
 
     path = Path(path)
-    if not path.is_file():
-        raise DataProblem(f"checkpoint {path} does not exist")
-    try:
-        sha = sha256_files(path)
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise DataProblem(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors, or a non-weights object
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataProblem(f"{path} is not a readable PyTorch checkpoint ({first[:160]})") from None
+    payload = read_weights(path)
+    sha = sha256_files(path)
     config = None
     extra: dict[str, Any] = {}
     state = payload
