@@ -346,6 +346,11 @@ def _img(path: Path | None, out_dir: Path, alt: str) -> str:
     return f"![{alt}]({Path(path).relative_to(out_dir).as_posix()})\n\n" if path else ""
 
 
+def _latency_ratios(a: dict, b: dict, engines: Sequence[str]) -> str:
+    """`a`'s p50 latency over `b`'s, per engine: "1.96x (torch), 15.0x (ort)"."""
+    return ", ".join(f"{_ratio(a.get(f'latency_p50_{e}'), b.get(f'latency_p50_{e}'))} ({e})" for e in engines)
+
+
 def _ratio(a: Any, b: Any) -> str:
     return "n/a" if not a or not b else f"{a / b:.2f}x"
 
@@ -397,13 +402,13 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
         for d in depths:
             r, p = by.get(f"resnet{d}"), by.get(f"plain{d}")
             if r and p:
-                lat = ", ".join(f"{_ratio(r.get(f'latency_p50_{e}'), p.get(f'latency_p50_{e}'))} ({e})" for e in engines)
+                lat = _latency_ratios(r, p, engines)
                 findings.append(
                     f"At {d} layers the shortcuts change test error by {_pp(r.get('test_error'), p.get('test_error'))}; "
                     f"the residual net's latency is {lat} the plain net's, at {_ratio(r.get('flops'), p.get('flops'))} "
                     "its FLOPs.")
         if r_lo and r_hi:
-            lat = ", ".join(f"{_ratio(r_hi.get(f'latency_p50_{e}'), r_lo.get(f'latency_p50_{e}'))} ({e})" for e in engines)
+            lat = _latency_ratios(r_hi, r_lo, engines)
             findings.append(f"Going from resnet{lo} to resnet{hi} multiplies FLOPs by "
                             f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))} and p50 latency by {lat}.")
     return "".join(parts), findings
@@ -428,7 +433,7 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
     for kind in ("VGG", "ResNet"):
         s, d = by_group.get(f"{kind} static"), by_group.get(f"{kind} dynamic")
         if s and d:
-            lat = ", ".join(f"{_ratio(d.get(f'latency_p50_{e}'), s.get(f'latency_p50_{e}'))} ({e})" for e in engines)
+            lat = _latency_ratios(d, s, engines)
             findings.append(
                 f"{d['label']} vs {s['label']}: {_ratio(d.get('params'), s.get('params'))} the params, "
                 f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs, {lat} the p50 latency; "

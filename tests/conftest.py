@@ -23,6 +23,17 @@ def _private_count_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture
+def private_flops_cache(tmp_path, monkeypatch):
+    """A per-test FLOP-count cache: on-disk counts in tmp_path, the in-memory cache emptied."""
+    from bench.flops import model_flops
+
+    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    model_flops.cache_clear()
+    yield
+    model_flops.cache_clear()
+
+
+@pytest.fixture
 def results_dir(tmp_path):
     """A fresh results/ folder for commands that write records."""
     path = tmp_path / "results"

@@ -39,13 +39,6 @@ class UnitSpec:
             parts.append("rgb")
         return "-".join(str(p).replace("_", "").replace(".", "p") for p in parts)
 
-    @property
-    def in_chans_override(self) -> int | None:
-        """Input channels fixed by the unit (subset nets, RGB nets); None: the dataset's own."""
-        if self.channels:
-            return len(self.channels)
-        return 3 if self.rgb else None
-
     def builder_kwargs(self) -> dict[str, object]:
         return dict(self.kwargs)
 

@@ -9,7 +9,6 @@ stopped and never leaves half a unit behind) and assembles `records.jsonl`.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import tempfile
@@ -350,6 +349,3 @@ def collect_records(plans: Sequence[StudyPlan], out_dir: Path) -> list[dict[str,
                 out.append({**record, "study": plan.name, "label": unit.label, "group": unit.group})
     return out
 
-
-def plan_digest(plans: Sequence[StudyPlan]) -> str:
-    return hashlib.sha256(json.dumps([dataclasses.asdict(p) for p in plans], default=str).encode()).hexdigest()[:12]

@@ -36,21 +36,6 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def test_atomic_dir_replaces_whole_folder(tmp_path):
-    target = tmp_path / "out"
-    target.mkdir()
-    (target / "stale").write_text("x")
-    with atomic.atomic_dir(target) as tmp:
-        (tmp / "fresh").write_text("y")
-    assert [p.name for p in target.iterdir()] == ["fresh"]
-    with pytest.raises(ValueError):
-        with atomic.atomic_dir(target) as tmp:
-            (tmp / "partial").write_text("z")
-            raise ValueError
-    assert [p.name for p in target.iterdir()] == ["fresh"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-
-
 def test_append_line_appends_whole_lines(tmp_path):
     path = tmp_path / "r.jsonl"
     atomic.append_line(path, '{"a": 1}')

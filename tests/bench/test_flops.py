@@ -18,13 +18,7 @@ from bench.flops import FlopsReport, count_flops, counting_device, model_flops, 
 RESNET50_MACS = 4_089_184_256
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Counts cached on disk go to a temporary folder, never to the user's ~/.cache."""
-    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    model_flops.cache_clear()
-    yield
-    model_flops.cache_clear()
+pytestmark = pytest.mark.usefixtures("private_flops_cache")
 
 
 def test_torchvision_resnet50_at_224():

@@ -9,16 +9,7 @@ import pytest
 
 import nets
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Counts cached on disk go to a temporary folder, never to the user's ~/.cache."""
-    from bench.flops import model_flops
-
-    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "cache"))
-    model_flops.cache_clear()
-    yield
-    model_flops.cache_clear()
+pytestmark = pytest.mark.usefixtures("private_flops_cache")
 
 
 def assert_one_line_error(code, out, err, *fragments):
