@@ -9,7 +9,6 @@ vendor's datasheet figure.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ CACHE_VERSION = 1
 
 
 def cache_path(device: str = "cpu") -> Path:
-    root = Path(os.environ.get("RBENCH_CACHE") or Path.home() / ".cache" / "rbench")
-    return root / f"device-{machine_slug()}-{device}.json"
+    from bench.cache import cache_root
+
+    return cache_root() / f"device-{machine_slug()}-{device}.json"
 
 
 def _best_of(fn, budget_s: float, min_runs: int = 3) -> float:

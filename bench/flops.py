@@ -145,10 +145,9 @@ def counting_device(input_shape: tuple[int, int, int]) -> torch.device:
 def _cache_file() -> Path | None:
     if os.environ.get("RBENCH_NO_CACHE") not in (None, "", "0"):
         return None
-    root = os.environ.get("RBENCH_CACHE_DIR")
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rbench")
-    return Path(root) / "zoo-counts.json"
+    from bench.cache import cache_root
+
+    return cache_root() / "zoo-counts.json"
 
 
 @functools.lru_cache(maxsize=1)
@@ -185,7 +184,7 @@ def model_flops(name: str, input_shape: tuple[int, int, int], num_classes: int =
     """(params, FLOPs) of registered model `name`, built on `counting_device`: fast and cached.
 
     `in_chans` defaults to input_shape[0]. Registry errors (unknown name, bad setting) propagate.
-    Answers are also kept on disk (RBENCH_CACHE_DIR, else ~/.cache/rbench; RBENCH_NO_CACHE=1
+    Answers are also kept on disk (`bench.cache.cache_root()`; RBENCH_NO_CACHE=1
     turns it off), under a fingerprint of the model code and torch version, so a second
     `rbench list` counts nothing.
     """

@@ -19,7 +19,7 @@ def _seed():
 @pytest.fixture(autouse=True)
 def _private_count_cache(tmp_path_factory, monkeypatch):
     # FLOP counts are cached on disk; tests must not read or write the user's ~/.cache.
-    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "rbench-cache"))
+    monkeypatch.setenv("RBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "rbench-cache"))
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def private_flops_cache(tmp_path, monkeypatch):
     """A per-test FLOP-count cache: on-disk counts in tmp_path, the in-memory cache emptied."""
     from bench.flops import model_flops
 
-    monkeypatch.setenv("RBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
     model_flops.cache_clear()
     yield
     model_flops.cache_clear()

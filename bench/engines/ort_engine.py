@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,10 @@ def import_onnxruntime():
 
 
 def cache_dir() -> Path:
-    """Where engines keep ONNX files and TensorRT engines they had to build ($RBENCH_CACHE)."""
-    return Path(os.environ.get("RBENCH_CACHE") or Path.home() / ".cache" / "rbench")
+    """Where engines keep ONNX files and TensorRT engines they had to build."""
+    from bench.cache import cache_root
+
+    return cache_root()
 
 
 def resolve_provider(provider: str | None, device: str) -> str:
