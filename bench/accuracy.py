@@ -1,6 +1,6 @@
 """Test-split accuracy of a trained checkpoint through every engine, and how far each engine strays.
 
-    >>> ckpt = load_checkpoint("runs/r20/best.pt", model_name="resnet20")
+    >>> ckpt = load_trained_model("runs/r20/best.pt", model_name="resnet20")
     >>> bundle = dataset_for_checkpoint(ckpt)
     >>> results = evaluate_checkpoint(ckpt, bundle, engines=("torch", "ort"))
     >>> [(r["engine"], r["top1"], r["top1_delta"]) for r in results]
@@ -30,8 +30,11 @@ from bench.train import load_training_checkpoint
 
 
 @dataclass
-class Checkpoint:
-    """A trained model rebuilt from its checkpoint, with the facts stored beside the weights."""
+class TrainedModel:
+    """A model rebuilt from an `rbench train` checkpoint, with the facts stored beside the weights.
+
+    (`export.checkpoint.Checkpoint` is the raw file: weights, config and extras, before any model is built.)
+    """
 
     model: nn.Module
     config: dict[str, Any]
@@ -46,7 +49,7 @@ class Checkpoint:
                 int(self.dataset["input_size"]), int(self.dataset["input_size"]))
 
 
-def load_checkpoint(path: str | Path, model_name: str | None = None) -> Checkpoint:
+def load_trained_model(path: str | Path, model_name: str | None = None) -> TrainedModel:
     """Rebuild the model of an rbench checkpoint (`torch.load(weights_only=True)`) in eval mode.
 
     Raises:
@@ -75,11 +78,11 @@ def load_checkpoint(path: str | Path, model_name: str | None = None) -> Checkpoi
 
         set_temperature(model, float(payload["temperature"]))
     model.eval()
-    return Checkpoint(model, config, dict(payload.get("normalization", {})), dict(payload.get("dataset", {})),
+    return TrainedModel(model, config, dict(payload.get("normalization", {})), dict(payload.get("dataset", {})),
                       int(payload.get("epoch", 0)), path)
 
 
-def dataset_for_checkpoint(checkpoint: Checkpoint, name: str | None = None, root: str | None = None,
+def dataset_for_checkpoint(checkpoint: TrainedModel, name: str | None = None, root: str | None = None,
                            subset: int | None = None, channels: str | None = None,
                            channel_mode: str | None = None, download: bool = False) -> DatasetBundle:
     """The data set a checkpoint was trained on (same input size, channels and seed), or `name` instead."""
@@ -126,7 +129,7 @@ def evaluate_engine(engine: Any, batches: Iterable[tuple[torch.Tensor, torch.Ten
     return metrics, logits
 
 
-def batches_for_checkpoint(checkpoint: Checkpoint, bundle: DatasetBundle, batch_size: int = 256,
+def batches_for_checkpoint(checkpoint: TrainedModel, bundle: DatasetBundle, batch_size: int = 256,
                  normalization: str = "checkpoint") -> Batches:
     """The test split as float batches, normalized as the model was trained ('checkpoint') or by the data ('data')."""
     if bundle.in_chans != checkpoint.input_shape[0]:
@@ -142,7 +145,7 @@ def batches_for_checkpoint(checkpoint: Checkpoint, bundle: DatasetBundle, batch_
     return Batches(bundle.test, batch_size, norm["mean"], norm["std"])
 
 
-def evaluate_checkpoint(checkpoint: Checkpoint, bundle: DatasetBundle, engines: Sequence[str] = ("torch", "ort"),
+def evaluate_checkpoint(checkpoint: TrainedModel, bundle: DatasetBundle, engines: Sequence[str] = ("torch", "ort"),
                         precision: str = "fp32", device: str = "cpu", batch_size: int = 256,
                         normalization: str = "checkpoint",
                         engine_options: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -163,27 +166,23 @@ def evaluate_checkpoint(checkpoint: Checkpoint, bundle: DatasetBundle, engines: 
     reference: tuple[str, dict[str, Any], np.ndarray] | None = None
     for name in engines:
         options = dict((engine_options or {}).get(name, {}))
-        with create_engine(name, model=checkpoint.model, input_shape=checkpoint.input_shape, device=device,
-                           precision=precision, num_classes=bundle.num_classes, **options) as engine:
-            metrics, logits = evaluate_engine(engine, batches, bundle.num_classes, bundle.class_names,
-                                              pad_to=options.get("max_batch"))
+        max_batch = options.pop("max_batch", None)
+        with create_engine(name, checkpoint.model, input_shape=checkpoint.input_shape, device=device,
+                           precision=precision, **({"max_batch": max_batch} if max_batch else {}), **options) as engine:
+            metrics, logits = evaluate_engine(engine, batches, bundle.num_classes, bundle.class_names, pad_to=max_batch)
             info = engine.describe()
-        if reference is None:
-            reference = (name, metrics, logits)
-            diff = {"top1_delta": 0.0, **compare_predictions(logits, logits)}
-        else:
-            diff = {"top1_delta": metrics["top1"] - reference[1]["top1"], **compare_predictions(reference[2], logits)}
+        reference = reference or (name, metrics, logits)
         results.append({
             "engine": name, "engine_info": info, "precision": precision, "device": device,
             "batch": batch_size, "input_shape": list(checkpoint.input_shape),
-            "reference_engine": reference[0], **metrics, **diff,
+            **metrics, **reference_differences(reference, metrics, logits),
         })
     return results
 
 
-def accuracy_record_fields(checkpoint: Checkpoint, bundle: DatasetBundle, result: dict[str, Any]) -> dict[str, Any]:
-    """The fields of one kind="accuracy" record (model, data set and one engine's result)."""
-    dataset = bundle.describe()
-    return {"model": checkpoint.config.get("name"), "model_config": checkpoint.config,
-            "checkpoint": str(checkpoint.path), "checkpoint_epoch": checkpoint.epoch,
-            "dataset": dataset, "split": "test", **result}
+def reference_differences(reference: tuple[str, dict[str, Any], np.ndarray], metrics: dict[str, Any],
+                          logits: np.ndarray) -> dict[str, Any]:
+    """How one engine's result strays from the reference engine's: top-1 difference, agreement, logit error."""
+    name, ref_metrics, ref_logits = reference
+    return {"reference_engine": name, "top1_delta": metrics["top1"] - ref_metrics["top1"],
+            **compare_predictions(ref_logits, logits)}

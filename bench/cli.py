@@ -82,9 +82,10 @@ def _one_line(message: str) -> str:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
+    from export.errors import ExportError
     from nets.errors import ModelError
 
-    return (RbenchError, ModelError)
+    return (RbenchError, ExportError, ModelError)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,20 +2,25 @@
 
 - MACs (multiply-accumulates) by thop, the unit papers and torchvision call "FLOPs"
   (torchvision's resnet50 at 224: 4.09 G of conv + linear MACs; thop adds ~1% for BatchNorm
-  and pooling, 4.13 G). thop counts modules it has a rule for (conv, linear, norms, pools);
-  older releases count functional ops inside a module's forward (the batched matmul of a
-  dynamic conv, the attention products of self-attention) as zero, newer ones catch matmuls.
+  and pooling, 4.13 G). thop counts modules it has a rule for (conv, linear, norms, average
+  pools, softmax); an affine BatchNorm costs it 4 ops per element, ReLU-like activations 0.
+  It sees nothing a forward computes with functional calls (`F.conv2d`, `x @ w`, a residual
+  `+`): older releases miss the batched matmul of a dynamic conv and the attention products.
 - FLOPs by `torch.utils.flop_counter.FlopCounterMode`, which sees every aten matmul and
   convolution whatever module issued it, at 2 FLOPs per MAC; it does not count norms,
-  activations or pools.
+  activations, pools or additions.
 
-So FLOPs ~ 2 x MACs for plain conv nets (thop's extra norm/pool MACs are ~1%), and a larger gap
-means thop missed functional work: `FlopsReport.warning` says so and FLOPs are then the number
-to trust.
+So FLOPs ~ 2 x MACs, and a gap beyond `AGREEMENT_TOLERANCE` has one of two causes, which
+`FlopsReport.warning` names by its direction:
+- thop higher: its norm and pool ops are a large share of the work, as in nets of cheap
+  depthwise convs (torchvision's mobilenet_v2: thop 8% above FLOPs / 2, all of it BatchNorm).
+  That gap is not missed work; FLOPs are the conv and matmul work alone.
+- thop lower: thop missed functional work (a dynamic conv, attention); trust the FLOPs.
 
-`count_flops` on a meta-device model does no arithmetic at all; `model_flops` builds each net
-where counting it is fastest (`counting_device`) and caches the answer, so counting the whole
-zoo takes seconds.
+`count_flops` on a meta-device model does no arithmetic at all, and thop needs shapes only, so
+`model_counts` builds each registered net where counting it is fastest (`counting_device`),
+counts params, thop MACs and FLOPs from that one build and caches the answer: counting the whole
+zoo takes seconds (10 to 15 s cold on a busy 2-core CPU, thop about a quarter of it), none once cached.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -152,10 +158,12 @@ def _cache_file() -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def _fingerprint() -> str:
-    """Changes whenever a count could: the model code, this file, or torch."""
+    """Changes whenever a count could: the model code, this file, torch or thop."""
+    import thop
+
     import nets
 
-    digest = hashlib.sha256(torch.__version__.encode())
+    digest = hashlib.sha256(f"{torch.__version__} thop {getattr(thop, '__version__', '?')}".encode())
     for path in sorted(Path(nets.__file__).parent.rglob("*.py")) + [Path(__file__)]:
         digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -178,15 +186,24 @@ def _write_cache(path: Path, key: str, value: list[int]) -> None:
         write_text(path, json.dumps(data))
 
 
-@functools.lru_cache(maxsize=512)
-def model_flops(name: str, input_shape: tuple[int, int, int], num_classes: int = 10, in_chans: int | None = None,
-                **kwargs) -> tuple[int, int]:
-    """(params, FLOPs) of registered model `name`, built on `counting_device`: fast and cached.
+class ModelCounts(NamedTuple):
+    """What `model_counts` counted for one image: every parameter, thop's MACs and the torch counter's FLOPs."""
 
-    `in_chans` defaults to input_shape[0]. Registry errors (unknown name, bad setting) propagate.
-    Answers are also kept on disk (`bench.cache.cache_root()`; RBENCH_NO_CACHE=1
-    turns it off), under a fingerprint of the model code and torch version, so a second
-    `rbench list` counts nothing.
+    params: int
+    macs: int | None  # thop; None when thop cannot count the net (its FLOPs still stand)
+    flops: int
+
+
+def model_counts(name: str, input_shape: tuple[int, int, int], num_classes: int = 10, in_chans: int | None = None,
+                 **kwargs) -> ModelCounts:
+    """Params, thop MACs and FLOPs of registered model `name`, built on `counting_device`: fast and cached on disk.
+
+    The same MACs `profile_model` reports (thop needs shapes only, so it counts a meta-device net
+    exactly as a real one), from one build of the net, so a zoo listing can show thop's MACs
+    beside the FLOPs. `in_chans` defaults to input_shape[0]. Registry errors (unknown name, bad
+    setting) propagate. Answers are kept on disk (`bench.cache.cache_root()`; RBENCH_NO_CACHE=1
+    turns it off), under a fingerprint of the model code and the torch and thop versions, so a
+    second `rbench list` counts nothing.
     """
     import nets
 
@@ -199,26 +216,39 @@ def model_flops(name: str, input_shape: tuple[int, int, int], num_classes: int =
         cache = None
     if cache is not None:
         hit = _read_cache(cache).get("counts", {}).get(key)
-        if hit is not None:
-            return int(hit[0]), int(hit[1])
+        if isinstance(hit, list) and len(hit) == len(ModelCounts._fields):
+            return ModelCounts(*(None if v is None else int(v) for v in hit))
     with _one_thread(), torch.device(counting_device(shape)):
         model = nets.create_model(name, num_classes=num_classes, in_chans=in_chans or shape[0], **kwargs)
-    counts = count_params(model), count_flops(model, shape)
+    flops = count_flops(model, shape)
+    try:
+        with _one_thread():
+            # The net is built for counting only: thop may count it in place, without the copy profile_model makes.
+            macs: int | None = _thop_profile(model.eval(), torch.zeros((1, *shape), device=_device_of(model)), False)[0]
+    except Exception:  # noqa: BLE001 - a thop rule that breaks must not lose the params and FLOPs
+        macs = None
+    counts = ModelCounts(count_params(model), macs, flops)
     if cache is not None:
         _write_cache(cache, key, list(counts))
     return counts
 
 
-def _thop_macs(model: nn.Module, x: torch.Tensor, detail: bool) -> tuple[int, dict[str, int]]:
+@functools.lru_cache(maxsize=512)
+def model_flops(name: str, input_shape: tuple[int, int, int], num_classes: int = 10, in_chans: int | None = None,
+                **kwargs) -> tuple[int, int]:
+    """(params, FLOPs) of registered model `name`: `model_counts` without the MACs, also kept in memory."""
+    counts = model_counts(name, input_shape, num_classes=num_classes, in_chans=in_chans, **kwargs)
+    return counts.params, counts.flops
+
+
+def _thop_profile(model: nn.Module, x: torch.Tensor, detail: bool) -> tuple[int, dict[str, int]]:
+    """thop's MACs of `model` on `x` (and per module with `detail`); thop hooks `model` itself."""
     import thop
 
-    # thop attaches hooks and counters to every module; a copy keeps the caller's model clean
-    # whatever the thop release leaves behind.
-    clone = copy.deepcopy(model).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            result = thop.profile(clone, inputs=(x,), verbose=False, ret_layer_info=detail)
+            result = thop.profile(model, inputs=(x,), verbose=False, ret_layer_info=detail)
     by_module: dict[str, int] = {}
     if detail and len(result) == 3:
 
@@ -232,6 +262,12 @@ def _thop_macs(model: nn.Module, x: torch.Tensor, detail: bool) -> tuple[int, di
     return int(result[0]), by_module
 
 
+def _thop_macs(model: nn.Module, x: torch.Tensor, detail: bool) -> tuple[int, dict[str, int]]:
+    # thop attaches hooks and counters to every module; a copy keeps the caller's model clean
+    # whatever the thop release leaves behind.
+    return _thop_profile(copy.deepcopy(model).eval(), x, detail)
+
+
 def _flops_by_module(counter: FlopCounterMode) -> dict[str, int]:
     out = {}
     for name, ops in counter.get_flop_counts().items():
@@ -241,6 +277,29 @@ def _flops_by_module(counter: FlopCounterMode) -> dict[str, int]:
         path = name.split(".", 1)[1] if "." in name else ""
         out[path] = int(sum(ops.values()))
     return out
+
+
+def counters_warning(macs: int, flops: int) -> str | None:
+    """Why thop's MACs and the flop counter's FLOPs disagree (None when within AGREEMENT_TOLERANCE).
+
+    The two causes pull in opposite directions, so the sign of the gap names the cause: thop
+    above FLOPs / 2 has counted norms and pools the flop counter ignores; thop below it has
+    missed functional ops the flop counter sees.
+    """
+    if not (flops or macs):
+        return None
+    gap = abs(flops - 2 * macs) / max(flops, 2 * macs)
+    if gap <= AGREEMENT_TOLERANCE:
+        return None
+    half = flops / 2
+    if macs > half:
+        above = f"{(macs - half) / half:.0%} above" if flops else "above"
+        return (f"thop's MACs ({macs:,}) are {above} FLOPs / 2 ({flops // 2:,}): thop also counts normalization "
+                "(4 ops per element of an affine BatchNorm), average pools and softmax, which the flop counter "
+                "ignores, so FLOPs count the conv and matmul work alone; that gap is not missed work")
+    return (f"thop's MACs ({macs:,}) are {(half - macs) / half:.0%} below FLOPs / 2 ({flops // 2:,}): thop missed "
+            "functional ops in a forward (F.conv2d, a matmul: dynamic conv, attention) that the flop counter sees; "
+            "trust the FLOPs")
 
 
 def profile_model(model: nn.Module, input_shape: tuple[int, int, int], batch: int = 1,
@@ -268,12 +327,9 @@ def profile_model(model: nn.Module, input_shape: tuple[int, int, int], batch: in
         model.train(was_training)
     flops = int(counter.get_total_flops())
     agrees, warning = thop_error is None, thop_error
-    if thop_error is None and (flops or macs):
-        gap = abs(flops - 2 * macs) / max(flops, 2 * macs)
-        if gap > AGREEMENT_TOLERANCE:
-            agrees = False
-            warning = (f"FLOPs ({flops:,}) differ from 2 x thop MACs ({2 * macs:,}) by {gap:.0%}: thop does not "
-                       "count functional ops (dynamic conv, attention matmuls); trust the FLOPs")
+    if thop_error is None:
+        warning = counters_warning(macs, flops)
+        agrees = warning is None
     return FlopsReport(params=count_params(model), macs=macs, flops=flops, input_shape=shape, batch=batch,
                        agrees=agrees, warning=warning,
                        flops_by_module=_flops_by_module(counter) if detail else {},

@@ -554,6 +554,25 @@ def parity_table(records: Sequence[Record]) -> str:
     return markdown_table(list(seen.values()), cols)
 
 
+def training_schedules(records: Iterable[Record]) -> list[str]:
+    """The learning-rate schedules the run's nets trained with (from their train records), in first-seen order."""
+    seen: dict[str, None] = {}
+    for r in records:
+        if r.get("kind") == "train":
+            schedule = (r.get("train_config") or {}).get("schedule")
+            if schedule:
+                seen.setdefault(schedule, None)
+    return list(seen)
+
+
+def schedule_note(records: Iterable[Record], preset: dict[str, Any]) -> str:
+    """', cosine schedule' for the preset line: what the train records ran, else what the preset names, else ''."""
+    schedules = training_schedules(records) or ([preset["schedule"]] if preset.get("schedule") else [])
+    if not schedules:
+        return ""
+    return f", {' / '.join(schedules)} schedule{'s' if len(schedules) > 1 else ''}"
+
+
 def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str | Path) -> str:
     """The Markdown report of a run (its plots written under `out_dir/figures/`)."""
     out_dir = Path(out_dir)
@@ -570,12 +589,12 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              f"Measured time of all units: {minutes:.1f} min (wall time of the last invocation: "
              f"{run.get('wall_seconds_this_invocation', 0) / 60:.1f} min). Command: `{run.get('command')}`.\n",
              f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
-             f"images, {preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}, "
-             f"cosine), batch {preset.get('batch_size')}, input "
+             f"images, {preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}"
+             f"{schedule_note(records, preset)}), batch {preset.get('batch_size')}, input "
              f"{preset.get('input_size')}x{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} "
              f"warm-up + {preset.get('iters')} timed runs (p50 shown); throughput = batch {preset.get('throughput_batch')}; "
              f"ONNX exporter: {preset.get('exporter')}.\n",
-             "Units: params = trainable parameters; MACs by thop; FLOPs by torch's flop counter (2 per MAC), per "
+             "Units: params = all parameters (trainable or not); MACs by thop; FLOPs by torch's flop counter (2 per MAC), per "
              "image; latency in ms; top-1 on the test split through each engine. Records behind every number: "
              "[records.jsonl](records.jsonl).\n"]
     all_findings: list[tuple[str, list[str]]] = []

@@ -2,7 +2,7 @@
 
 A record is a flat dict (schema in DESIGN.md, checked by `validate_record`): the metric names
 carry their units (`latency_ms_p50`, `throughput_img_s`). Measurement code builds records with
-`make_record`; only the CLI layer writes them, with `append_record`.
+the one builder per kind in `bench.records`; only the CLI layer writes them, with `append_record`.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def make_record(kind: str, **fields: Any) -> dict[str, Any]:
 
 
 def validate_record(record: dict[str, Any]) -> None:
-    """Raise ValueError if `record` breaks the schema: missing header keys, wrong types, NaN metrics."""
+    """Raise ValueError if `record` breaks the schema: missing header or kind fields, wrong types, NaN metrics."""
     for key, types in REQUIRED_FIELDS.items():
         if key not in record:
             raise ValueError(f"record lacks {key!r}")
@@ -207,6 +207,11 @@ def validate_record(record: dict[str, Any]) -> None:
     for key in ("cpu", "cores_logical", "versions"):
         if key not in record["machine"]:
             raise ValueError(f"record machine description lacks {key!r}")
+    from bench.records import FIELDS
+
+    missing = [key for key in FIELDS.get(record["kind"], ()) if key not in record]
+    if missing:
+        raise ValueError(f"{record['kind']} record lacks {', '.join(map(repr, missing))} (build it with bench.records)")
     for key, value in record.items():
         if NUMERIC_METRIC.match(key) and value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):

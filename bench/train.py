@@ -294,6 +294,160 @@ class _Progress:
 # --------------------------------------------------------------------------- the loop
 
 
+@dataclass
+class _Optimization:
+    """What changes the weights: the optimizer, its schedule (stepped per batch or per epoch), AMP scaler, loss."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    per_batch: bool  # onecycle steps every batch, the other schedules every epoch
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    plateau: bool  # ReduceLROnPlateau steps on the validation accuracy
+
+    def step_schedule(self, val_acc: float) -> None:
+        """One scheduler step of the schedule's own cadence."""
+        if self.plateau:
+            self.scheduler.step(val_acc)
+        else:
+            self.scheduler.step()
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+
+@dataclass
+class _RunState:
+    """Where a run stands: the epochs done (their history) and the best validation epoch so far."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_acc: float = -1.0
+    start_epoch: int = 0
+
+
+def _check_model_fits(model: nn.Module, bundle: DatasetBundle) -> None:
+    model_config = dict(getattr(model, "config", {}))
+    for key, have in (("in_chans", bundle.in_chans), ("num_classes", bundle.num_classes)):
+        if key in model_config and model_config[key] != have:
+            raise UsageProblem(f"{model_config.get('name', 'the model')} has {key}={model_config[key]} "
+                               f"but {bundle.name} gives {have}; build it with {key}={have}")
+
+
+def _training_device(config: TrainConfig) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from bench.errors import EnvironmentProblem
+
+        raise EnvironmentProblem("--device cuda asked for, but torch sees no CUDA GPU")
+    return device
+
+
+def _setup_optimization(model: nn.Module, config: TrainConfig, device: torch.device, steps: int) -> _Optimization:
+    optimizer = make_optimizer(model, config)
+    scheduler, per_batch = make_scheduler(optimizer, config, steps)
+    return _Optimization(
+        optimizer, scheduler, per_batch,
+        scaler=torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda"),
+        criterion=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing),
+        plateau=config.schedule == "plateau")
+
+
+def _resume(model: nn.Module, opt: _Optimization, config: TrainConfig, last_path: Path, steps: int) -> _RunState:
+    """Load `last_path` into the model, optimizer, schedule and scaler; the state of the run it left."""
+    if not last_path.is_file():
+        raise UsageProblem(f"nothing to resume: {last_path} does not exist")
+    state = load_training_checkpoint(last_path)
+    if state["config"] != dict(getattr(model, "config", {})):
+        raise UsageProblem(f"{last_path} holds {state['config'].get('name')} {state['config']}, "
+                           f"not this {getattr(model, 'config', {}).get('name')} run's model")
+    model.load_state_dict(state["state_dict"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    if state["train_config"].get("epochs") == config.epochs:
+        opt.scheduler.load_state_dict(state["scheduler"])
+    else:  # a longer (or shorter) run: replay the new schedule up to where the old one stopped
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "scheduler.step() before optimizer.step()": intended here
+            for _ in range(int(state["epoch"]) * (steps if opt.per_batch else 1)):
+                opt.step_schedule(state["history"][-1]["val_acc"])
+    if state.get("scaler"):
+        opt.scaler.load_state_dict(state["scaler"])
+    return _RunState([dict(h) for h in state["history"]], int(state["best_epoch"]), float(state["best_val_acc"]),
+                     int(state["epoch"]))
+
+
+def _should_stop_early(config: TrainConfig, state: _RunState, epoch: int) -> bool:
+    """True when `config.early_stop` epochs have passed since the best validation epoch."""
+    return bool(config.early_stop and state.best_epoch and epoch - state.best_epoch >= config.early_stop)
+
+
+def _train_one_epoch(model: nn.Module, batches, opt: _Optimization, config: TrainConfig, device: torch.device,
+                     epoch: int, steps: int, bar: _Progress, task) -> tuple[float, float, int, float]:
+    """At most `steps` optimizer steps over `batches`: (mean loss, accuracy, images seen, seconds)."""
+    model.train()
+    loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    for i, (x, y) in enumerate(batches):
+        if i >= steps:
+            break
+        with _amp_context(config, device):
+            logits = model(x)
+            loss = opt.criterion(logits.float(), y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
+                f"(lr {opt.lr:g}); lower --lr or change the optimizer")
+        opt.optimizer.zero_grad(set_to_none=True)
+        opt.scaler.scale(loss).backward()
+        if config.grad_clip:
+            opt.scaler.unscale_(opt.optimizer)  # clip the true gradients, not the loss-scaled ones
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.scaler.step(opt.optimizer)
+        opt.scaler.update()
+        if opt.per_batch:
+            opt.scheduler.step()
+        loss_sum += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        bar.update(task, seen / (time.perf_counter() - t0), loss_sum / seen)
+    return loss_sum / seen, correct / seen, seen, time.perf_counter() - t0
+
+
+def _validate(model: nn.Module, batches, device: torch.device, config: TrainConfig, epoch: int) -> tuple[float, float]:
+    """(val loss, val accuracy); a non-finite loss stops the run before anything of this epoch is saved."""
+    val_loss, val_acc = evaluate(model, batches, device, config.amp)
+    if not math.isfinite(val_loss):
+        raise TrainingDiverged(f"training diverged: validation loss is {val_loss} after epoch {epoch + 1}; "
+                               "lower --lr")
+    return val_loss, val_acc
+
+
+def _save_epoch(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, opt: _Optimization, state: _RunState,
+                entry: dict[str, float], out_dir: Path) -> None:
+    """best.pt and best.json when the epoch is the best yet; always last.pt and history.json."""
+    epoch, val_acc = int(entry["epoch"]), entry["val_acc"]
+    if val_acc > state.best_acc:
+        state.best_acc, state.best_epoch = val_acc, epoch
+        payload = checkpoint_payload(model, bundle, epoch, val_acc, config, state.history)
+        save_checkpoint(payload, out_dir / "best.pt")
+        write_text(out_dir / "best.json", json.dumps({k: v for k, v in payload.items() if k != "state_dict"},
+                                                     indent=2, default=str) + "\n")
+    last = checkpoint_payload(model, bundle, epoch, val_acc, config, state.history)
+    last.update(optimizer=opt.optimizer.state_dict(), scheduler=opt.scheduler.state_dict(),
+                scaler=opt.scaler.state_dict() if opt.scaler.is_enabled() else {},
+                best_epoch=state.best_epoch, best_val_acc=state.best_acc)
+    save_checkpoint(last, out_dir / "last.pt")
+    write_text(out_dir / "history.json", json.dumps(state.history, indent=2) + "\n")
+
+
+def _epoch_line(entry: dict[str, float], epochs: int) -> str:
+    return (f"epoch {entry['epoch']}/{epochs}  train loss {entry['train_loss']:.4f} "
+            f"acc {entry['train_acc']:.4f}  val loss {entry['val_loss']:.4f} acc {entry['val_acc']:.4f}  "
+            f"lr {entry['lr']:.3g}  {entry['img_s']:.0f} img/s")
+
+
 def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, out_dir: str | Path,
                 progress: bool = True, resume: bool = False,
                 on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
@@ -312,18 +466,10 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
         TrainingDiverged: the loss became nan/inf (nothing of that epoch is saved).
         UsageProblem: resume from a checkpoint of another model, or nothing to resume.
     """
-    model_config = dict(getattr(model, "config", {}))
-    for key, have in (("in_chans", bundle.in_chans), ("num_classes", bundle.num_classes)):
-        if key in model_config and model_config[key] != have:
-            raise UsageProblem(f"{model_config.get('name', 'the model')} has {key}={model_config[key]} "
-                               f"but {bundle.name} gives {have}; build it with {key}={have}")
+    _check_model_fits(model, bundle)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from bench.errors import EnvironmentProblem
-
-        raise EnvironmentProblem("--device cuda asked for, but torch sees no CUDA GPU")
+    device = _training_device(config)
     torch.manual_seed(config.seed)
     model.to(device)
     loaders = make_loaders(bundle, config.batch_size, augment=config.augment, workers=config.workers,
@@ -331,109 +477,43 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
     steps = len(loaders.train) if config.max_batches is None else min(len(loaders.train), config.max_batches)
     if steps == 0:
         raise DataProblem(f"the training split of {bundle.name} is empty")
-    optimizer = make_optimizer(model, config)
-    scheduler, per_batch = make_scheduler(optimizer, config, steps)
-    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-
-    best_path, last_path = out_dir / "best.pt", out_dir / "last.pt"
-    history: list[dict[str, float]] = []
-    best_epoch, best_acc, start_epoch = 0, -1.0, 0
-    if resume:
-        if not last_path.is_file():
-            raise UsageProblem(f"nothing to resume: {last_path} does not exist")
-        state = load_training_checkpoint(last_path)
-        if state["config"] != dict(getattr(model, "config", {})):
-            raise UsageProblem(f"{last_path} holds {state['config'].get('name')} {state['config']}, "
-                               f"not this {getattr(model, 'config', {}).get('name')} run's model")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        if state["train_config"].get("epochs") == config.epochs:
-            scheduler.load_state_dict(state["scheduler"])
-        else:  # a longer (or shorter) run: replay the new schedule up to where the old one stopped
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                for _ in range(int(state["epoch"]) * (steps if per_batch else 1)):
-                    scheduler.step(state["history"][-1]["val_acc"]) if config.schedule == "plateau" else scheduler.step()
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        history = [dict(h) for h in state["history"]]
-        best_epoch, best_acc = int(state["best_epoch"]), float(state["best_val_acc"])
-        start_epoch = int(state["epoch"])
+    opt = _setup_optimization(model, config, device, steps)
+    last_path = out_dir / "last.pt"
+    state = _resume(model, opt, config, last_path, steps) if resume else _RunState()
 
     t_run = time.perf_counter()
     stopped_early = False
     with _Progress(progress) as bar:
-        for epoch in range(start_epoch, config.epochs):
-            if config.early_stop and best_epoch and epoch - best_epoch >= config.early_stop:
+        for epoch in range(state.start_epoch, config.epochs):
+            if _should_stop_early(config, state, epoch):
                 stopped_early = True
                 break
             anneal_temperature(model, epoch, config.epochs)
             loaders.train.set_epoch(epoch)
-            model.train()
             task = bar.start(f"epoch {epoch + 1}/{config.epochs}", steps)
-            loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
-            for i, (x, y) in enumerate(loaders.train):
-                if i >= steps:
-                    break
-                with _amp_context(config, device):
-                    logits = model(x)
-                    loss = criterion(logits.float(), y)
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(
-                        f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
-                        f"(lr {optimizer.param_groups[0]['lr']:g}); lower --lr or change the optimizer")
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                if per_batch:
-                    scheduler.step()
-                loss_sum += loss.item() * len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                seen += len(y)
-                bar.update(task, seen / (time.perf_counter() - t0), loss_sum / seen)
-            train_seconds = time.perf_counter() - t0
-            val_loss, val_acc = evaluate(model, loaders.val, device, config.amp)
-            if not math.isfinite(val_loss):
-                raise TrainingDiverged(f"training diverged: validation loss is {val_loss} after epoch {epoch + 1}; "
-                                       "lower --lr")
-            lr = optimizer.param_groups[0]["lr"]
-            if not per_batch:
-                scheduler.step(val_acc) if config.schedule == "plateau" else scheduler.step()
-            entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            t0 = time.perf_counter()
+            train_loss, train_acc, seen, train_seconds = _train_one_epoch(
+                model, loaders.train, opt, config, device, epoch, steps, bar, task)
+            val_loss, val_acc = _validate(model, loaders.val, device, config, epoch)
+            lr = opt.lr  # the rate this epoch trained at, before the per-epoch step changes it
+            if not opt.per_batch:
+                opt.step_schedule(val_acc)
+            entry = {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
                      "seconds": round(time.perf_counter() - t0, 3), "img_s": round(seen / train_seconds, 1)}
-            history.append(entry)
-            if val_acc > best_acc:
-                best_acc, best_epoch = val_acc, epoch + 1
-                payload = checkpoint_payload(model, bundle, epoch + 1, val_acc, config, history)
-                save_checkpoint(payload, best_path)
-                write_text(out_dir / "best.json", json.dumps({k: v for k, v in payload.items() if k != "state_dict"},
-                                                             indent=2, default=str) + "\n")
-            last = checkpoint_payload(model, bundle, epoch + 1, val_acc, config, history)
-            last.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict() if scaler.is_enabled() else {},
-                        best_epoch=best_epoch, best_val_acc=best_acc)
-            save_checkpoint(last, last_path)
-            write_text(out_dir / "history.json", json.dumps(history, indent=2) + "\n")
-            bar.done(task, f"epoch {epoch + 1}/{config.epochs}  train loss {entry['train_loss']:.4f} "
-                           f"acc {entry['train_acc']:.4f}  val loss {val_loss:.4f} acc {val_acc:.4f}  "
-                           f"lr {lr:.3g}  {entry['img_s']:.0f} img/s")
+            state.history.append(entry)
+            _save_epoch(model, bundle, config, opt, state, entry, out_dir)
+            bar.done(task, _epoch_line(entry, config.epochs))
             if on_epoch:
                 on_epoch(entry)
-    if not history:
-        raise UsageProblem(f"nothing to train: {last_path} already finished {start_epoch} of {config.epochs} epochs")
+    if not state.history:
+        raise UsageProblem(f"nothing to train: {last_path} already finished {state.start_epoch} of {config.epochs} epochs")
     curves = None
     try:
-        curves = plot_history(history, out_dir / "curves.png", title=str(getattr(model, "config", {}).get("name", "")))
+        curves = plot_history(state.history, out_dir / "curves.png",
+                              title=str(getattr(model, "config", {}).get("name", "")))
     except Exception:  # a plot is a convenience; never lose a finished run over it
         curves = None
-    img_s = [h["img_s"] for h in history]
-    return TrainResult(history, best_epoch, best_acc, best_path, last_path, curves, stopped_early,
-                       time.perf_counter() - t_run, sum(img_s) / len(img_s), config.to_dict())
+    img_s = [h["img_s"] for h in state.history]
+    return TrainResult(state.history, state.best_epoch, state.best_acc, out_dir / "best.pt", last_path, curves,
+                       stopped_early, time.perf_counter() - t_run, sum(img_s) / len(img_s), config.to_dict())

@@ -5,9 +5,11 @@
     >>> report = export.to_onnx(model, "exports/resnet20/model.onnx", (3, 32, 32))
     >>> report.parity.summary()
 
-TensorRT is imported only inside `build_trt_engine`, so this package imports without it.
+TensorRT is imported only by `export.tensorrt.import_tensorrt`, when a build needs it, so this package
+imports without it. Every error raised on purpose is an `export.errors.ExportError` with an `exit_code`.
 """
 
+from export.errors import ExportError
 from export.onnx import (
     DEFAULT_OPSET,
     DEFAULT_TOLERANCES,
@@ -35,7 +37,7 @@ def build_trt_engine(*args, **kwargs):
 
 
 __all__ = [
-    "DEFAULT_OPSET", "DEFAULT_TOLERANCES", "MAX_OPSET", "MIN_OPSET", "BatchParity", "ExportReport",
+    "DEFAULT_OPSET", "DEFAULT_TOLERANCES", "MAX_OPSET", "MIN_OPSET", "BatchParity", "ExportError", "ExportReport",
     "ParityFailure", "ParityReport", "Tolerances", "build_trt_engine", "check_onnx", "check_opset",
     "compare_outputs", "sha256_files", "to_onnx", "verify_onnx",
 ]

@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import DataProblem, UsageProblem
+from export.errors import DataProblem, UsageProblem
 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
 @dataclass
 class Checkpoint:
-    """A loaded checkpoint: its weights, the model config it carries (if any), its file hash."""
+    """A checkpoint file as read for export, as plain data: its weights, the model config it carries (if any),
+    its file hash. No model is built here; `apply_checkpoint` loads the weights into one."""
 
     path: str
     sha256: str

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import DataProblem, EnvironmentProblem, RbenchError, UsageProblem
+from export.errors import DataProblem, EnvironmentProblem, ParityFailure, UsageProblem
 
 #: Opsets rbench exports. The dynamo exporter emits 18 and newer; the TorchScript exporter serves
 #: 13..20. Older than 13 predates the axes-as-input forms of Split/Squeeze/ReduceSum that
@@ -49,12 +49,6 @@ BATCH_DIM = "batch"
 
 #: protobuf refuses a message over 2 GiB; keep a margin for the graph itself.
 SINGLE_FILE_LIMIT_BYTES = 2**31 - 64 * 2**20
-
-
-class ParityFailure(RbenchError):
-    """The ONNX model's outputs miss PyTorch's by more than the tolerance."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -342,6 +336,110 @@ def _finalize(raw: Path, final_name: str, stage: Path, model_name: str | None,
     return target, data_path
 
 
+def _check_request(path: str | os.PathLike, input_shape: Sequence[int], batch: int, precision: str, opset: int,
+                   exporter: str) -> tuple[Path, tuple[int, int, int], str]:
+    """Check `to_onnx`'s arguments before anything is written: (path, (C, H, W), the exporter to try first)."""
+    _check_precision(precision)
+    first = check_opset(opset, exporter)
+    shape = _check_input_shape(input_shape)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise UsageProblem(f"batch must be a positive integer, got {batch!r}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise UsageProblem(f"the ONNX file name must end in .onnx, got {path.name!r}")
+    return path, shape, first
+
+
+def _make_stage(path: Path) -> Path:
+    """A private folder beside `path` for the exporter's files; nothing reaches `path` unless every step passes."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+
+
+def _export_graph(model, example, raw: Path, *, opset: int, exporter: str, first: str, dynamic_batch: bool,
+                  notes: list[str]) -> tuple[str, str | None]:
+    """Run the exporter into `raw`: dynamo first when `first` says so, TorchScript when dynamo fails and
+    the request allows it. Returns (the exporter that wrote the file, why it was not dynamo or None)."""
+    fallback_reason = None
+    if first == "dynamo":
+        try:
+            _export_dynamo(model, example, raw, opset, dynamic_batch)
+            return "dynamo", None
+        except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back
+            if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
+                raise DataProblem(f"dynamo export failed: {_one_line(exc)}") from exc
+            fallback_reason = f"dynamo failed: {_one_line(exc, 160)}"
+            # A silent fallback would hide a different graph (and a slower exporter) behind the same call.
+            notes.append(f"fell back to the TorchScript exporter: {fallback_reason}")
+            for leftover in raw.parent.iterdir():
+                leftover.unlink()
+    elif exporter != "torchscript":
+        fallback_reason = f"opset {opset} < {DYNAMO_MIN_OPSET}"
+    try:
+        _export_torchscript(model, example, raw, opset, dynamic_batch)
+    except Exception as exc:  # noqa: BLE001
+        raise DataProblem(f"ONNX export failed: {_one_line(exc)}") from exc
+    return "torchscript", fallback_reason
+
+
+def _check_graph(raw: Path, final_name: str, model_name: str | None, output_shape: Sequence[int | str],
+                 notes: list[str]) -> tuple[Path, Path | None]:
+    """Re-save the exporter's file as `final_name` in its stage folder (see `_finalize`) and run the
+    ONNX checker on it. Returns (onnx path, side .data path or None)."""
+    staged, staged_data = _finalize(raw, final_name, raw.parent, model_name, output_shape)
+    if staged_data is not None:
+        # Copying the .onnx file alone gives a model that cannot load: say so where the caller looks.
+        notes.append(f"the weights pass protobuf's 2 GB limit, so they are in the side file {staged_data.name}, "
+                     f"which must stay beside {final_name}")
+    check_onnx(staged)
+    return staged, staged_data
+
+
+def _verify_parity(onnx_path: Path, model, input_shape: tuple[int, int, int], *, batches: Sequence[int],
+                   precision: str, tolerances: Tolerances | None, seed: int, final_name: str) -> ParityReport:
+    """`verify_onnx` on the staged file; a miss raises ParityFailure naming the final file."""
+    parity = verify_onnx(onnx_path, model, input_shape, batches=batches, precision=precision,
+                         tolerances=tolerances, seed=seed, check=False)
+    if not parity.passed:
+        raise ParityFailure(f"{final_name}: {parity.summary()}")
+    return parity
+
+
+def _graph_signature(onnx_path: Path) -> dict[str, Any]:
+    """The input and output names and shapes of the file, and its symbolic axes (the ExportReport fields)."""
+    import onnx
+
+    proto = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {t.name for t in proto.graph.initializer}
+    inputs = [vi for vi in proto.graph.input if vi.name not in initializers]
+    outputs = list(proto.graph.output)
+    dynamic_axes = {}
+    for vi in inputs + outputs:
+        axes = {i: d for i, d in enumerate(_shape_of(vi)) if isinstance(d, str)}
+        if axes:
+            dynamic_axes[vi.name] = axes
+    return {
+        "input_names": [vi.name for vi in inputs], "output_names": [vi.name for vi in outputs],
+        "input_shapes": [_shape_of(vi) for vi in inputs], "output_shapes": [_shape_of(vi) for vi in outputs],
+        "dynamic_axes": dynamic_axes,
+    }
+
+
+def _move_into_place(staged: Path, staged_data: Path | None, path: Path) -> Path | None:
+    """Rename the checked files onto `path`, the data file first so the model never points at nothing;
+    a stale `<path>.data` from an earlier export goes. Returns the final data path or None."""
+    final_data = path.with_name(f"{path.name}.data")
+    if staged_data is not None:
+        os.replace(staged_data, final_data)
+    else:
+        final_data.unlink(missing_ok=True)
+    os.replace(staged, path)
+    return final_data if staged_data is not None else None
+
+
 def to_onnx(
     model,
     path: str | os.PathLike,
@@ -377,23 +475,14 @@ def to_onnx(
         tolerances: parity tolerances; default `Tolerances.for_precision(precision)`.
         model_name: recorded in the ONNX metadata (`rbench.model`).
         seed: seed of the random verification inputs.
+
+    The report's `warnings` say what the caller should know although the export succeeded: a
+    fallback from dynamo to TorchScript, weights in a side `.data` file.
     """
     import torch
 
-    _check_precision(precision)
-    chosen = check_opset(opset, exporter)
-    c, h, w = _check_input_shape(input_shape)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise UsageProblem(f"batch must be a positive integer, got {batch!r}")
-    path = Path(path)
-    if path.suffix != ".onnx":
-        raise UsageProblem(f"the ONNX file name must end in .onnx, got {path.name!r}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    except OSError as exc:
-        raise EnvironmentProblem(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
-
+    path, (c, h, w), first = _check_request(path, input_shape, batch, precision, opset, exporter)
+    stage = _make_stage(path)
     traced_batch = (2 if batch == 1 else batch) if dynamic_batch else batch
     dtype = torch.float16 if precision == "fp16" else torch.float32
     notes: list[str] = []
@@ -404,74 +493,31 @@ def to_onnx(
         export_model = copy.deepcopy(model).to(dtype) if precision == "fp16" else model
         example = torch.randn(traced_batch, c, h, w, generator=torch.Generator().manual_seed(seed)).to(dtype)
         raw = stage / path.name
-        fallback_reason = None
-        start = time.perf_counter()
         with _eval_mode(export_model), torch.no_grad():
-            if chosen == "dynamo":
-                try:
-                    _export_dynamo(export_model, example, raw, opset, dynamic_batch)
-                except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back
-                    if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
-                        raise DataProblem(f"dynamo export failed: {_one_line(exc)}") from exc
-                    fallback_reason = f"dynamo failed: {_one_line(exc, 160)}"
-                    for leftover in stage.iterdir():
-                        leftover.unlink()
-                    chosen = "torchscript"
-            else:
-                fallback_reason = None if exporter == "torchscript" else f"opset {opset} < {DYNAMO_MIN_OPSET}"
-            if chosen == "torchscript":
-                try:
-                    _export_torchscript(export_model, example, raw, opset, dynamic_batch)
-                except Exception as exc:  # noqa: BLE001
-                    raise DataProblem(f"ONNX export failed: {_one_line(exc)}") from exc
-        export_seconds = time.perf_counter() - start
-        with _eval_mode(export_model), torch.no_grad():
-            traced_out = tuple(export_model(example).shape)
-        output_shape = [BATCH_DIM if dynamic_batch else batch, *traced_out[1:]]
-        staged, staged_data = _finalize(raw, path.name, stage, model_name, output_shape)
-        check_onnx(staged)
-
+            start = time.perf_counter()
+            used, fallback_reason = _export_graph(export_model, example, raw, opset=opset, exporter=exporter,
+                                                  first=first, dynamic_batch=dynamic_batch, notes=notes)
+            export_seconds = time.perf_counter() - start
+            output_shape = [BATCH_DIM if dynamic_batch else batch, *export_model(example).shape[1:]]
+        staged, staged_data = _check_graph(raw, path.name, model_name, output_shape, notes)
         parity = None
         if verify:
-            batches = tuple(verify_batches) if dynamic_batch else (batch,)
-            parity = verify_onnx(staged, model, (c, h, w), batches=batches, precision=precision,
-                                 tolerances=tolerances, seed=seed + 1, check=False)
-            if not parity.passed:
-                raise ParityFailure(f"{path.name}: {parity.summary()}")
-
-        import onnx
-
-        proto = onnx.load(str(staged), load_external_data=False)
-        inputs = [vi for vi in proto.graph.input if vi.name not in {t.name for t in proto.graph.initializer}]
-        dynamic_axes = {}
-        for vi in list(inputs) + list(proto.graph.output):
-            axes = {i: d for i, d in enumerate(_shape_of(vi)) if isinstance(d, str)}
-            if axes:
-                dynamic_axes[vi.name] = axes
+            parity = _verify_parity(staged, model, (c, h, w), batches=tuple(verify_batches) if dynamic_batch else (batch,),
+                                    precision=precision, tolerances=tolerances, seed=seed + 1, final_name=path.name)
+        signature = _graph_signature(staged)
         sha = sha256_files(staged, staged_data)
         size = staged.stat().st_size + (staged_data.stat().st_size if staged_data else 0)
-
-        # Success: move into place, the data file first so the model never points at nothing.
-        final_data = None
-        stale_data = path.with_name(f"{path.name}.data")
-        if staged_data is not None:
-            os.replace(staged_data, stale_data)
-            final_data = stale_data
-        elif stale_data.exists():
-            stale_data.unlink()
-        os.replace(staged, path)
+        final_data = _move_into_place(staged, staged_data, path)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
     return ExportReport(
-        path=str(path), exporter=chosen, opset=opset, precision=precision,
-        input_names=[vi.name for vi in inputs], output_names=[vi.name for vi in proto.graph.output],
-        input_shapes=[_shape_of(vi) for vi in inputs], output_shapes=[_shape_of(vi) for vi in proto.graph.output],
-        dynamic_axes=dynamic_axes, traced_batch=traced_batch, export_seconds=round(export_seconds, 3),
-        onnx_sha256=sha, onnx_bytes=size, external_data=str(final_data) if final_data else None,
-        parity=parity, fallback_reason=fallback_reason, warnings=notes,
+        path=str(path), exporter=used, opset=opset, precision=precision, **signature, traced_batch=traced_batch,
+        export_seconds=round(export_seconds, 3), onnx_sha256=sha, onnx_bytes=size,
+        external_data=str(final_data) if final_data else None, parity=parity, fallback_reason=fallback_reason,
+        warnings=notes,
     )
 
 

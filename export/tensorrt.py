@@ -12,7 +12,7 @@ Written against the TensorRT Python API of 10.x and 11.x (NOT yet run on real ha
 
 An engine is reused only when its manifest's cache key matches: the key hashes the ONNX file,
 TensorRT version, GPU and compute capability, precision, profile and workspace, so changing any of
-them rebuilds. `import tensorrt` happens only inside the functions that need it.
+them rebuilds. `import tensorrt` happens only in `import_tensorrt`, the one TensorRT import of rbench.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import DataProblem, EnvironmentProblem, MissingDependency, UsageProblem
+from export._atomic import write_bytes, write_text
+from export.errors import DataProblem, EnvironmentProblem, MissingDependency, UsageProblem
 
-INSTALL_HINT = "install it with `pip install -e .[trt]` (needs an NVIDIA GPU and a CUDA driver)"
+INSTALL_HINT = "pip install 'rbench[trt]' (tensorrt>=10) on a machine with an NVIDIA GPU"
 GPU_HINT = "TensorRT needs an NVIDIA GPU with a working CUDA driver (check `nvidia-smi`)"
 MIN_TRT_MAJOR = 10
 DEFAULT_BATCH_RANGE = (1, 8, 64)
@@ -137,53 +138,66 @@ def trt_major_of(version: str) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Environment
+# Environment: the one place rbench imports TensorRT
 
 
-def trt_available() -> tuple[bool, str]:
-    """(True, 'TensorRT 10.x on <GPU>') or (False, what is missing and how to get it)."""
+def _one_line(text: object, limit: int = 160) -> str:
+    return " ".join(str(text).split())[:limit]
+
+
+def import_tensorrt():
+    """The `tensorrt` module, version 10 or newer, or MissingDependency saying what to install.
+
+    A missing, broken (its libraries do not load) or too old install is the same one-line error, so
+    callers need one `except MissingDependency`. Needs no GPU; see `require_trt` for that.
+    """
     try:
         import tensorrt as trt
-    except ImportError:
-        return False, f"TensorRT is not installed: {INSTALL_HINT}"
-    except Exception as exc:  # noqa: BLE001 - a broken install raises OSError etc. from its libraries
-        return False, f"TensorRT does not load ({' '.join(str(exc).split())[:160]}): {INSTALL_HINT}"
+    except ModuleNotFoundError as exc:
+        if exc.name not in (None, "tensorrt"):  # the package is there but one of its own modules is not
+            raise MissingDependency(f"TensorRT (it does not load: {_one_line(exc)})", INSTALL_HINT) from exc
+        raise MissingDependency("TensorRT", INSTALL_HINT) from exc
+    except Exception as exc:  # noqa: BLE001 - a broken install raises OSError, ImportError, ... from its libraries
+        raise MissingDependency(f"TensorRT (it does not load: {_one_line(exc)})", INSTALL_HINT) from exc
     version = getattr(trt, "__version__", "?")
-    try:
-        if trt_major_of(version) < MIN_TRT_MAJOR:
-            return False, f"TensorRT {version} is too old; rbench needs {MIN_TRT_MAJOR}+: {INSTALL_HINT}"
-    except MissingDependency as exc:
-        return False, str(exc)
-    gpu = _gpu_identity()
-    if gpu is None:
-        return False, f"no CUDA GPU: {GPU_HINT}"
-    return True, f"TensorRT {version} on {gpu[0]} (compute capability {gpu[1]})"
+    if trt_major_of(version) < MIN_TRT_MAJOR:
+        raise MissingDependency(f"TensorRT {MIN_TRT_MAJOR} or newer (found {version})", INSTALL_HINT)
+    return trt
 
 
 def _gpu_identity() -> tuple[str, str] | None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return None
+    """(name, compute capability) of the current CUDA GPU as torch sees it, or None without one."""
+    import torch
+
     if not torch.cuda.is_available():
         return None
     props = torch.cuda.get_device_properties(torch.cuda.current_device())
     return props.name, f"{props.major}.{props.minor}"
 
 
-def require_trt():
-    """Import tensorrt, or raise the one-line error that says what is missing and how to get it."""
+def _no_gpu_message(trt) -> str:
+    return f"no CUDA GPU: TensorRT {trt.__version__} is installed but torch sees no GPU; {GPU_HINT}"
+
+
+def trt_status() -> tuple[bool, str]:
+    """(usable, why): TensorRT 10+ imports and torch sees a CUDA GPU. `why` names the version and GPU,
+    or what is missing and how to get it. Never raises for a missing TensorRT or GPU."""
     try:
-        import tensorrt as trt
-    except ImportError:
-        raise MissingDependency("TensorRT", INSTALL_HINT) from None
-    except Exception as exc:  # noqa: BLE001 - a broken install raises OSError etc. from its libraries
-        raise EnvironmentProblem(f"TensorRT does not load ({' '.join(str(exc).split())[:160]}): {INSTALL_HINT}") from None
-    version = getattr(trt, "__version__", "?")
-    if trt_major_of(version) < MIN_TRT_MAJOR:
-        raise MissingDependency(f"TensorRT {MIN_TRT_MAJOR} or newer (found {version})", INSTALL_HINT)
+        trt = import_tensorrt()
+    except MissingDependency as exc:
+        return False, str(exc)
+    gpu = _gpu_identity()
+    if gpu is None:
+        return False, _no_gpu_message(trt)
+    return True, f"TensorRT {trt.__version__} on {gpu[0]} (compute capability {gpu[1]})"
+
+
+def require_trt():
+    """`import_tensorrt()` on a machine with a CUDA GPU: the module, or MissingDependency (no usable
+    TensorRT) / EnvironmentProblem (no GPU), each one line that says what to do."""
+    trt = import_tensorrt()
     if _gpu_identity() is None:
-        raise EnvironmentProblem(f"no CUDA GPU: {GPU_HINT}")
+        raise EnvironmentProblem(_no_gpu_message(trt))
     return trt
 
 
@@ -212,10 +226,10 @@ class EngineReport:
     build_seconds: float
     engine_bytes: int
     timing_cache: str | None
-    timing_cache_loaded_bytes: int = 0
+    timing_cache_loaded_bytes: int = 0  # 0 also when the file was there but TensorRT refused it (see warnings)
     timing_cache_saved_bytes: int = 0
     timing_cache_hit: bool = False  # the loaded cache already held every tactic the build timed
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what the build worked around (timing cache, precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,6 +261,145 @@ def read_engine_manifest(engine_path: str | os.PathLike) -> dict[str, Any] | Non
         return None
 
 
+def _check_build_request(onnx_path: Path, batch_range: str | Sequence[int], input_shape: Sequence[int] | None,
+                         workspace_gib: float) -> tuple[str, str, dict[str, tuple[int, ...]]]:
+    """Everything `build_trt_engine` can check without TensorRT: (input name, ONNX precision, profile)."""
+    lo_opt_hi = parse_batch_range(batch_range)
+    if workspace_gib <= 0:
+        raise UsageProblem(f"workspace must be positive GiB, got {workspace_gib}")
+    if not onnx_path.is_file():
+        raise DataProblem(f"no ONNX file at {onnx_path}")
+    input_name, onnx_dims, onnx_precision = _onnx_input(onnx_path)
+    if input_shape is None:
+        if len(onnx_dims) != 4 or not all(isinstance(d, int) and d > 0 for d in onnx_dims[1:]):
+            raise UsageProblem(f"cannot read (C, H, W) from {onnx_path.name} input {onnx_dims}; pass input_shape")
+        input_shape = tuple(onnx_dims[1:])
+    if isinstance(onnx_dims[0], int) and onnx_dims[0] > 0 and lo_opt_hi != (onnx_dims[0],) * 3:
+        raise UsageProblem(f"{onnx_path.name} has a fixed batch of {onnx_dims[0]}; export with --dynamic-batch "
+                           f"for the batch range {','.join(map(str, lo_opt_hi))}")
+    return input_name, onnx_precision, profile_shapes(input_shape, lo_opt_hi)
+
+
+def _reusable_report(engine_path: Path, key: str) -> EngineReport | None:
+    """The report of the engine already at `engine_path` when its manifest has this cache key and its
+    size matches (a truncated copy is rebuilt), else None."""
+    previous = read_engine_manifest(engine_path)
+    if not previous or previous.get("cache_key") != key or not engine_path.is_file():
+        return None
+    if previous.get("engine_bytes") != engine_path.stat().st_size:
+        return None
+    previous["reused"] = True
+    return EngineReport(**{k: v for k, v in previous.items() if k in EngineReport.__dataclass_fields__})
+
+
+def _precision_warnings(plan: PrecisionPlan, onnx_precision: str) -> list[str]:
+    if plan.precision == "fp16" and onnx_precision == "fp32" and not plan.strongly_typed:
+        # Weak typing picks fp16 per layer where it is faster: nothing checked those layers' accuracy.
+        return [f"fp16 engine from an fp32 ONNX file: TensorRT {plan.trt_major} chooses fp16 kernels layer by "
+                "layer and keeps fp32 input and output; the export's parity check did not cover them "
+                "(export with --precision fp16 for a checked fp16 file)"]
+    return []
+
+
+def _start_builder(trt, logger):
+    try:
+        return trt.Builder(logger)
+    except Exception as exc:  # noqa: BLE001 - no CUDA context, driver mismatch, ...
+        raise EnvironmentProblem(f"TensorRT cannot start a builder ({_one_line(exc)}): {GPU_HINT}") from None
+
+
+def _parse_network(trt, builder, logger, onnx_path: Path, plan: PrecisionPlan):
+    """The network of `onnx_path` (strongly typed when the plan says so), and its parser.
+
+    The parser owns the weights the network points at: keep it alive until the engine is built.
+    """
+    flags = 0
+    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):  # reads a .data side file relative to the model
+        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
+        raise DataProblem(f"TensorRT cannot parse {onnx_path.name}: {' '.join(errors.split())[:200]}")
+    return network, parser
+
+
+def _configure_builder(trt, builder, plan: PrecisionPlan, workspace_gib: float):
+    """A builder config with the workspace limit and the plan's precision flags."""
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    for name in plan.set_flags:
+        config.set_flag(getattr(trt.BuilderFlag, name))
+    for name in plan.clear_flags:
+        if hasattr(trt.BuilderFlag, name):  # a flag this version no longer has needs no clearing
+            config.clear_flag(getattr(trt.BuilderFlag, name))
+    return config
+
+
+def _add_profile(builder, network, config, profile: dict[str, tuple[int, ...]]) -> None:
+    """One optimization profile (min, opt, max) on the network's single input."""
+    trt_profile = builder.create_optimization_profile()
+    trt_profile.set_shape(network.get_input(0).name, profile["min"], profile["opt"], profile["max"])
+    config.add_optimization_profile(trt_profile)
+
+
+def _load_timing_cache(config, cache_path: Path | None, notes: list[str]) -> tuple[bool, int]:
+    """Give the build the timing cache in `cache_path`, or a fresh one when the file cannot be read or
+    TensorRT refuses it (another TensorRT version or GPU, a corrupt file): a bad cache costs tactic
+    timing, never the build. Returns (a cache is attached, bytes of the file that was used)."""
+    loaded = b""
+    if cache_path is not None and cache_path.is_file():
+        try:
+            loaded = cache_path.read_bytes()
+        except OSError as exc:
+            notes.append(f"timing cache {cache_path} cannot be read ({exc.strerror or exc}); started a fresh one")
+    if loaded:
+        cache = config.create_timing_cache(loaded)
+        if cache is None:
+            notes.append(f"TensorRT cannot read the timing cache {cache_path} (corrupt or from another version); "
+                         "started a fresh one, which replaces it")
+        elif config.set_timing_cache(cache, ignore_mismatch=False) is False:
+            # ignore_mismatch=False: tactics timed on another GPU could pick slow or wrong kernels here.
+            notes.append(f"TensorRT refused the timing cache {cache_path} (made by another TensorRT version or GPU); "
+                         "started a fresh one, which replaces it")
+        else:
+            return True, len(loaded)
+    cache = config.create_timing_cache(b"")
+    if cache is None or config.set_timing_cache(cache, ignore_mismatch=False) is False:
+        notes.append("TensorRT could not create an empty timing cache; built without one"
+                     + (f" and left {cache_path} as it was" if cache_path is not None else ""))
+        return False, 0
+    return True, 0
+
+
+def _serialize_engine(builder, network, config, onnx_path: Path, precision: str,
+                      profile: dict[str, tuple[int, ...]]) -> tuple[bytes, float]:
+    """Build and serialize the engine: (engine bytes, build seconds); a failed build raises EnvironmentProblem."""
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - start
+    if serialized is None:
+        batches = ",".join(str(profile[k][0]) for k in ("min", "opt", "max"))
+        raise EnvironmentProblem(f"TensorRT could not build an engine for {onnx_path.name} "
+                                 f"({precision}, batch {batches}); see its log above")
+    return bytes(serialized), build_seconds
+
+
+def _save_timing_cache(config, cache_path: Path, notes: list[str]) -> int:
+    """Write the build's timing cache to `cache_path` for later builds; returns its size (0 when not saved).
+
+    A cache that cannot be written is a warning: the engine is built and is what the caller asked for.
+    """
+    data = bytes(config.get_timing_cache().serialize())
+    try:
+        write_bytes(cache_path, data)
+    except OSError as exc:
+        notes.append(f"timing cache {cache_path} cannot be written ({exc.strerror or exc}); later builds time "
+                     "tactics again")
+        return 0
+    return len(data)
+
+
 def build_trt_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike,
@@ -268,87 +421,41 @@ def build_trt_engine(
         input_shape: (C, H, W); default: read from the ONNX file.
         workspace_gib: limit of TensorRT's workspace memory pool.
         timing_cache: a timing-cache file loaded before and saved after the build (shared across builds).
+            One that TensorRT cannot use is replaced by a fresh one, with a warning in the report.
         force: rebuild even when an engine with the same cache key exists.
 
     Raises MissingDependency without TensorRT, EnvironmentProblem without a CUDA GPU; nothing is written then.
     """
-    from bench.atomic import write_bytes, write_text
     from export.onnx import sha256_files
 
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path)
-    lo_opt_hi = parse_batch_range(batch_range)
-    if workspace_gib <= 0:
-        raise UsageProblem(f"workspace must be positive GiB, got {workspace_gib}")
-    if not onnx_path.is_file():
-        raise DataProblem(f"no ONNX file at {onnx_path}")
-    input_name, onnx_dims, onnx_precision = _onnx_input(onnx_path)
-    if input_shape is None:
-        if len(onnx_dims) != 4 or not all(isinstance(d, int) and d > 0 for d in onnx_dims[1:]):
-            raise UsageProblem(f"cannot read (C, H, W) from {onnx_path.name} input {onnx_dims}; pass input_shape")
-        input_shape = tuple(onnx_dims[1:])
-    if isinstance(onnx_dims[0], int) and onnx_dims[0] > 0 and lo_opt_hi != (onnx_dims[0],) * 3:
-        raise UsageProblem(f"{onnx_path.name} has a fixed batch of {onnx_dims[0]}; export with --dynamic-batch "
-                           f"for the batch range {','.join(map(str, lo_opt_hi))}")
-    profile = profile_shapes(input_shape, lo_opt_hi)
+    input_name, onnx_precision, profile = _check_build_request(onnx_path, batch_range, input_shape, workspace_gib)
 
     trt = require_trt()  # everything above runs (and fails) without TensorRT
     trt_version = trt.__version__
     plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision)
     gpu_name, capability = _gpu_identity() or ("?", "?")
-    onnx_sha = sha256_files(onnx_path, onnx_path.with_name(f"{onnx_path.name}.data")
-                            if onnx_path.with_name(f"{onnx_path.name}.data").exists() else None)
+    onnx_data = onnx_path.with_name(f"{onnx_path.name}.data")
+    onnx_sha = sha256_files(onnx_path, onnx_data if onnx_data.exists() else None)
     key = engine_cache_key(onnx_sha256=onnx_sha, trt_version=trt_version, gpu_name=gpu_name,
                            compute_capability=capability, precision=precision, profile=profile,
                            workspace_gib=workspace_gib)
+    reused = None if force else _reusable_report(engine_path, key)
+    if reused is not None:
+        return reused
 
-    previous = read_engine_manifest(engine_path)
-    if not force and previous and previous.get("cache_key") == key and engine_path.is_file():
-        if previous.get("engine_bytes") == engine_path.stat().st_size:
-            previous["reused"] = True
-            return EngineReport(**{k: v for k, v in previous.items() if k in EngineReport.__dataclass_fields__})
-
+    notes = _precision_warnings(plan, onnx_precision)
     logger = trt.Logger(trt.Logger.WARNING)
-    try:
-        builder = trt.Builder(logger)
-    except Exception as exc:  # noqa: BLE001 - no CUDA context, driver mismatch, ...
-        raise EnvironmentProblem(f"TensorRT cannot start a builder ({' '.join(str(exc).split())[:160]}): {GPU_HINT}") from None
-    flags = 0
-    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):  # reads a .data side file relative to the model
-        errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
-        raise DataProblem(f"TensorRT cannot parse {onnx_path.name}: {' '.join(errors.split())[:200]}")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
-    for name in plan.set_flags:
-        config.set_flag(getattr(trt.BuilderFlag, name))
-    for name in plan.clear_flags:
-        if hasattr(trt.BuilderFlag, name):
-            config.clear_flag(getattr(trt.BuilderFlag, name))
-    trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(network.get_input(0).name, profile["min"], profile["opt"], profile["max"])
-    config.add_optimization_profile(trt_profile)
-
+    builder = _start_builder(trt, logger)
+    network, parser = _parse_network(trt, builder, logger, onnx_path, plan)
+    config = _configure_builder(trt, builder, plan, workspace_gib)
+    _add_profile(builder, network, config, profile)
     cache_path = Path(timing_cache) if timing_cache else None
-    loaded = cache_path.read_bytes() if cache_path and cache_path.is_file() else b""
-    cache = config.create_timing_cache(loaded)
-    config.set_timing_cache(cache, ignore_mismatch=False)
-
-    start = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    build_seconds = time.perf_counter() - start
-    if serialized is None:
-        raise EnvironmentProblem(f"TensorRT could not build an engine for {onnx_path.name} "
-                                 f"({precision}, batch {','.join(map(str, lo_opt_hi))}); see its log above")
-    engine_bytes = bytes(serialized)
-    saved = b""
-    if cache_path is not None:
-        saved = bytes(config.get_timing_cache().serialize())
-        write_bytes(cache_path, saved)
+    has_cache, loaded_bytes = _load_timing_cache(config, cache_path, notes)
+    engine_bytes, build_seconds = _serialize_engine(builder, network, config, onnx_path, precision, profile)
+    del parser  # only now: the network read its weights from the parser's memory until the build was done
+    saved_bytes = _save_timing_cache(config, cache_path, notes) if cache_path is not None and has_cache else 0
 
     report = EngineReport(
         engine_path=str(engine_path), manifest_path=f"{engine_path}.json", onnx_path=str(onnx_path),
@@ -356,8 +463,9 @@ def build_trt_engine(
         compute_capability=capability, precision=precision, precision_plan=asdict(plan), input_name=input_name,
         profile={k: list(v) for k, v in profile.items()}, workspace_gib=float(workspace_gib),
         build_seconds=round(build_seconds, 3), engine_bytes=len(engine_bytes),
-        timing_cache=str(cache_path) if cache_path else None, timing_cache_loaded_bytes=len(loaded),
-        timing_cache_saved_bytes=len(saved), timing_cache_hit=bool(loaded) and len(saved) == len(loaded),
+        timing_cache=str(cache_path) if cache_path else None, timing_cache_loaded_bytes=loaded_bytes,
+        timing_cache_saved_bytes=saved_bytes, timing_cache_hit=loaded_bytes > 0 and saved_bytes == loaded_bytes,
+        warnings=notes,
     )
     # The engine first, then its manifest: a manifest never names an engine that is not there.
     write_bytes(engine_path, engine_bytes)

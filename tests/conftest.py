@@ -52,3 +52,12 @@ def run_cli(capsys):
         return code, out, err
 
     return _run
+
+
+def record_of(kind: str, **fields):
+    """A valid record of `kind` with only the given fields set (the rest None), for report and schema tests."""
+    from bench.records import FIELDS
+    from bench.results import make_record
+
+    fields.setdefault("command", "test")
+    return make_record(kind, **{**dict.fromkeys(FIELDS.get(kind, ())), **fields})

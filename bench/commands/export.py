@@ -125,6 +125,8 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
                    seed: int) -> None:
     """Export MODEL to ONNX, prove it matches PyTorch, and optionally build a TensorRT engine.
 
+    MODEL is a zoo name, torchvision:NAME or package.module:callable (a PyTorch model).
+
     \b
     Writes to OUT (default exports/MODEL/):
       MODEL.onnx / MODEL-fp16.onnx   the model, weights inside (a .data side file only past 2 GB)
@@ -151,12 +153,8 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
       rbench export resnet56 --checkpoint runs/resnet56/best.pt
       rbench export resnet50 --input-size 224 --precision fp16 --engine trt --batch-range 1,16,64
     """
-    import nets
-    from bench.atomic import write_text
-    from export.checkpoint import apply_checkpoint, load_checkpoint
-    from export.onnx import check_opset, to_onnx
+    from export.onnx import check_opset
 
-    entry = nets.model_entry(model_name)  # unknown name: one line, exit 2
     check_opset(opset, exporter)
     from export.tensorrt import parse_batch_range
 
@@ -164,55 +162,106 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
     if profile_range is not None and not dynamic_batch and profile_range != (batch,) * 3:
         raise UsageProblem(f"a --static-batch graph of batch {batch} needs --batch-range {batch}; "
                            "or export with --dynamic-batch")
-    out = out or Path("exports") / model_name
-    trt = None
     if engine_kind == "trt":
         from export.tensorrt import precision_plan, require_trt, trt_major_of
 
         trt = require_trt()  # no TensorRT or no GPU: one line, before anything is written
         precision_plan(trt_major_of(trt.__version__), precision, precision)
+    source, ckpt = _export_source(model_name, checkpoint, input_size, in_chans, num_classes, act, seed)
+    out = out or Path("exports") / _file_stem(source.name)
+    _check_writable(out)
+    stem = _file_stem(source.name) + ("" if precision == "fp32" else f"-{precision}")
+    onnx_path, manifest_path = out / f"{stem}.onnx", out / f"{stem}.onnx.json"
+    report, engine_report = _export_files(source, ckpt, onnx_path, manifest_path, opset=opset, exporter=exporter,
+                                          dynamic_batch=dynamic_batch, batch=batch, precision=precision, seed=seed,
+                                          engine_kind=engine_kind, profile_range=profile_range,
+                                          workspace_gib=workspace_gib,
+                                          timing_cache=timing_cache or out.parent / "trt-timing.cache", force=force)
+    _print_summary(source.name, onnx_path, manifest_path, report, engine_report, precision)
+    if results_dir is not None:
+        for path in _append_records(source, report, engine_report, engine_kind, dynamic_batch, batch, results_dir):
+            click.echo(f"  record: {path}")
+
+
+def _file_stem(name: str) -> str:
+    """A file-name-safe stem: torchvision:resnet18 -> torchvision-resnet18."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in name).strip("-")
+
+
+def _export_source(model_name: str, checkpoint: Path | None, input_size: int | None, in_chans: int | None,
+                   num_classes: int | None, act: str | None, seed: int):
+    """(ModelSource, export.checkpoint.Checkpoint or None) with the weights loaded.
+
+    A zoo model takes its architecture settings from a `rbench train` checkpoint (CLI options
+    first); any other PyTorch source is built as given and then loaded.
+    """
+    import torch
+
+    import nets
+    from bench.sources import resolve_source
+    from export.checkpoint import apply_checkpoint, load_checkpoint
+
+    if model_name.lower().endswith(".onnx") or ":" not in model_name and "/" in model_name:
+        raise UsageProblem(f"{model_name} is already a file; `rbench export` takes a PyTorch model source "
+                           "(a zoo name, torchvision:NAME or package.module:callable)")
+    torch.manual_seed(seed)
+    if ":" in model_name:  # torchvision:NAME or package.module:callable
+        source = resolve_source(model_name, input_size=input_size, in_chans=in_chans, num_classes=num_classes)
+        ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+        if ckpt is not None:
+            apply_checkpoint(source.module(), ckpt, source.name)
+            source.checkpoint = str(checkpoint)
+        return source, ckpt
+    entry = nets.model_entry(model_name)  # unknown name: one line, exit 2
     ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
     ckpt_config = ckpt.config if ckpt is not None else None
     settings = _model_settings(model_name, ckpt_config, num_classes, in_chans, act)
     size = input_size or (ckpt_config or {}).get("input_size") or entry.input_size
-
-    import torch
-
-    torch.manual_seed(seed)
     model = nets.create_model(model_name, **settings)
     if ckpt is not None:
         apply_checkpoint(model, ckpt, model_name)
-    _check_writable(out)
+    source = resolve_source(model, input_shape=(settings["in_chans"], size, size), name=model_name)
+    source.kind, source.checkpoint = "zoo", str(checkpoint) if checkpoint else None
+    return source, ckpt
 
-    stem = model_name if precision == "fp32" else f"{model_name}-{precision}"
-    onnx_path = out / f"{stem}.onnx"
-    manifest_path = out / f"{stem}.onnx.json"
-    shape = (settings["in_chans"], size, size)
-    report = to_onnx(model, onnx_path, shape, batch=batch, opset=opset, dynamic_batch=dynamic_batch,
-                     precision=precision, verify=True, exporter=exporter, model_name=model_name, seed=seed)
+
+def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: int, exporter: str,
+                  dynamic_batch: bool, batch: int, precision: str, seed: int, engine_kind: str, profile_range,
+                  workspace_gib: float, timing_cache: Path, force: bool):
+    """Write the verified ONNX, the engine (with --engine trt) and the manifest: all of them or nothing."""
+    from bench.atomic import write_text
+    from export.onnx import to_onnx
+
+    report = to_onnx(source.module(), onnx_path, source.input_shape, batch=batch, opset=opset,
+                     dynamic_batch=dynamic_batch, precision=precision, verify=True, exporter=exporter,
+                     model_name=source.name, seed=seed)
     engine_report = None
     try:
         if engine_kind == "trt":
             from export.tensorrt import build_trt_engine
 
             engine_report = build_trt_engine(
-                onnx_path, out / f"{stem}.engine", precision=precision, batch_range=profile_range,
-                input_shape=shape, workspace_gib=workspace_gib,
-                timing_cache=timing_cache or out.parent / "trt-timing.cache", force=force)
-        manifest = build_manifest(model_name=model_name, model_config=dict(model.config), checkpoint=ckpt,
-                                  report=report, input_size=size, engine=engine_report)
+                onnx_path, onnx_path.with_suffix(".engine"), precision=precision, batch_range=profile_range,
+                input_shape=source.input_shape, workspace_gib=workspace_gib, timing_cache=timing_cache, force=force)
+        manifest = build_manifest(model_name=source.name, model_config=dict(source.config), checkpoint=ckpt,
+                                  report=report, input_size=source.input_shape[1], engine=engine_report)
         write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
     except BaseException:
         # A half-done export keeps nothing: the ONNX file without its manifest would look verified.
         for leftover in (onnx_path, Path(f"{onnx_path}.data"), manifest_path):
             leftover.unlink(missing_ok=True)
         raise
+    return report, engine_report
 
-    click.echo(f"{model_name}: {onnx_path} ({report.exporter} exporter, opset {report.opset}, {precision}, "
+
+def _print_summary(name: str, onnx_path: Path, manifest_path: Path, report, engine_report, precision: str) -> None:
+    click.echo(f"{name}: {onnx_path} ({report.exporter} exporter, opset {report.opset}, {precision}, "
                f"input {report.input_shapes[0]}, {report.onnx_bytes / 2**20:.1f} MiB, {report.export_seconds:.1f} s)")
     click.echo(f"  {report.parity.summary()}")
     if report.fallback_reason:
         click.echo(f"  note: {report.fallback_reason}")
+    for warning in getattr(report, "warnings", None) or []:
+        click.echo(f"  warning: {warning}")
     if engine_report is not None:
         state = "reused (cache key matches)" if engine_report.reused else f"built in {engine_report.build_seconds:.1f} s"
         click.echo(f"  TensorRT {engine_report.tensorrt_version} engine {engine_report.engine_path}: {state}, "
@@ -220,27 +269,24 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
                    f"{engine_report.profile['max'][0]}, timing cache hit: {engine_report.timing_cache_hit}")
     click.echo(f"  manifest: {manifest_path}")
 
-    if results_dir is not None:
-        from bench.results import append_record, make_record
 
-        parity = report.parity
-        record = make_record(
-            "export", model=model_name, model_config=dict(model.config), engine=engine_kind, precision=precision,
-            batch=None if dynamic_batch else batch, input_shape=list(shape), opset=report.opset,
-            exporter=report.exporter, onnx_sha256=report.onnx_sha256, export_seconds=report.export_seconds,
-            parity_passed=parity.passed, parity_max_abs_err=parity.worst.max_abs_err,
-            parity_max_rel_err=parity.worst.max_rel_err, parity_min_cosine=parity.worst.min_cosine,
-            parity_top1_agreement=min(b.top1_agreement for b in parity.batches),
-            engine_build_seconds=engine_report.build_seconds if engine_report else None,
-        )
-        click.echo(f"  record: {append_record(record, results_dir)}")
-        if engine_report is not None:
-            build = make_record(
-                "engine_build", model=model_name, model_config=dict(model.config), engine="trt", precision=precision,
-                input_shape=list(shape), tensorrt_version=engine_report.tensorrt_version,
-                gpu=engine_report.gpu_name, compute_capability=engine_report.compute_capability,
-                batch_range=[engine_report.profile[k][0] for k in ("min", "opt", "max")],
-                cache_key=engine_report.cache_key, reused=engine_report.reused,
-                engine_build_seconds=engine_report.build_seconds, timing_cache_hit=engine_report.timing_cache_hit,
-            )
-            click.echo(f"  record: {append_record(build, results_dir)}")
+def _append_records(source, report, engine_report, engine_kind: str, dynamic_batch: bool, batch: int,
+                    results_dir: Path) -> list[Path]:
+    from bench.records import export_record
+    from bench.results import append_record, make_record
+
+    record = export_record(report, source=source.describe(), model_config=dict(source.config), engine=engine_kind,
+                           input_shape=source.input_shape, batch=None if dynamic_batch else batch,
+                           engine_report=engine_report)
+    paths = [append_record(record, results_dir)]
+    if engine_report is not None:
+        build = make_record(
+            "engine_build", model=source.name, model_config=dict(source.config), engine="trt",
+            precision=report.precision, input_shape=list(source.input_shape),
+            tensorrt_version=engine_report.tensorrt_version, gpu=engine_report.gpu_name,
+            compute_capability=engine_report.compute_capability,
+            batch_range=[engine_report.profile[k][0] for k in ("min", "opt", "max")],
+            cache_key=engine_report.cache_key, reused=engine_report.reused,
+            engine_build_seconds=engine_report.build_seconds, timing_cache_hit=engine_report.timing_cache_hit)
+        paths.append(append_record(build, results_dir))
+    return paths

@@ -34,7 +34,7 @@ full (the whole data set, meant for a GPU).
 def _parse_engines(text: str | None) -> list[str] | None:
     if not text:
         return None
-    from bench.commands.measure import parse_engines
+    from bench.measure import parse_engines
 
     return parse_engines(text)
 

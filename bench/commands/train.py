@@ -70,13 +70,12 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
       rbench train resnet20 --dataset fashion-mnist --epochs 3 --augment crop,flip
       rbench train resnet20 --dataset digits --optimizer adam --subset 1000 -q
     """
-    import time
-
     import torch
 
     import nets
     from bench.data import load_dataset
-    from bench.results import append_record, make_record
+    from bench.records import train_record
+    from bench.results import append_record
     from bench.train import TrainConfig, train_model
 
     if threads:
@@ -98,15 +97,10 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
                    f"from {bundle.source}: {len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test, "
                    f"input {bundle.input_shape}, {config.epochs} epochs {config.optimizer} lr {config.learning_rate:g}",
                    err=True)
-    t0 = time.perf_counter()
     result = train_model(net, bundle, config, out, progress=not quiet, resume=resume)
-    record = make_record(
-        "train", model=model, model_config=dict(net.config), dataset=bundle.describe(), train_config=config.to_dict(),
-        history=result.history, epochs_run=len(result.history), best_epoch=result.best_epoch,
-        best_val_acc=result.best_val_acc, stopped_early=result.stopped_early, train_img_s=round(result.train_img_s, 1),
-        seconds=round(time.perf_counter() - t0, 2), params=sum(p.numel() for p in net.parameters()),
-        checkpoint=str(result.best_checkpoint), curves_png=str(result.curves_png) if result.curves_png else None,
-        resumed=resume)
+    record = train_record(result, model=model, model_config=dict(net.config), dataset=bundle.describe(),
+                          train_config=config.to_dict(), params=sum(p.numel() for p in net.parameters()),
+                          train_images_per_epoch=len(bundle.train), resumed=resume)
     path = append_record(record, results_dir)
     click.echo(f"best val acc {result.best_val_acc:.4f} at epoch {result.best_epoch}; "
                f"{result.train_img_s:.0f} img/s; checkpoint {result.best_checkpoint}; curves {result.curves_png}; "
@@ -144,9 +138,10 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
     Example:
       rbench accuracy resnet20 --checkpoint runs/resnet20-fashion-mnist-s0/best.pt --engine torch,ort
     """
-    from bench.accuracy import accuracy_record_fields, dataset_for_checkpoint, evaluate_checkpoint, load_checkpoint
+    from bench.accuracy import dataset_for_checkpoint, evaluate_checkpoint, load_trained_model
     from bench.errors import UsageProblem
-    from bench.results import append_record, make_record, to_json
+    from bench.records import accuracy_record
+    from bench.results import append_record, to_json
 
     if threads:
         import torch
@@ -158,14 +153,15 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
     import nets
 
     nets.model_entry(model)  # an unknown name is a usage error before anything loads
-    ckpt = load_checkpoint(checkpoint_path, model_name=model)
+    ckpt = load_trained_model(checkpoint_path, model_name=model)
     if input_size is not None:
         ckpt.dataset["input_size"] = input_size
     bundle = dataset_for_checkpoint(ckpt, name=dataset, root=data_root, subset=subset, channels=channels,
                                     channel_mode=channel_mode, download=download)
     results = evaluate_checkpoint(ckpt, bundle, names, precision=precision, device=device, batch_size=batch_size,
                                   normalization=normalization)
-    records = [make_record("accuracy", **accuracy_record_fields(ckpt, bundle, r)) for r in results]
+    records = [accuracy_record(r, model=model, model_config=ckpt.config, dataset=bundle.describe(),
+                               checkpoint=str(ckpt.path), checkpoint_epoch=ckpt.epoch) for r in results]
     for record in records:  # measured everything first: an engine failure leaves no partial records
         path = append_record(record, results_dir)
     if as_json:

@@ -3,7 +3,8 @@
 Both build models where counting is fastest (`bench.flops.counting_device`: PyTorch's meta
 device, no memory or arithmetic, for large inputs), so the whole zoo (resnet1202 and VGGs at
 224 included) is counted in seconds. MACs here are
-multiply-accumulates (what papers call "FLOPs"); FLOPs are 2 per MAC.
+multiply-accumulates counted by thop (what papers call "FLOPs"), as everywhere in rbench;
+FLOPs (torch's flop counter) are 2 per MAC where the two counters agree.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _mega(n: int | float | None) -> str:
 def zoo_rows(pattern: str | None = None, num_classes: int = 10, in_chans: int = 3) -> list[dict]:
     """One dict per registered model matching `pattern`: name, family, kind, input, params, MACs."""
     import nets
-    from bench.flops import model_flops
+    from bench.flops import model_counts
 
     # The registry's own checks, before any shape is built from these numbers.
     for setting, value in (("num_classes", num_classes), ("in_chans", in_chans)):
@@ -45,9 +46,9 @@ def zoo_rows(pattern: str | None = None, num_classes: int = 10, in_chans: int = 
     for name in nets.list_models(pattern):
         entry = nets.model_entry(name)
         shape = (in_chans, entry.input_size, entry.input_size)
-        params, flops = model_flops(name, shape, num_classes=num_classes, in_chans=in_chans)
+        counts = model_counts(name, shape, num_classes=num_classes, in_chans=in_chans)
         rows.append(dict(name=name, family=entry.family, kind=entry.kind, input_size=entry.input_size,
-                         params=params, macs=flops // 2, flops=flops, twin=entry.twin,
+                         params=counts.params, macs=counts.macs, flops=counts.flops, twin=entry.twin,
                          description=entry.description))
     return rows
 
@@ -64,7 +65,8 @@ def list_command(pattern: str | None, num_classes: int, in_chans: int, as_json: 
     kind: residual (shortcuts), plain (the same layers, no shortcuts),
           dynamic (dynamic convolution), static (no shortcuts by design).
     MACs: multiply-accumulates of one image at the net's default input size,
-          counted as FLOPs / 2 by torch's flop counter (conv, linear, matmul).
+          counted by thop, as `rbench flops` and `rbench info` count them
+          (`rbench flops NAME` also shows torch's FLOPs and whether they agree).
     """
     from bench.errors import UsageProblem
 
@@ -95,11 +97,21 @@ def model_info(name: str, input_size: int | None = None, in_chans: int = 3, num_
     from bench.errors import UsageProblem
     from bench.flops import counting_device, profile_model
 
-    entry = nets.model_entry(name)
-    size = input_size or entry.input_size
-    shape = (in_chans, size, size)
-    with torch.device(counting_device(shape)):
-        model = nets.create_model(name, num_classes=num_classes, in_chans=in_chans, act=act)
+    if name not in nets.list_models():  # any other PyTorch source: torchvision:NAME, package.module:callable
+        from bench.sources import resolve_source
+
+        source = resolve_source(name, input_size=input_size, in_chans=None if in_chans == 3 else in_chans,
+                                num_classes=None if num_classes == 10 else num_classes)
+        if not source.has_module:
+            raise UsageProblem(f"{name} is not a PyTorch model; `rbench flops {name} --detail` counts a file's ops")
+        entry = None
+        shape, size, model = source.input_shape, source.input_shape[1], source.module()
+    else:
+        entry = nets.model_entry(name)
+        size = input_size or entry.input_size
+        shape = (in_chans, size, size)
+        with torch.device(counting_device(shape)):
+            model = nets.create_model(name, num_classes=num_classes, in_chans=in_chans, act=act)
 
     layers: dict[str, dict] = {}  # filled in call order (pre-hooks), so the table reads like forward()
     hooks = []
@@ -126,14 +138,16 @@ def model_info(name: str, input_size: int | None = None, in_chans: int = 3, num_
     for row in summary:
         row["flops"] = report.flops_by_module.get(row["name"], 0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return dict(name=name, family=entry.family, kind=entry.kind, description=entry.description, twin=entry.twin,
-                designed_input_size=entry.input_size, input_shape=list(shape), config=model.config,
+    return dict(name=name, family=entry.family if entry else name.split(":")[0],
+                kind=entry.kind if entry else "-", description=entry.description if entry else type(model).__name__,
+                twin=entry.twin if entry else None, designed_input_size=entry.input_size if entry else size,
+                input_shape=list(shape), config=dict(getattr(model, "config", None) or {}),
                 params=report.params, trainable_params=trainable, macs=report.macs, flops=report.flops,
                 counters_agree=report.agrees, counters_warning=report.warning, layers=summary)
 
 
 @click.command("info")
-@click.argument("model")
+@click.argument("model", metavar="MODEL")
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
               help="input height = width (default: the size the net is designed for)")
 @click.option("--in-chans", type=int, default=3, show_default=True, help="input channels")
@@ -145,6 +159,8 @@ def model_info(name: str, input_size: int | None = None, in_chans: int = 3, num_
 def info_command(model: str, input_size: int | None, in_chans: int, num_classes: int, act: str, depth: int,
                  as_json: bool) -> None:
     """Everything about one MODEL: config, params, MACs (thop) and FLOPs (torch), layers, twin.
+
+    MODEL is a zoo name, torchvision:NAME or package.module:callable.
 
     Counts are for one image; at large inputs nothing is computed (the meta device).
     """

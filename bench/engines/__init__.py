@@ -1,14 +1,18 @@
 """Inference engines behind one contract (see `bench.engines.base.Engine`), and the factory.
 
     from bench.engines import create_engine
-    with create_engine("ort", model=trained_model, input_shape=(1, 28, 28)) as engine:
+    with create_engine("ort", trained_model, input_shape=(1, 28, 28)) as engine:
         logits = engine.infer(batch)   # float32 NCHW numpy in, float32 numpy logits out
+
+Engines run finished artifacts (a module, an ONNX file or session, a TensorRT engine file);
+`create_engine` is the convenience that calls the loaders of `bench.sources` to make them.
 
 Importing this package imports neither torch's CUDA parts, onnxruntime nor TensorRT.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from bench.engines.base import DEVICES, PRECISIONS, Engine
@@ -34,28 +38,56 @@ def engine_class(name: str) -> type[Engine]:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def create_engine(name: str, *, model=None, model_name: str | None = None, input_shape=(3, 32, 32), onnx_path=None,
-                  engine_path=None, device: str = "cpu", precision: str = "fp32", **options: Any) -> Engine:
-    """An inactive engine `name` for a module, a registry name or an exported file.
+def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cpu", precision: str = "fp32",
+                  workdir: str | Path | None = None, max_batch: int = 64, **options: Any) -> Engine:
+    """An inactive engine `name` running `source`, made ready by the loaders in `bench.sources`.
 
     Args:
         name: torch | ort | trt.
-        model: an `nn.Module` (e.g. a trained checkpoint); exported on the fly for ort/trt.
-        model_name: a registry name, built with random weights when `model` is None.
-        input_shape: (C, H, W) of one image.
-        onnx_path / engine_path: an existing ONNX file / TensorRT engine to run.
+        source: anything `bench.sources.resolve_source` takes (a zoo name, an `nn.Module`,
+            `torchvision:NAME`, `package.module:callable`, an .onnx or engine path, a
+            `ModelSource`), or an `onnxruntime.InferenceSession` for ort.
+        input_shape: (C, H, W) of one image, for a module without a `config` or an ONNX file
+            with symbolic axes.
         device: cpu | cuda.  precision: fp32 | fp16 | bf16.
-        options: backend options (compile, channels_last, cuda_graph, provider, threads,
-            graph_optimization, max_batch, num_classes).
+        workdir: where a module's ONNX export (and TensorRT engine) go; a temporary folder that
+            lives as long as the engine when None. A zoo model with random weights goes to the cache.
+        max_batch: top of the TensorRT optimization profile when the engine is built here.
+        options: the backend's own options (`Engine.OPTIONS`); any other name is a UsageProblem.
     """
+    import tempfile
+
+    from bench.sources import check_engine_fits, engine_file, onnx_file, resolve_source
+
     cls = engine_class(name)
-    kwargs: dict[str, Any] = dict(model=model, model_name=model_name, input_shape=tuple(input_shape), device=device,
-                                  precision=precision, **options)
-    if onnx_path is not None:
-        kwargs["onnx_path"] = onnx_path
-    if engine_path is not None:
-        kwargs["engine_path"] = engine_path
-    return cls(**kwargs)
+    unknown = sorted(set(options) - set(cls.OPTIONS))
+    if unknown:
+        raise UsageProblem(f"the {cls.backend} engine has no option {', '.join(map(repr, unknown))}; "
+                           f"it takes {', '.join(cls.OPTIONS) or 'none'}")
+    if cls.backend == "ort" and hasattr(source, "get_inputs") and hasattr(source, "run"):
+        return cls(source, input_shape=input_shape, device=device, precision=precision, **options)
+    src = resolve_source(source, input_shape=input_shape)
+    check_engine_fits(src, cls.backend)
+    if cls.backend == "trt":
+        from export.tensorrt import import_tensorrt
+
+        import_tensorrt()  # no TensorRT: one line before anything is exported or built
+    if cls.backend == "torch":
+        engine = cls(src.module(), input_shape=src.input_shape, device=device, precision=precision, name=src.name,
+                     **options)
+    else:
+        scratch = None
+        if workdir is None and src.has_module:
+            scratch = tempfile.TemporaryDirectory(prefix=f"rbench-{cls.backend}-")
+            workdir = scratch.name
+        if cls.backend == "ort":
+            artifact = onnx_file(src, precision, Path(workdir) if workdir else None)
+        else:
+            artifact = engine_file(src, precision, max_batch, Path(workdir) if workdir else None)
+        engine = cls(artifact, input_shape=src.input_shape, device=device, precision=precision, name=src.name, **options)
+        engine._scratch = scratch  # an export made for this engine lives (and is removed) with it
+    engine.source = src
+    return engine
 
 
 def engine_availability() -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ def availability() -> list[dict[str, Any]]:
         else:
             rows.append(_row("ort", device, short, True, version))
 
-    from bench.engines.trt_engine import trt_status
+    from export.tensorrt import trt_status
 
     ok, why = trt_status()
     rows.append(_row("trt", "cuda", None, ok, why))

@@ -2,7 +2,7 @@
 
 Polygraphy style: public methods check state; subclasses override only the `_*_impl` hooks.
 
-    with create_engine("ort", model_name="resnet20", input_shape=(3, 32, 32)) as engine:
+    with create_engine("ort", "resnet20") as engine:
         logits = engine.infer(batch)            # numpy float32 NCHW in, numpy logits out
         ready = engine.prepare(batch)           # the input placed where the engine reads it
         engine.run_prepared(ready)              # what latency times: compute only
@@ -25,22 +25,26 @@ DEVICES = ("cpu", "cuda")
 class Engine:
     """Base class: a backend that turns an NCHW float32 batch into logits.
 
+    `OPTIONS` names the keyword options a backend takes; `create_engine` refuses any other.
+
     Subclasses implement `_activate_impl`, `_deactivate_impl`, `_prepare_impl`,
     `_run_prepared_impl`, `_to_numpy_impl` and `_describe_impl`; `synchronize` when the
     backend queues work asynchronously.
     """
 
     backend = "base"
+    OPTIONS: tuple[str, ...] = ()
 
-    def __init__(self, *, input_shape: tuple[int, int, int], device: str = "cpu", precision: str = "fp32",
+    def __init__(self, *, input_shape: tuple[int, int, int] | None, device: str = "cpu", precision: str = "fp32",
                  name: str | None = None):
         if device not in DEVICES:
             raise UsageProblem(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
         if precision not in PRECISIONS:
             raise UsageProblem(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-        if len(tuple(input_shape)) != 3:
+        if input_shape is not None and len(tuple(input_shape)) != 3:
             raise UsageProblem(f"input_shape must be (C, H, W), got {input_shape!r}")
-        self.input_shape = tuple(int(d) for d in input_shape)
+        # None until activation for engines that read it from their file (a TensorRT engine).
+        self.input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
         self.device = device
         self.precision = precision
         self.name = name or self.backend

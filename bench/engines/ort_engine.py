@@ -1,15 +1,15 @@
-"""ONNX Runtime inference on the exported ONNX model: CPU, CUDA or TensorRT execution provider."""
+"""ONNX Runtime inference on a finished ONNX file: CPU, CUDA or TensorRT execution provider."""
 
 from __future__ import annotations
 
-import tempfile
+import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.engines.base import Engine
-from bench.errors import EnvironmentProblem, MissingDependency, UsageProblem
+from bench.errors import DataProblem, EnvironmentProblem, MissingDependency, UsageProblem
 
 #: --provider short names -> onnxruntime execution providers.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -24,13 +24,6 @@ def import_onnxruntime():
     except ImportError as exc:
         raise MissingDependency("onnxruntime", "pip install onnxruntime (CPU) or 'rbench[gpu]' (CUDA)") from exc
     return onnxruntime
-
-
-def cache_dir() -> Path:
-    """Where engines keep ONNX files and TensorRT engines they had to build."""
-    from bench.cache import cache_root
-
-    return cache_root()
 
 
 def resolve_provider(provider: str | None, device: str) -> str:
@@ -52,95 +45,91 @@ def resolve_provider(provider: str | None, device: str) -> str:
     return full
 
 
-def export_for_engine(model, model_name: str | None, input_shape, precision: str, workdir: Path | None,
-                      num_classes: int = 10) -> Path:
-    """The ONNX file of a model: the cached export of a registry model, or a fresh one of `model`.
-
-    A registry model (random weights: timing does not depend on them) is exported once into
-    the cache; a given module (e.g. a trained one) is exported into `workdir` every time.
-    """
-    import export
-
-    c, h, w = input_shape
-    if model is None:
-        import nets
-
-        model = nets.create_model(model_name, num_classes=num_classes, in_chans=c)
-        params = sum(p.numel() for p in model.parameters())  # a changed definition gets a new file
-        path = cache_dir() / "onnx" / f"{model_name}-{c}x{h}x{w}-{num_classes}cls-{params}p-{precision}.onnx"
-        if path.exists():
-            return path
-    else:
-        path = Path(workdir) / f"{model_name or 'model'}-{precision}.onnx"
-    report = export.to_onnx(model.eval().cpu(), path, input_shape=(c, h, w), batch=1, dynamic_batch=True,
-                            precision=precision, verify=False)
-    return Path(getattr(report, "path", path))
-
-
 class OnnxRuntimeEngine(Engine):
-    """An `onnxruntime.InferenceSession` on an ONNX file (exported on the fly when not given).
+    """An `onnxruntime.InferenceSession` on a finished ONNX file (or a session the caller made).
 
-    Options: `provider` (cpu | cuda | tensorrt), `threads` (intra-op), `graph_optimization`
-    (disable | basic | extended | all). On CUDA the input is bound in device memory through IO
-    binding, so a timed run copies nothing between host and device.
+    The input name, shape and dtype come from the model itself; `input_shape` is needed only
+    where the file leaves channels, height or width symbolic. Options: `provider` (cpu | cuda |
+    tensorrt), `threads` (intra-op), `graph_optimization` (disable | basic | extended | all). On
+    CUDA the input is bound in device memory through IO binding, so a timed run copies nothing
+    between host and device.
     """
 
     backend = "ort"
+    OPTIONS = ("provider", "threads", "graph_optimization")
 
-    def __init__(self, model=None, *, model_name: str | None = None, onnx_path=None, input_shape=(3, 32, 32),
-                 device: str = "cpu", precision: str = "fp32", provider: str | None = None, threads: int | None = None,
-                 graph_optimization: str = "all", num_classes: int = 10, **unused: Any):
-        super().__init__(input_shape=input_shape, device=device, precision=precision, name=model_name)
+    def __init__(self, onnx, *, input_shape=None, device: str = "cpu", precision: str = "fp32", name: str | None = None,
+                 provider: str | None = None, threads: int | None = None, graph_optimization: str = "all"):
+        super().__init__(input_shape=input_shape, device=device, precision=precision, name=name)
         if precision == "bf16":
             raise UsageProblem("onnxruntime runs fp32 or fp16 models; bf16 is for --engine torch")
         if graph_optimization not in GRAPH_OPTIMIZATION:
             raise UsageProblem(f"unknown graph optimization {graph_optimization!r}; choose one of {', '.join(GRAPH_OPTIMIZATION)}")
-        if model is None and model_name is None and onnx_path is None:
-            raise UsageProblem("the ort engine needs an ONNX file, a model or a model name")
-        self._model_in = model
-        self.model_name = model_name or getattr(model, "config", {}).get("name")
-        self.onnx_path = Path(onnx_path) if onnx_path else None
+        if isinstance(onnx, (str, os.PathLike)):
+            self.onnx_path, self._session_in = Path(onnx), None
+            if not self.onnx_path.is_file():
+                raise UsageProblem(f"no ONNX file at {self.onnx_path}; run `rbench export` first")
+        elif hasattr(onnx, "get_inputs") and hasattr(onnx, "run"):
+            self.onnx_path, self._session_in = None, onnx
+        else:
+            raise UsageProblem(f"the ort engine runs an ONNX path or an InferenceSession, not a {type(onnx).__name__}")
         self.provider_request = provider
         self.threads = threads
         self.graph_optimization = graph_optimization
-        self.num_classes = num_classes
-        self._tmp = None
 
     def _activate_impl(self) -> None:
         ort = import_onnxruntime()
-        self.provider = resolve_provider(self.provider_request, self.device)
+        self._ort = ort
+        self._binding = None
+        if self._session_in is not None:  # the caller's own session, with its own providers and options
+            self.session = self._session_in
+            self.provider = self.session.get_providers()[0]
+        else:
+            self.provider = resolve_provider(self.provider_request, self.device)
+            self.session = self._open_session(ort)
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.output_name = self.session.get_outputs()[0].name
+        self.input_dtype = np.float16 if "float16" in first.type else np.float32
+        file_precision = "fp16" if self.input_dtype == np.float16 else "fp32"
+        if file_precision != self.precision:
+            raise UsageProblem(f"the ONNX model takes {np.dtype(self.input_dtype).name} input; measure it with "
+                               f"--precision {file_precision}")
+        self.input_shape = self._shape_from(first.shape)
+
+    def _open_session(self, ort):
         if self.precision == "fp16" and self.device == "cpu":
             from bench.engines.torch_engine import cpu_precision_support
 
             ok, why = cpu_precision_support("fp16")
             if not ok:  # onnxruntime would run it through Cast nodes and time the casts
                 raise EnvironmentProblem(f"fp16 on CPU: {why}")
-        if self.onnx_path is None:
-            if self._model_in is not None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="rbench-ort-")
-            self.onnx_path = export_for_engine(self._model_in, self.model_name, self.input_shape, self.precision,
-                                               Path(self._tmp.name) if self._tmp else None, self.num_classes)
-        if not self.onnx_path.exists():
-            raise UsageProblem(f"no ONNX file at {self.onnx_path}; run `rbench export` first")
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.graph_optimization])
         if self.threads:
             options.intra_op_num_threads = int(self.threads)
         providers = [self.provider] + (["CUDAExecutionProvider"] if self.provider == "TensorrtExecutionProvider" else [])
-        self.session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_name = self.session.get_outputs()[0].name
-        self.input_dtype = np.float16 if "float16" in self.session.get_inputs()[0].type else np.float32
-        self._ort = ort
-        self._binding = None
+        try:
+            return ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types for bad files
+            first = " ".join(str(exc).split())[:200]
+            raise DataProblem(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
+
+    def _shape_from(self, dims) -> tuple[int, int, int]:
+        """(C, H, W) from the session's input: fixed axes from the file, symbolic ones from `input_shape`."""
+        if len(dims) != 4:
+            raise UsageProblem(f"the ONNX input {self.input_name!r} has rank {len(dims)}, not an NCHW batch")
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in dims[1:]]
+        given = self.input_shape
+        if given is None and None in fixed:
+            raise UsageProblem(f"the ONNX input {self.input_name!r} has symbolic axes {dims}; give input_shape / --input-size")
+        if given is not None and any(f is not None and f != g for f, g in zip(fixed, given)):
+            raise UsageProblem(f"the ONNX input {self.input_name!r} is {dims}, which does not fit {tuple(given)}")
+        return tuple(f if f is not None else g for f, g in zip(fixed, given or fixed))
 
     def _deactivate_impl(self) -> None:
         self.session = None
         self._binding = None
-        if self._tmp is not None:  # the export of a given module lives only as long as the session
-            self._tmp.cleanup()
-            self._tmp = None
-            self.onnx_path = None
 
     def _prepare_impl(self, batch: np.ndarray):
         batch = batch.astype(self.input_dtype, copy=False)

@@ -69,29 +69,32 @@ class TorchEngine(Engine):
 
     Options: `compile` (torch.compile, compiled at activation, untimed), `channels_last`,
     `cuda_graph` (capture one forward per batch shape and replay it; CUDA only), `threads`
-    (torch intra-op threads on CPU). fp16/bf16 run under autocast, on CUDA always, on CPU
-    when the CPU can (see `cpu_precision_support`).
+    (torch intra-op threads on CPU, restored when the engine deactivates). fp16/bf16 run under
+    autocast, on CUDA always, on CPU when the CPU can (see `cpu_precision_support`).
     """
 
     backend = "torch"
+    OPTIONS = ("compile", "channels_last", "cuda_graph", "threads")
 
-    def __init__(self, model=None, *, model_name: str | None = None, input_shape=(3, 32, 32), device: str = "cpu",
-                 precision: str = "fp32", num_classes: int = 10, compile: bool = False, channels_last: bool = False,
-                 cuda_graph: bool = False, threads: int | None = None, **unused: Any):
-        super().__init__(input_shape=input_shape, device=device, precision=precision, name=model_name)
-        if model is None and model_name is None:
-            raise UsageProblem("the torch engine needs a model or a model name")
+    def __init__(self, model, *, input_shape, device: str = "cpu", precision: str = "fp32", name: str | None = None,
+                 compile: bool = False, channels_last: bool = False, cuda_graph: bool = False, threads: int | None = None):
+        import torch.nn as nn
+
+        super().__init__(input_shape=input_shape, device=device, precision=precision, name=name)
+        if not isinstance(model, nn.Module):
+            raise UsageProblem(f"the torch engine runs an nn.Module, not a {type(model).__name__}")
+        if self.input_shape is None:
+            raise UsageProblem("the torch engine needs input_shape=(C, H, W)")
         if cuda_graph and device != "cuda":
             raise UsageProblem("CUDA graphs need --device cuda")
         self._model_in = model
-        self.model_name = model_name or getattr(model, "config", {}).get("name")
-        self.num_classes = num_classes
         self.compile = bool(compile)
         self.channels_last = bool(channels_last)
         self.cuda_graph = bool(cuda_graph)
         self.threads = threads
         self.precision_note = None
         self._graphs: dict[tuple, tuple] = {}
+        self._threads_before: int | None = None
 
     def _activate_impl(self) -> None:
         import torch
@@ -104,13 +107,9 @@ class TorchEngine(Engine):
                 raise EnvironmentProblem(f"{self.precision} on CPU: {why}")
             self.precision_note = why
         if self.threads and self.device == "cpu":
+            self._threads_before = torch.get_num_threads()  # a global setting: put it back on deactivate
             torch.set_num_threads(int(self.threads))
-        model = self._model_in
-        if model is None:
-            import nets
-
-            model = nets.create_model(self.model_name, num_classes=self.num_classes, in_chans=self.input_shape[0])
-        model = model.eval().to(self.device)
+        model = self._model_in.eval().to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self._torch = torch
@@ -127,6 +126,9 @@ class TorchEngine(Engine):
     def _deactivate_impl(self) -> None:
         self._graphs.clear()
         self._model = self._forward = None
+        if self._threads_before is not None:
+            self._torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
 

@@ -13,40 +13,8 @@ from typing import Any
 import numpy as np
 
 from bench.engines.base import Engine
-from bench.engines.ort_engine import cache_dir, export_for_engine
 from bench.errors import EnvironmentProblem, MissingDependency, UsageProblem
-
-_TRT_HINT = "pip install 'rbench[trt]' (tensorrt>=10) on a machine with an NVIDIA GPU"
-
-
-def import_tensorrt():
-    """The tensorrt module, or a one-line MissingDependency naming what to install."""
-    try:
-        import tensorrt
-    except ImportError as exc:
-        raise MissingDependency("TensorRT", _TRT_HINT) from exc
-    return tensorrt
-
-
-def trt_status() -> tuple[bool, str]:
-    """(usable, why): TensorRT needs the module and a CUDA GPU torch can see."""
-    try:
-        trt = import_tensorrt()
-    except MissingDependency as exc:
-        return False, str(exc)
-    try:
-        from export.tensorrt import trt_available
-
-        ok, reason = trt_available()
-        if not ok:
-            return False, reason
-    except ImportError:
-        pass
-    import torch
-
-    if not torch.cuda.is_available():
-        return False, f"TensorRT {trt.__version__} is installed but torch sees no CUDA GPU"
-    return True, f"TensorRT {trt.__version__} on {torch.cuda.get_device_name()}"
+from export.tensorrt import import_tensorrt  # the one TensorRT import helper (lazy: imports no tensorrt)
 
 
 def _torch_dtype(trt, torch, dtype):
@@ -60,56 +28,28 @@ def _torch_dtype(trt, torch, dtype):
 
 
 class TensorRTEngine(Engine):
-    """A deserialized TensorRT engine with one execution context and torch-allocated buffers.
+    """A deserialized TensorRT engine file with one execution context and torch-allocated buffers.
 
-    Options: `max_batch` (top of the optimization profile when the engine is built here),
-    `cuda_graph` (capture one `execute_async_v3` per input shape and replay it).
+    The input name, dtype, (C, H, W) and batch range come from the engine and its first
+    optimization profile. Options: `cuda_graph` (capture one `execute_async_v3` per input shape
+    and replay it). `precision` is what the record says the engine was built for.
     """
 
     backend = "trt"
+    OPTIONS = ("cuda_graph",)
 
-    def __init__(self, model=None, *, model_name: str | None = None, engine_path=None, onnx_path=None,
-                 input_shape=(3, 32, 32), device: str = "cuda", precision: str = "fp32", max_batch: int = 64,
-                 cuda_graph: bool = False, num_classes: int = 10, **unused: Any):
+    def __init__(self, engine_path, *, input_shape=None, device: str = "cuda", precision: str = "fp32",
+                 name: str | None = None, cuda_graph: bool = False):
         if device == "cpu":
             device = "cuda"  # TensorRT has no CPU mode; the request for trt implies the GPU
-        super().__init__(input_shape=input_shape, device=device, precision=precision, name=model_name)
+        super().__init__(input_shape=input_shape, device=device, precision=precision, name=name)
         if precision == "bf16":
             raise UsageProblem("the trt engine builds fp32 or fp16 engines; bf16 is for --engine torch")
-        if model is None and model_name is None and engine_path is None and onnx_path is None:
-            raise UsageProblem("the trt engine needs an engine file, an ONNX file, a model or a model name")
-        self._model_in = model
-        self.model_name = model_name or getattr(model, "config", {}).get("name")
-        self.engine_path = Path(engine_path) if engine_path else None
-        self.onnx_path = Path(onnx_path) if onnx_path else None
-        self.max_batch = int(max_batch)
+        self.engine_path = Path(engine_path)
+        if not self.engine_path.is_file():
+            raise UsageProblem(f"no TensorRT engine at {self.engine_path}; build one with `rbench export MODEL --engine trt`")
         self.cuda_graph = bool(cuda_graph)
-        self.num_classes = num_classes
-        self._tmp = None
-
-    # -- activation: find or build the engine, deserialize, create the context -------------
-    def _build_if_missing(self) -> Path:
-        import tempfile
-
-        import export
-
-        c, h, w = self.input_shape
-        if self.engine_path is not None and self.engine_path.exists():
-            return self.engine_path  # the user's own engine, used as it is
-        if self.onnx_path is None:
-            if self._model_in is not None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="rbench-trt-")
-            # TensorRT 11 takes the precision from the ONNX file (strong typing), so fp16 exports fp16.
-            self.onnx_path = export_for_engine(self._model_in, self.model_name, self.input_shape, self.precision,
-                                               Path(self._tmp.name) if self._tmp else None, self.num_classes)
-        if self.engine_path is None:
-            folder = Path(self._tmp.name) if self._tmp else cache_dir() / "trt"
-            self.engine_path = folder / f"{self.onnx_path.stem}-{self.precision}-b{self.max_batch}.engine"
-        # build_trt_engine reuses an engine whose cache key (ONNX hash, TensorRT, GPU, precision) matches.
-        report = export.build_trt_engine(self.onnx_path, self.engine_path, precision=self.precision,
-                                         batch_range=(1, min(8, self.max_batch), self.max_batch), input_shape=(c, h, w))
-        self.engine_path = Path(getattr(report, "engine_path", None) or self.engine_path)
-        return self.engine_path
+        self.max_batch: int | None = None
 
     def _activate_impl(self) -> None:
         trt = import_tensorrt()  # no TensorRT: MissingDependency naming the extra
@@ -117,19 +57,20 @@ class TensorRTEngine(Engine):
 
         if not torch.cuda.is_available():
             raise EnvironmentProblem(f"the trt engine needs an NVIDIA GPU: TensorRT {trt.__version__} is here but torch sees none")
-        path = self._build_if_missing()
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self._engine is None:
-            raise EnvironmentProblem(f"TensorRT {trt.__version__} could not load {path}; rebuild it on this GPU/version")
+            raise EnvironmentProblem(f"TensorRT {trt.__version__} could not load {self.engine_path}; "
+                                     "rebuild it on this GPU and TensorRT version")
         self._context = self._engine.create_execution_context()
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         self.input_names = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(self.input_names) != 1:
-            raise UsageProblem(f"expected an engine with one input, {path} has {self.input_names}")
+            raise UsageProblem(f"expected an engine with one input, {self.engine_path} has {self.input_names}")
         self.input_dtype = _torch_dtype(trt, torch, self._engine.get_tensor_dtype(self.input_names[0]))
+        self._read_profile()
         self._stream = torch.cuda.Stream()
         self._trt = trt
         self._torch = torch
@@ -137,15 +78,28 @@ class TensorRTEngine(Engine):
         self._buffers: dict[tuple, dict[str, Any]] = {}
         self._bound_shape: tuple | None = None
 
+    def _read_profile(self) -> None:
+        """(C, H, W) and the batch range from the engine: its input shape and first optimization profile."""
+        name = self.input_names[0]
+        dims = list(self._engine.get_tensor_shape(name))
+        if len(dims) != 4:
+            raise UsageProblem(f"{self.engine_path}: input {name!r} has rank {len(dims)}, not an NCHW batch")
+        if -1 in dims[1:]:  # symbolic C/H/W: the profile's opt shape is what the engine was tuned for
+            dims = list(self._engine.get_tensor_profile_shape(name, 0)[1])
+        shape = tuple(int(d) for d in dims[1:])
+        if self.input_shape is not None and self.input_shape != shape:
+            raise UsageProblem(f"{self.engine_path} takes {shape}, not {self.input_shape}")
+        self.input_shape = shape
+        if dims[0] == -1:
+            self.min_batch, _, self.max_batch = (int(s[0]) for s in self._engine.get_tensor_profile_shape(name, 0))
+        else:
+            self.min_batch = self.max_batch = int(dims[0])
+
     def _deactivate_impl(self) -> None:
         self._graphs.clear()
         self._buffers.clear()
         self._bound_shape = None
         self._context = self._engine = self._runtime = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-            self.engine_path = self.onnx_path = None
 
     # -- inference ---------------------------------------------------------------------------
     def _bind(self, shape: tuple) -> dict[str, Any]:
@@ -155,7 +109,8 @@ class TensorRTEngine(Engine):
         else:
             torch, trt = self._torch, self._trt
             if not self._context.set_input_shape(self.input_names[0], shape):
-                raise UsageProblem(f"batch {shape[0]} is outside the engine's optimization profile (max {self.max_batch})")
+                raise UsageProblem(f"batch {shape[0]} is outside the engine's optimization profile "
+                                   f"({self.min_batch}..{self.max_batch})")
             buffers = {self.input_names[0]: torch.empty(shape, dtype=self.input_dtype, device="cuda")}
             for name in self.output_names:
                 out_shape = tuple(self._context.get_tensor_shape(name))
@@ -215,5 +170,4 @@ class TensorRTEngine(Engine):
         except MissingDependency:
             pass
         return {"version": version, "device": device,
-                "options": {"cuda_graph": self.cuda_graph, "max_batch": self.max_batch,
-                            "engine": str(self.engine_path) if self.engine_path else None}}
+                "options": {"cuda_graph": self.cuda_graph, "max_batch": self.max_batch, "engine": str(self.engine_path)}}

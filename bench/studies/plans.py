@@ -7,7 +7,6 @@ a function of everything that makes it (model, activation, builder kwargs, input
 
 from __future__ import annotations
 
-import fnmatch
 from dataclasses import dataclass, field
 
 from bench.errors import UsageProblem
@@ -65,28 +64,34 @@ class StudyPlan:
 
 STUDIES = ("depth", "dynamic", "activation", "family")
 
-#: Roles whose model name the zoo decides: the first registered pattern wins.
-ROLE_PATTERNS: dict[str, tuple[str, ...]] = {
-    "template": ("template*", "*template*", "simple_cnn*", "vgg_like*"),
-    "rrdb": ("rrdb*attn*", "rrdb*att*", "*rrdb*", "*attention*"),
-    "keras_resnet": ("keras_resnet*", "*keras*resnet*"),
+#: The model that plays each role of a study, unless the preset names another (`Preset.models`).
+#: Every name is a registered model (tests check it); the defaults are what `--preset full` runs.
+ROLE_MODELS: dict[str, str] = {
+    "vgg": "vgg19_bn",  # the VGG form of the dynamic and family studies
+    "dy_vgg": "dy_vgg19",  # its dynamic-convolution twin
+    "resnet_deep": "resnet34",  # the family study's target net
+    "template": "template_cnn",  # the coursework's plain template CNN
+    "rrdb": "rrdb_attention_net",  # the 4-layer RRDB + self-attention net
+    "keras_resnet": "keras_resnet",  # the Keras-style CIFAR bottleneck ResNet
 }
 
 
 def resolve_role(role: str, preset: Preset) -> str:
-    """The registered model name that plays `role` in `preset`."""
+    """The registered model name that plays `role` in `preset` (its `models` entry, else `ROLE_MODELS`).
+
+    Raises:
+        UsageProblem: `role` is not a role, or the name given for it is not a registered model.
+    """
     import nets
 
-    if role in preset.models:
-        name = preset.models[role]
-        nets.model_entry(name)  # raises a one-line error naming near matches
-        return name
-    names = nets.list_models()
-    for pattern in ROLE_PATTERNS.get(role, (role,)):
-        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
-        if hits:
-            return hits[0]
-    raise UsageProblem(f"no registered model plays the role {role!r} (looked for {ROLE_PATTERNS.get(role)})")
+    if role not in ROLE_MODELS:
+        raise UsageProblem(f"unknown model role {role!r} in preset {preset.name!r}; roles: {', '.join(ROLE_MODELS)}")
+    name = preset.models.get(role, ROLE_MODELS[role])
+    try:
+        nets.model_entry(name)
+    except nets.UnknownModelError as exc:
+        raise UsageProblem(f"role {role!r} of preset {preset.name!r} names no registered model: {exc}") from None
+    return name
 
 
 def _kw(**kwargs: object) -> tuple[tuple[str, object], ...]:
@@ -176,12 +181,8 @@ def family_plan(preset: Preset) -> StudyPlan:
     groups = {"template": "plain template CNN", "keras_resnet": "Keras bottleneck ResNet",
               "rrdb": "4-layer RRDB + attention"}
     for role in preset.family_roles:
-        group = groups.get(role, role)
-        try:
-            name = resolve_role(role, preset)
-        except UsageProblem:
-            continue  # the report says which families were missing
-        units.append(StudyUnit(name, UnitSpec(name, kwargs=_role_kw(preset, role)), group=group))
+        name = resolve_role(role, preset)
+        units.append(StudyUnit(name, UnitSpec(name, kwargs=_role_kw(preset, role)), group=groups.get(role, role)))
     return StudyPlan(
         "family", "Families: VGG vs ResNet vs plain template CNN vs 4-layer RRDB+attention",
         "How do the families trade accuracy against FLOPs, params and latency? Does the 4-layer RRDB + "
@@ -199,4 +200,14 @@ def study_plan(name: str, preset: Preset) -> StudyPlan:
         build = _PLANS[name]
     except KeyError:
         raise UsageProblem(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}") from None
+    _check_roles(preset)
     return build(preset)
+
+
+def _check_roles(preset: Preset) -> None:
+    """A role the preset names but no plan asks for (a typo) would silently change nothing: refuse it."""
+    named = {*preset.models, *preset.model_kwargs, *preset.family_roles}
+    unknown = sorted(named - set(ROLE_MODELS))
+    if unknown:
+        raise UsageProblem(f"preset {preset.name!r} names unknown model role(s) {', '.join(map(repr, unknown))}; "
+                           f"roles: {', '.join(ROLE_MODELS)}")

@@ -36,7 +36,7 @@ class Preset:
     family_roles: tuple[str, ...] = ("template", "rrdb")  # zoo roles the family study adds to VGG and ResNets
     subset_test_size: int | None = None  # test images for each channel-subset figure (None: test_size)
     exporter: str = "auto"  # ONNX exporter: auto (dynamo, TorchScript fallback) or torchscript (faster)
-    models: dict[str, str] = field(default_factory=dict)  # role -> model name (see plans.py)
+    models: dict[str, str] = field(default_factory=dict)  # role -> model name (default: plans.ROLE_MODELS)
     model_kwargs: dict[str, dict] = field(default_factory=dict)  # role -> extra builder kwargs
 
 

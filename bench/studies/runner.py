@@ -26,7 +26,6 @@ from bench.studies.presets import Preset
 EventHook = Callable[[str, dict[str, Any]], None]
 
 DATASET_AUTO = "auto"
-FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
 
 def resolve_dataset(name: str, root: str | None = None) -> tuple[str, str]:
@@ -38,16 +37,9 @@ def resolve_dataset(name: str, root: str | None = None) -> tuple[str, str]:
         if name not in known and not name.startswith("imagefolder:"):
             raise UsageProblem(f"unknown dataset {name!r}; choose auto or one of {', '.join(data.DATASETS)}")
         return name, f"{name} (asked for)"
-    candidates = [Path(root)] if root else []
-    import os
-
-    if os.environ.get("RBENCH_DATA"):
-        candidates.append(Path(os.environ["RBENCH_DATA"]))
-    candidates.append(FASHION_ROOT)
-    for folder in candidates:
-        for sub in (folder, folder / "fashion-mnist", folder / "FashionMNIST" / "raw"):
-            if any(sub.glob("train-images-idx3-ubyte*")):
-                return "fashion-mnist", f"fashion-mnist (found in {sub})"
+    folder = data.find_fashion_mnist(root)
+    if folder is not None:
+        return "fashion-mnist", f"fashion-mnist (found in {folder})"
     return "digits", "digits (scikit-learn's bundled 8x8 digits; Fashion-MNIST is not installed here)"
 
 
@@ -108,16 +100,6 @@ class RunContext:
 # --------------------------------------------------------------------------- measuring one unit
 
 
-def _trim_history(history: Any) -> list[dict[str, Any]]:
-    """Per-epoch history as plain dicts of numbers (whatever form TrainResult gives it in)."""
-    rows = []
-    for row in history or []:
-        if dataclasses.is_dataclass(row):
-            row = dataclasses.asdict(row)
-        rows.append({k: v for k, v in dict(row).items() if isinstance(v, (int, float, str, type(None)))})
-    return rows
-
-
 def _plain(value: Any) -> Any:
     """A JSON-safe copy (dataclasses, tuples, paths, numpy scalars)."""
     return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value,
@@ -126,123 +108,137 @@ def _plain(value: Any) -> Any:
 
 def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
                  on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
-    """Train, profile, export and measure one unit on every engine; return its records."""
-    import numpy as np
+    """Train, profile, export and measure one unit on every engine; return its records.
+
+    Every record comes from the same builder (`bench.records`) and the same library calls
+    (`bench.measure`) as the CLI's, plus the unit's study context.
+    """
     import torch
 
-    import export
     import nets
-    from bench.accuracy import evaluate_engine
-    from bench.data import Batches
-    from bench.engines import create_engine
-    from bench.flops import profile_model
-    from bench.metrics import compare_predictions
-    from bench.results import make_record
-    from bench.stats import summarize
-    from bench.timing import measure_latency
-    from bench.train import TrainConfig, load_training_checkpoint, train_model
 
-    preset = ctx.preset
     torch.manual_seed(ctx.seed)
     bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
     model = nets.create_model(spec.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=spec.act,
                               **spec.builder_kwargs())
-    input_shape = tuple(bundle.input_shape)
-    data_desc = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
-    common = dict(
-        command=ctx.command, unit=spec.unit_id, model=spec.model, model_config=_plain(model.config),
-        act=spec.act, dataset=data_desc, preset=preset.name, input_shape=list(input_shape),
-        channels=spec.channels, precision="fp32",
-    )
-    records: list[dict[str, Any]] = []
+    context = {"unit": spec.unit_id, "preset": ctx.preset.name, "act": spec.act, "channels": spec.channels}
+    records = [_train_unit(spec, ctx, model, bundle, work_dir, context, on_stage)]
+    from bench.sources import resolve_source
+
+    source = resolve_source(model, input_shape=tuple(bundle.input_shape), name=spec.model)
+    records += _measure_costs_and_export(source, ctx, work_dir, context, on_stage)
+    records += _measure_engines(source, ctx, context, on_stage)
+    accuracy, best_engine = _accuracy_per_engine(source, ctx, bundle, context, on_stage, records)
+    records += accuracy
+    if spec.eval_subsets:
+        records += _accuracy_on_subsets(source, spec, ctx, bundle, best_engine, context, on_stage)
+    return records
+
+
+def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, context: dict[str, Any],
+                on_stage: Callable[[str], None]) -> dict[str, Any]:
+    from bench.records import train_record
+    from bench.train import TrainConfig, load_training_checkpoint, train_model
 
     on_stage("train")
+    preset = ctx.preset
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, optimizer=preset.optimizer, lr=preset.lr,
-                         seed=ctx.seed,
-                         device=ctx.device, max_batches=spec.max_batches)
+                         seed=ctx.seed, device=ctx.device, max_batches=spec.max_batches)
     result = train_model(model, bundle, config, work_dir / "train", progress=False)
     # Measure the best validation epoch's weights, as `rbench train` keeps them.
     model.load_state_dict(load_training_checkpoint(result.best_checkpoint)["state_dict"])
     model.eval()
-    history = _trim_history(result.history)
-    last = history[-1] if history else {}
-    records.append(make_record(
-        "train", **common, engine="torch", device=ctx.device, epochs=len(history), batch=preset.batch_size,
-        train_config=config.to_dict(), history=history, best_epoch=result.best_epoch,
-        best_val_acc=result.best_val_acc, train_seconds=result.seconds, train_img_s=result.train_img_s,
-        train_images_per_epoch=min(len(bundle.train), preset.batch_size * (spec.max_batches or 10**9)),
-        final_train_error=1.0 - last["train_acc"] if "train_acc" in last else None,
-        final_val_error=1.0 - last["val_acc"] if "val_acc" in last else None,
-    ))
+    data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
+    return train_record(result, model=spec.model, model_config=_plain(model.config), dataset=data,
+                        train_config=config.to_dict(), params=sum(p.numel() for p in model.parameters()),
+                        train_images_per_epoch=min(len(bundle.train), preset.batch_size * (spec.max_batches or 10**9)),
+                        context=context, command=ctx.command)
+
+
+def _measure_costs_and_export(source, ctx: RunContext, work_dir: Path, context: dict[str, Any],
+                              on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The FLOPs record, and the verified ONNX export the ort/trt engines then run."""
+    import export
+    from bench.measure import profile
+    from bench.records import export_record
 
     on_stage("flops")
-    flops = profile_model(model, input_shape, batch=1)
-    fields = flops.as_record()
-    records.append(make_record("flops", **{**common, **fields, "input_shape": list(input_shape)}))
-    flops_per_image = flops.flops
-
+    flops = profile(source, context=context, command=ctx.command)
     on_stage("export")
-    onnx_path = work_dir / "model.onnx"
-    report = export.to_onnx(model, onnx_path, input_shape, batch=1, dynamic_batch=True, verify=True,
-                            model_name=spec.model, exporter=preset.exporter)
-    parity = report.parity.to_dict() if report.parity is not None else None
-    worst = report.parity.worst if report.parity is not None else None
-    records.append(make_record(
-        "export", **common, batch=1, exporter=report.exporter, opset=report.opset, onnx_bytes=report.onnx_bytes,
-        onnx_sha256=report.onnx_sha256, export_seconds=report.export_seconds, parity=parity,
-        parity_passed=parity["passed"] if parity else None,
-        parity_max_abs_err=worst.max_abs_err if worst else None,
-        parity_max_rel_err=worst.max_rel_err if worst else None,
-    ))
-    model_path = Path(report.path)
+    report = export.to_onnx(source.module(), work_dir / "model.onnx", source.input_shape, batch=1, dynamic_batch=True,
+                            verify=True, model_name=source.name, exporter=ctx.preset.exporter)
+    source.exported["fp32"] = Path(report.path)
+    exported = export_record(report, source=source.describe(), model_config=_plain(source.config), engine="onnx",
+                             input_shape=source.input_shape, batch=None, context=context, command=ctx.command)
+    return [flops, exported]
 
-    rng = np.random.default_rng(ctx.seed)
-    one = rng.standard_normal((1, *input_shape)).astype(np.float32)
-    many = rng.standard_normal((preset.throughput_batch, *input_shape)).astype(np.float32)
-    reference = None
-    for engine_name in ctx.engines:
-        source = {"model": model} if engine_name == "torch" else {"onnx_path": model_path}
-        with create_engine(engine_name, model_name=spec.model, input_shape=input_shape, device=ctx.device,
-                           num_classes=bundle.num_classes, **source) as engine:
-            described = engine.describe()
-            on_stage(f"latency/{engine_name}")
-            raw = measure_latency(engine, one, warmup=preset.warmup, iters=preset.iters)
-            records.append(make_record(
-                "latency", **common, engine=engine_name, engine_info=described, batch=1,
-                iters=raw["iters"], warmup_iters=raw["warmup_iters"],
-                **summarize(raw["latencies_ms"], 1, flops_per_image)))
-            on_stage(f"throughput/{engine_name}")
-            raw = measure_latency(engine, many, warmup=max(1, preset.warmup // 5), iters=preset.throughput_iters)
-            records.append(make_record(
-                "throughput", **common, engine=engine_name, engine_info=described, batch=preset.throughput_batch,
-                iters=raw["iters"], warmup_iters=raw["warmup_iters"],
-                **summarize(raw["latencies_ms"], preset.throughput_batch, flops_per_image)))
-            on_stage(f"accuracy/{engine_name}")
+
+def _measure_engines(source, ctx: RunContext, context: dict[str, Any],
+                     on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Latency at batch 1 and throughput at the preset's batch, per engine."""
+    from bench.measure import Settings, latency, throughput_records
+
+    preset = ctx.preset
+    records: list[dict[str, Any]] = []
+    for engine in ctx.engines:
+        on_stage(f"latency/{engine}")
+        settings = Settings(device=ctx.device, warmup=preset.warmup, iters=preset.iters)
+        records += latency(source, [engine], [1], settings, context=context, command=ctx.command)
+        on_stage(f"throughput/{engine}")
+        settings = Settings(device=ctx.device, warmup=max(1, preset.warmup // 5), iters=preset.throughput_iters)
+        sweep = latency(source, [engine], [preset.throughput_batch], settings, context=context, command=ctx.command)
+        records += throughput_records(sweep, context=context, command=ctx.command)
+    return records
+
+
+def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any], on_stage: Callable[[str], None],
+                         measured: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
+    """Test accuracy through each engine, the first engine the reference; and the fastest engine."""
+    from bench.accuracy import evaluate_engine, reference_differences
+    from bench.data import Batches
+    from bench.engines import create_engine
+    from bench.records import accuracy_record
+
+    data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
+    records, reference = [], None
+    for name in ctx.engines:
+        on_stage(f"accuracy/{name}")
+        with create_engine(name, source, device=ctx.device) as engine:
             test = Batches(ctx.test_split(bundle), 256, bundle.mean, bundle.std)
             metrics, logits = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
-            if reference is None:
-                reference = (engine_name, metrics, logits)
-            diff = {"reference_engine": reference[0], "top1_delta": metrics["top1"] - reference[1]["top1"],
-                    **compare_predictions(reference[2], logits)}
-            records.append(make_record("accuracy", **common, engine=engine_name, engine_info=described,
-                                       split="test", batch=256, **metrics, **diff))
-    if spec.eval_subsets:
-        # The fastest engine at the throughput batch evaluates the subsets (all engines agree, see above).
-        fastest = max((r for r in records if r["kind"] == "throughput"), key=lambda r: r["throughput_img_s"] or 0)
-        name = fastest["engine"]
-        source = {"model": model} if name == "torch" else {"onnx_path": model_path}
-        with create_engine(name, model_name=spec.model, input_shape=input_shape, device=ctx.device,
-                           num_classes=bundle.num_classes, **source) as engine:
-            described = engine.describe()
-            for subset in spec.eval_subsets:
-                on_stage(f"subset {subset}")
-                # The naive way: the subset averaged and copied to 3 channels, normalized as in training.
-                naive = ctx.bundle(channels=subset, channel_mode="average")
-                test = Batches(ctx.test_split(naive, preset.subset_test_size), 256, bundle.mean, bundle.std)
-                metrics, _ = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
-                records.append(make_record(
-                    "accuracy", **common, engine=name, engine_info=described, split="test", batch=256,
-                    eval_channels=subset, eval_channel_mode="average", **metrics))
+            info = engine.describe()
+        reference = reference or (name, metrics, logits)
+        result = {**metrics, "engine": name, "engine_info": info, "precision": "fp32", "device": ctx.device,
+                  "batch": 256, "input_shape": list(source.input_shape), **reference_differences(reference, metrics, logits)}
+        records.append(accuracy_record(result, model=source.name, model_config=_plain(source.config), dataset=data,
+                                       context=context, command=ctx.command))
+    throughputs = [r for r in measured if r["kind"] == "throughput"]
+    fastest = max(throughputs, key=lambda r: r["throughput_img_s"] or 0)["engine"] if throughputs else ctx.engines[0]
+    return records, fastest
+
+
+def _accuracy_on_subsets(source, spec: UnitSpec, ctx: RunContext, bundle, engine_name: str, context: dict[str, Any],
+                         on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The naive channel-subset evaluation: each subset averaged and copied to 3 channels, normalized as in training."""
+    from bench.accuracy import evaluate_engine
+    from bench.data import Batches
+    from bench.engines import create_engine
+    from bench.records import accuracy_record
+
+    records = []
+    with create_engine(engine_name, source, device=ctx.device) as engine:
+        info = engine.describe()
+        for subset in spec.eval_subsets:
+            on_stage(f"subset {subset}")
+            naive = ctx.bundle(channels=subset, channel_mode="average")
+            test = Batches(ctx.test_split(naive, ctx.preset.subset_test_size), 256, bundle.mean, bundle.std)
+            metrics, _ = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
+            data = {k: v for k, v in naive.describe().items() if k not in ("mean", "std", "class_names")}
+            result = {**metrics, "engine": engine_name, "engine_info": info, "precision": "fp32", "device": ctx.device,
+                      "batch": 256, "input_shape": list(source.input_shape)}
+            records.append(accuracy_record(result, model=source.name, model_config=_plain(source.config), dataset=data,
+                                           context={**context, "eval_channels": subset, "eval_channel_mode": "average"},
+                                           command=ctx.command))
     return records
 
 

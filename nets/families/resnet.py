@@ -14,8 +14,8 @@ shortcut, is not built).
 
 ImageNet-style stems at small inputs: the 7x7/2 conv + 3x3/2 max-pool stem divides the
 resolution by 4, so a 32x32 input reaches the last stage at 1x1 and still works (adaptive
-average pooling). `small_input=True` swaps it for a 3x3/1 conv without max-pool, the usual
-CIFAR adaptation, which keeps 4x4 at the last stage for a 32x32 input.
+average pooling). `small_input=True` swaps it for the CIFAR stem (a 3x3/1 conv without
+max-pool, He et al. §4.2), which keeps 4x4 at the last stage for a 32x32 input.
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ from nets.layers import create_act
 
 #: Builds a conv with nn.Conv2d's signature; injected so dynamic nets reuse these blocks.
 ConvLayer = Callable[..., nn.Module]
+
+#: The stems a ResNet can open with: the ImageNet 7x7/2 conv + 3x3/2 max-pool, or the CIFAR 3x3/1 conv.
+STEMS = ("imagenet", "cifar")
+#: Other names accepted for a stem. 'small' (the name `small_input=True` used to pass) always built
+#: the CIFAR stem's layers; it stays accepted so that code and configs naming it still build.
+STEM_ALIASES = {"small": "cifar"}
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1, conv_layer: ConvLayer = nn.Conv2d) -> nn.Module:
@@ -132,7 +138,8 @@ class ResNet(nn.Module):
         act: activation used everywhere ('relu', 'leaky_relu', 'silu').
         shortcut: False builds the plain twin (same layers, no shortcut).
         shortcut_type: 'B' projection (1x1 conv + BN) or 'A' parameter-free pad, where shapes change.
-        stem: 'imagenet' (7x7/2 conv + max-pool), 'small' (3x3/1 conv) or 'cifar' (3x3/1, He et al. §4.2).
+        stem: 'imagenet' (7x7/2 conv + 3x3/2 max-pool) or 'cifar' (3x3/1 conv, no max-pool, He et al.
+            §4.2); 'small' is an alias of 'cifar'. The canonical name is kept in `self.stem`.
         zero_init_residual: start each residual branch at zero (Goyal et al., arXiv:1706.02677).
         conv_layer: builds every conv inside the stages (not the stem), nn.Conv2d's signature;
             a DynamicConv2d factory makes the dynamic twin (Chen et al. keep the first layer static).
@@ -146,11 +153,13 @@ class ResNet(nn.Module):
         super().__init__()
         if shortcut_type not in ("A", "B"):
             raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}")
-        if stem not in ("imagenet", "small", "cifar"):
-            raise ValueError(f"stem must be 'imagenet', 'small' or 'cifar', got {stem!r}")
+        stem = STEM_ALIASES.get(stem, stem)
+        if stem not in STEMS:
+            raise ValueError(f"stem must be one of {', '.join(map(repr, STEMS + tuple(STEM_ALIASES)))}, got {stem!r}")
         if len(layers) != len(widths):
             raise ValueError("layers and widths must have the same length")
         self.act = act
+        self.stem = stem
         self.shortcut = shortcut
         self.shortcut_type = shortcut_type
         self.conv_layer = conv_layer
@@ -215,7 +224,7 @@ class ResNet(nn.Module):
 
 
 def _imagenet_resnet(block, layers, shortcut: bool = True, small_input: bool = False, **kwargs) -> ResNet:
-    return ResNet(block, layers, shortcut=shortcut, stem="small" if small_input else "imagenet", **kwargs)
+    return ResNet(block, layers, shortcut=shortcut, stem="cifar" if small_input else "imagenet", **kwargs)
 
 
 def _cifar_resnet(depth: int, shortcut: bool = True, shortcut_type: str = "A", **kwargs) -> ResNet:

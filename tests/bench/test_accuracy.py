@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import nets
-from bench.accuracy import batches_for_checkpoint, dataset_for_checkpoint, evaluate_checkpoint, evaluate_engine, load_checkpoint
+from bench.accuracy import batches_for_checkpoint, dataset_for_checkpoint, evaluate_checkpoint, evaluate_engine, load_trained_model
 from bench.errors import DataProblem, UsageProblem
 from bench.train import TrainConfig, checkpoint_payload, save_checkpoint
 
@@ -29,7 +29,7 @@ class _ModelEngine:
 
 
 def test_checkpoint_round_trip_and_plain_engine(trained_digits_run):
-    ckpt = load_checkpoint(trained_digits_run / "best.pt", model_name="resnet20")
+    ckpt = load_trained_model(trained_digits_run / "best.pt", model_name="resnet20")
     assert ckpt.input_shape == (1, 16, 16) and not ckpt.model.training
     bundle = dataset_for_checkpoint(ckpt)
     assert bundle.input_size == 16 and len(bundle.test) == 359  # the full digits test split
@@ -42,7 +42,7 @@ def test_checkpoint_round_trip_and_plain_engine(trained_digits_run):
 
 @needs_engines
 def test_onnx_runtime_accuracy_equals_torch(trained_digits_run):
-    ckpt = load_checkpoint(trained_digits_run / "best.pt")
+    ckpt = load_trained_model(trained_digits_run / "best.pt")
     bundle = dataset_for_checkpoint(ckpt)
     torch_result, ort_result = evaluate_checkpoint(ckpt, bundle, engines=("torch", "ort"), batch_size=128)
     assert torch_result["engine"] == "torch" and ort_result["reference_engine"] == "torch"
@@ -54,7 +54,7 @@ def test_onnx_runtime_accuracy_equals_torch(trained_digits_run):
 
 def test_another_architecture_is_a_usage_problem(trained_digits_run):
     with pytest.raises(UsageProblem, match="holds a resnet20 model, not resnet56"):
-        load_checkpoint(trained_digits_run / "best.pt", model_name="resnet56")
+        load_trained_model(trained_digits_run / "best.pt", model_name="resnet56")
 
 
 def test_weights_that_do_not_fit_are_a_usage_problem(tmp_path):
@@ -66,15 +66,15 @@ def test_weights_that_do_not_fit_are_a_usage_problem(tmp_path):
     payload["config"]["num_classes"] = 7  # the config lies about the weights
     save_checkpoint(payload, tmp_path / "bad.pt")
     with pytest.raises(UsageProblem, match="does not fit"):
-        load_checkpoint(tmp_path / "bad.pt")
+        load_trained_model(tmp_path / "bad.pt")
 
 
 def test_not_a_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a pickle")
     with pytest.raises(DataProblem):
-        load_checkpoint(tmp_path / "junk.pt")
+        load_trained_model(tmp_path / "junk.pt")
     with pytest.raises(DataProblem, match="does not exist"):
-        load_checkpoint(tmp_path / "missing.pt")
+        load_trained_model(tmp_path / "missing.pt")
 
 
 def test_channel_subsets_naive_and_matched(tmp_path, synthetic_imagefolder):
@@ -84,7 +84,7 @@ def test_channel_subsets_naive_and_matched(tmp_path, synthetic_imagefolder):
     bundle = load_dataset(f"imagefolder:{synthetic_imagefolder}")
     model = nets.create_model("resnet20", num_classes=3, in_chans=3)
     save_checkpoint(checkpoint_payload(model, bundle, 1, 0.5, TrainConfig(), []), tmp_path / "rgb.pt")
-    ckpt = load_checkpoint(tmp_path / "rgb.pt")
+    ckpt = load_trained_model(tmp_path / "rgb.pt")
     naive = dataset_for_checkpoint(ckpt, channels="RG", channel_mode="average")
     metrics, _ = evaluate_engine(_ModelEngine(ckpt.model), batches_for_checkpoint(ckpt, naive), 3)
     assert metrics["samples"] == 27

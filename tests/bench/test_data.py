@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import bench.data.fashion_mnist
 from bench.data import (
     DEFAULT_FASHION_ROOT,
     Batches,
     apply_channels,
     augment_batch,
+    find_fashion_mnist,
     load_dataset,
     make_loaders,
     normalize_batch,
@@ -129,3 +133,70 @@ def test_fashion_mnist_reads_the_real_files():
     assert np.bincount(_labels(bundle.test)).tolist() == [1000] * 10  # the published test split is balanced
     assert bundle.mean[0] == pytest.approx(0.286, abs=0.002)  # the well-known Fashion-MNIST mean
     assert bundle.source == str(DEFAULT_FASHION_ROOT)
+
+
+# --------------------------------------------------------------------------- one Fashion-MNIST locator
+
+FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An unsigned-byte IDX file (LeCun's format: 0, 0, 0x08, ndim, big-endian dims, data), gzipped for .gz."""
+    body = bytes([0, 0, 8, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(body) if path.suffix == ".gz" else body)
+
+
+def _tiny_fashion(folder: Path, per_class: int = 3, gz: bool = True, skip: str | None = None) -> Path:
+    """The four Fashion-MNIST IDX files with `per_class` 28x28 images of each class (train and test)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = np.repeat(np.arange(10), per_class)
+    images = np.broadcast_to((labels * 20).reshape(-1, 1, 1), (len(labels), 28, 28))
+    for stem in FASHION_FILES:
+        if stem == skip:
+            continue
+        _write_idx(folder / (stem + (".gz" if gz else "")), images if "images" in stem else labels)
+    return folder
+
+
+@pytest.fixture
+def no_system_fashion(tmp_path, monkeypatch):
+    """Hide the installed copy and $RBENCH_DATA: only what a test builds can be found."""
+    monkeypatch.delenv("RBENCH_DATA", raising=False)
+    monkeypatch.setattr(bench.data.fashion_mnist, "DEFAULT_FASHION_ROOT", tmp_path / "not-installed")
+
+
+@pytest.mark.parametrize("sub", ["", "fashion-mnist", "FashionMNIST/raw"])
+def test_find_fashion_mnist_looks_in_the_folder_and_its_two_children(tmp_path, no_system_fashion, sub):
+    folder = _tiny_fashion(tmp_path / "root" / sub, gz=sub != "fashion-mnist")  # .gz or not, both count
+    assert find_fashion_mnist(tmp_path / "root") == folder
+    assert find_fashion_mnist(str(tmp_path / "root")) == folder  # a str root too
+
+
+def test_find_fashion_mnist_needs_all_four_files(tmp_path, no_system_fashion):
+    _tiny_fashion(tmp_path / "partial", skip="t10k-labels-idx1-ubyte")
+    assert find_fashion_mnist(tmp_path / "partial") is None
+    assert find_fashion_mnist() is None
+
+
+def test_find_fashion_mnist_search_order(tmp_path, no_system_fashion, monkeypatch):
+    env = _tiny_fashion(tmp_path / "env")
+    system = _tiny_fashion(tmp_path / "system")
+    monkeypatch.setattr(bench.data.fashion_mnist, "DEFAULT_FASHION_ROOT", system)
+    assert find_fashion_mnist() == system
+    monkeypatch.setenv("RBENCH_DATA", str(env))
+    assert find_fashion_mnist() == env  # $RBENCH_DATA before the Debian path
+    # An explicit root is the only place searched: what it finds is what the loader will read.
+    assert find_fashion_mnist(tmp_path / "empty") is None
+
+
+def test_the_loader_reads_what_the_locator_finds(tmp_path, no_system_fashion, monkeypatch):
+    folder = _tiny_fashion(tmp_path / "data" / "FashionMNIST" / "raw", per_class=4)
+    monkeypatch.setenv("RBENCH_DATA", str(tmp_path / "data"))
+    bundle = load_dataset("fashion-mnist", val_fraction=0.25)
+    assert bundle.source == str(folder) == str(find_fashion_mnist())
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (30, 10, 40)
+    image, label = bundle.test[0]
+    assert image.shape == (1, 28, 28) and int(image[0, 0, 0]) == 20 * label
+    with pytest.raises(DataProblem, match="Fashion-MNIST not found"):
+        load_dataset("fashion-mnist", root=tmp_path / "data" / "elsewhere")
+

@@ -31,9 +31,9 @@ def test_torch_and_onnxruntime_agree(model_name):
     """The ONNX export is made at batch 1 and run at batch 3 (a dynamic batch)."""
     model = nets.create_model(model_name).eval()
     x = _batch(3)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+    with create_engine("torch", model) as engine:
         reference = engine.infer(x)
-    with create_engine("ort", model=model, input_shape=(3, 32, 32), threads=1) as engine:
+    with create_engine("ort", model, threads=1) as engine:
         got = engine.infer(x)
         info = engine.describe()
     assert got.shape == reference.shape == (3, 10) and got.dtype == np.float32
@@ -44,7 +44,7 @@ def test_torch_and_onnxruntime_agree(model_name):
 
 def test_prepared_path_equals_infer_and_contract():
     x = _batch(2)
-    engine = create_engine("torch", model_name="resnet20", input_shape=(3, 32, 32))
+    engine = create_engine("torch", "resnet20")
     with pytest.raises(RuntimeError, match="not active"):
         engine.infer(x)
     with engine as active:
@@ -64,11 +64,11 @@ def test_prepared_path_equals_infer_and_contract():
 def test_channels_last_and_bf16_on_cpu():
     model = nets.create_model("resnet20").eval()
     x = _batch(2)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+    with create_engine("torch", model) as engine:
         reference = engine.infer(x)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32), channels_last=True) as engine:
+    with create_engine("torch", model, channels_last=True) as engine:
         np.testing.assert_allclose(engine.infer(x), reference, rtol=1e-4, atol=1e-4)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32), precision="bf16") as engine:
+    with create_engine("torch", model, precision="bf16") as engine:
         got = engine.infer(x)  # bf16 autocast runs on every CPU (emulated without avx512_bf16)
         assert engine.describe()["options"]["autocast"] == "bfloat16"
     assert np.abs(got - reference).max() < 0.1 * max(1.0, np.abs(reference).max())
@@ -79,19 +79,19 @@ def test_fp16_on_a_cpu_without_fp16_is_refused():
     if ok:
         pytest.skip(f"this CPU runs fp16: {why}")
     with pytest.raises(EnvironmentProblem, match="fp16"):
-        with create_engine("torch", model_name="resnet20", input_shape=(3, 32, 32), precision="fp16"):
+        with create_engine("torch", "resnet20", precision="fp16"):
             pass
 
 
 def test_factory_rejects_bad_requests():
     with pytest.raises(UsageProblem, match="unknown engine"):
-        create_engine("tflite", model_name="resnet20")
+        create_engine("tflite", "resnet20")
     with pytest.raises(UsageProblem, match="precision"):
-        create_engine("torch", model_name="resnet20", precision="int3")
+        create_engine("torch", "resnet20", precision="int3")
     with pytest.raises(UsageProblem, match="device"):
-        create_engine("torch", model_name="resnet20", device="tpu")
+        create_engine("torch", "resnet20", device="tpu")
     with pytest.raises(UsageProblem, match="provider"):
-        with create_engine("ort", model_name="resnet20", provider="bogus"):
+        with create_engine("ort", "resnet20", provider="bogus"):
             pass
     assert set(ENGINES) == {"torch", "ort", "trt"}
 
@@ -113,7 +113,7 @@ def test_availability_rows_say_why():
 @pytest.mark.skipif(HAS_CUDA, reason="checks the refusal on a machine without a GPU")
 def test_cuda_without_gpu_is_an_environment_problem():
     with pytest.raises(EnvironmentProblem, match="GPU"):
-        with create_engine("torch", model_name="resnet20", device="cuda"):
+        with create_engine("torch", "resnet20", device="cuda"):
             pass
 
 
@@ -123,9 +123,9 @@ def test_cuda_without_gpu_is_an_environment_problem():
 def test_torch_cuda_agrees_with_cpu(options):
     model = nets.create_model("resnet20").eval()
     x = _batch(4)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+    with create_engine("torch", model) as engine:
         reference = engine.infer(x)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32), device="cuda", **options) as engine:
+    with create_engine("torch", model, device="cuda", **options) as engine:
         got = engine.infer(x)
         got_again = engine.infer(x)
     tol = 5e-2 if options.get("precision") else 1e-3
@@ -134,7 +134,7 @@ def test_torch_cuda_agrees_with_cpu(options):
 
 
 def _trt_reason() -> str | None:
-    from bench.engines.trt_engine import trt_status
+    from export.tensorrt import trt_status
 
     ok, why = trt_status()
     return None if ok else why
@@ -147,10 +147,10 @@ def test_tensorrt_agrees_with_torch():
         pytest.skip(f"TensorRT engine unavailable: {reason}")
     model = nets.create_model("resnet20").eval()
     x = _batch(3)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+    with create_engine("torch", model) as engine:
         reference = engine.infer(x)
     for cuda_graph in (False, True):
-        with create_engine("trt", model=model, input_shape=(3, 32, 32), max_batch=8, cuda_graph=cuda_graph) as engine:
+        with create_engine("trt", model, max_batch=8, cuda_graph=cuda_graph) as engine:
             np.testing.assert_allclose(engine.infer(x), reference, rtol=1e-2, atol=1e-2)
             assert engine.describe()["version"]
 
@@ -159,5 +159,55 @@ def test_tensorrt_missing_is_one_clear_error():
     if _trt_reason() is None:
         pytest.skip("TensorRT works here; this checks the error without it")
     with pytest.raises((MissingDependency, EnvironmentProblem), match="TensorRT|GPU"):
-        with create_engine("trt", model_name="resnet20"):
+        with create_engine("trt", "resnet20"):
             pass
+
+
+def test_an_option_the_engine_does_not_take_is_refused():
+    """A typo is a one-line error naming what the engine takes, never silently swallowed."""
+    with pytest.raises(UsageProblem, match=r"no option 'thredas'.*threads"):
+        create_engine("ort", "resnet20", thredas=1)
+    with pytest.raises(UsageProblem, match="no option 'provider'"):
+        create_engine("torch", "resnet20", provider="cpu")
+
+
+def test_torch_engine_puts_the_thread_count_back():
+    before = torch.get_num_threads()
+    wanted = 2 if before != 2 else 1
+    with create_engine("torch", "resnet20", threads=wanted) as engine:
+        assert torch.get_num_threads() == wanted
+        engine.infer(_batch(1))
+    assert torch.get_num_threads() == before
+
+
+def _plain_export(path, dynamic_axes, size=32):
+    """An ONNX file written by plain torch.onnx.export, not by rbench."""
+    model = nets.create_model("resnet20").eval()
+    torch.onnx.export(model, torch.randn(1, 3, size, size), str(path), dynamo=False, input_names=["pixels"],
+                      output_names=["logits"], dynamic_axes=dynamic_axes)
+    return model
+
+
+def test_onnxruntime_reads_name_shape_and_dtype_from_the_file(tmp_path):
+    import onnxruntime
+
+    path = tmp_path / "r20.onnx"
+    model = _plain_export(path, {"pixels": {0: "n"}})
+    x = _batch(2)
+    with create_engine("torch", model) as engine:
+        reference = engine.infer(x)
+    with create_engine("ort", str(path)) as engine:  # no shape given: it comes from the file
+        assert engine.input_shape == (3, 32, 32) and engine.input_name == "pixels"
+        np.testing.assert_allclose(engine.infer(x), reference, rtol=1e-4, atol=1e-4)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with create_engine("ort", session) as engine:  # a session the caller made
+        np.testing.assert_allclose(engine.infer(x), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_symbolic_height_and_width_need_an_input_shape(tmp_path):
+    path = tmp_path / "any-size.onnx"
+    _plain_export(path, {"pixels": {0: "n", 2: "h", 3: "w"}})
+    with pytest.raises(UsageProblem, match="height/width symbolic"):
+        create_engine("ort", str(path))
+    with create_engine("ort", str(path), input_shape=(3, 24, 24)) as engine:
+        assert engine.infer(_batch(1, (3, 24, 24))).shape == (1, 10)

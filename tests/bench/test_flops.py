@@ -11,7 +11,15 @@ import torch.nn.functional as F
 import torchvision
 
 import nets
-from bench.flops import FlopsReport, count_flops, counting_device, model_flops, profile_model
+from bench.flops import (
+    FlopsReport,
+    count_flops,
+    counters_warning,
+    counting_device,
+    model_counts,
+    model_flops,
+    profile_model,
+)
 
 # torchvision's resnet50 at 224: 4,089,184,256 conv + linear MACs, the number torchvision and
 # most papers publish ("4.1 GFLOPs"); thop also counts BatchNorm and pooling (~1% more).
@@ -76,14 +84,52 @@ def test_disagreement_is_flagged():
 
     report = profile_model(FunctionalConv(), (3, 16, 16))
     assert report.flops == 2 * 8 * 3 * 9 * 16 * 16
-    assert not report.agrees and "thop" in report.warning
+    # thop has no rule for F.conv2d: it counts only the mean, far below FLOPs / 2.
+    assert report.macs < report.flops // 2
+    assert not report.agrees and "below FLOPs / 2" in report.warning and "missed" in report.warning
+    assert "trust the FLOPs" in report.warning
     assert report.params == 8 * 3 * 9  # counted by us, not by thop's rules
+
+
+def test_thop_above_flops_is_its_norms_not_missed_work():
+    """mobilenet_v2's depthwise convs are so cheap that thop's BatchNorm ops (4 per element) show."""
+    model = torchvision.models.mobilenet_v2(weights=None)
+    batchnorm_ops = []
+    hooks = [m.register_forward_hook(lambda m, i, o: batchnorm_ops.append(4 * i[0].numel()))
+             for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        model.eval()(torch.randn(1, 3, 64, 64))
+    for hook in hooks:
+        hook.remove()
+    report = profile_model(model, (3, 64, 64))
+    assert report.flops < 2 * report.macs
+    # The whole gap is BatchNorm (its pool is functional, its ReLU6s count zero): independent of thop's rules.
+    assert report.macs - report.flops // 2 == sum(batchnorm_ops)
+    assert not report.agrees and "above FLOPs / 2" in report.warning and "normalization" in report.warning
+    assert "missed functional" not in report.warning and "trust the FLOPs" not in report.warning
+
+
+def test_counters_within_tolerance_give_no_warning():
+    assert counters_warning(macs=1_010, flops=2_000) is None  # thop's ~1% of norms on a plain conv net
+    assert counters_warning(macs=0, flops=0) is None
+    assert "above" in counters_warning(macs=5, flops=0)
 
 
 def test_fast_counting_matches_a_real_forward():
     real = nets.create_model("template_cnn", in_chans=1)
     assert model_flops("template_cnn", (1, 28, 28))[1] == count_flops(real, (1, 28, 28))
     assert counting_device((3, 224, 224)).type == "meta" and counting_device((3, 32, 32)).type == "cpu"
+
+
+@pytest.mark.parametrize(("name", "shape"), [("resnet20", (3, 32, 32)), ("resnet18", (3, 96, 96)),
+                                           ("dy_resnet20", (1, 28, 28))])
+def test_model_counts_equal_a_real_profile(name, shape):
+    """The zoo listing's cheap counts (meta device from 96x96 up) are profile_model's on a real net."""
+    counts = model_counts(name, shape)
+    assert counting_device(shape).type == ("meta" if shape[-1] >= 96 else "cpu")
+    report = profile_model(nets.create_model(name, in_chans=shape[0]), shape)
+    assert counts == (report.params, report.macs, report.flops)
+    assert model_flops(name, shape) == (counts.params, counts.flops)
 
 
 def test_bad_shapes_are_value_errors():
@@ -100,12 +146,13 @@ def test_counts_are_cached_on_disk_under_a_fingerprint(tmp_path):
     first = model_flops("resnet20", (3, 32, 32))
     path = tmp_path / "cache" / "zoo-counts.json"
     data = json.loads(path.read_text())
-    assert list(data["counts"].values()) == [list(first)]
+    assert list(data["counts"].values()) == [list(model_counts("resnet20", (3, 32, 32)))]
     key = next(iter(data["counts"]))
-    data["counts"][key] = [1, 2]  # what another process would find
+    data["counts"][key] = [1, 2, 3]  # what another process would find
     path.write_text(json.dumps(data))
     model_flops.cache_clear()
-    assert model_flops("resnet20", (3, 32, 32)) == (1, 2)
+    assert model_flops("resnet20", (3, 32, 32)) == (1, 3)
+    assert model_counts("resnet20", (3, 32, 32)) == (1, 2, 3)
     data["fingerprint"] = "older model code"
     path.write_text(json.dumps(data))
     model_flops.cache_clear()

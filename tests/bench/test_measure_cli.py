@@ -103,7 +103,7 @@ def test_bad_input_is_one_line_and_writes_nothing(run_cli, results_dir, expected
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     if "trt" in args:
-        from bench.engines.trt_engine import trt_status
+        from export.tensorrt import trt_status
 
         if trt_status()[0]:
             pytest.skip("TensorRT works here")
@@ -142,4 +142,5 @@ def test_out_of_memory_at_one_batch_is_reported_and_the_run_goes_on(run_cli, res
     assert "out of memory at batch 4" in out
     records = read_records(results_dir / "latency.jsonl")
     assert [r["batch"] for r in records] == [1, 4, 2]
-    assert records[1]["error"] and "latency_ms_p50" not in records[1] and records[2]["latency_ms_p50"] > 0
+    assert records[1]["error"] and records[1]["latency_ms_p50"] is None and records[2]["latency_ms_p50"] > 0
+    assert set(records[1]) == set(records[0]), "an error record has the same keys, its metrics None"

@@ -1,4 +1,4 @@
-"""Measurement records validate against the schema and survive a JSON round trip."""
+"""One builder per record kind: records validate, keep every raw latency, and the CLI's and the suite's agree."""
 
 from __future__ import annotations
 
@@ -6,8 +6,17 @@ import json
 
 import pytest
 
-from bench.commands.measure import Settings, flops_record, measure_model, throughput_records
-from bench.results import to_json, validate_record
+import bench
+from bench.measure import throughput_records
+from bench.records import FIELDS, STUDY_FIELDS
+from bench.results import REQUIRED_FIELDS, to_json, validate_record
+
+HEADER = set(REQUIRED_FIELDS) | {"rbench_version"}
+
+
+def measured_keys(record: dict) -> set[str]:
+    """A record's keys less the header and any study context."""
+    return set(record) - HEADER - set(STUDY_FIELDS)
 
 
 @pytest.fixture(autouse=True)
@@ -15,28 +24,59 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RBENCH_CACHE", str(tmp_path))
 
 
-def test_latency_and_throughput_records_validate():
-    settings = Settings(warmup=1, iters=2, threads=1)
-    records = measure_model("resnet20", ["torch"], [1, 2], settings)
-    assert len(records) == 2
+def test_latency_and_throughput_records_validate_and_keep_every_latency():
+    records = bench.latency("resnet20", engines=["torch"], batches=[1, 2], warmup=1, iters=3, threads=1)
+    assert [r["batch"] for r in records] == [1, 2]
     for record in records:
         validate_record(record)
         assert json.loads(to_json(record)) == record
-        assert record["settings"]["iters"] == 2 and record["timer"]
-        assert record["peak_flops_s"] is None or record["percent_of_peak"] is not None
+        assert measured_keys(record) == set(FIELDS["latency"])
+        assert len(record["latencies_ms"]) == 3 and record["timer"]
+        assert record["settings"]["iters"] == 3
+        assert record["source"] == {"kind": "zoo", "name": "resnet20", "path": None, "sha256": None, "checkpoint": None}
+        assert record["latency_ms_min"] <= record["latency_ms_p50"] <= record["latency_ms_max"]
     (best,) = throughput_records(records)
     validate_record(best)
-    assert best["kind"] == "throughput" and len(best["sweep"]) == 2
+    assert measured_keys(best) == set(FIELDS["throughput"])
+    assert best["kind"] == "throughput" and [row["batch"] for row in best["sweep"]] == [1, 2]
+    assert best["throughput_img_s"] == max(r["throughput_img_s"] for r in records)
 
 
-def test_flops_record_validates():
-    record = flops_record("resnet20", (3, 32, 32))
+def test_percent_of_peak_follows_a_cached_peak(tmp_path):
+    """With a cached device peak, % of peak is achieved FLOP/s over it; without one it is None."""
+    from bench.device import cache_path
+
+    (plain,) = bench.latency("resnet20", warmup=0, iters=2, threads=1)
+    assert plain["peak_flops_s"] is None and plain["percent_of_peak"] is None
+    path = cache_path("cpu")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"peak_flops_s_fp32": 1e11}))
+    (record,) = bench.latency("resnet20", warmup=0, iters=2, threads=1)
+    assert record["peak_flops_s"] == 1e11
+    assert record["percent_of_peak"] == pytest.approx(100 * record["flops_s_achieved"] / 1e11)
+
+
+def test_flops_record_names_its_counters():
+    record = bench.profile("resnet20")
     validate_record(record)
+    assert measured_keys(record) == set(FIELDS["flops"])
+    assert record["counters"]["macs"] == "thop" and record["flops"] > record["macs"] > 0
     assert record["units"]["macs"].startswith("multiply-accumulates")
 
 
-def test_a_broken_metric_is_rejected():
-    record = measure_model("resnet20", ["torch"], [1], Settings(warmup=0, iters=1, threads=1))[0]
-    record["latency_ms_p50"] = "fast"
+def test_a_broken_metric_or_a_missing_field_is_rejected():
+    (record,) = bench.latency("resnet20", warmup=0, iters=1, threads=1)
     with pytest.raises(ValueError, match="latency_ms_p50"):
+        validate_record({**record, "latency_ms_p50": "fast"})
+    del record["latencies_ms"]
+    with pytest.raises(ValueError, match="latencies_ms"):
         validate_record(record)
+
+
+def test_builders_refuse_fields_their_kind_does_not_have():
+    from bench.records import _record
+
+    with pytest.raises(ValueError, match="no field"):
+        _record("flops", {"latency_ms_p50": 1.0}, None, "x")
+    with pytest.raises(ValueError, match="study context"):
+        _record("flops", {}, {"mood": "good"}, "x")

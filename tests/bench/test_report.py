@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 
 from bench import report
-from bench.results import make_record
+from tests.conftest import record_of
 
 ENGINES = ("torch", "ort")
 CLASSES = ["T-shirt", "Trouser", "Pullover"]
 
 
-def _unit(study, label, model, group, *, train_err, test_top1, flops, params, latency, history_len=3, **extra):
+def _unit(study, label, model, group, *, train_err, test_top1, flops, params, latency, history_len=3,
+          schedule="step", **extra):
     """The records one measured unit leaves (train, flops, export, latency/throughput/accuracy per engine)."""
     common = dict(command="test", study=study, label=label, group=group, unit=f"{model}-{label}", model=model,
                   act="relu", model_config={"name": model, **extra.pop("config", {})},
@@ -20,21 +21,22 @@ def _unit(study, label, model, group, *, train_err, test_top1, flops, params, la
                 "val_acc": test_top1 - 0.05 * (history_len - 1 - e), "train_loss": 1.0, "val_loss": 1.0}
                for e in range(history_len)]
     out = [
-        make_record("train", **common, history=history, epochs=history_len, final_train_error=train_err,
-                    final_val_error=1 - test_top1, best_epoch=history_len, train_images_per_epoch=900),
-        make_record("flops", **common, params=params, macs=flops // 2, flops=flops),
-        make_record("export", **common, exporter="torchscript", parity_passed=True, parity_max_abs_err=1e-6),
+        record_of("train", **common, history=history, epochs=history_len, final_train_error=train_err,
+                  final_val_error=1 - test_top1, best_epoch=history_len, train_images_per_epoch=900,
+                  train_config={"epochs": history_len, "optimizer": "adam", "lr": 1e-3, "schedule": schedule}),
+        record_of("flops", **common, params=params, macs=flops // 2, flops=flops),
+        record_of("export", **common, exporter="torchscript", parity_passed=True, parity_max_abs_err=1e-6),
     ]
     for i, engine in enumerate(ENGINES):
-        out.append(make_record("latency", **common, engine=engine, latency_ms_p50=latency * (1 + i),
-                               latency_ms_p99=latency * 2, latency_cv=0.05))
-        out.append(make_record("throughput", **common, engine=engine, batch=32, throughput_img_s=1000.0 / latency))
-        out.append(make_record("accuracy", **common, engine=engine, top1=test_top1, f1_macro=test_top1 - 0.01,
-                               reference_engine="torch", agreement=1.0,
-                               per_class=[{"class": c, "name": n, "f1": test_top1, "precision": 0.5, "recall": 0.5,
-                                           "support": 10} for c, n in enumerate(CLASSES)]))
+        out.append(record_of("latency", **common, engine=engine, latency_ms_p50=latency * (1 + i),
+                             latency_ms_p99=latency * 2, latency_cv=0.05))
+        out.append(record_of("throughput", **common, engine=engine, batch=32, throughput_img_s=1000.0 / latency))
+        out.append(record_of("accuracy", **common, engine=engine, top1=test_top1, f1_macro=test_top1 - 0.01,
+                             reference_engine="torch", agreement=1.0,
+                             per_class=[{"class": c, "name": n, "f1": test_top1, "precision": 0.5, "recall": 0.5,
+                                         "support": 10} for c, n in enumerate(CLASSES)]))
     for subset, top1 in extra.pop("subsets", {}).items():
-        out.append(make_record("accuracy", **common, engine="ort", top1=top1, eval_channels=subset))
+        out.append(record_of("accuracy", **common, engine="ort", top1=top1, eval_channels=subset))
     return out
 
 
@@ -124,3 +126,19 @@ def test_target_met_when_the_four_layer_net_is_close(records, tmp_path):
 def test_an_empty_study_says_so(tmp_path):
     md = report.render_report([], _run(["depth"]), tmp_path)
     assert "No records yet." in md
+
+
+def test_the_preset_line_says_what_ran(records, tmp_path):
+    """The schedule comes from the train records (the fixture's units ran 'step', not the default cosine),
+    and params are every parameter, as bench.flops.count_params counts them."""
+    md = report.render_report(records, _run(["depth"]), tmp_path)
+    assert "(lr default, step schedule)" in md and "cosine" not in md
+    assert "params = all parameters (trainable or not)" in md and "trainable parameters" not in md
+    records += _unit("depth", "resnet110", "resnet110", "residual", train_err=0.1, test_top1=0.8, flops=1, params=1,
+                     latency=1.0, schedule="onecycle")
+    assert "step / onecycle schedules" in report.render_report(records, _run(["depth"]), tmp_path)
+    # Before any unit has trained: what the preset names, or nothing rather than a guess.
+    run = _run(["depth"])
+    assert "schedule" not in report.render_report([], run, tmp_path).split("Units:")[0].split("Preset:")[1]
+    run["preset_settings"]["schedule"] = "plateau"
+    assert "plateau schedule" in report.render_report([], run, tmp_path)

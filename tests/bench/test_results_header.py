@@ -7,10 +7,11 @@ import json
 import pytest
 
 from bench import results
+from tests.conftest import record_of
 
 
 def test_make_record_has_header_and_machine():
-    record = results.make_record("latency", model="resnet20", latency_ms_p50=1.5, command="rbench latency resnet20")
+    record = record_of("latency", model="resnet20", latency_ms_p50=1.5, command="rbench latency resnet20")
     for key in results.REQUIRED_FIELDS:
         assert key in record
     machine = record["machine"]
@@ -23,14 +24,14 @@ def test_unknown_kind_and_nan_are_rejected():
     with pytest.raises(ValueError, match="kind"):
         results.make_record("nonsense")
     with pytest.raises(ValueError, match="NaN"):
-        results.make_record("latency", latency_ms_p50=float("nan"))
+        record_of("latency", latency_ms_p50=float("nan"))
     with pytest.raises(ValueError, match="number"):
-        results.make_record("flops", macs="many")
+        record_of("flops", macs="many")
 
 
 def test_append_and_read_back(tmp_path):
-    a = results.make_record("flops", model="a", macs=1, command="x")
-    b = results.make_record("flops", model="b", macs=2, command="x")
+    a = record_of("flops", model="a", macs=1, command="x")
+    b = record_of("flops", model="b", macs=2, command="x")
     path = results.append_record(a, tmp_path)
     results.append_record(b, tmp_path)
     assert path.name == "flops.jsonl"
@@ -45,7 +46,7 @@ def test_unwritable_results_dir_is_an_environment_problem(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(EnvironmentProblem, match="cannot write results"):
-        results.append_record(results.make_record("flops", macs=1, command="x"), blocker / "results")
+        results.append_record(record_of("flops", macs=1, command="x"), blocker / "results")
 
 
 def test_machine_slug_is_file_safe():
@@ -62,10 +63,9 @@ def test_in_process_cli_records_its_own_command(run_cli, tmp_path):
 
 def test_descriptive_fields_beside_metrics_are_free_form():
     # A string beside the metrics (memory_kind, counters_warning) is fine; a metric must be a number.
-    record = results.make_record("latency", memory_kind="process_rss_peak", memory_peak_bytes=10,
-                                 counters_warning="thop missed a functional op", command="x")
-    assert record["memory_kind"] == "process_rss_peak"
+    record = record_of("latency", peak_memory_source="process_rss_peak", memory_peak_bytes=10, command="x")
+    assert record["peak_memory_source"] == "process_rss_peak"
     with pytest.raises(ValueError, match="number"):
-        results.make_record("latency", memory_peak_bytes="10", command="x")
+        record_of("latency", memory_peak_bytes="10", command="x")
     with pytest.raises(ValueError, match="number"):
-        results.make_record("latency", latency_ms_p99="slow", command="x")
+        record_of("latency", latency_ms_p99="slow", command="x")

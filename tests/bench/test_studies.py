@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
+import bench.data.fashion_mnist
 import nets
 from bench.errors import UsageProblem
-from bench.results import make_record, read_records
+from bench.results import read_records
 from bench.studies import PRESETS, STUDIES, get_preset, runner, study_plan
-from bench.studies.plans import UnitSpec
+from bench.studies.plans import ROLE_MODELS, UnitSpec, resolve_role
+from tests.conftest import record_of
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -23,6 +26,33 @@ def test_every_plan_uses_registered_models(study, preset):
         assert unit.spec.model in registered
     labels = [u.label for u in plan.units]
     assert len(labels) == len(set(labels)), "labels must be unique within a study (they key the tables)"
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_every_role_resolves_to_a_registered_model(preset):
+    preset = get_preset(preset)
+    registered = set(nets.list_models())
+    assert set(ROLE_MODELS.values()) <= registered, "a default that names no model"
+    named = {*preset.models, *preset.model_kwargs, *preset.family_roles}
+    assert named <= set(ROLE_MODELS), "a preset names a role no plan knows"
+    for role in ROLE_MODELS:
+        assert resolve_role(role, preset) in registered
+    assert resolve_role("rrdb", preset) == "rrdb_attention_net" and resolve_role("template", preset) == "template_cnn"
+
+
+def test_an_unresolvable_role_is_an_error_not_a_skip():
+    quick = get_preset("quick")
+    with pytest.raises(UsageProblem, match="unknown model role 'transformer'"):
+        resolve_role("transformer", quick)
+    renamed = dataclasses.replace(quick, models={**quick.models, "rrdb": "rrdb_net_v2"})
+    with pytest.raises(UsageProblem, match="role 'rrdb' of preset 'quick' names no registered model"):
+        resolve_role("rrdb", renamed)
+    with pytest.raises(UsageProblem, match="role 'rrdb'"):
+        study_plan("family", renamed)  # the family study used to leave such a net out without a word
+    with pytest.raises(UsageProblem, match="unknown model role.*'dyvgg'"):
+        study_plan("depth", dataclasses.replace(quick, models={"dyvgg": "dy_vgg11"}))  # a typo changes nothing: refused
+    with pytest.raises(UsageProblem, match="unknown model role.*'keras'"):
+        study_plan("family", dataclasses.replace(quick, family_roles=("template", "keras")))
 
 
 def test_quick_preset_covers_what_the_studies_promise():
@@ -66,11 +96,13 @@ def test_unknown_names_are_usage_errors():
 
 def test_auto_dataset_is_fashion_mnist_where_installed_else_digits(tmp_path, monkeypatch):
     monkeypatch.delenv("RBENCH_DATA", raising=False)
-    monkeypatch.setattr(runner, "FASHION_ROOT", tmp_path / "nowhere")
+    # Hide the installed copy wherever the search reads its default folder from.
+    monkeypatch.setattr(bench.data.fashion_mnist, "DEFAULT_FASHION_ROOT", tmp_path / "nowhere")
     name, why = runner.resolve_dataset("auto")
     assert name == "digits" and "not installed" in why
     (tmp_path / "fm").mkdir()
-    (tmp_path / "fm" / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (tmp_path / "fm" / f"{stem}.gz").write_bytes(b"")  # found by name; nothing is read
     name, why = runner.resolve_dataset("auto", str(tmp_path / "fm"))
     assert name == "fashion-mnist" and str(tmp_path / "fm") in why
 
@@ -86,7 +118,7 @@ def _fake_measure(calls, fail_on=None):
         on_stage("train")
         if spec.unit_id == fail_on:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-unit
-        return [make_record("flops", unit=spec.unit_id, model=spec.model, params=1, macs=1, flops=2, command="test")]
+        return [record_of("flops", unit=spec.unit_id, model=spec.model, params=1, macs=1, flops=2)]
     return measure
 
 

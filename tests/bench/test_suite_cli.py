@@ -36,7 +36,7 @@ def test_smoke_suite_writes_a_report_and_valid_records(smoke_run):
     assert {"train", "flops", "export", "latency", "throughput", "accuracy"} <= kinds
     assert {r["engine"] for r in records if r["kind"] == "latency"} == {"torch", "ort"}
     assert all(r["parity_passed"] for r in records if r["kind"] == "export")
-    assert all(r["dataset"]["name"] == "digits" for r in records)
+    assert all(r["dataset"]["name"] == "digits" for r in records if r["kind"] in ("train", "accuracy"))
     for study in ("Depth", "Dynamic", "Activation", "Families", "Key findings"):
         assert f"## {study}" in report
     assert "digits (asked for)" in report
@@ -119,3 +119,27 @@ def test_one_study_runs_alone_into_its_own_folder(run_cli, tmp_path):
     assert {r["study"] for r in records} == {"activation"}
     assert {r["label"] for r in records} == {"relu", "leaky_relu", "silu"}
     assert {r["engine"] for r in records if r["kind"] == "latency"} == {"ort"}
+
+
+def test_suite_records_and_cli_records_carry_the_same_keys(smoke_run, run_cli, tmp_path, monkeypatch):
+    """The suite and the CLI build each kind with one builder: the same keys, less the study's own context."""
+    from bench.records import STUDY_FIELDS
+    from bench.results import REQUIRED_FIELDS
+
+    monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
+    code, output, out = smoke_run
+    assert code == 0, output
+    cli_out = tmp_path / "cli"
+    fast = ("--warmup", "1", "--iters", "2", "--threads", "1", "--input-size", "16", "--in-chans", "1", "--out", cli_out)
+    for args in (("latency", "resnet20", "--engine", "torch,ort", *fast), ("throughput", "resnet20", "--batch", "1,2", *fast),
+                 ("flops", "resnet20", "--input-size", "16", "--out", cli_out),
+                 ("export", "resnet20", "--input-size", "16", "--out", tmp_path / "exports", "--results", cli_out)):
+        got, _, err = run_cli(*args)
+        assert got == 0, err
+    ignore = set(REQUIRED_FIELDS) | {"rbench_version"} | set(STUDY_FIELDS)
+    suite = {}
+    for record in read_records(out / "records.jsonl"):
+        suite.setdefault(record["kind"], set(record) - ignore)
+    for kind in ("latency", "throughput", "flops", "export"):
+        (cli_record, *_) = read_records(cli_out / f"{kind}.jsonl")
+        assert set(cli_record) - ignore == suite[kind], kind

@@ -29,7 +29,9 @@ def test_list_whole_zoo_as_json_is_fast(run_cli):
     rows = json.loads(out)
     assert [r["name"] for r in rows] == nets.list_models()
     for r in rows:
-        assert r["kind"] in nets.KINDS and r["params"] > 0 and r["macs"] > 0 and r["flops"] == 2 * r["macs"]
+        assert r["kind"] in nets.KINDS and r["params"] > 0 and r["macs"] > 0
+        # thop counts norms and pools too, so its MACs sit 0-7% above FLOPs / 2 (most for the BN-heavy Keras nets).
+        assert 0.93 <= r["flops"] / (2 * r["macs"]) <= 1.0, r["name"]
     by_name = {r["name"]: r for r in rows}
     assert by_name["resnet20"]["params"] == 269_722 and by_name["resnet20"]["twin"] == "plain20"
     assert by_name["dy_vgg19"]["kind"] == "dynamic" and by_name["vgg19_bn"]["kind"] == "static"

@@ -31,7 +31,7 @@ def ort_engine(tmp_path_factory):
     import os
 
     os.environ.setdefault("RBENCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-    engine = create_engine("ort", model_name="resnet20", input_shape=(3, 32, 32), threads=1)
+    engine = create_engine("ort", "resnet20", threads=1)
     with engine:
         yield engine
 
@@ -73,7 +73,7 @@ def test_torch_engine_median_matches_a_bare_loop(benchmark):
 
     model = nets.create_model("resnet20").eval()
     batch = np.random.default_rng(0).standard_normal((1, 3, 32, 32), dtype=np.float32)
-    with create_engine("torch", model=model, input_shape=(3, 32, 32)) as engine:
+    with create_engine("torch", model) as engine:
         x = engine.prepare(batch)
         bare, harness = [], []
         with torch.inference_mode():

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import nets
-from bench.errors import DataProblem, UsageProblem
 from export.checkpoint import apply_checkpoint, load_checkpoint, state_dict_mismatch
+from export.errors import DataProblem, UsageProblem
 
 
 @pytest.mark.parametrize("wrap", [

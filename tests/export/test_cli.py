@@ -133,7 +133,7 @@ def test_unwritable_out_is_refused(run_cli, tmp_path):
 def test_engine_trt_without_tensorrt_names_the_extra(run_cli, tmp_path):
     out = tmp_path / "out"
     code, _, err = run_cli("export", "resnet20", "--engine", "trt", "--out", out)
-    assert code == 1 and "pip install -e .[trt]" in _one_line(err)
+    assert code == 1 and "TensorRT is not available: pip install 'rbench[trt]'" in _one_line(err)
     assert _files(out) == []  # refused before exporting anything
 
 

@@ -11,7 +11,7 @@ import torch
 import export
 import export.onnx as export_onnx
 import nets
-from bench.errors import DataProblem, EnvironmentProblem, UsageProblem
+from export.errors import DataProblem, EnvironmentProblem, UsageProblem
 
 SHAPE = (3, 32, 32)
 
@@ -35,7 +35,7 @@ def test_dynamo_export_report_and_dynamic_batch(tmp_path, resnet20):
     assert report.dynamic_axes == {"input": {0: "batch"}, "logits": {0: "batch"}}
     # The trace ran at batch 2, so verifying at 1 and 3 exercises the symbolic batch.
     assert report.traced_batch == 2 and [b.batch for b in report.parity.batches] == [1, 3]
-    assert report.parity.passed and report.external_data is None
+    assert report.parity.passed and report.external_data is None and report.warnings == []
     assert report.onnx_sha256 == export.sha256_files(path)
     # dynamo writes weights to a side .data file; rbench re-saves them inside the model.
     assert _files(tmp_path) == ["m.onnx"]
@@ -51,7 +51,7 @@ def test_dynamo_export_report_and_dynamic_batch(tmp_path, resnet20):
 def test_torchscript_exporter_and_static_batch(tmp_path, resnet20):
     report = export.to_onnx(resnet20, tmp_path / "s.onnx", SHAPE, exporter="torchscript", dynamic_batch=False,
                             batch=4, opset=17)
-    assert report.exporter == "torchscript" and report.opset == 17
+    assert report.exporter == "torchscript" and report.opset == 17 and report.warnings == []
     assert report.input_shapes == [[4, 3, 32, 32]] and report.dynamic_axes == {}
     assert [b.batch for b in report.parity.batches] == [4]  # a fixed graph is checked at its batch only
 
@@ -123,6 +123,8 @@ def test_large_model_goes_to_a_side_data_file(tmp_path, resnet20, monkeypatch):
     report = export.to_onnx(resnet20, path, SHAPE, exporter="torchscript")
     assert _files(tmp_path) == ["big.onnx", "big.onnx.data"]
     assert report.external_data == str(tmp_path / "big.onnx.data")
+    (warning,) = report.warnings
+    assert "side file big.onnx.data" in warning and "beside big.onnx" in warning
     assert report.onnx_sha256 == export.sha256_files(path, tmp_path / "big.onnx.data")
     proto = onnx.load(str(path), load_external_data=False)
     locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
@@ -140,6 +142,7 @@ def test_dynamo_failure_falls_back_to_torchscript_and_says_why(tmp_path, resnet2
     monkeypatch.setattr(export_onnx, "_export_dynamo", broken)
     report = export.to_onnx(resnet20, tmp_path / "fb.onnx", SHAPE)
     assert report.exporter == "torchscript" and "pretend dynamo" in report.fallback_reason
+    assert report.warnings == [f"fell back to the TorchScript exporter: {report.fallback_reason}"]
     assert report.parity.passed and _files(tmp_path) == ["fb.onnx"]
     with pytest.raises(DataProblem, match="dynamo export failed: pretend"):
         export.to_onnx(resnet20, tmp_path / "strict.onnx", SHAPE, exporter="dynamo")

@@ -1,18 +1,19 @@
-"""export.tensorrt on the CPU: profile arithmetic, precision plans, cache keys, missing TensorRT.
+"""export.tensorrt on the CPU: profile arithmetic, precision plans, cache keys, missing or broken TensorRT.
 
 The build itself needs TensorRT and a CUDA GPU; that test skips with its reason elsewhere.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 
 import pytest
 
 import export
 import nets
-from bench.errors import DataProblem, EnvironmentProblem, MissingDependency, UsageProblem
 from export import tensorrt as trt_export
+from export.errors import DataProblem, EnvironmentProblem, MissingDependency, UsageProblem
 
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
@@ -96,11 +97,12 @@ def test_cache_key_changes_with_every_component(field, other):
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here; this checks the message without it")
 def test_missing_tensorrt_is_one_line_and_writes_nothing(tmp_path):
-    ok, reason = trt_export.trt_available()
-    assert not ok and "pip install -e .[trt]" in reason
+    ok, reason = trt_export.trt_status()
+    assert not ok and reason == f"TensorRT is not available: {trt_export.INSTALL_HINT}"
+    assert "pip install 'rbench[trt]'" in reason
     onnx_path = tmp_path / "m.onnx"
     export.to_onnx(nets.create_model("resnet20"), onnx_path, (3, 32, 32), exporter="torchscript", verify=False)
-    with pytest.raises(MissingDependency, match=r"TensorRT is not available: .*pip install -e \.\[trt\]"):
+    with pytest.raises(MissingDependency, match=r"TensorRT is not available: pip install 'rbench\[trt\]'"):
         export.build_trt_engine(onnx_path, tmp_path / "m.engine", precision="fp32", batch_range=(1, 8, 64),
                                 timing_cache=tmp_path / "cache")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
@@ -127,7 +129,7 @@ def _cuda_ok() -> bool:
 
 @pytest.mark.trt
 def test_build_engine_on_a_gpu(tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install -e .[trt])")
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'rbench[trt]')")
     if not _cuda_ok():
         pytest.skip("TensorRT is installed but torch sees no CUDA GPU")
     onnx_path = tmp_path / "m.onnx"
@@ -152,10 +154,44 @@ def test_no_gpu_and_old_tensorrt_are_named(monkeypatch, tmp_path):
     fake.__version__ = "10.9.0"
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(trt_export, "_gpu_identity", lambda: None)
-    ok, reason = trt_export.trt_available()
-    assert not ok and reason.startswith("no CUDA GPU")
-    with pytest.raises(EnvironmentProblem, match="no CUDA GPU: TensorRT needs an NVIDIA GPU"):
+    ok, reason = trt_export.trt_status()
+    assert not ok and reason.startswith("no CUDA GPU: TensorRT 10.9.0 is installed but torch sees no GPU")
+    with pytest.raises(EnvironmentProblem, match="no CUDA GPU: .*TensorRT needs an NVIDIA GPU"):
         trt_export.require_trt()
+    assert trt_export.import_tensorrt() is fake  # importing needs no GPU
+    monkeypatch.setattr(trt_export, "_gpu_identity", lambda: ("Fake GPU", "9.0"))
+    assert trt_export.trt_status() == (True, "TensorRT 10.9.0 on Fake GPU (compute capability 9.0)")
+    assert trt_export.require_trt() is fake
     fake.__version__ = "8.6.1"
-    with pytest.raises(MissingDependency, match="TensorRT 10 or newer"):
-        trt_export.require_trt()
+    for call in (trt_export.import_tensorrt, trt_export.require_trt):
+        with pytest.raises(MissingDependency, match=r"TensorRT 10 or newer \(found 8.6.1\) is not available: pip"):
+            call()
+    assert trt_export.trt_status() == (False, f"TensorRT 10 or newer (found 8.6.1) is not available: {trt_export.INSTALL_HINT}")
+
+
+class _BrokenInstall(importlib.abc.MetaPathFinder):
+    """Finds `tensorrt` and fails the way a broken install does: its shared libraries do not load."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorrt":
+            raise OSError("libnvinfer.so.10: cannot open shared object file: No such file or directory")
+        return None
+
+
+@pytest.mark.parametrize("broken, message", [
+    (None, r"TensorRT is not available: pip install 'rbench\[trt\]'"),
+    (_BrokenInstall(), r"TensorRT \(it does not load: libnvinfer.so.10: cannot open .*\) is not available: pip"),
+])
+def test_missing_or_broken_tensorrt_is_one_missing_dependency(monkeypatch, broken, message):
+    import sys
+
+    monkeypatch.delitem(sys.modules, "tensorrt", raising=False)
+    if broken is None:
+        monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails as if not installed
+    else:
+        monkeypatch.setattr(sys, "meta_path", [broken, *sys.meta_path])
+    with pytest.raises(MissingDependency, match=message) as caught:
+        trt_export.import_tensorrt()
+    assert caught.value.exit_code == 1 and "\n" not in str(caught.value)
+    ok, reason = trt_export.trt_status()
+    assert not ok and reason == str(caught.value)

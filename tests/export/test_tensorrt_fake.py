@@ -2,7 +2,7 @@
 
 The stand-in records what the builder is asked (network flags, builder flags, profile, workspace,
 timing cache) and returns fixed bytes, so the build logic (reuse by cache key, timing cache round
-trip, atomic outputs, errors) runs on the CPU. It checks our side of the API only; whether TensorRT
+trip and fallback, atomic outputs, errors, warnings) runs on the CPU. It checks our side of the API only; whether TensorRT
 accepts it is for the GPU test in test_tensorrt.py.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import sys
 import types
 
@@ -17,11 +18,14 @@ import pytest
 
 import export
 import nets
-from bench.errors import DataProblem, EnvironmentProblem
 from export import tensorrt as trt_export
+from export.errors import DataProblem, EnvironmentProblem, UsageProblem
 
 
-def make_fake_trt(version: str, calls: list, *, parse_ok: bool = True, build_ok: bool = True):
+def make_fake_trt(version: str, calls: list, *, parse_ok: bool = True, build_ok: bool = True,
+                  cache: str = "ok"):
+    """`cache`: "ok"; "rejected" (set_timing_cache refuses a loaded cache, as for another GPU or
+    TensorRT version); "corrupt" (create_timing_cache cannot read the bytes); "broken" (no cache at all)."""
     trt = types.ModuleType("tensorrt")
     trt.__version__ = version
     major = int(version.split(".")[0])
@@ -80,11 +84,16 @@ def make_fake_trt(version: str, calls: list, *, parse_ok: bool = True, build_ok:
 
         def create_timing_cache(self, data):
             calls.append(("load_cache", bytes(data)))
-            self.cache = TimingCache(bytes(data))
-            return self.cache
+            if cache == "broken" or (cache == "corrupt" and data):
+                return None  # what TensorRT returns for bytes it cannot deserialize
+            return TimingCache(bytes(data))
 
-        def set_timing_cache(self, cache, ignore_mismatch):
-            assert ignore_mismatch is False
+        def set_timing_cache(self, timing_cache, ignore_mismatch):
+            assert ignore_mismatch is False and timing_cache is not None
+            if cache == "rejected" and timing_cache.data:
+                return False
+            self.cache = timing_cache
+            return True
 
         def get_timing_cache(self):
             return self.cache
@@ -148,6 +157,7 @@ def test_tensorrt_10_fp16_uses_the_builder_flag(fake, onnx_files, tmp_path):
     assert manifest["cache_key"] == report.cache_key and manifest["tensorrt_version"] == "10.13.3"
     assert manifest["gpu_name"] == "Fake GPU" and manifest["compute_capability"] == "9.0"
     assert manifest["precision_plan"]["set_flags"] == ["FP16"] and not report.reused
+    assert report.warnings == [] and manifest["warnings"] == []
 
 
 def test_tensorrt_11_builds_strongly_typed_without_precision_flags(fake, onnx_files, tmp_path):
@@ -155,8 +165,6 @@ def test_tensorrt_11_builds_strongly_typed_without_precision_flags(fake, onnx_fi
     export.build_trt_engine(onnx_files / "m-fp16.onnx", tmp_path / "m.engine", precision="fp16")
     assert ("network_flags", 1 << 5) in calls
     assert not [c for c in calls if c[0] == "set_flag"]
-    from bench.errors import UsageProblem
-
     with pytest.raises(UsageProblem, match="--precision fp16"):  # an fp32 file cannot give fp16 on 11
         export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "x.engine", precision="fp16")
     assert not (tmp_path / "x.engine").exists()
@@ -175,6 +183,57 @@ def test_engine_reused_only_while_the_key_matches_and_timing_cache_round_trips(f
     forced = export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "m.engine", batch_range="1,16,64",
                                      force=True, **kwargs)
     assert not forced.reused and calls.count(("build",)) == 3
+
+
+@pytest.mark.parametrize("cache, warning", [
+    ("rejected", "TensorRT refused the timing cache .*t.cache \\(made by another TensorRT version or GPU\\); "
+                 "started a fresh one, which replaces it"),
+    ("corrupt", "TensorRT cannot read the timing cache .*t.cache \\(corrupt or from another version\\); "
+                "started a fresh one, which replaces it"),
+])
+def test_unusable_timing_cache_is_replaced_by_a_fresh_one_with_a_warning(fake, onnx_files, tmp_path, cache, warning):
+    calls = fake("10.13.3", cache=cache)
+    (tmp_path / "t.cache").write_bytes(b"OTHER-GPU")
+    report = export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "m.engine", timing_cache=tmp_path / "t.cache")
+    assert ("load_cache", b"OTHER-GPU") in calls and ("load_cache", b"") in calls  # tried, then started afresh
+    (message,) = report.warnings
+    assert re.fullmatch(warning, message), message
+    assert report.timing_cache_loaded_bytes == 0 and not report.timing_cache_hit
+    assert (tmp_path / "t.cache").read_bytes() == b"+tactics" and report.timing_cache_saved_bytes == len(b"+tactics")
+    assert (tmp_path / "m.engine").read_bytes() == b"ENGINE"
+    assert json.loads((tmp_path / "m.engine.json").read_text())["warnings"] == [message]
+
+
+def test_no_timing_cache_at_all_builds_without_one_and_keeps_the_file(fake, onnx_files, tmp_path):
+    fake("10.13.3", cache="broken")
+    (tmp_path / "t.cache").write_bytes(b"OLD")
+    report = export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "m.engine", timing_cache=tmp_path / "t.cache")
+    assert report.warnings[-1] == ("TensorRT could not create an empty timing cache; built without one and left "
+                                   f"{tmp_path / 't.cache'} as it was")
+    assert (tmp_path / "t.cache").read_bytes() == b"OLD" and report.timing_cache_saved_bytes == 0
+    assert (tmp_path / "m.engine").read_bytes() == b"ENGINE"
+
+
+def test_unwritable_timing_cache_is_a_warning_not_a_lost_engine(fake, onnx_files, tmp_path):
+    fake("10.13.3")
+    (tmp_path / "cache").mkdir()  # a folder where the cache file should go: the write fails
+    report = export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "m.engine", timing_cache=tmp_path / "cache")
+    (message,) = report.warnings
+    assert message.startswith(f"timing cache {tmp_path / 'cache'} cannot be written") and "time tactics again" in message
+    assert report.timing_cache_saved_bytes == 0 and (tmp_path / "m.engine").read_bytes() == b"ENGINE"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "m.engine", "m.engine.json"]
+    assert list((tmp_path / "cache").iterdir()) == []  # no temporary file left behind
+
+
+def test_tensorrt_10_fp16_from_an_fp32_file_warns_that_parity_did_not_cover_it(fake, onnx_files, tmp_path):
+    calls = fake("10.13.3")
+    report = export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "m.engine", precision="fp16")
+    assert ("set_flag", "FP16") in calls
+    (message,) = report.warnings
+    assert message.startswith("fp16 engine from an fp32 ONNX file: TensorRT 10 chooses fp16 kernels layer by layer")
+    assert "--precision fp16" in message
+    again = export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "m.engine", precision="fp16")
+    assert again.reused and again.warnings == [message]  # the manifest keeps what the build said
 
 
 @pytest.mark.parametrize("failure, error, message", [

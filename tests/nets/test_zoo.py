@@ -197,6 +197,27 @@ def test_vgg_small_input_head_is_global_pool_and_linear():
     assert n_params(model) < 15e6  # no 4096-wide FC layers
 
 
+def _stem(model: nn.Module) -> list:
+    conv = model.conv1
+    return [model.stem, conv.kernel_size, conv.stride, conv.padding, type(model.maxpool).__name__]
+
+
+def test_resnet_stems_are_two_and_small_is_an_alias_of_cifar():
+    """'small' and 'cifar' always built the same 3x3/1 stem: one stem, two accepted names."""
+    from nets.families.resnet import BasicBlock, ResNet
+
+    build = lambda stem: ResNet(BasicBlock, (1, 1), widths=(16, 32), num_classes=10, stem=stem)  # noqa: E731
+    small, cifar, imagenet = build("small"), build("cifar"), build("imagenet")
+    assert _stem(small) == _stem(cifar) == ["cifar", (3, 3), (1, 1), (1, 1), "Identity"]
+    assert _stem(imagenet) == ["imagenet", (7, 7), (2, 2), (3, 3), "MaxPool2d"]
+    assert {k: v.shape for k, v in small.state_dict().items()} == {k: v.shape for k, v in cifar.state_dict().items()}
+    # The registry's nets: CIFAR ResNets and small_input ImageNet ResNets open with the same stem.
+    assert _stem(nets.create_model("resnet18", small_input=True)) == _stem(nets.create_model("resnet20"))
+    assert nets.create_model("resnet18").stem == "imagenet"
+    with pytest.raises(ValueError, match="'imagenet', 'cifar', 'small'"):
+        build("tiny")
+
+
 def test_rrdb_attention_net_starts_with_identity_attention():
     model = nets.create_model("rrdb_attention_net").eval()
     assert model.attention.gamma.item() == 0

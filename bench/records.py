@@ -1,0 +1,194 @@
+"""One builder per record kind, used by the CLI and the studies alike, so their records agree key for key.
+
+Each builder returns a validated record (`bench.results.make_record`) whose keys are exactly
+`FIELDS[kind]`, plus the header (schema, time, machine, commit, command) and any study context
+(`STUDY_FIELDS`: the suite says which unit and study a record belongs to). A missing value is
+`None`, never a missing key, so tables and diffs can rely on the keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bench.results import make_record
+
+#: The fields each kind carries beyond the header; `validate_record` checks them.
+FIELDS: dict[str, tuple[str, ...]] = {
+    "latency": (
+        "model", "source", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape",
+        "params", "macs", "flops", "settings", "latency_ms_min", "latency_ms_mean", "latency_ms_std",
+        "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv",
+        "high_variation", "throughput_img_s", "flops_s_achieved", "percent_of_peak", "peak_flops_s", "peak_source",
+        "iters", "warmup_iters", "warmup_s", "timed_wall_s", "include_transfers", "timer", "memory_peak_bytes",
+        "peak_memory_source", "latencies_ms", "load_average_after", "error",
+    ),
+    "throughput": (
+        "model", "source", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape",
+        "params", "macs", "flops", "settings", "throughput_img_s", "latency_ms_p50", "flops_s_achieved",
+        "percent_of_peak", "peak_flops_s", "memory_peak_bytes", "load_average_after", "sweep", "error",
+    ),
+    "flops": (
+        "model", "source", "model_config", "input_shape", "batch", "params", "macs", "flops", "flops_per_mac",
+        "counters_agree", "counters_warning", "counters", "units",
+    ),
+    "export": (
+        "model", "source", "model_config", "engine", "precision", "batch", "input_shape", "opset", "exporter",
+        "fallback_reason", "onnx_sha256", "onnx_bytes", "export_seconds", "parity", "parity_passed",
+        "parity_max_abs_err", "parity_max_rel_err", "parity_min_cosine", "parity_top1_agreement", "warnings",
+        "engine_build_seconds",
+    ),
+    "accuracy": (
+        "model", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape", "split",
+        "dataset", "checkpoint", "checkpoint_epoch", "samples", "top1", "top5", "precision_macro", "recall_macro",
+        "f1_macro", "per_class", "confusion_matrix", "seconds", "reference_engine", "top1_delta", "agreement",
+        "max_abs_logit_diff", "mean_abs_logit_diff",
+    ),
+    "train": (
+        "model", "model_config", "engine", "device", "dataset", "train_config", "batch", "history", "epochs",
+        "best_epoch", "best_val_acc", "stopped_early", "train_img_s", "train_seconds", "train_images_per_epoch",
+        "final_train_error", "final_val_error", "params", "checkpoint", "curves_png", "resumed",
+    ),
+    "device": ("slug", "peaks", "cache"),
+}
+
+#: What a study adds to any record: which unit, study and settings it belongs to.
+STUDY_FIELDS = ("unit", "study", "label", "group", "preset", "act", "channels", "eval_channels", "eval_channel_mode",
+                "unit_seconds")
+
+_LATENCY_SUMMARY = ("latency_ms_min", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
+                    "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv", "high_variation",
+                    "throughput_img_s", "flops_s_achieved", "percent_of_peak")
+
+
+def _record(kind: str, values: dict[str, Any], context: dict[str, Any] | None, command: str | None) -> dict[str, Any]:
+    unknown = sorted(set(values) - set(FIELDS[kind]))
+    if unknown:  # a builder bug, not a user error
+        raise ValueError(f"{kind} record has no field(s) {unknown}")
+    extra = dict(context or {})
+    stray = sorted(set(extra) - set(STUDY_FIELDS))
+    if stray:
+        raise ValueError(f"study context has unknown field(s) {stray}; allowed: {STUDY_FIELDS}")
+    fields = {key: values.get(key) for key in FIELDS[kind]}
+    return make_record(kind, command=command, **fields, **extra)
+
+
+def _model_fields(source: dict[str, Any], model_config: dict[str, Any] | None) -> dict[str, Any]:
+    return {"model": source["name"], "source": source, "model_config": model_config}
+
+
+def latency_record(*, source: dict[str, Any], model_config: dict[str, Any] | None, engine: str,
+                   engine_info: dict[str, Any], precision: str, device: str, batch: int, input_shape: Sequence[int],
+                   profile: dict[str, Any], settings: dict[str, Any], run: dict[str, Any] | None = None,
+                   summary: dict[str, Any] | None = None, peak_flops_s: float | None = None,
+                   peak_source: str | None = None, load_average: list[float] | None = None, error: str | None = None,
+                   context: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+    """One timed run (`bench.timing.measure_latency`'s `run`, `bench.stats.summarize`'s `summary`),
+    or an `error` (out of memory at this batch) with every metric None."""
+    values = {**_model_fields(source, model_config), "engine": engine, "engine_info": engine_info,
+              "precision": precision, "device": device, "batch": batch, "input_shape": list(input_shape),
+              "params": profile.get("params"), "macs": profile.get("macs"), "flops": profile.get("flops"),
+              "settings": settings, "peak_flops_s": peak_flops_s, "peak_source": peak_source,
+              "load_average_after": load_average, "error": error}
+    if run is not None and summary is not None:
+        values.update({k: summary.get(k) for k in _LATENCY_SUMMARY})
+        values.update(iters=run["iters"], warmup_iters=run["warmup_iters"], warmup_s=round(run["warmup_s"], 4),
+                      timed_wall_s=round(run["timed_wall_s"], 4), include_transfers=run["include_transfers"],
+                      timer=run["timer"], memory_peak_bytes=run["memory_peak_bytes"],
+                      peak_memory_source=run["memory_kind"], latencies_ms=[round(v, 5) for v in run["latencies_ms"]])
+    return _record("latency", values, context, command)
+
+
+def throughput_record(latency_records: Sequence[dict[str, Any]], *, context: dict[str, Any] | None = None,
+                      command: str | None = None) -> dict[str, Any]:
+    """The best images/s of one engine over a batch sweep (its latency records), with the sweep itself."""
+    first = latency_records[0]
+    values = {k: first[k] for k in ("model", "source", "model_config", "engine", "engine_info", "precision", "device",
+                                    "input_shape", "params", "macs", "flops", "settings")}
+    values["sweep"] = [{"batch": r["batch"], "throughput_img_s": r["throughput_img_s"],
+                        "latency_ms_p50": r["latency_ms_p50"], "error": r["error"]} for r in latency_records]
+    ok = [r for r in latency_records if not r["error"]]
+    if ok:
+        best = max(ok, key=lambda r: r["throughput_img_s"])
+        values.update({k: best[k] for k in ("batch", "throughput_img_s", "latency_ms_p50", "flops_s_achieved",
+                                            "percent_of_peak", "memory_peak_bytes", "peak_flops_s",
+                                            "load_average_after")})
+    else:
+        values["error"] = "every batch size failed"
+    return _record("throughput", values, context, command)
+
+
+def flops_record(*, source: dict[str, Any], model_config: dict[str, Any] | None, input_shape: Sequence[int],
+                 params: int | None, macs: int | None, flops: int | None, counters_agree: bool | None,
+                 counters_warning: str | None, counters: dict[str, str], batch: int = 1,
+                 context: dict[str, Any] | None = None, command: str | None = None,
+                 per_module: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Params, MACs and FLOPs of one image; `counters` names the counter behind each figure."""
+    values = {**_model_fields(source, model_config), "input_shape": list(input_shape), "batch": batch,
+              "params": params, "macs": macs, "flops": flops,
+              "flops_per_mac": flops / macs if flops is not None and macs else None,
+              "counters_agree": counters_agree, "counters_warning": counters_warning, "counters": counters,
+              "units": {"macs": "multiply-accumulates", "flops": "floating-point operations, 2 per multiply-accumulate",
+                        "params": "every parameter, trainable or not"}}
+    record = _record("flops", values, context, command)
+    if per_module is not None:
+        record["per_module"] = per_module
+    return record
+
+
+def export_record(report: Any, *, source: dict[str, Any], model_config: dict[str, Any] | None, engine: str,
+                  input_shape: Sequence[int], batch: int | None, engine_report: Any = None,
+                  context: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+    """An ONNX export (`export.ExportReport`) with its parity figures, and the TensorRT build time if any."""
+    parity = report.parity
+    worst = parity.worst if parity is not None else None
+    values = {**_model_fields(source, model_config), "engine": engine, "precision": report.precision, "batch": batch,
+              "input_shape": list(input_shape), "opset": report.opset, "exporter": report.exporter,
+              "fallback_reason": report.fallback_reason, "onnx_sha256": report.onnx_sha256,
+              "onnx_bytes": report.onnx_bytes, "export_seconds": report.export_seconds,
+              "parity": parity.to_dict() if parity is not None else None,
+              "parity_passed": parity.passed if parity is not None else None,
+              "parity_max_abs_err": worst.max_abs_err if worst else None,
+              "parity_max_rel_err": worst.max_rel_err if worst else None,
+              "parity_min_cosine": worst.min_cosine if worst else None,
+              "parity_top1_agreement": min(b.top1_agreement for b in parity.batches) if parity is not None else None,
+              "warnings": list(getattr(report, "warnings", None) or []),
+              "engine_build_seconds": engine_report.build_seconds if engine_report is not None else None}
+    return _record("export", values, context, command)
+
+
+def accuracy_record(result: dict[str, Any], *, model: str, model_config: dict[str, Any] | None,
+                    dataset: dict[str, Any], checkpoint: str | None = None, checkpoint_epoch: int | None = None,
+                    split: str = "test", context: dict[str, Any] | None = None,
+                    command: str | None = None) -> dict[str, Any]:
+    """One engine's accuracy (`bench.accuracy.evaluate_checkpoint`'s result dict) on a data set."""
+    values = {k: result.get(k) for k in FIELDS["accuracy"] if k in result}
+    values.update(model=model, model_config=model_config, dataset=dataset, checkpoint=checkpoint,
+                  checkpoint_epoch=checkpoint_epoch, split=split)
+    return _record("accuracy", values, context, command)
+
+
+def train_record(result: Any, *, model: str, model_config: dict[str, Any] | None, dataset: dict[str, Any],
+                 train_config: dict[str, Any], params: int, train_images_per_epoch: int | None,
+                 resumed: bool = False, context: dict[str, Any] | None = None,
+                 command: str | None = None) -> dict[str, Any]:
+    """A training run (`bench.train.TrainResult`) with its learning curves and final errors."""
+    history = [{k: v for k, v in dict(row).items() if isinstance(v, (int, float, str, type(None)))}
+               for row in result.history or []]
+    last = history[-1] if history else {}
+    values = {"model": model, "model_config": model_config, "engine": "torch", "device": train_config.get("device"),
+              "dataset": dataset, "train_config": train_config, "batch": train_config.get("batch_size"),
+              "history": history, "epochs": len(history), "best_epoch": result.best_epoch,
+              "best_val_acc": result.best_val_acc, "stopped_early": result.stopped_early,
+              "train_img_s": round(result.train_img_s, 1), "train_seconds": round(result.seconds, 2),
+              "train_images_per_epoch": train_images_per_epoch,
+              "final_train_error": 1.0 - last["train_acc"] if "train_acc" in last else None,
+              "final_val_error": 1.0 - last["val_acc"] if "val_acc" in last else None,
+              "params": params, "checkpoint": str(result.best_checkpoint),
+              "curves_png": str(result.curves_png) if result.curves_png else None, "resumed": resumed}
+    return _record("train", values, context, command)
+
+
+def device_record(*, slug: str, peaks: dict[str, Any], cache: dict[str, str], command: str | None = None) -> dict[str, Any]:
+    """This machine's measured peaks (`bench.device.device_peak`) and where they are cached."""
+    return _record("device", {"slug": slug, "peaks": peaks, "cache": cache}, None, command)
