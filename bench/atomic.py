@@ -8,6 +8,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+# One careful writer (temp file, fsync, rename, fsync the folder) for export and bench alike.
+from export._atomic import write_bytes, write_text
+
+__all__ = ["append_line", "atomic_path", "write_bytes", "write_text"]
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -40,18 +45,6 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:
