@@ -27,7 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "throughput": ("bench.commands.measure:throughput_command", "Best images/s of one model over a batch sweep, per engine."),
     "flops": ("bench.commands.measure:flops_command", "Params, MACs (thop) and FLOPs (torch flop counter) of a model."),
     "device": ("bench.commands.measure:device_command", "Describe this machine and measure its peak FLOP/s and memory bandwidth."),
-    "compare": ("bench.commands.measure:compare_command", "One table of params, MACs, latency and throughput for models x engines."),
+    "compare": ("bench.commands.measure:compare_command",
+                "Time models x engines interleaved; ratios with intervals and verdicts."),
+    "diff": ("bench.commands.diff:diff_command", "Latency regressions between two records files or folders (exit 1)."),
     "train": ("bench.commands.train:train_command", "Train a model briefly on real data; keep the best checkpoint."),
     "accuracy": ("bench.commands.train:accuracy_command", "Test-split accuracy of a checkpoint through every engine."),
     "study": ("bench.commands.study:study_command", "Run one study (depth, dynamic, activation, family) end to end."),
@@ -98,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
         bench.results.COMMAND_OVERRIDE = shlex.join(["rbench", *argv])
     try:
-        cli.main(args=argv, prog_name="rbench", standalone_mode=False)
-        return 0
+        # Outside standalone mode click returns (not raises) the code of a click.exceptions.Exit.
+        code = cli.main(args=argv, prog_name="rbench", standalone_mode=False)
+        return code if isinstance(code, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:

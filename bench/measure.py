@@ -46,6 +46,7 @@ class Settings:
     cuda_graph: bool = False
     provider: str | None = None
     graph_optimization: str = "all"
+    rounds: int = 10  # interleaved rounds when several models or engines are timed together
 
     def validate(self) -> None:
         if self.warmup < 0 or self.warmup_s < 0:
@@ -58,6 +59,8 @@ class Settings:
             raise UsageProblem(f"--duration must be positive, got {self.duration_s}")
         if self.threads is not None and self.threads < 1:
             raise UsageProblem(f"--threads must be at least 1, got {self.threads}")
+        if self.rounds < 1:
+            raise UsageProblem(f"--rounds must be at least 1, got {self.rounds}")
 
     def engine_options(self, engine: str) -> dict[str, Any]:
         """The options `engine` takes, from these settings (`create_engine` refuses any other)."""
@@ -229,6 +232,136 @@ def load_average() -> list[float] | None:
 
 #: Keyword arguments of `latency`/`throughput` that describe the source rather than the measurement.
 SOURCE_OPTIONS = ("input_shape", "input_size", "in_chans", "num_classes", "act", "checkpoint", "name")
+#: Untimed runs that re-warm an engine at the start of each later round (every entry gets the same).
+REWARM_RUNS = 2
+
+
+@dataclass
+class _Entry:
+    """One thing being timed: a source on an engine, opened."""
+
+    source: Any
+    engine_name: str
+    engine: Any
+    costs: dict[str, Any]
+    info: dict[str, Any]
+    peak: dict[str, Any] | None
+    failed: dict[int, str] = dataclasses.field(default_factory=dict)  # batch -> error
+
+
+def _open_entries(stack, sources, engines: list[str], settings: Settings, workdir: Path, max_batch: int) -> list[_Entry]:
+    from bench.engines import create_engine
+
+    entries = []
+    for src in sources:
+        costs = model_costs(src)
+        for name in engines:
+            engine = create_engine(name, src, device=settings.device, precision=settings.precision, workdir=workdir,
+                                   max_batch=max_batch, **settings.engine_options(name))
+            stack.enter_context(engine)
+            entries.append(_Entry(src, name, engine, costs, engine.describe(), cached_peak(settings, name)))
+    return entries
+
+
+def _merge_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run out of a run per round: latencies pooled, counts and times summed, the memory peak kept."""
+    merged = dict(runs[0])
+    merged["latencies_ms"] = [v for run in runs for v in run["latencies_ms"]]
+    for key in ("iters", "warmup_iters", "warmup_s", "timed_wall_s"):
+        merged[key] = sum(run[key] for run in runs)
+    merged["memory_peak_bytes"] = max(run["memory_peak_bytes"] for run in runs)
+    merged["rounds"] = len(runs)
+    merged["round_latencies_ms"] = [run["latencies_ms"] for run in runs]
+    return merged
+
+
+def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rng,
+                  on_progress: ProgressFactory | None) -> list[dict[str, Any] | None]:
+    """Time every entry at `batch_size`, interleaved in rounds when there are several.
+
+    Round 1 warms each entry up fully; each later round visits the entries in a new random
+    order, re-warms each with the same few runs and times its share of the iterations, so drift
+    and neighbours hit every entry alike. An entry that runs out of memory gets None.
+    """
+    import numpy as np
+    import torch
+
+    from bench.timing import is_out_of_memory, measure_latency
+
+    rounds = settings.rounds if len(entries) > 1 else 1
+    per_round = {"iters": -(-settings.iters // rounds) if settings.iters else None,
+                 "duration_s": settings.duration_s / rounds if settings.duration_s else None}
+    runs: list[list[dict[str, Any]]] = [[] for _ in entries]
+    by_shape: dict[tuple, Any] = {}  # entries of one input shape time the very same batch
+    for entry in entries:
+        shape = (batch_size, *entry.engine.input_shape)
+        if shape not in by_shape:
+            by_shape[shape] = rng.standard_normal(shape, dtype=np.float32)
+    batches = [by_shape[(batch_size, *entry.engine.input_shape)] for entry in entries]
+    for round_index in range(rounds):
+        order = list(range(len(entries))) if round_index == 0 else list(rng.permutation(len(entries)))
+        for index in order:
+            entry = entries[index]
+            if batch_size in entry.failed:
+                continue
+            first = round_index == 0
+            warmup = settings.warmup if first else REWARM_RUNS
+            if first and settings.compile and entry.engine_name == "torch":
+                warmup = max(warmup, 2)  # torch.compile recompiles for a new batch shape: keep that untimed
+            try:
+                runs[index].append(measure_latency(
+                    entry.engine, batches[index], warmup=warmup, warmup_s=settings.warmup_s if first else 0.0,
+                    include_transfers=settings.include_transfers, **per_round,
+                    on_iteration=on_progress(entry.engine_name, batch_size) if on_progress and first else None))
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is survivable
+                if not is_out_of_memory(exc):
+                    raise
+                if settings.device == "cuda":
+                    torch.cuda.empty_cache()
+                entry.failed[batch_size] = f"out of memory at batch {batch_size}"
+    return [_merge_runs(r) if r and batch_size not in e.failed else None for e, r in zip(entries, runs)]
+
+
+def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Settings, context, command):
+    from bench.device import peak_flops_for
+    from bench.records import latency_record
+    from bench.stats import summarize
+
+    records = []
+    for entry, run in zip(entries, runs):
+        peak_flops = peak_flops_for(entry.peak, settings.precision)
+        base = dict(source=entry.source.describe(), model_config=entry.source.config or None, engine=entry.engine_name,
+                    engine_info=entry.info, precision=settings.precision, device=entry.engine.device, batch=batch_size,
+                    input_shape=entry.engine.input_shape, profile=entry.costs, settings=settings.as_record(),
+                    peak_flops_s=peak_flops,
+                    peak_source="rbench device (cached)" if entry.peak else "not measured: run `rbench device`",
+                    load_average=load_average(), context=context, command=command)
+        if run is None:
+            records.append(latency_record(**base, error=entry.failed[batch_size]))
+        else:
+            summary = summarize(run["latencies_ms"], batch_size, entry.costs["flops"], peak_flops)
+            records.append(latency_record(**base, run=run, summary=summary))
+    return records
+
+
+def _prepare(engines, batches, settings, options):
+    engines, batches = parse_engines(engines), parse_batches(batches)
+    source_options = {k: options.pop(k) for k in SOURCE_OPTIONS if k in options}
+    settings = settings_from(settings, options)
+    if settings.iters is None and settings.duration_s is None:
+        settings = dataclasses.replace(settings, iters=DEFAULT_ITERS)
+    return engines, batches, settings, source_options
+
+
+def _check_sources(sources, engines: list[str], batches: list[int], settings: Settings) -> None:
+    from bench.sources import check_engine_fits
+
+    for src in sources:
+        for name in engines:
+            check_engine_fits(src, name)
+        if src.file_batch is not None and batches != [src.file_batch]:
+            raise UsageProblem(f"{src.path} has a fixed batch of {src.file_batch}; measure --batch {src.file_batch}")
+    check_environment(engines, settings)
 
 
 def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | int | Sequence[int] = (1,),
@@ -239,7 +372,8 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
     Args:
         source: a zoo name, `nn.Module`, `torchvision:NAME`, `package.module:callable`, ONNX or
             engine path, or a `bench.sources.ModelSource`.
-        engines: torch | ort | trt, as a list or 'torch,ort'.
+        engines: torch | ort | trt, as a list or 'torch,ort'. Several engines are timed
+            interleaved, in `settings.rounds` rounds.
         batches: batch sizes, as a list or '1,8,32'.
         settings: how to measure.
         options: `Settings` fields to override (iters=20, threads=1, ...) and `resolve_source`
@@ -248,64 +382,69 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
 
     A batch that runs out of memory gives a record with `error` set and the sweep goes on.
     """
+    import contextlib
+
     import numpy as np
-    import torch
 
-    from bench.device import peak_flops_for
-    from bench.engines import create_engine
-    from bench.records import latency_record
-    from bench.sources import check_engine_fits, resolve_source
-    from bench.stats import summarize
-    from bench.timing import is_out_of_memory, measure_latency
+    from bench.sources import resolve_source
 
-    engines, batches = parse_engines(engines), parse_batches(batches)
-    source_options = {k: options.pop(k) for k in SOURCE_OPTIONS if k in options}
-    settings = settings_from(settings, options)
-    if settings.iters is None and settings.duration_s is None:
-        settings = dataclasses.replace(settings, iters=DEFAULT_ITERS)
+    engines, batches, settings, source_options = _prepare(engines, batches, settings, options)
     src = resolve_source(source, **source_options)
-    for name in engines:
-        check_engine_fits(src, name)
-    check_environment(engines, settings)
-    if src.file_batch is not None and batches != [src.file_batch]:
-        raise UsageProblem(f"{src.path} has a fixed batch of {src.file_batch}; measure --batch {src.file_batch}")
-    costs = model_costs(src)
+    _check_sources([src], engines, batches, settings)
     rng = np.random.default_rng(0)
     records: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="rbench-measure-") as workdir:
-        for engine_name in engines:
-            peak = cached_peak(settings, engine_name)
-            peak_flops = peak_flops_for(peak, settings.precision)
-            engine = create_engine(engine_name, src, device=settings.device, precision=settings.precision,
-                                   workdir=Path(workdir), max_batch=max(batches), **settings.engine_options(engine_name))
-            with engine:
-                info = engine.describe()
-                for batch_size in batches:
-                    base = dict(source=src.describe(), model_config=src.config or None, engine=engine_name,
-                                engine_info=info, precision=settings.precision, device=engine.device,
-                                batch=batch_size, input_shape=engine.input_shape, profile=costs,
-                                settings=settings.as_record(), peak_flops_s=peak_flops,
-                                peak_source="rbench device (cached)" if peak else "not measured: run `rbench device`",
-                                context=context, command=command)
-                    batch = rng.standard_normal((batch_size, *engine.input_shape), dtype=np.float32)
-                    # torch.compile recompiles for a new batch shape: keep that inside the untimed warm-up.
-                    warmup = max(settings.warmup, 2) if settings.compile and engine_name == "torch" else settings.warmup
-                    try:
-                        run = measure_latency(engine, batch, warmup=warmup, warmup_s=settings.warmup_s,
-                                              iters=settings.iters, duration_s=settings.duration_s,
-                                              include_transfers=settings.include_transfers,
-                                              on_iteration=on_progress(engine_name, batch_size) if on_progress else None)
-                    except Exception as exc:  # noqa: BLE001 - only out-of-memory is survivable
-                        if not is_out_of_memory(exc):
-                            raise
-                        if settings.device == "cuda":
-                            torch.cuda.empty_cache()
-                        records.append(latency_record(**base, load_average=load_average(),
-                                                      error=f"out of memory at batch {batch_size}"))
-                        continue
-                    summary = summarize(run["latencies_ms"], batch_size, costs["flops"], peak_flops)
-                    records.append(latency_record(**base, run=run, summary=summary, load_average=load_average()))
+    with tempfile.TemporaryDirectory(prefix="rbench-measure-") as workdir, contextlib.ExitStack() as stack:
+        entries = _open_entries(stack, [src], engines, settings, Path(workdir), max(batches))
+        for batch_size in batches:
+            runs = _time_entries(entries, batch_size, settings, rng, on_progress)
+            records += _latency_records(entries, runs, batch_size, settings, context, command)
     return records
+
+
+def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), batch: int = 1,
+            settings: Settings | None = None, *, threshold: float | None = None,
+            on_progress: ProgressFactory | None = None, command: str | None = None,
+            **options: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time every source x engine interleaved in rounds; compare each with the first.
+
+    Returns (one "latency" record per source x engine, one "comparison" record per entry after
+    the first: its p50 over the first's, with a bootstrap interval over the paired rounds and a
+    verdict: faster, slower or no measurable difference beyond `threshold` (default 3%)).
+    The same source given twice is timed as two entries (an A/A check).
+    """
+    import contextlib
+
+    import numpy as np
+
+    from bench.records import comparison_record
+    from bench.sources import resolve_source
+    from bench.stats import DEFAULT_THRESHOLD, RATIO_CI_METHOD, ratio_interval, verdict
+
+    if not sources:
+        raise UsageProblem("name at least one model to compare")
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    if not 0 <= threshold < 1:
+        raise UsageProblem(f"--threshold is a fraction like 0.03, got {threshold}")
+    engines, batches, settings, source_options = _prepare(engines, batch, settings, options)
+    srcs = [resolve_source(s, **source_options) for s in sources]
+    _check_sources(srcs, engines, batches, settings)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="rbench-compare-") as workdir, contextlib.ExitStack() as stack:
+        entries = _open_entries(stack, srcs, engines, settings, Path(workdir), batches[0])
+        runs = _time_entries(entries, batches[0], settings, rng, on_progress)
+        records = _latency_records(entries, runs, batches[0], settings, None, command)
+    comparisons = []
+    if runs[0] is None:
+        return records, comparisons
+    for record, run in zip(records[1:], runs[1:]):
+        if run is None:
+            continue
+        ratio, low, high = ratio_interval(runs[0]["round_latencies_ms"], run["round_latencies_ms"])
+        comparisons.append(comparison_record(
+            records[0], record, ratio=ratio, low=low, high=high, ci_method=RATIO_CI_METHOD,
+            verdict=verdict(low, high, threshold), threshold=threshold, rounds=run["rounds"], interleaved=True,
+            command=command))
+    return records, comparisons
 
 
 def throughput_records(latency_records: Sequence[dict[str, Any]], *, context: dict[str, Any] | None = None,

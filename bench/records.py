@@ -19,13 +19,14 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "model", "source", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape",
         "params", "macs", "flops", "settings", "latency_ms_min", "latency_ms_mean", "latency_ms_std",
         "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv",
-        "high_variation", "throughput_img_s", "flops_s_achieved", "percent_of_peak", "peak_flops_s", "peak_source",
+        "latency_ms_p50_ci", "latency_ms_p99_ci", "ci_method", "ci_note", "rounds", "high_variation",
+        "throughput_img_s", "flops_s_achieved", "percent_of_peak", "peak_flops_s", "peak_source",
         "iters", "warmup_iters", "warmup_s", "timed_wall_s", "include_transfers", "timer", "memory_peak_bytes",
         "peak_memory_source", "latencies_ms", "load_average_after", "error",
     ),
     "throughput": (
         "model", "source", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape",
-        "params", "macs", "flops", "settings", "throughput_img_s", "latency_ms_p50", "flops_s_achieved",
+        "params", "macs", "flops", "settings", "throughput_img_s", "latency_ms_p50", "latency_ms_p50_ci", "flops_s_achieved",
         "percent_of_peak", "peak_flops_s", "memory_peak_bytes", "load_average_after", "sweep", "error",
     ),
     "flops": (
@@ -50,6 +51,10 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "final_train_error", "final_val_error", "params", "checkpoint", "curves_png", "resumed",
     ),
     "device": ("slug", "peaks", "cache"),
+    "comparison": (
+        "baseline", "candidate", "batch", "precision", "device", "metric", "ratio", "ratio_ci", "ci_method",
+        "verdict", "threshold", "rounds", "interleaved", "settings_differ",
+    ),
 }
 
 #: What a study adds to any record: which unit, study and settings it belongs to.
@@ -57,8 +62,9 @@ STUDY_FIELDS = ("unit", "study", "label", "group", "preset", "act", "channels", 
                 "unit_seconds")
 
 _LATENCY_SUMMARY = ("latency_ms_min", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
-                    "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv", "high_variation",
-                    "throughput_img_s", "flops_s_achieved", "percent_of_peak")
+                    "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv", "latency_ms_p50_ci",
+                    "latency_ms_p99_ci", "ci_method", "ci_note", "high_variation", "throughput_img_s",
+                    "flops_s_achieved", "percent_of_peak")
 
 
 def _record(kind: str, values: dict[str, Any], context: dict[str, Any] | None, command: str | None) -> dict[str, Any]:
@@ -95,7 +101,8 @@ def latency_record(*, source: dict[str, Any], model_config: dict[str, Any] | Non
         values.update(iters=run["iters"], warmup_iters=run["warmup_iters"], warmup_s=round(run["warmup_s"], 4),
                       timed_wall_s=round(run["timed_wall_s"], 4), include_transfers=run["include_transfers"],
                       timer=run["timer"], memory_peak_bytes=run["memory_peak_bytes"],
-                      peak_memory_source=run["memory_kind"], latencies_ms=[round(v, 5) for v in run["latencies_ms"]])
+                      peak_memory_source=run["memory_kind"], latencies_ms=[round(v, 5) for v in run["latencies_ms"]],
+                      rounds=run.get("rounds", 1))
     return _record("latency", values, context, command)
 
 
@@ -110,7 +117,8 @@ def throughput_record(latency_records: Sequence[dict[str, Any]], *, context: dic
     ok = [r for r in latency_records if not r["error"]]
     if ok:
         best = max(ok, key=lambda r: r["throughput_img_s"])
-        values.update({k: best[k] for k in ("batch", "throughput_img_s", "latency_ms_p50", "flops_s_achieved",
+        values.update({k: best[k] for k in ("batch", "throughput_img_s", "latency_ms_p50", "latency_ms_p50_ci",
+                                            "flops_s_achieved",
                                             "percent_of_peak", "memory_peak_bytes", "peak_flops_s",
                                             "load_average_after")})
     else:
@@ -192,3 +200,23 @@ def train_record(result: Any, *, model: str, model_config: dict[str, Any] | None
 def device_record(*, slug: str, peaks: dict[str, Any], cache: dict[str, str], command: str | None = None) -> dict[str, Any]:
     """This machine's measured peaks (`bench.device.device_peak`) and where they are cached."""
     return _record("device", {"slug": slug, "peaks": peaks, "cache": cache}, None, command)
+
+
+def _entry(record: dict[str, Any]) -> dict[str, Any]:
+    """What identifies one side of a comparison."""
+    return {"model": record["model"], "source": record["source"], "engine": record["engine"],
+            "precision": record["precision"], "batch": record["batch"], "input_shape": record["input_shape"],
+            "latency_ms_p50": record["latency_ms_p50"], "latency_ms_p50_ci": record["latency_ms_p50_ci"]}
+
+
+def comparison_record(baseline: dict[str, Any], candidate: dict[str, Any], *, ratio: float, low: float, high: float,
+                      ci_method: str, verdict: str, threshold: float, rounds: int | None, interleaved: bool,
+                      settings_differ: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
+                      command: str | None = None) -> dict[str, Any]:
+    """candidate / baseline p50 latency (two "latency" records) with its interval and verdict."""
+    values = {"baseline": _entry(baseline), "candidate": _entry(candidate), "batch": candidate["batch"],
+              "precision": candidate["precision"], "device": candidate["device"], "metric": "latency_ms_p50",
+              "ratio": ratio, "ratio_ci": [low, high], "ci_method": ci_method, "verdict": verdict,
+              "threshold": threshold, "rounds": rounds, "interleaved": interleaved,
+              "settings_differ": settings_differ or {}}
+    return _record("comparison", values, context, command)

@@ -43,7 +43,8 @@ NUMERIC_METRIC = re.compile(
     r"|flops_s_achieved|flops_per_mac|percent_of_peak|memory_peak_bytes|memory_bandwidth_bytes_s)$"
 )
 
-KINDS = {"export", "engine_build", "latency", "throughput", "flops", "accuracy", "train", "device", "parity"}
+KINDS = {"export", "engine_build", "latency", "throughput", "flops", "accuracy", "train", "device", "parity",
+         "comparison"}
 
 DEFAULT_RESULTS_DIR = Path("results")
 

@@ -68,7 +68,8 @@ def efficiency(batch: int, latency_ms: float, flops_per_image: float | None = No
 
 def summarize(latencies_ms: Sequence[float], batch: int, flops_per_image: float | None = None,
               peak_flops_s: float | None = None) -> dict[str, Any]:
-    """Everything a latency record reports about one run: percentiles, CV, throughput, efficiency.
+    """Everything a latency record reports about one run: percentiles and their intervals, CV,
+    throughput, efficiency.
 
     Throughput is images over the summed timed latencies (the timed window, untimed gaps
     between iterations excluded); achieved FLOP/s uses the median, robust to stray outliers.
@@ -80,4 +81,106 @@ def summarize(latencies_ms: Sequence[float], batch: int, flops_per_image: float 
     eff.pop("throughput_img_s")
     summary.update(eff)
     summary["high_variation"] = summary["latency_cv"] > HIGH_CV
+    summary["latency_ms_p50_ci"] = _interval(latencies_ms, 50)
+    summary["latency_ms_p99_ci"] = _interval(latencies_ms, 99)
+    summary["ci_method"] = QUANTILE_CI_METHOD
+    if summary["latency_ms_p99_ci"] is None:
+        summary["ci_note"] = (f"no p99 interval: a distribution-free 95% interval for p99 needs at least "
+                              f"{runs_needed_for_quantile_interval(99)} runs, this run had {len(latencies_ms)}")
+    else:
+        summary["ci_note"] = None
     return summary
+
+
+def _interval(values: Sequence[float], q: float) -> list[float] | None:
+    bounds = quantile_interval(values, q)
+    return None if bounds is None else [bounds[0], bounds[1]]
+
+
+# -- intervals and verdicts ----------------------------------------------------------------------
+CONFIDENCE = 0.95
+QUANTILE_CI_METHOD = "order-statistic interval (binomial, distribution-free), 95%"
+RATIO_CI_METHOD = "bootstrap of the ratio of medians over paired rounds (2000 resamples, percentile), 95%"
+INDEPENDENT_RATIO_CI_METHOD = "bootstrap of the ratio of medians, each sample resampled (2000 resamples, percentile), 95%"
+#: A ratio whose interval stays within 1 +/- this is "no measurable difference".
+DEFAULT_THRESHOLD = 0.03
+
+
+def runs_needed_for_quantile_interval(q: float, confidence: float = CONFIDENCE) -> int:
+    """The fewest runs for which `quantile_interval` can bound the q-th percentile on both sides."""
+    alpha = (1 - confidence) / 2
+    p = q / 100.0
+    return max(math.ceil(math.log(alpha) / math.log(max(p, 1 - p))), 1)
+
+
+def quantile_interval(values: Sequence[float], q: float, confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """A distribution-free interval for the q-th percentile: two order statistics that cover it with
+    probability >= `confidence` whatever the distribution (the binomial argument), or None when
+    there are too few values to bound it on both sides."""
+    from scipy.stats import binom
+
+    n, p, alpha = len(values), q / 100.0, (1 - confidence) / 2
+    if n == 0:
+        return None
+    low = int(binom.ppf(alpha, n, p))  # P(true quantile < x_(low)) = F(low - 1) < alpha
+    high = int(binom.ppf(1 - alpha, n, p)) + 1  # P(true quantile >= x_(high)) = 1 - F(high - 1) <= alpha
+    if low < 1 or high > n:
+        return None
+    ordered = sorted(values)
+    return float(ordered[low - 1]), float(ordered[high - 1])
+
+
+def ratio_interval(base_rounds: Sequence[Sequence[float]], new_rounds: Sequence[Sequence[float]],
+                   confidence: float = CONFIDENCE, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, low, high): the ratio of medians new/base and its bootstrap interval over paired rounds.
+
+    The two were measured interleaved, round by round, so a round is the unit that drift and
+    neighbours hit alike: each resample draws rounds with replacement (the same rounds for
+    both) and compares the medians of the pooled latencies.
+    """
+    import numpy as np
+
+    if len(base_rounds) != len(new_rounds) or not base_rounds:
+        raise ValueError("ratio_interval needs the same (non-zero) number of rounds on both sides")
+    ratio = float(np.median(np.concatenate(new_rounds)) / np.median(np.concatenate(base_rounds)))
+    rng = np.random.default_rng(seed)
+    rounds = len(base_rounds)
+    picks = rng.integers(0, rounds, size=(resamples, rounds))
+    if len({len(r) for r in base_rounds}) == 1 and len({len(r) for r in new_rounds}) == 1:
+        # Equal rounds (iterations split evenly): gather all resamples at once.
+        base = np.asarray(base_rounds, dtype=float)[picks].reshape(resamples, -1)
+        new = np.asarray(new_rounds, dtype=float)[picks].reshape(resamples, -1)
+        ratios = np.median(new, axis=1) / np.median(base, axis=1)
+    else:  # rounds of a --duration run differ in length
+        ratios = np.array([np.median(np.concatenate([new_rounds[j] for j in pick])) /
+                           np.median(np.concatenate([base_rounds[j] for j in pick])) for pick in picks])
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return ratio, float(low), float(high)
+
+
+def independent_ratio_interval(base: Sequence[float], new: Sequence[float], confidence: float = CONFIDENCE,
+                               resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, low, high) of medians new/base for two samples taken apart (two records of two runs):
+    each sample is resampled on its own. Drift between the runs is not in this interval."""
+    import numpy as np
+
+    base, new = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    if base.size == 0 or new.size == 0:
+        raise ValueError("independent_ratio_interval needs latencies on both sides")
+    rng = np.random.default_rng(seed)
+    base_medians = np.median(rng.choice(base, size=(resamples, base.size)), axis=1)
+    new_medians = np.median(rng.choice(new, size=(resamples, new.size)), axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(new_medians / base_medians, [alpha, 1 - alpha])
+    return float(np.median(new) / np.median(base)), float(low), float(high)
+
+
+def verdict(low: float, high: float, threshold: float = DEFAULT_THRESHOLD) -> str:
+    """'slower' / 'faster' when the whole interval of new/base lies beyond 1 +/- threshold,
+    else 'no measurable difference' (at that threshold)."""
+    if low > 1 + threshold:
+        return "slower"
+    if high < 1 - threshold:
+        return "faster"
+    return "no measurable difference"

@@ -20,5 +20,5 @@ def test_measure_your_own_module_snippet(tmp_path, monkeypatch, capsys):
     code = _snippet("class TinyNet").replace("iters=20", "iters=2")
     exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[:2] for line in lines[:4]] == [["torch", "1"], ["torch", "8"], ["ort", "1"], ["ort", "8"]]
+    assert [line.split()[:2] for line in lines[:4]] == [["torch", "1"], ["ort", "1"], ["torch", "8"], ["ort", "8"]]
     assert int(lines[4]) > 0

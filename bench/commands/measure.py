@@ -91,19 +91,25 @@ def _progress_callback(progress, settings):
     return factory
 
 
+def _p50_with_interval(record: dict[str, Any]) -> str:
+    """'0.456 (0.450-0.470)': the median and its distribution-free 95% interval."""
+    ci = record.get("latency_ms_p50_ci")
+    return _fmt(record["latency_ms_p50"]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
+
+
 def latency_table(records: list[dict[str, Any]], title: str):
     from rich.table import Table
 
     table = Table(title=title, title_justify="left")
-    for col in ("engine", "batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "std ms", "CV", "img/s", "GFLOP/s",
-                "% peak", "mem MiB"):
+    for col in ("engine", "batch", "p50 ms (95% CI)", "p90 ms", "p99 ms", "mean ms", "std ms", "CV", "img/s",
+                "GFLOP/s", "% peak", "mem MiB"):
         table.add_column(col, justify="left" if col == "engine" else "right")
     for r in records:
         if r.get("error"):
             table.add_row(r["engine"], str(r["batch"]), r["error"], *[""] * 9)
             continue
         cv = f"{100 * r['latency_cv']:.1f}%" + (" !" if r["high_variation"] else "")
-        table.add_row(r["engine"], str(r["batch"]), _fmt(r["latency_ms_p50"]), _fmt(r["latency_ms_p90"]),
+        table.add_row(r["engine"], str(r["batch"]), _p50_with_interval(r), _fmt(r["latency_ms_p90"]),
                       _fmt(r["latency_ms_p99"]), _fmt(r["latency_ms_mean"]), _fmt(r["latency_ms_std"]), cv,
                       _fmt(r["throughput_img_s"], ".1f"), _gflops(r.get("flops_s_achieved")),
                       _fmt(r.get("percent_of_peak"), ".1f"), _mib(r.get("memory_peak_bytes")))
@@ -143,6 +149,9 @@ def _measure_options(fn):
                      "compare 30]."),
         click.option("--duration", "duration_s", type=float, default=None,
                      help="Time runs for this many seconds instead of --iters."),
+        click.option("--rounds", type=int, default=10, show_default=True,
+                     help="Several models or engines are timed interleaved: this many rounds, each in a new random "
+                          "order, the iterations split among them."),
         click.option("--include-transfers", is_flag=True, help="Time host->device input and device->host output copies too."),
         click.option("--threads", type=int, default=None, help="Intra-op threads (torch and onnxruntime) [default: all cores]."),
         click.option("--input-size", type=int, default=None,
@@ -178,7 +187,7 @@ def _settings(kw: dict[str, Any], default_iters: int):
                     warmup_s=kw.pop("warmup_s"), iters=iters, duration_s=kw.pop("duration_s"),
                     include_transfers=kw.pop("include_transfers"), threads=kw.pop("threads"),
                     compile=kw.pop("compile_"), channels_last=kw.pop("channels_last"), cuda_graph=kw.pop("cuda_graph"),
-                    provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"))
+                    provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"), rounds=kw.pop("rounds"))
 
 
 def _source_options(kw: dict[str, Any]) -> dict[str, Any]:
@@ -400,51 +409,68 @@ def device_command(refresh: bool, budget_s: float, as_json: bool, out: Path) -> 
 @click.command("compare", epilog=MEASUREMENT_HELP)
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
 @click.option("--batch", default=1, show_default=True, type=int, help="Batch size of every latency run.")
+@click.option("--threshold", default=0.03, show_default=True, type=float,
+              help="A ratio whose 95% interval stays within 1 +/- this is 'no measurable difference'.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (for results/*.md) instead of a rich one.")
 @_measure_options
-def compare_command(models: tuple[str, ...], batch: int, markdown: bool, **kw: Any) -> None:
-    """One table of params, MACs, latency p50/p99, throughput and % of peak for MODELS x engines.
+def compare_command(models: tuple[str, ...], batch: int, threshold: float, markdown: bool, **kw: Any) -> None:
+    """Time MODELS x engines interleaved and compare each with the first, with intervals and verdicts.
+
+    \b
+    Every entry is opened and warmed up, then timed in --rounds rounds, each round in a new
+    random order, so drift and other work on the machine hit all entries alike. The ratio is
+    the entry's median latency over the first entry's, with a bootstrap 95% interval over the
+    paired rounds; the verdict is faster / slower when the whole interval lies beyond
+    1 +/- --threshold, else "no measurable difference". Naming a model twice is an A/A check.
 
     \b
     Example:
       rbench compare resnet20 plain20 resnet56 plain56 --engine torch,ort --markdown
     """
-    from bench.measure import parse_batches, parse_engines
+    from bench.measure import compare
 
-    engines = parse_engines(kw.pop("engine"))
-    batches = parse_batches(batch)
     settings = _settings(kw, default_iters=30)
-    records = _run(list(models), engines, batches, settings, kw)
-    rows = compare_rows(records)
+    expected = settings.iters * len(models) * len(kw["engine"].split(",")) if settings.iters else None
+    with _progress(expected) as progress:
+        records, comparisons = compare(list(models), kw.pop("engine"), batch, settings, threshold=threshold,
+                                       on_progress=_progress_callback(progress, settings), **_source_options(kw))
+    rows = compare_rows(records, comparisons)
     if markdown:
         click.echo(compare_markdown(rows, records, settings, batch))
     elif not kw["as_json"]:
         from rich.table import Table
 
-        table = Table(title=f"compare at batch {batch} ({settings.precision}, {settings.device})", title_justify="left")
+        table = Table(title=f"compare at batch {batch} ({settings.precision}, {settings.device}; "
+                            f"{settings.rounds} interleaved rounds; ratios against the first row)", title_justify="left")
         for col in COMPARE_COLUMNS:
-            table.add_column(col, justify="left" if col in ("model", "engine") else "right")
+            table.add_column(col, justify="left" if col in ("model", "engine", "verdict") else "right")
         for row in rows:
             table.add_row(*row)
         _console().print(table)
     _warn_noise(records)
-    _emit(records, kw["out"], kw["as_json"] and not markdown)
+    _emit(records + comparisons, kw["out"], kw["as_json"] and not markdown)
 
 
-COMPARE_COLUMNS = ("model", "engine", "params (M)", "MACs (M)", "p50 ms", "p99 ms", "CV", "img/s", "GFLOP/s", "% peak")
+COMPARE_COLUMNS = ("model", "engine", "params (M)", "MACs (M)", "p50 ms (95% CI)", "p99 ms", "CV", "img/s",
+                   "ratio (95% CI)", "verdict")
 
 
-def compare_rows(records: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+def compare_rows(records: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> list[tuple[str, ...]]:
     rows = []
-    for r in records:
+    pending = list(comparisons)  # one per record after the first that was measured, in order
+    for index, r in enumerate(records):
         params = _fmt(r["params"] / 1e6 if r.get("params") else None, ".3f")
         macs = _fmt(r["macs"] / 1e6 if r.get("macs") else None, ".1f")
         if r.get("error"):
             rows.append((r["model"], r["engine"], params, macs, r["error"], "", "", "", "", ""))
             continue
-        rows.append((r["model"], r["engine"], params, macs, _fmt(r["latency_ms_p50"]), _fmt(r["latency_ms_p99"]),
-                     f"{100 * r['latency_cv']:.1f}%", _fmt(r["throughput_img_s"], ".1f"), _gflops(r.get("flops_s_achieved")),
-                     _fmt(r.get("percent_of_peak"), ".1f")))
+        ratio, verdict = ("1 (baseline)", "") if index == 0 else ("-", "")
+        if index > 0 and pending:
+            c = pending.pop(0)
+            ratio = f"{c['ratio']:.3f} ({c['ratio_ci'][0]:.3f}-{c['ratio_ci'][1]:.3f})"
+            verdict = c["verdict"]
+        rows.append((r["model"], r["engine"], params, macs, _p50_with_interval(r), _fmt(r["latency_ms_p99"]),
+                     f"{100 * r['latency_cv']:.1f}%", _fmt(r["throughput_img_s"], ".1f"), ratio, verdict))
     return rows
 
 
@@ -460,7 +486,9 @@ def compare_markdown(rows, records, settings, batch: int) -> str:
         f"Machine: {machine['cpu']}, {machine['cores_usable']} cores" + (f", {gpu['name']}" if gpu else "") +
         f"; torch {machine['versions']['torch']}, onnxruntime {machine['versions']['onnxruntime']}.",
         f"Batch {batch}, {settings.precision}, {settings.device}; warm-up {settings.warmup} runs, "
-        f"{settings.iters or str(settings.duration_s) + ' s of'} timed runs; intra-op threads: {threads}. "
+        f"{settings.iters or str(settings.duration_s) + ' s of'} timed runs in {settings.rounds} interleaved rounds; "
+        f"intra-op threads: {threads}. Ratios are medians over the first row's, with a bootstrap 95% interval over "
+        "the rounds; a verdict needs the whole interval beyond the threshold. "
         "Latency excludes host-device copies" + (" (included here)." if settings.include_transfers else "."),
         "",
         "| " + " | ".join(COMPARE_COLUMNS) + " |",
