@@ -47,6 +47,7 @@ class Settings:
     provider: str | None = None
     graph_optimization: str = "all"
     rounds: int = 10  # interleaved rounds when several models or engines are timed together
+    require_quiet: bool = False  # refuse to time (or keep) figures from a machine other work competes for
 
     def validate(self) -> None:
         if self.warmup < 0 or self.warmup_s < 0:
@@ -322,7 +323,28 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
     return [_merge_runs(r) if r and batch_size not in e.failed else None for e, r in zip(entries, runs)]
 
 
-def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Settings, context, command):
+def _timed_phase(entries: list[_Entry], batch_size: int, settings: Settings, rng, on_progress):
+    """(runs, contention): `_time_entries` between two readings of how busy the machine was."""
+    from bench import contention
+    from bench.results import describe_machine
+
+    cores = describe_machine()["cores_usable"] or 1
+    before = contention.snapshot()
+    if settings.require_quiet:
+        busy = contention.quiet_enough(before, cores)
+        if busy:
+            raise EnvironmentProblem(f"the machine is busy ({'; '.join(busy)}); measure when it is quiet, "
+                                     "or drop --require-quiet")
+    runs = _time_entries(entries, batch_size, settings, rng, on_progress)
+    state = contention.assess(before, contention.snapshot(), cores, settings.threads)
+    if settings.require_quiet and state["contended"]:
+        raise EnvironmentProblem(f"other work competed while timing ({'; '.join(state['reasons'])}); nothing was "
+                                 "kept: measure again when the machine is quiet, or drop --require-quiet")
+    return runs, state
+
+
+def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Settings, context, command,
+                     contention: dict[str, Any] | None = None):
     from bench.device import peak_flops_for
     from bench.records import latency_record
     from bench.stats import summarize
@@ -335,7 +357,7 @@ def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Set
                     input_shape=entry.engine.input_shape, profile=entry.costs, settings=settings.as_record(),
                     peak_flops_s=peak_flops,
                     peak_source="rbench device (cached)" if entry.peak else "not measured: run `rbench device`",
-                    load_average=load_average(), context=context, command=command)
+                    load_average=load_average(), contention=contention, context=context, command=command)
         if run is None:
             records.append(latency_record(**base, error=entry.failed[batch_size]))
         else:
@@ -396,8 +418,8 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
     with tempfile.TemporaryDirectory(prefix="rbench-measure-") as workdir, contextlib.ExitStack() as stack:
         entries = _open_entries(stack, [src], engines, settings, Path(workdir), max(batches))
         for batch_size in batches:
-            runs = _time_entries(entries, batch_size, settings, rng, on_progress)
-            records += _latency_records(entries, runs, batch_size, settings, context, command)
+            runs, state = _timed_phase(entries, batch_size, settings, rng, on_progress)
+            records += _latency_records(entries, runs, batch_size, settings, context, command, state)
     return records
 
 
@@ -431,8 +453,8 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="rbench-compare-") as workdir, contextlib.ExitStack() as stack:
         entries = _open_entries(stack, srcs, engines, settings, Path(workdir), batches[0])
-        runs = _time_entries(entries, batches[0], settings, rng, on_progress)
-        records = _latency_records(entries, runs, batches[0], settings, None, command)
+        runs, state = _timed_phase(entries, batches[0], settings, rng, on_progress)
+        records = _latency_records(entries, runs, batches[0], settings, None, command, state)
     comparisons = []
     if runs[0] is None:
         return records, comparisons

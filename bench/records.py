@@ -22,12 +22,12 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "latency_ms_p50_ci", "latency_ms_p99_ci", "ci_method", "ci_note", "rounds", "high_variation",
         "throughput_img_s", "flops_s_achieved", "percent_of_peak", "peak_flops_s", "peak_source",
         "iters", "warmup_iters", "warmup_s", "timed_wall_s", "include_transfers", "timer", "memory_peak_bytes",
-        "peak_memory_source", "latencies_ms", "load_average_after", "error",
+        "peak_memory_source", "latencies_ms", "load_average_after", "contention", "error",
     ),
     "throughput": (
         "model", "source", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape",
         "params", "macs", "flops", "settings", "throughput_img_s", "latency_ms_p50", "latency_ms_p50_ci", "flops_s_achieved",
-        "percent_of_peak", "peak_flops_s", "memory_peak_bytes", "load_average_after", "sweep", "error",
+        "percent_of_peak", "peak_flops_s", "memory_peak_bytes", "load_average_after", "contention", "sweep", "error",
     ),
     "flops": (
         "model", "source", "model_config", "input_shape", "batch", "params", "macs", "flops", "flops_per_mac",
@@ -87,7 +87,8 @@ def latency_record(*, source: dict[str, Any], model_config: dict[str, Any] | Non
                    engine_info: dict[str, Any], precision: str, device: str, batch: int, input_shape: Sequence[int],
                    profile: dict[str, Any], settings: dict[str, Any], run: dict[str, Any] | None = None,
                    summary: dict[str, Any] | None = None, peak_flops_s: float | None = None,
-                   peak_source: str | None = None, load_average: list[float] | None = None, error: str | None = None,
+                   peak_source: str | None = None, load_average: list[float] | None = None,
+                   contention: dict[str, Any] | None = None, error: str | None = None,
                    context: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
     """One timed run (`bench.timing.measure_latency`'s `run`, `bench.stats.summarize`'s `summary`),
     or an `error` (out of memory at this batch) with every metric None."""
@@ -95,7 +96,7 @@ def latency_record(*, source: dict[str, Any], model_config: dict[str, Any] | Non
               "precision": precision, "device": device, "batch": batch, "input_shape": list(input_shape),
               "params": profile.get("params"), "macs": profile.get("macs"), "flops": profile.get("flops"),
               "settings": settings, "peak_flops_s": peak_flops_s, "peak_source": peak_source,
-              "load_average_after": load_average, "error": error}
+              "load_average_after": load_average, "contention": contention, "error": error}
     if run is not None and summary is not None:
         values.update({k: summary.get(k) for k in _LATENCY_SUMMARY})
         values.update(iters=run["iters"], warmup_iters=run["warmup_iters"], warmup_s=round(run["warmup_s"], 4),
@@ -120,7 +121,7 @@ def throughput_record(latency_records: Sequence[dict[str, Any]], *, context: dic
         values.update({k: best[k] for k in ("batch", "throughput_img_s", "latency_ms_p50", "latency_ms_p50_ci",
                                             "flops_s_achieved",
                                             "percent_of_peak", "memory_peak_bytes", "peak_flops_s",
-                                            "load_average_after")})
+                                            "load_average_after", "contention")})
     else:
         values["error"] = "every batch size failed"
     return _record("throughput", values, context, command)

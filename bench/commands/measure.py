@@ -117,6 +117,12 @@ def latency_table(records: list[dict[str, Any]], title: str):
 
 
 def _warn_noise(records: list[dict[str, Any]]) -> None:
+    contended = {(r["model"], r["engine"], r["batch"]): r["contention"]["reasons"] for r in records
+                 if (r.get("contention") or {}).get("contended")}
+    for (model, engine, batch), reasons in contended.items():
+        click.echo(f"rbench: warning: {model} {engine} batch {batch}: other work competed for the CPU "
+                   f"({'; '.join(reasons)}); these figures are likely slow (records say contended; --require-quiet "
+                   "refuses such runs)", err=True)
     noisy = [r for r in records if r.get("high_variation")]
     for r in noisy:
         click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: CV {100 * r['latency_cv']:.0f}% (> 10%): "
@@ -152,6 +158,9 @@ def _measure_options(fn):
         click.option("--rounds", type=int, default=10, show_default=True,
                      help="Several models or engines are timed interleaved: this many rounds, each in a new random "
                           "order, the iterations split among them."),
+        click.option("--require-quiet", is_flag=True,
+                     help="Refuse to measure while other work competes for the CPU (load, stolen time, a "
+                          "calibration kernel), and keep nothing if it starts during the run."),
         click.option("--include-transfers", is_flag=True, help="Time host->device input and device->host output copies too."),
         click.option("--threads", type=int, default=None, help="Intra-op threads (torch and onnxruntime) [default: all cores]."),
         click.option("--input-size", type=int, default=None,
@@ -187,7 +196,8 @@ def _settings(kw: dict[str, Any], default_iters: int):
                     warmup_s=kw.pop("warmup_s"), iters=iters, duration_s=kw.pop("duration_s"),
                     include_transfers=kw.pop("include_transfers"), threads=kw.pop("threads"),
                     compile=kw.pop("compile_"), channels_last=kw.pop("channels_last"), cuda_graph=kw.pop("cuda_graph"),
-                    provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"), rounds=kw.pop("rounds"))
+                    provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"), rounds=kw.pop("rounds"),
+                    require_quiet=kw.pop("require_quiet"))
 
 
 def _source_options(kw: dict[str, Any]) -> dict[str, Any]:

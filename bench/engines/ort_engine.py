@@ -26,6 +26,10 @@ def import_onnxruntime():
     return onnxruntime
 
 
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def resolve_provider(provider: str | None, device: str) -> str:
     """The execution provider for `--provider` (short or full name) or, if none, for the device."""
     ort = import_onnxruntime()
@@ -106,8 +110,8 @@ class OnnxRuntimeEngine(Engine):
                 raise EnvironmentProblem(f"fp16 on CPU: {why}")
         options = ort.SessionOptions()
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.graph_optimization])
-        if self.threads:
-            options.intra_op_num_threads = int(self.threads)
+        # onnxruntime sizes its pool by the machine's cores, not this process's CPU affinity: respect the affinity.
+        options.intra_op_num_threads = int(self.threads) if self.threads else _usable_cores()
         providers = [self.provider] + (["CUDAExecutionProvider"] if self.provider == "TensorrtExecutionProvider" else [])
         try:
             return ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=providers)
@@ -162,6 +166,7 @@ class OnnxRuntimeEngine(Engine):
         return {
             "version": ort.__version__,
             "providers": providers,
-            "options": {"graph_optimization": self.graph_optimization, "intra_op_threads": self.threads or "default",
+            "options": {"graph_optimization": self.graph_optimization,
+                        "intra_op_threads": self.threads or f"{_usable_cores()} (usable cores)",
                         "io_binding": self.device == "cuda", "onnx": str(self.onnx_path) if self.onnx_path else None},
         }

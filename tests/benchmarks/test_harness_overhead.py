@@ -19,11 +19,11 @@ from bench.timing import measure_latency
 
 pytestmark = pytest.mark.benchmark
 
-ROUNDS = 5
-ITERS = 60
-#: "within a few percent"; the absolute term covers timer granularity on sub-millisecond runs.
-REL_TOL = 0.05
-ABS_TOL_MS = 0.02
+ROUNDS = 20
+ITERS = 30
+#: Within 2% (issue 9); the absolute term covers the timer calls themselves on sub-millisecond runs.
+REL_TOL = 0.02
+ABS_TOL_MS = 0.002  # 2 µs: two perf_counter calls and a Python call, not a share of the run
 
 
 @pytest.fixture(scope="module")

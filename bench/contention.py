@@ -1,0 +1,139 @@
+"""Was the machine busy while we timed? Load, stolen CPU time, our CPU share and a calibration kernel.
+
+A latency measured while other work competes for the cores can be uniformly slower (3.6x was
+seen here with a CV of only 4.6%, so a spread check alone misses it). Around every timed phase
+rbench reads:
+- the 1-minute load average (other runnable work, lagging by up to a minute);
+- the CPU time the hypervisor stole (`/proc/stat`, the `steal` column);
+- this process's CPU share: CPU seconds over wall seconds, judged only for one-thread runs
+  (a multi-threaded engine leaves threads idle on small ops even on a quiet machine);
+- a fixed single-thread calibration kernel, timed before and after, and against the fastest
+  time ever seen on this machine (cached), so a phase that was busy from start to end shows too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+#: Above this the calibration kernel is "slower than this machine can do": contention.
+CALIBRATION_SLOWDOWN = 1.25
+#: Before vs after: a phase during which the machine got this much slower was disturbed.
+CALIBRATION_DRIFT = 1.10
+STEAL_FRACTION = 0.05
+CPU_SHARE = 0.85
+#: Load above the usable cores by this much means other work was runnable beside us.
+LOAD_MARGIN = 0.5
+
+
+def _steal() -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def _load() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def calibrate(repeats: int = 5) -> float:
+    """Milliseconds of a fixed pure-Python kernel (one thread, no memory traffic): the fastest of `repeats`."""
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(60_000):
+            total += i * i % 7
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000.0
+
+
+def _reference_path():
+    from bench.cache import cache_root
+    from bench.results import machine_slug
+
+    return cache_root() / f"calibration-{machine_slug()}.json"
+
+
+def calibration_reference(latest: float | None = None) -> float | None:
+    """The fastest calibration time seen on this machine; `latest` updates it when faster."""
+    path = _reference_path()
+    try:
+        best = float(json.loads(path.read_text())["calibration_ms"])
+    except (OSError, ValueError, KeyError, TypeError):
+        best = None
+    if latest is not None and (best is None or latest < best):
+        try:
+            from bench.atomic import write_text
+
+            write_text(path, json.dumps({"calibration_ms": latest}) + "\n")
+        except OSError:  # a read-only cache only costs the reference
+            pass
+        return best  # the reference this run is judged against is the one before it
+    return best
+
+
+@dataclass
+class Snapshot:
+    wall_s: float
+    cpu_s: float
+    load: float | None
+    steal: tuple[int, int] | None
+    calibration_ms: float
+
+
+def snapshot() -> Snapshot:
+    """What the machine looks like now (takes a few milliseconds: the calibration kernel)."""
+    calibration = calibrate()
+    times = os.times()
+    return Snapshot(time.perf_counter(), times.user + times.system, _load(), _steal(), calibration)
+
+
+def quiet_enough(before: Snapshot, cores: int) -> list[str]:
+    """Reasons the machine is busy right now (empty when it looks quiet), before any timing."""
+    reasons = []
+    if before.load is not None and before.load > cores + LOAD_MARGIN:
+        reasons.append(f"load average {before.load:.1f} on {cores} usable cores")
+    reference = calibration_reference()
+    if reference and before.calibration_ms > CALIBRATION_SLOWDOWN * reference:
+        reasons.append(f"calibration kernel {before.calibration_ms / reference:.2f}x its quiet time on this machine")
+    return reasons
+
+
+def assess(before: Snapshot, after: Snapshot, cores: int, threads: int | None) -> dict[str, Any]:
+    """The "contention" field of a record: the readings and whether other work competed, with why."""
+    reasons = []
+    loads = [x for x in (before.load, after.load) if x is not None]
+    if loads and max(loads) > cores + LOAD_MARGIN:
+        reasons.append(f"load average up to {max(loads):.1f} on {cores} usable cores")
+    steal = None
+    if before.steal and after.steal and after.steal[1] > before.steal[1]:
+        steal = (after.steal[0] - before.steal[0]) / (after.steal[1] - before.steal[1])
+        if steal > STEAL_FRACTION:
+            reasons.append(f"{steal:.0%} of CPU time stolen by the hypervisor")
+    wall = after.wall_s - before.wall_s
+    share = (after.cpu_s - before.cpu_s) / wall if wall > 0 else None
+    if threads == 1 and share is not None and wall > 0.2 and share < CPU_SHARE:
+        reasons.append(f"this process got {share:.0%} of a core on a one-thread run")
+    drift = after.calibration_ms / before.calibration_ms if before.calibration_ms > 0 else None
+    if drift is not None and drift > CALIBRATION_DRIFT:
+        reasons.append(f"calibration kernel {drift:.2f}x slower after the run than before it")
+    reference = calibration_reference(min(before.calibration_ms, after.calibration_ms))
+    worst = max(before.calibration_ms, after.calibration_ms)
+    if reference and worst > CALIBRATION_SLOWDOWN * reference:
+        reasons.append(f"calibration kernel {worst / reference:.2f}x its quiet time on this machine")
+    return {"contended": bool(reasons), "reasons": reasons, "load_average": [before.load, after.load],
+            "steal_fraction": None if steal is None else round(steal, 4),
+            "cpu_share": None if share is None else round(share, 3),
+            "calibration_ms": [round(before.calibration_ms, 3), round(after.calibration_ms, 3)],
+            "calibration_reference_ms": None if reference is None else round(reference, 3)}
