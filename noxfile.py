@@ -1,4 +1,4 @@
-"""CI sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`.
+"""CI sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s regress`.
 
 A torch environment is ~5.5 GB, so the sessions share the interpreter's site-packages
 (`--system-site-packages`) and reuse their virtualenvs: install torch once into the base
@@ -6,6 +6,9 @@ Python (README's set-up command does), and each session adds only what it lacks.
 """
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -41,3 +44,29 @@ def bench(session: nox.Session) -> None:
     _install(session)
     session.run("python", "-m", "pytest", "-m", "benchmark", "tests/benchmarks", "--benchmark-columns=min,median,max,iqr,ops",
                 *session.posargs)
+
+
+#: The fixed small set `nox -s regress` times: one cheap model on both CPU engines, one thread.
+REGRESS_SET = ["latency", "resnet20", "--engine", "torch,ort", "--batch", "1", "--threads", "1", "--iters", "100",
+               "--warmup", "20"]
+
+
+@nox.session(**SHARED)
+def regress(session: nox.Session) -> None:
+    """Latency regressions: time REGRESS_SET now and `rbench diff` it against results/baselines/<this machine>/.
+
+    Exit 1 when a pair is significantly slower than the baseline by more than 5%. Where no
+    baseline matches this machine, it says how to make one and passes.
+    """
+    _install(session)
+    new = Path(session.create_tmp()) / "regress-new"
+    shutil.rmtree(new, ignore_errors=True)
+    session.run("rbench", *REGRESS_SET, "--out", str(new))
+    slug = session.run("python", "-c", "from bench.results import machine_slug; print(machine_slug())",
+                       silent=True).strip()
+    baseline = Path("results") / "baselines" / slug
+    if not (baseline / "latency.jsonl").exists():
+        session.log(f"no baseline for this machine ({slug}) in results/baselines/: nothing to compare. "
+                    f"To make one on a quiet machine: mkdir -p {baseline} && cp {new}/latency.jsonl {baseline}/")
+        return
+    session.run("rbench", "diff", str(baseline), str(new), *session.posargs)
