@@ -116,6 +116,7 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
                        exporter=r.get("exporter"))
         elif kind == "latency":
             row[f"latency_p50_{r['engine']}"] = r.get("latency_ms_p50")
+            row[f"latencies_{r['engine']}"] = (r.get("latencies_ms"), r.get("rounds"))
             row[f"latency_p99_{r['engine']}"] = r.get("latency_ms_p99")
             row[f"latency_cv_{r['engine']}"] = r.get("latency_cv")
         elif kind == "throughput":
@@ -347,8 +348,23 @@ def _img(path: Path | None, out_dir: Path, alt: str) -> str:
 
 
 def _latency_ratios(a: dict, b: dict, engines: Sequence[str]) -> str:
-    """`a`'s p50 latency over `b`'s, per engine: "1.96x (torch), 15.0x (ort)"."""
-    return ", ".join(f"{_ratio(a.get(f'latency_p50_{e}'), b.get(f'latency_p50_{e}'))} ({e})" for e in engines)
+    """`a`'s p50 latency over `b`'s per engine, with its 95% interval and what it supports:
+    "1.96x (1.90-2.01, slower; torch), no measurable difference (0.97-1.04; ort)"."""
+    from bench.stats import compare_latencies
+
+    parts = []
+    for e in engines:
+        (a_lat, a_rounds), (b_lat, b_rounds) = a.get(f"latencies_{e}") or (None, None), b.get(f"latencies_{e}") or (None, None)
+        if not a_lat or not b_lat:
+            parts.append(f"{_ratio(a.get(f'latency_p50_{e}'), b.get(f'latency_p50_{e}'))} ({e})")
+            continue
+        c = compare_latencies(b_lat, a_lat, b_rounds, a_rounds)
+        interval = f"{c['low']:.2f}-{c['high']:.2f}"
+        if c["verdict"] == "no measurable difference":
+            parts.append(f"no measurable difference ({c['ratio']:.2f}x, 95% CI {interval}; {e})")
+        else:
+            parts.append(f"{c['ratio']:.2f}x ({interval}, {c['verdict']}; {e})")
+    return ", ".join(parts)
 
 
 def _ratio(a: Any, b: Any) -> str:
@@ -405,12 +421,12 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
                 lat = _latency_ratios(r, p, engines)
                 findings.append(
                     f"At {d} layers the shortcuts change test error by {_pp(r.get('test_error'), p.get('test_error'))}; "
-                    f"the residual net's latency is {lat} the plain net's, at {_ratio(r.get('flops'), p.get('flops'))} "
-                    "its FLOPs.")
+                    f"p50 latency of the residual net over the plain net's, timed together: {lat}; "
+                    f"FLOPs ratio {_ratio(r.get('flops'), p.get('flops'))}.")
         if r_lo and r_hi:
             lat = _latency_ratios(r_hi, r_lo, engines)
             findings.append(f"Going from resnet{lo} to resnet{hi} multiplies FLOPs by "
-                            f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))} and p50 latency by {lat}.")
+                            f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))}; p50 latency: {lat}.")
     return "".join(parts), findings
 
 
@@ -436,7 +452,7 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
             lat = _latency_ratios(d, s, engines)
             findings.append(
                 f"{d['label']} vs {s['label']}: {_ratio(d.get('params'), s.get('params'))} the params, "
-                f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs, {lat} the p50 latency; "
+                f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs; p50 latency, timed together: {lat}; "
                 f"top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({_pp(d.get('top1'), s.get('top1'))}).")
     with_subsets = [r for r in rows if r.get("subsets")]
     if with_subsets:
@@ -486,10 +502,13 @@ def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequen
     scored = [r for r in rows if r.get("top1") is not None]
     if scored:
         best = max(scored, key=lambda r: r["top1"])
-        e0 = engines[0] if engines else "torch"
-        lat = ", ".join(f"{r['label']} {fmt_ms(r.get(f'latency_p50_{e0}'))} ms" for r in rows)
-        findings.append(f"Best activation here: {best['label']} ({fmt_pct(best['top1'])} top-1); "
-                        f"{e0} p50 latency: {lat}.")
+        findings.append(f"Highest top-1 here: {best['label']} ({fmt_pct(best['top1'])}), from one short training "
+                        "run per activation (seed 0): a gap of a few points can be the seed, not the activation.")
+        relu = next((r for r in rows if r["label"] == "relu"), None)
+        for r in rows:
+            if relu is not None and r is not relu:
+                findings.append(f"p50 latency of {r['label']} over relu, timed together: "
+                                f"{_latency_ratios(r, relu, engines)}.")
     return "".join(parts), findings
 
 
@@ -573,6 +592,19 @@ def schedule_note(records: Iterable[Record], preset: dict[str, Any]) -> str:
     return f", {' / '.join(schedules)} schedule{'s' if len(schedules) > 1 else ''}"
 
 
+def contention_note(records: Sequence[Record]) -> str:
+    """A warning line when some timings were taken while other work competed for the CPU, else ''."""
+    timed = {(r.get("unit"), r.get("engine"), r.get("batch"), r["kind"]): r for r in records
+             if r["kind"] in ("latency", "throughput")}
+    busy = [r for r in timed.values() if (r.get("contention") or {}).get("contended")]
+    if not busy:
+        return ""
+    reasons = sorted({reason.split(" on ")[0].split(" (")[0] for r in busy for reason in r["contention"]["reasons"]})
+    return (f"**Warning:** {len(busy)} of {len(timed)} timings were taken while other work competed for the CPU "
+            f"({'; '.join(reasons)}); their latencies, and ratios built on them, may be off. "
+            "Rerun on a quiet machine (`--require-quiet` on the measuring commands refuses a busy one).\n")
+
+
 def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str | Path) -> str:
     """The Markdown report of a run (its plots written under `out_dir/figures/`)."""
     out_dir = Path(out_dir)
@@ -596,7 +628,12 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              f"ONNX exporter: {preset.get('exporter')}.\n",
              "Units: params = all parameters (trainable or not); MACs by thop; FLOPs by torch's flop counter (2 per MAC), per "
              "image; latency in ms; top-1 on the test split through each engine. Records behind every number: "
-             "[records.jsonl](records.jsonl).\n"]
+             "[records.jsonl](records.jsonl).\n",
+             "Timing: each study's nets are timed together, per engine, interleaved in rounds (a new random order "
+             "each round), after all of them are trained and exported. A latency ratio comes with its bootstrap 95% "
+             "interval and says faster or slower only when the whole interval lies beyond 1 \u00b1 3%; otherwise "
+             "'no measurable difference'. Accuracy comes from one short training run per net (seed 0).\n",
+             contention_note(records)]
     all_findings: list[tuple[str, list[str]]] = []
     body = []
     for study in studies:

@@ -184,3 +184,26 @@ def verdict(low: float, high: float, threshold: float = DEFAULT_THRESHOLD) -> st
     if high < 1 - threshold:
         return "faster"
     return "no measurable difference"
+
+
+def split_rounds(latencies: Sequence[float], rounds: int | None) -> list[list[float]] | None:
+    """The rounds of an interleaved run back from its pooled latencies (equal rounds, in order), or None."""
+    if not rounds or rounds < 2 or len(latencies) % rounds:
+        return None
+    size = len(latencies) // rounds
+    return [list(latencies[i * size:(i + 1) * size]) for i in range(rounds)]
+
+
+def compare_latencies(base: Sequence[float], new: Sequence[float], base_rounds: int | None = None,
+                      new_rounds: int | None = None, threshold: float = DEFAULT_THRESHOLD) -> dict[str, Any]:
+    """new/base median ratio with its interval and verdict: over paired rounds when both were timed
+    interleaved in the same rounds, else with each sample resampled on its own."""
+    paired = base_rounds == new_rounds and split_rounds(base, base_rounds) and split_rounds(new, new_rounds)
+    if paired:
+        ratio, low, high = ratio_interval(split_rounds(base, base_rounds), split_rounds(new, new_rounds))
+        method = RATIO_CI_METHOD
+    else:
+        ratio, low, high = independent_ratio_interval(base, new)
+        method = INDEPENDENT_RATIO_CI_METHOD
+    return {"ratio": ratio, "low": low, "high": high, "verdict": verdict(low, high, threshold), "method": method,
+            "threshold": threshold}

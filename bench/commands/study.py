@@ -113,11 +113,18 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
             elif kind == "unit-start":
                 progress.update(task, description=f"{unit}: start")
             elif kind == "stage":
-                progress.update(task, description=f"{unit}: {payload['stage']}")
+                progress.update(task, description=f"{unit or payload.get('study')}: {payload['stage']}")
             elif kind == "unit-done":
                 unit_seconds[unit] = round(payload["seconds"], 1)
                 progress.advance(task)
                 progress.console.print(f"  {unit}: done in {payload['seconds']:.1f} s")
+            elif kind == "timing-skip":
+                progress.console.print(f"  {payload['study']}: already timed, skipped")
+            elif kind == "timing-start":
+                progress.update(task, description=f"timing the {payload['study']} study ({payload['units']} nets together)")
+            elif kind == "timing-done":
+                unit_seconds[f"timing:{payload['study']}"] = round(payload["seconds"], 1)
+                progress.console.print(f"  {payload['study']}: timed in {payload['seconds']:.1f} s")
 
         return run_plans(plans, ctx, out_dir, on_event=on_event, keep_artifacts=keep_artifacts)
 

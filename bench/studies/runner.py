@@ -108,31 +108,48 @@ def _plain(value: Any) -> Any:
 
 def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
                  on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
-    """Train, profile, export and measure one unit on every engine; return its records.
+    """Train, profile, export and evaluate one unit on every engine; return its records.
 
-    Every record comes from the same builder (`bench.records`) and the same library calls
+    Leaves `work_dir/weights.pt` (the best weights) and `work_dir/model.onnx` (the verified
+    export) for the timing phase (`time_study`), which times every unit of a study together.
+    Every record comes from the same builder (`bench.records`) and library calls
     (`bench.measure`) as the CLI's, plus the unit's study context.
     """
     import torch
 
-    import nets
-
     torch.manual_seed(ctx.seed)
     bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
-    model = nets.create_model(spec.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=spec.act,
-                              **spec.builder_kwargs())
-    context = {"unit": spec.unit_id, "preset": ctx.preset.name, "act": spec.act, "channels": spec.channels}
+    model = build_unit_model(spec, bundle)
+    context = unit_context(spec, ctx)
     records = [_train_unit(spec, ctx, model, bundle, work_dir, context, on_stage)]
+    torch.save(model.state_dict(), work_dir / WEIGHTS)
     from bench.sources import resolve_source
 
     source = resolve_source(model, input_shape=tuple(bundle.input_shape), name=spec.model)
     records += _measure_costs_and_export(source, ctx, work_dir, context, on_stage)
-    records += _measure_engines(source, ctx, context, on_stage)
-    accuracy, best_engine = _accuracy_per_engine(source, ctx, bundle, context, on_stage, records)
+    accuracy = _accuracy_per_engine(source, ctx, bundle, context, on_stage)
     records += accuracy
     if spec.eval_subsets:
-        records += _accuracy_on_subsets(source, spec, ctx, bundle, best_engine, context, on_stage)
+        # Every engine agrees on accuracy (the records above say by how much): the first evaluates the subsets.
+        records += _accuracy_on_subsets(source, spec, ctx, bundle, ctx.engines[0], context, on_stage)
     return records
+
+
+WEIGHTS = "weights.pt"
+ONNX = "model.onnx"
+
+
+def build_unit_model(spec: UnitSpec, bundle):
+    """The unit's net, shaped for its data (classes, channels), with random weights."""
+    import nets
+
+    return nets.create_model(spec.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=spec.act,
+                             **spec.builder_kwargs())
+
+
+def unit_context(spec: UnitSpec, ctx: RunContext) -> dict[str, Any]:
+    """The study fields every record of a unit carries."""
+    return {"unit": spec.unit_id, "preset": ctx.preset.name, "act": spec.act, "channels": spec.channels}
 
 
 def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, context: dict[str, Any],
@@ -165,7 +182,7 @@ def _measure_costs_and_export(source, ctx: RunContext, work_dir: Path, context: 
     on_stage("flops")
     flops = profile(source, context=context, command=ctx.command)
     on_stage("export")
-    report = export.to_onnx(source.module(), work_dir / "model.onnx", source.input_shape, batch=1, dynamic_batch=True,
+    report = export.to_onnx(source.module(), work_dir / ONNX, source.input_shape, batch=1, dynamic_batch=True,
                             verify=True, model_name=source.name, exporter=ctx.preset.exporter)
     source.exported["fp32"] = Path(report.path)
     exported = export_record(report, source=source.describe(), model_config=_plain(source.config), engine="onnx",
@@ -173,27 +190,58 @@ def _measure_costs_and_export(source, ctx: RunContext, work_dir: Path, context: 
     return [flops, exported]
 
 
-def _measure_engines(source, ctx: RunContext, context: dict[str, Any],
-                     on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Latency at batch 1 and throughput at the preset's batch, per engine."""
-    from bench.measure import Settings, latency, throughput_records
+def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
+               on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
+    """Latency at batch 1 and throughput at the preset's batch of every unit of `plan`, timed together.
 
+    Per engine, all the study's nets are opened and timed interleaved in rounds
+    (`bench.measure.compare`), so the study's latency ratios compare figures that drift and
+    other work hit alike. Reads the weights and ONNX file `measure_unit` left in
+    `out_dir/artifacts/<unit>/`.
+    """
+    import torch
+
+    from bench.measure import Settings, compare, throughput_records
+    from bench.sources import resolve_source
+
+    specs = list({unit.spec.unit_id: unit.spec for unit in plan.units}.values())
+    sources, contexts = [], []
+    for spec in specs:
+        folder = artifact_path(out_dir, spec)
+        bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
+        model = build_unit_model(spec, bundle)
+        model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+        source = resolve_source(model.eval(), input_shape=tuple(bundle.input_shape), name=spec.model)
+        source.exported["fp32"] = folder / ONNX
+        sources.append(source)
+        contexts.append(unit_context(spec, ctx))
     preset = ctx.preset
     records: list[dict[str, Any]] = []
     for engine in ctx.engines:
         on_stage(f"latency/{engine}")
-        settings = Settings(device=ctx.device, warmup=preset.warmup, iters=preset.iters)
-        records += latency(source, [engine], [1], settings, context=context, command=ctx.command)
+        settings = Settings(device=ctx.device, warmup=preset.warmup, iters=preset.iters,
+                            rounds=max(1, min(10, preset.iters // 4)))
+        latency, _ = compare(sources, [engine], 1, settings, command=ctx.command)
+        records += [_with_context(r, c) for r, c in zip(latency, contexts)]
         on_stage(f"throughput/{engine}")
-        settings = Settings(device=ctx.device, warmup=max(1, preset.warmup // 5), iters=preset.throughput_iters)
-        sweep = latency(source, [engine], [preset.throughput_batch], settings, context=context, command=ctx.command)
-        records += throughput_records(sweep, context=context, command=ctx.command)
+        settings = Settings(device=ctx.device, warmup=max(1, preset.warmup // 5), iters=preset.throughput_iters,
+                            rounds=max(1, min(10, preset.throughput_iters // 2)))
+        sweep, _ = compare(sources, [engine], preset.throughput_batch, settings, command=ctx.command)
+        records += [_with_context(throughput_records([r], command=ctx.command)[0], c) for r, c in zip(sweep, contexts)]
     return records
 
 
-def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any], on_stage: Callable[[str], None],
-                         measured: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str]:
-    """Test accuracy through each engine, the first engine the reference; and the fastest engine."""
+def _with_context(record: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
+    from bench.results import validate_record
+
+    record = {**record, **context}
+    validate_record(record)
+    return record
+
+
+def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any],
+                         on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Test accuracy through each engine, the first engine the reference."""
     from bench.accuracy import evaluate_engine, reference_differences
     from bench.data import Batches
     from bench.engines import create_engine
@@ -212,9 +260,7 @@ def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any
                   "batch": 256, "input_shape": list(source.input_shape), **reference_differences(reference, metrics, logits)}
         records.append(accuracy_record(result, model=source.name, model_config=_plain(source.config), dataset=data,
                                        context=context, command=ctx.command))
-    throughputs = [r for r in measured if r["kind"] == "throughput"]
-    fastest = max(throughputs, key=lambda r: r["throughput_img_s"] or 0)["engine"] if throughputs else ctx.engines[0]
-    return records, fastest
+    return records
 
 
 def _accuracy_on_subsets(source, spec: UnitSpec, ctx: RunContext, bundle, engine_name: str, context: dict[str, Any],
@@ -280,8 +326,8 @@ def check_run_folder(out_dir: Path, ctx: RunContext, resume: bool) -> str | None
             raise UsageProblem(f"{out_dir} holds a run with other settings ({', '.join(differs)} differ); "
                                "use another --out or --no-resume to start over")
     if not resume:
-        if (out_dir / "units").exists():
-            shutil.rmtree(out_dir / "units")
+        for folder in ("units", "timing", "artifacts"):
+            shutil.rmtree(out_dir / folder, ignore_errors=True)
         (out_dir / "run.json").unlink(missing_ok=True)
     write_text(settings, json.dumps(current, indent=1) + "\n")
     return note
@@ -296,52 +342,97 @@ def unique_units(plans: Sequence[StudyPlan]) -> list[UnitSpec]:
     return list(seen.values())
 
 
+def artifact_path(out_dir: Path, spec: UnitSpec) -> Path:
+    """Where a prepared unit keeps its weights and ONNX file until its studies are timed."""
+    return Path(out_dir) / "artifacts" / spec.unit_id
+
+
+def timing_path(out_dir: Path, plan: StudyPlan) -> Path:
+    return Path(out_dir) / "timing" / f"{plan.name}.jsonl"
+
+
 def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
               on_event: EventHook = lambda kind, payload: None, keep_artifacts: bool = False) -> list[dict[str, Any]]:
-    """Measure every unit not yet complete in `out_dir`, then return all study records.
+    """Prepare every unit not yet done, time every study not yet timed, then return all records.
 
-    Each unit's records are written in one atomic step when the unit is complete; its scratch
-    files (checkpoint, ONNX) live in a temporary folder removed afterwards unless `keep_artifacts`.
+    Phase 1, per unit: train, count, export, evaluate (`measure_unit`); its records are written in
+    one atomic step, its weights and ONNX file kept in `artifacts/<unit>/`. Phase 2, per study:
+    time all its units together (`time_study`), written in one atomic step to `timing/<study>.jsonl`.
+    An interruption anywhere resumes at the first unit or study not written. The artifacts are
+    removed at the end unless `keep_artifacts`.
     """
-    from bench.atomic import write_text
-    from bench.results import to_json, validate_record
-
     out_dir = Path(out_dir)
     units = unique_units(plans)
+    # A prepared unit's weights are needed again only by studies not timed yet.
+    untimed = {unit.spec.unit_id for plan in plans if not timing_path(out_dir, plan).exists() for unit in plan.units}
     for index, spec in enumerate(units):
         payload = {"unit": spec.unit_id, "index": index, "total": len(units)}
-        if unit_path(out_dir, spec).exists():
+        needs_weights = spec.unit_id in untimed and not (artifact_path(out_dir, spec) / WEIGHTS).exists()
+        if unit_path(out_dir, spec).exists() and not needs_weights:
             on_event("unit-skip", payload)
             continue
         on_event("unit-start", payload)
         start = time.perf_counter()
-        (out_dir / "units").mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{spec.unit_id}.", dir=out_dir / "units"))
-        try:
-            records = measure_unit(spec, ctx, work, on_stage=lambda stage, p=payload: on_event("stage", {**p, "stage": stage}))
-            for record in records:
-                validate_record(record)
-                record["unit_seconds"] = round(time.perf_counter() - start, 3)
-            write_text(unit_path(out_dir, spec), "".join(to_json(r) + "\n" for r in records))
-        finally:
-            if keep_artifacts:
-                target = out_dir / "artifacts" / spec.unit_id
-                if target.exists():
-                    shutil.rmtree(target)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(work), target)
-            else:
-                shutil.rmtree(work, ignore_errors=True)
+        _prepare_unit(spec, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage}))
         on_event("unit-done", {**payload, "seconds": time.perf_counter() - start})
+    for plan in plans:
+        payload = {"study": plan.name, "units": len(plan.units)}
+        if timing_path(out_dir, plan).exists():
+            on_event("timing-skip", payload)
+            continue
+        on_event("timing-start", payload)
+        start = time.perf_counter()
+        _write_records(timing_path(out_dir, plan),
+                       time_study(plan, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage})))
+        on_event("timing-done", {**payload, "seconds": time.perf_counter() - start})
+    if not keep_artifacts:
+        shutil.rmtree(out_dir / "artifacts", ignore_errors=True)
     return collect_records(plans, out_dir)
 
 
+def _prepare_unit(spec: UnitSpec, ctx: RunContext, out_dir: Path, on_stage: Callable[[str], None]) -> None:
+    """measure_unit in a scratch folder; then its artifacts, then its records, each moved into place whole."""
+    start = time.perf_counter()
+    (out_dir / "units").mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{spec.unit_id}.", dir=out_dir / "units"))
+    try:
+        records = measure_unit(spec, ctx, work, on_stage=on_stage)
+        for record in records:
+            record["unit_seconds"] = round(time.perf_counter() - start, 3)
+        target = artifact_path(out_dir, spec)
+        if target.exists():
+            shutil.rmtree(target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        keep = [name for name in (WEIGHTS, ONNX, f"{ONNX}.data") if (work / name).exists()]
+        staging = Path(tempfile.mkdtemp(prefix=f".{spec.unit_id}.", dir=target.parent))
+        for name in keep:
+            shutil.move(str(work / name), staging / name)
+        staging.rename(target)
+        _write_records(unit_path(out_dir, spec), records)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
+    from bench.atomic import write_text
+    from bench.results import to_json, validate_record
+
+    for record in records:
+        validate_record(record)
+    write_text(path, "".join(to_json(r) + "\n" for r in records))
+
+
 def collect_records(plans: Sequence[StudyPlan], out_dir: Path) -> list[dict[str, Any]]:
-    """Every finished unit's records, once per study that uses the unit, tagged study/label/group."""
+    """Every finished unit's records, once per study that uses the unit, and the study's own timings,
+    each tagged study/label/group."""
+    from bench.results import read_records
+
     out = []
     for plan in plans:
+        timings = read_records(timing_path(out_dir, plan))
         for unit in plan.units:
-            for record in load_unit(out_dir, unit.spec) or []:
-                out.append({**record, "study": plan.name, "label": unit.label, "group": unit.group})
+            tags = {"study": plan.name, "label": unit.label, "group": unit.group}
+            out += [{**record, **tags} for record in load_unit(out_dir, unit.spec) or []]
+            out += [{**record, **tags} for record in timings if record.get("unit") == unit.spec.unit_id]
     return out
 

@@ -142,3 +142,29 @@ def test_the_preset_line_says_what_ran(records, tmp_path):
     assert "schedule" not in report.render_report([], run, tmp_path).split("Units:")[0].split("Preset:")[1]
     run["preset_settings"]["schedule"] = "plateau"
     assert "plateau schedule" in report.render_report([], run, tmp_path)
+
+
+def _timed(study, label, model, group, latencies, contended=False):
+    """A unit's latency record as the suite's timing phase leaves it: interleaved rounds, raw latencies."""
+    return record_of("latency", command="test", study=study, label=label, group=group, unit=f"{model}-{label}",
+                     model=model, engine="ort", latencies_ms=list(latencies), rounds=10,
+                     latency_ms_p50=sorted(latencies)[len(latencies) // 2],
+                     contention={"contended": contended, "reasons": ["load average up to 3.0 on 2 usable cores"]
+                                 if contended else []})
+
+
+def test_a_latency_ratio_is_stated_only_where_its_interval_supports_it(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    same = [list(1.0 + 0.02 * rng.standard_normal(50)) for _ in range(3)]
+    records = [_timed("depth", "resnet20", "resnet20", "residual", same[0]),
+               _timed("depth", "plain20", "plain20", "plain", same[1]),
+               _timed("depth", "resnet56", "resnet56", "residual", 3 * np.asarray(same[2]), contended=True)]
+    _, findings = report.depth_section(records, tmp_path, ["ort"])
+    text = " ".join(findings)
+    assert "timed together: no measurable difference" in text  # resnet20 vs plain20: same distribution
+    assert "slower; ort" in text  # resnet56 vs resnet20: 3x
+    note = report.contention_note(records)
+    assert "1 of 3 timings" in note and "load average up to 3.0" in note
+    assert report.contention_note(records[:2]) == ""

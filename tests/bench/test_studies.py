@@ -115,6 +115,7 @@ def _fake_measure(calls, fail_on=None):
     def measure(spec, ctx, work_dir, on_stage=lambda s: None):
         calls.append(spec.unit_id)
         (work_dir / "model.onnx").write_bytes(b"scratch")
+        (work_dir / "weights.pt").write_bytes(b"weights")
         on_stage("train")
         if spec.unit_id == fail_on:
             raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-unit
@@ -127,6 +128,8 @@ def test_run_resumes_after_an_interruption_and_keeps_no_half_unit(tmp_path, monk
     units = runner.unique_units(plans)
     calls: list[str] = []
     monkeypatch.setattr(runner, "measure_unit", _fake_measure(calls, fail_on=units[1].unit_id))
+    timed = []
+    monkeypatch.setattr(runner, "time_study", lambda plan, ctx, out, on_stage: timed.append(plan.name) or [])
     runner.check_run_folder(tmp_path, _ctx(), resume=True)
     with pytest.raises(KeyboardInterrupt):
         runner.run_plans(plans, _ctx(), tmp_path)
@@ -138,8 +141,10 @@ def test_run_resumes_after_an_interruption_and_keeps_no_half_unit(tmp_path, monk
     calls.clear()
     monkeypatch.setattr(runner, "measure_unit", _fake_measure(calls))
     events = []
-    records = runner.run_plans(plans, _ctx(), tmp_path, on_event=lambda kind, p: events.append((kind, p["unit"])))
+    records = runner.run_plans(plans, _ctx(), tmp_path, on_event=lambda kind, p: events.append((kind, p.get("unit"))))
     assert units[0].unit_id not in calls, "a finished unit is not measured again"
+    assert timed == ["depth", "activation"], "each study is timed once, after every unit is prepared"
+    assert not (tmp_path / "artifacts").exists(), "the units' weights and ONNX files are removed at the end"
     assert calls == [u.unit_id for u in units[1:]]
     assert ("unit-skip", units[0].unit_id) in events
     # resnet20 serves both studies: its record appears once per study, tagged.
