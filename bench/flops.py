@@ -241,14 +241,28 @@ def model_flops(name: str, input_shape: tuple[int, int, int], num_classes: int =
     return counts.params, counts.flops
 
 
+def _count_dynamic_conv(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    """thop rule for nets.layers.DynamicConv2d, whose conv and kernel aggregation are functional (thop
+    cannot see them): one convolution per sample with its own kernel, plus aggregating that kernel
+    (and bias) from the K kernels. Its attention branch is nn.Linear children that thop counts itself."""
+    batch = inputs[0].shape[0]
+    kernel = module.in_channels * module.kernel_size * module.kernel_size
+    conv = batch * module.out_channels * output.shape[-2] * output.shape[-1] * kernel
+    aggregate = batch * module.kernels * module.out_channels * (kernel + (1 if module.bias is not None else 0))
+    module.total_ops += int(conv + aggregate)
+
+
 def _thop_profile(model: nn.Module, x: torch.Tensor, detail: bool) -> tuple[int, dict[str, int]]:
     """thop's MACs of `model` on `x` (and per module with `detail`); thop hooks `model` itself."""
     import thop
 
+    from nets.layers import DynamicConv2d
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.no_grad():
-            result = thop.profile(model, inputs=(x,), verbose=False, ret_layer_info=detail)
+            result = thop.profile(model, inputs=(x,), verbose=False, ret_layer_info=detail,
+                                  custom_ops={DynamicConv2d: _count_dynamic_conv})
     by_module: dict[str, int] = {}
     if detail and len(result) == 3:
 

@@ -250,17 +250,17 @@ class _Entry:
     failed: dict[int, str] = dataclasses.field(default_factory=dict)  # batch -> error
 
 
-def _open_entries(stack, sources, engines: list[str], settings: Settings, workdir: Path, max_batch: int) -> list[_Entry]:
+def _open_entries(stack, sources, costs: list[dict[str, Any]], engines: list[str], settings: Settings, workdir: Path,
+                  max_batch: int, batch: int) -> list[_Entry]:
     from bench.engines import create_engine
 
     entries = []
-    for src in sources:
-        costs = model_costs(src)
+    for src, cost in zip(sources, costs):
         for name in engines:
             engine = create_engine(name, src, device=settings.device, precision=settings.precision, workdir=workdir,
-                                   max_batch=max_batch, **settings.engine_options(name))
+                                   max_batch=max_batch, batch=batch, **settings.engine_options(name))
             stack.enter_context(engine)
-            entries.append(_Entry(src, name, engine, costs, engine.describe(), cached_peak(settings, name)))
+            entries.append(_Entry(src, name, engine, cost, engine.describe(), cached_peak(settings, name)))
     return entries
 
 
@@ -414,12 +414,14 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
     src = resolve_source(source, **source_options)
     _check_sources([src], engines, batches, settings)
     rng = np.random.default_rng(0)
+    costs = [model_costs(src)]
     records: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="rbench-measure-") as workdir, contextlib.ExitStack() as stack:
-        entries = _open_entries(stack, [src], engines, settings, Path(workdir), max(batches))
-        for batch_size in batches:
-            runs, state = _timed_phase(entries, batch_size, settings, rng, on_progress)
-            records += _latency_records(entries, runs, batch_size, settings, context, command, state)
+    with tempfile.TemporaryDirectory(prefix="rbench-measure-") as workdir:
+        for batch_size in batches:  # engines per batch: a dynamic-conv net runs a graph made for that batch
+            with contextlib.ExitStack() as stack:
+                entries = _open_entries(stack, [src], costs, engines, settings, Path(workdir), max(batches), batch_size)
+                runs, state = _timed_phase(entries, batch_size, settings, rng, on_progress)
+                records += _latency_records(entries, runs, batch_size, settings, context, command, state)
     return records
 
 
@@ -452,7 +454,8 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
     _check_sources(srcs, engines, batches, settings)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="rbench-compare-") as workdir, contextlib.ExitStack() as stack:
-        entries = _open_entries(stack, srcs, engines, settings, Path(workdir), batches[0])
+        entries = _open_entries(stack, srcs, [model_costs(s) for s in srcs], engines, settings, Path(workdir), batches[0],
+                                batches[0])
         runs, state = _timed_phase(entries, batches[0], settings, rng, on_progress)
         records = _latency_records(entries, runs, batches[0], settings, None, command, state)
     comparisons = []

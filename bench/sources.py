@@ -52,8 +52,8 @@ class ModelSource:
     config: dict[str, Any] = field(default_factory=dict)
     checkpoint: str | None = None
     _module: Any = field(default=None, repr=False)
-    #: ONNX files already made from this module, by precision (the suite's verified export, say).
-    exported: dict[str, Path] = field(default_factory=dict, repr=False)
+    #: ONNX files already made from this module, by (precision, fixed batch or None for a dynamic batch).
+    exported: dict[tuple[str, int | None], Path] = field(default_factory=dict, repr=False)
 
     @property
     def has_module(self) -> bool:
@@ -277,11 +277,29 @@ def _apply_checkpoint(source: ModelSource, path: Path) -> None:
 
 
 # -- loaders: the artifact each engine runs ---------------------------------------------------
-def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None = None) -> Path:
+def graph_batch(source: ModelSource, batch: int | None) -> int | None:
+    """The batch to export a fixed-batch graph for, or None for a dynamic-batch graph.
+
+    A net with dynamic convolution runs its fast form (each sample's kernel aggregated, then one
+    grouped conv with the batch folded into the groups) only in a graph whose batch is fixed; its
+    dynamic-batch graph computes the slower im2col form (see nets.layers.DynamicConv2d). So when
+    a measurement is at one batch size, such a net gets a fixed-batch graph; every other net keeps
+    one dynamic-batch graph for every batch.
+    """
+    if batch is None or not source.has_module:
+        return None
+    from nets.layers import uses_dynamic_conv
+
+    return int(batch) if uses_dynamic_conv(source.module()) else None
+
+
+def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None = None,
+              batch: int | None = None) -> Path:
     """The ONNX file of `source` at `precision`: the file itself, or an export of the module.
 
     A zoo model with random weights (timing does not depend on them) is exported once into the
-    cache; any other module (trained weights, user code) is exported into `workdir` each time.
+    cache; any other module (trained weights, user code) is exported into `workdir`. `batch` is
+    the batch the graph will run at, when known: see `graph_batch`.
     """
     if source.kind == "onnx":
         wanted = "float16" if precision == "fp16" else "float32"
@@ -291,47 +309,54 @@ def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None
         return source.path
     if source.kind == "trt":
         raise UsageProblem(f"{source.path} is a TensorRT engine; only --engine trt runs it")
-    if precision in source.exported and source.exported[precision].exists():
-        return source.exported[precision]
+    fixed = graph_batch(source, batch)
+    known = source.exported.get((precision, fixed))
+    if known is not None and known.exists():
+        return known
     import export
     from bench.cache import cache_root
 
     c, h, w = source.input_shape
     model = source.module()
+    suffix = f"{precision}" + (f"-b{fixed}" if fixed else "")
     if source.kind == "zoo" and source.checkpoint is None:
         params = sum(p.numel() for p in model.parameters())  # a changed definition gets a new file
         config = "-".join(f"{k}={v}" for k, v in sorted(source.config.items()) if k not in ("name", "input_size"))
         key = hashlib.sha256(config.encode()).hexdigest()[:8]
-        path = cache_root() / "onnx" / f"{source.name}-{c}x{h}x{w}-{params}p-{key}-{precision}.onnx"
+        path = cache_root() / "onnx" / f"{source.name}-{c}x{h}x{w}-{params}p-{key}-{suffix}.onnx"
         if path.exists():
             return path
     else:
         if workdir is None:
             raise ValueError("onnx_file needs a workdir to export a module source into")
         stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in source.name)
-        path = Path(workdir) / f"{stem}-{precision}.onnx"
-    report = export.to_onnx(model.cpu(), path, input_shape=(c, h, w), batch=1, dynamic_batch=True,
-                            precision=precision, verify=False, model_name=source.name)
-    source.exported[precision] = Path(report.path)
+        path = Path(workdir) / f"{stem}-{suffix}.onnx"
+    # Only the dynamo exporter takes a computed conv weight (the fixed-batch dynamic conv form).
+    report = export.to_onnx(model.cpu(), path, input_shape=(c, h, w), batch=fixed or 1, dynamic_batch=fixed is None,
+                            precision=precision, verify=False, model_name=source.name,
+                            exporter="dynamo" if fixed else "auto")
+    source.exported[(precision, fixed)] = Path(report.path)
     return Path(report.path)
 
 
-def engine_file(source: ModelSource, precision: str = "fp32", max_batch: int = 64, workdir: Path | None = None) -> Path:
+def engine_file(source: ModelSource, precision: str = "fp32", max_batch: int = 64, workdir: Path | None = None,
+                batch: int | None = None) -> Path:
     """The TensorRT engine of `source`: the file itself, or one built from `onnx_file` (reused by cache key)."""
     if source.kind == "trt":
         return source.path
     import export
     from bench.cache import cache_root
 
-    onnx = onnx_file(source, precision, workdir)
+    fixed = graph_batch(source, batch)
+    onnx = onnx_file(source, precision, workdir, batch)
     folder = Path(workdir) if workdir is not None else cache_root() / "trt"
-    path = folder / f"{onnx.stem}-b{max_batch}.engine"
+    path = folder / f"{onnx.stem}-b{fixed or max_batch}.engine"
     c, h, w = source.input_shape
     if source.file_batch is not None and source.file_batch != max_batch:
         raise UsageProblem(f"{source.path} has a fixed batch of {source.file_batch}; measure batch {source.file_batch}")
     # TensorRT 11 takes the precision from the ONNX file (strong typing), so fp16 exported fp16 above.
-    report = export.build_trt_engine(onnx, path, precision=precision, batch_range=(1, min(8, max_batch), max_batch),
-                                     input_shape=(c, h, w))
+    batch_range = (fixed,) * 3 if fixed else (1, min(8, max_batch), max_batch)
+    report = export.build_trt_engine(onnx, path, precision=precision, batch_range=batch_range, input_shape=(c, h, w))
     return Path(getattr(report, "engine_path", None) or path)
 
 

@@ -6,7 +6,9 @@ ESRGAN's residual-in-residual dense block and SAGAN's self-attention.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -41,6 +43,16 @@ def create_act(act: str, inplace: bool = True) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 
 
+#: How DynamicConv2d computes its output (see the class docstring); every mode gives the same numbers.
+DYNAMIC_CONV_MODES = ("auto", "grouped", "unfold", "expand")
+
+#: In PyTorch, "auto" takes "expand" at a batch of 2 or more where (K - 1) * H' * W' <= this: (K - 1) * L is
+#: expand's extra MACs per element of a per-sample kernel, which grouped must write and read instead (tens
+#: of MACs' worth on a CPU). Measured with K=4 on one CPU core: expand won at 2x2 and 4x4 outputs, grouped
+#: at 8x8 and larger.
+EXPAND_MAX_EXTRA_MACS = 48
+
+
 class DynamicConv2d(nn.Module):
     """Dynamic convolution: K kernels aggregated per sample by attention.
 
@@ -50,16 +62,33 @@ class DynamicConv2d(nn.Module):
     kernel (and bias) this sample is convolved with. BatchNorm and the activation follow, as for
     a static conv, outside this layer.
 
-    How it is computed, and why: the usual trick reshapes the batch into the channels and runs
-    one grouped conv with ``groups = batch``; that bakes the batch size into the exported ONNX
-    graph, so neither ONNX exporter can give it a dynamic batch. Here every sample's aggregated
-    kernel (B, C_out, C_in*k*k) multiplies its own unfolded input (B, C_in*k*k, L) in one batched
-    matmul, which is batch-agnostic. The cost is what the paper claims: one convolution per
-    sample (B*C_out*C_in*k*k*L MACs, exactly a static conv's) plus the small kernel aggregation
-    (B*K*C_out*C_in*k*k MACs) and the attention branch, not K convolutions as mixing K expert
-    outputs would cost. The price is that the work goes through im2col + bmm rather than a conv
-    kernel, and thop does not see it (it counts functional matmuls as zero): count it with
-    `torch.utils.flop_counter.FlopCounterMode` (bench.flops does both and flags the gap).
+    Three forms compute the same numbers (`mode`), and the default picks among them:
+
+    - "grouped": every sample's kernel is aggregated, attention (B, K) @ kernels (K, C_out*C_in*k*k),
+      the batch is folded into the channels, (1, B*C_in, H, W), and ONE grouped conv with
+      ``groups = B`` runs every sample against its own kernel at conv speed. Its cost is what the
+      paper claims: a static conv's MACs plus the aggregation (B*K*C_out*C_in*k*k) and the
+      attention branch. The batch size becomes a constant of the graph: no dynamic-batch export,
+      and only the dynamo exporter takes a conv whose weight is computed.
+    - "unfold": the same aggregated kernels, (B, C_out, C_in*k*k) @ im2col (B, C_in*k*k, L) in one
+      batched matmul, which never reads the batch size: it exports with a dynamic batch through
+      either exporter. The columns are strided slices of the padded input, not F.unfold, which
+      exports as index Gathers (dy_resnet20 in onnxruntime: 18x resnet20's latency, 3x with slices).
+    - "expand": one static conv of x with all K kernels (K*C_out output channels), then the
+      attention-weighted sum over K. K times a static conv's MACs, but no per-sample kernel is
+      ever made: where the output is small (L = H'*W' of 4 or 16) and the kernel large, writing
+      B kernels of C_out*C_in*k*k costs far more than the extra MACs (DY-VGG-11 at 32x32, batch 8,
+      PyTorch: 11x vgg11_bn's latency in "grouped", 2.8x with "expand" on its 4x4 and 2x2 layers).
+      A static conv: exports with a dynamic batch through either exporter.
+    - "auto" (the default): in PyTorch (eager, torch.compile, training) "grouped", except "expand"
+      at a batch of 2 or more where (K - 1) * L <= EXPAND_MAX_EXTRA_MACS; in a fixed-batch dynamo
+      export "grouped"; where an export keeps the batch symbolic, or the TorchScript exporter
+      traces, "unfold". Choose by hand with `set_dynamic_conv_mode` / `dynamic_conv_mode`.
+      (torch.compile specializes the grouped conv on the batch size: a new size recompiles.)
+
+    thop sees none of these functional convs and matmuls by itself. `torch.utils.flop_counter.
+    FlopCounterMode` counts the form that ran: "expand" (auto at a batch above 1 on small outputs)
+    counts K convs; count in "grouped" (or at batch 1) for the paper's figure.
 
     With ``kernels=1`` the softmax is 1 and the layer computes exactly what ``nn.Conv2d`` with
     the same weight computes.
@@ -71,11 +100,12 @@ class DynamicConv2d(nn.Module):
             and anneals to 1, see `temperature_schedule`).
         reduction: the attention's hidden width is in_channels // reduction (at least 4).
         act: activation inside the attention branch (the net's activation).
+        mode: how the output is computed, one of DYNAMIC_CONV_MODES (not saved in the state_dict).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
                  padding: int = 0, dilation: int = 1, bias: bool = True, *, kernels: int = 4,
-                 temperature: float = 30.0, reduction: int = 4, act: str = "relu"):
+                 temperature: float = 30.0, reduction: int = 4, act: str = "relu", mode: str = "auto"):
         super().__init__()
         if kernels < 1:
             raise ModelConfigError(f"kernels must be a positive integer, got {kernels!r}")
@@ -89,6 +119,7 @@ class DynamicConv2d(nn.Module):
         self.dilation = dilation
         self.kernels = kernels
         self.temperature = float(temperature)
+        self.mode = _check_mode(mode)
         hidden = max(in_channels // reduction, 4)
         self.attn_fc1 = nn.Linear(in_channels, hidden)
         self.attn_act = create_act(act)
@@ -96,6 +127,10 @@ class DynamicConv2d(nn.Module):
         self.weight = nn.Parameter(torch.empty(kernels, out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(kernels, out_channels)) if bias else None
         self.reset_parameters()
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("mode", "auto")  # a whole module pickled before modes existed
+        super().__setstate__(state)
 
     def reset_parameters(self) -> None:
         # Each kernel is initialised as a static conv would be (kaiming fan_out, as the nets do).
@@ -109,23 +144,97 @@ class DynamicConv2d(nn.Module):
         logits = self.attn_fc2(self.attn_act(self.attn_fc1(x.mean(dim=(2, 3)))))
         return torch.softmax(logits / self.temperature, dim=1)
 
+    def resolved_mode(self, x: torch.Tensor) -> str:
+        """The form ("grouped", "unfold" or "expand") that `forward` uses for `x` in the current context."""
+        batch = x.shape[0]
+        # The TorchScript exporter refuses a computed conv weight, and traces sizes as tensors.
+        tracing = torch.jit.is_tracing()
+        # torch.compile may make the batch symbolic too; only an export must keep it so in the graph.
+        symbolic = not isinstance(batch, int) and (torch.compiler.is_exporting() or not isinstance(batch, torch.SymInt))
+        if self.mode == "auto":
+            if tracing or symbolic:
+                return "unfold"
+            # Expand pays where PyTorch itself runs: onnxruntime makes the per-sample kernels cheaply (its
+            # arena reuses their memory) and ran expand's wide convs slower (DY-VGG-11, batch 8: 4.6x, not 2.2x).
+            small = (self.kernels - 1) * self._positions(x) <= EXPAND_MAX_EXTRA_MACS
+            return "expand" if batch > 1 and small and not torch.compiler.is_exporting() else "grouped"
+        if self.mode == "grouped" and (symbolic or (tracing and torch.onnx.is_in_onnx_export())):
+            # Said here: the exporters' own errors point deep into the graph, not at the remedy.
+            raise ModelConfigError("DynamicConv2d mode 'grouped' fixes the batch size and needs the dynamo exporter; "
+                                   "export with a dynamic batch or the TorchScript exporter in mode 'unfold' "
+                                   "(nets.layers.dynamic_conv_mode(model, 'unfold'))")
+        return self.mode
+
+    def _positions(self, x: torch.Tensor) -> int:
+        """L = H' * W', the output positions per channel."""
+        span = self.dilation * (self.kernel_size - 1) + 1
+        height, width = ((size + 2 * self.padding - span) // self.stride + 1 for size in x.shape[-2:])
+        return height * width
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x.shape
         attn = self.attention(x)  # (B, K)
-        weight = (attn @ self.weight.flatten(1)).view(batch, self.out_channels, -1)  # (B, C_out, C_in*k*k)
-        cols = F.unfold(x, self.kernel_size, dilation=self.dilation, padding=self.padding,
-                        stride=self.stride)  # (B, C_in*k*k, L)
-        out = torch.bmm(weight, cols)  # (B, C_out, L)
+        mode = self.resolved_mode(x)
+        if mode == "grouped":
+            return self._forward_grouped(x, attn)
+        if mode == "expand":
+            return self._forward_expand(x, attn)
+        return self._forward_unfold(x, attn)
+
+    def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        k = self.kernel_size
+        weight = (attn @ self.weight.flatten(1)).view(-1, channels, k, k)  # (B*C_out, C_in, k, k)
+        bias = (attn @ self.bias).flatten() if self.bias is not None else None  # (B*C_out,)
+        # Sample b's channels form group b, so group b meets only sample b's kernel.
+        out = F.conv2d(x.reshape(1, -1, height, width), weight, bias, self.stride, self.padding, self.dilation,
+                       groups=batch)  # (1, B*C_out, H', W')
+        return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
+
+    def _forward_expand(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        # sum_k a_k (W_k * x + b_k) = (sum_k a_k W_k) * x + sum_k a_k b_k: the conv is linear in its kernel.
+        bias = self.bias.flatten() if self.bias is not None else None  # (K*C_out,)
+        out = F.conv2d(x, self.weight.flatten(0, 1), bias, self.stride, self.padding, self.dilation)  # (B, K*C_out, H', W')
+        out_hw = out.shape[-2:]
+        out = torch.bmm(attn.unsqueeze(1), out.flatten(1).unflatten(1, (self.kernels, -1)))  # (B, 1, K) @ (B, K, C_out*L)
+        return out.view(-1, self.out_channels, *out_hw)  # (B, C_out, H', W')
+
+    def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        cols = self._columns(x)  # (B, C_in*k*k, H', W')
+        out_hw = cols.shape[-2:]
+        weight = (attn @ self.weight.flatten(1)).view(-1, self.out_channels, cols.shape[1])  # (B, C_out, C_in*k*k)
+        out = torch.bmm(weight, cols.flatten(2))  # (B, C_out, L)
         if self.bias is not None:
             out = out + (attn @ self.bias).unsqueeze(-1)  # (B, C_out, 1)
-        span = self.dilation * (self.kernel_size - 1) + 1
-        out_h = (height + 2 * self.padding - span) // self.stride + 1
-        out_w = (width + 2 * self.padding - span) // self.stride + 1
-        return out.view(batch, self.out_channels, out_h, out_w)
+        return out.unflatten(2, out_hw)  # (B, C_out, H', W')
+
+    def _columns(self, x: torch.Tensor) -> torch.Tensor:
+        """im2col as F.unfold orders it, (B, C_in*k*k, H', W'), from strided slices of the padded input.
+
+        No size is read from `x`: each slice stops at an offset from the end, so the exported graph
+        holds only Pad, Slice, Concat and reshapes, whatever the batch (and the height and width).
+        Rows are shifted first and columns second (2k slices, not k*k): the dynamo exporter's
+        optimizer took 10 s over the k*k-slice graph of dy_resnet20.
+        """
+        p, s, d, k = self.padding, self.stride, self.dilation, self.kernel_size
+        padded = F.pad(x, (p, p, p, p)) if p else x
+        if k == 1:
+            return padded[:, :, ::s, ::s]
+        last = d * (k - 1)  # offset of the last tap; every tap keeps the same H' x W' positions
+        shifts = [slice(i * d, i * d - last or None, s) for i in range(k)]
+        rows = torch.cat([padded.unsqueeze(2)[:, :, :, r] for r in shifts], 2)  # (B, C_in, k, H', W_pad)
+        cols = torch.cat([rows.unsqueeze(3)[..., c] for c in shifts], 3)  # (B, C_in, k, k, H', W')
+        return cols.flatten(1, 3)  # (B, C_in*k*k, H', W')
 
     def extra_repr(self) -> str:
+        mode = "" if self.mode == "auto" else f", mode={self.mode}"
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, kernels={self.kernels}, temperature={self.temperature:g}")
+                f"padding={self.padding}, kernels={self.kernels}, temperature={self.temperature:g}{mode}")
+
+
+def _check_mode(mode: str) -> str:
+    if mode not in DYNAMIC_CONV_MODES:
+        raise ModelConfigError(f"unknown dynamic conv mode {mode!r}; choose one of {', '.join(DYNAMIC_CONV_MODES)}")
+    return mode
 
 
 def dynamic_conv_layer(kernels: int = 4, temperature: float = 30.0, act: str = "relu"):
@@ -141,6 +250,43 @@ def set_temperature(model: nn.Module, temperature: float) -> int:
     for m in layers:
         m.temperature = float(temperature)
     return len(layers)
+
+
+def uses_dynamic_conv(model: nn.Module) -> bool:
+    """Whether `model` holds any DynamicConv2d."""
+    return any(isinstance(m, DynamicConv2d) for m in model.modules())
+
+
+def set_dynamic_conv_mode(model: nn.Module, mode: str) -> dict[str, str]:
+    """Set the mode of every DynamicConv2d in `model`; returns each one's previous mode by module name.
+
+    "auto" (the default) chooses per layer and context; "grouped" fixes the batch (dynamo exports
+    only); "unfold" and "expand" export with a dynamic batch through either exporter (see
+    DynamicConv2d). Outputs do not change.
+    """
+    _check_mode(mode)
+    previous = {}
+    for name, m in model.named_modules():
+        if isinstance(m, DynamicConv2d):
+            previous[name] = m.mode
+            m.mode = mode
+    return previous
+
+
+@contextlib.contextmanager
+def dynamic_conv_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Run the block with every DynamicConv2d of `model` in `mode`, then restore each one's own mode.
+
+        >>> with dynamic_conv_mode(model, "unfold"):
+        ...     torch.onnx.export(model, (x,), path, dynamic_shapes=({0: batch},), dynamo=True)
+    """
+    previous = set_dynamic_conv_mode(model, mode)
+    try:
+        yield model
+    finally:
+        modules = dict(model.named_modules())
+        for name, old in previous.items():
+            modules[name].mode = old
 
 
 def temperature_schedule(epoch: int, anneal_epochs: int = 10, start: float = 30.0, end: float = 1.0) -> float:

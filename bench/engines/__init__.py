@@ -39,7 +39,8 @@ def engine_class(name: str) -> type[Engine]:
 
 
 def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cpu", precision: str = "fp32",
-                  workdir: str | Path | None = None, max_batch: int = 64, **options: Any) -> Engine:
+                  workdir: str | Path | None = None, max_batch: int = 64, batch: int | None = None,
+                  **options: Any) -> Engine:
     """An inactive engine `name` running `source`, made ready by the loaders in `bench.sources`.
 
     Args:
@@ -53,11 +54,13 @@ def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cp
         workdir: where a module's ONNX export (and TensorRT engine) go; a temporary folder that
             lives as long as the engine when None. A zoo model with random weights goes to the cache.
         max_batch: top of the TensorRT optimization profile when the engine is built here.
+        batch: the one batch size the engine will run, when known: a net with dynamic convolution
+            then gets a fixed-batch graph of its fast form (`bench.sources.graph_batch`).
         options: the backend's own options (`Engine.OPTIONS`); any other name is a UsageProblem.
     """
     import tempfile
 
-    from bench.sources import check_engine_fits, engine_file, onnx_file, resolve_source
+    from bench.sources import check_engine_fits, engine_file, graph_batch, onnx_file, resolve_source
 
     cls = engine_class(name)
     unknown = sorted(set(options) - set(cls.OPTIONS))
@@ -81,11 +84,14 @@ def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cp
             scratch = tempfile.TemporaryDirectory(prefix=f"rbench-{cls.backend}-")
             workdir = scratch.name
         if cls.backend == "ort":
-            artifact = onnx_file(src, precision, Path(workdir) if workdir else None)
+            artifact = onnx_file(src, precision, Path(workdir) if workdir else None, batch)
         else:
-            artifact = engine_file(src, precision, max_batch, Path(workdir) if workdir else None)
+            artifact = engine_file(src, precision, max_batch, Path(workdir) if workdir else None, batch)
         engine = cls(artifact, input_shape=src.input_shape, device=device, precision=precision, name=src.name, **options)
         engine._scratch = scratch  # an export made for this engine lives (and is removed) with it
+        fixed = graph_batch(src, batch)
+        engine.artifact = {"path": str(artifact), "graph_batch": fixed or "dynamic",
+                           "why": "dynamic convolution's fast form needs a fixed batch" if fixed else None}
     engine.source = src
     return engine
 

@@ -49,6 +49,7 @@ class Engine:
         self.precision = precision
         self.name = name or self.backend
         self.is_active = False
+        self.artifact: dict[str, Any] | None = None  # what create_engine made for it (file, graph batch)
 
     # -- lifecycle -------------------------------------------------------------------------
     def activate(self) -> Engine:
@@ -111,6 +112,8 @@ class Engine:
         info = {"backend": self.backend, "version": None, "device": self.device, "precision": self.precision,
                 "providers": None, "options": {}}
         info.update(self._describe_impl())
+        if self.artifact is not None:
+            info["artifact"] = self.artifact
         return info
 
     # -- hooks -----------------------------------------------------------------------------

@@ -184,7 +184,7 @@ def _measure_costs_and_export(source, ctx: RunContext, work_dir: Path, context: 
     on_stage("export")
     report = export.to_onnx(source.module(), work_dir / ONNX, source.input_shape, batch=1, dynamic_batch=True,
                             verify=True, model_name=source.name, exporter=ctx.preset.exporter)
-    source.exported["fp32"] = Path(report.path)
+    source.exported[("fp32", None)] = Path(report.path)
     exported = export_record(report, source=source.describe(), model_config=_plain(source.config), engine="onnx",
                              input_shape=source.input_shape, batch=None, context=context, command=ctx.command)
     return [flops, exported]
@@ -212,7 +212,7 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
         model = build_unit_model(spec, bundle)
         model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
         source = resolve_source(model.eval(), input_shape=tuple(bundle.input_shape), name=spec.model)
-        source.exported["fp32"] = folder / ONNX
+        source.exported[("fp32", None)] = folder / ONNX
         sources.append(source)
         contexts.append(unit_context(spec, ctx))
     preset = ctx.preset

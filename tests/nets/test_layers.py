@@ -1,22 +1,63 @@
-"""Shared layers: dynamic convolution (against nn.Conv2d, per-sample, ONNX with a dynamic batch),
-its temperature helpers, the RRDB and SAGAN self-attention."""
+"""Shared layers: dynamic convolution in each of its forms (against nn.Conv2d, per-sample convs and the
+F.unfold computation it replaced; ONNX with a dynamic batch), its mode and temperature helpers, the RRDB
+and SAGAN self-attention."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from nets.errors import ModelConfigError
 from nets.families.vgg import make_layers
-from nets.layers import RRDB, DynamicConv2d, SelfAttention2d, dynamic_conv_layer, set_temperature, temperature_schedule
+from nets.layers import (
+    DYNAMIC_CONV_MODES,
+    EXPAND_MAX_EXTRA_MACS,
+    RRDB,
+    DynamicConv2d,
+    SelfAttention2d,
+    dynamic_conv_layer,
+    dynamic_conv_mode,
+    set_dynamic_conv_mode,
+    set_temperature,
+    temperature_schedule,
+    uses_dynamic_conv,
+)
+
+#: Every form DynamicConv2d computes by; "auto" picks one of them.
+FORMS = ("grouped", "unfold", "expand")
+
+
+def unfold_reference(dy: DynamicConv2d, x: torch.Tensor) -> torch.Tensor:
+    """The computation DynamicConv2d shipped with (F.unfold + bmm), kept as an independent reference."""
+    batch, _, height, width = x.shape
+    attn = dy.attention(x)
+    weight = (attn @ dy.weight.flatten(1)).view(batch, dy.out_channels, -1)
+    cols = F.unfold(x, dy.kernel_size, dilation=dy.dilation, padding=dy.padding, stride=dy.stride)
+    out = torch.bmm(weight, cols)
+    if dy.bias is not None:
+        out = out + (attn @ dy.bias).unsqueeze(-1)
+    span = dy.dilation * (dy.kernel_size - 1) + 1
+    out_h = (height + 2 * dy.padding - span) // dy.stride + 1
+    return out.view(batch, dy.out_channels, out_h, -1)
+
+
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, tol: float = 1e-5) -> None:
+    """Equal up to fp32 summation order: max error within `tol` of the output's scale."""
+    assert actual.shape == expected.shape
+    scale = expected.abs().max().item()
+    assert (actual - expected).abs().max().item() <= tol * max(scale, 1.0)
 
 
 @pytest.mark.parametrize("kernel_size,stride,padding,bias", [(3, 1, 1, True), (3, 2, 1, False), (1, 1, 0, True),
                                                              (1, 2, 0, False), (5, 1, 2, True), (3, 2, 0, True)])
-def test_one_kernel_is_a_static_conv(kernel_size, stride, padding, bias):
-    dy = DynamicConv2d(4, 6, kernel_size, stride, padding, bias=bias, kernels=1).eval()
+@pytest.mark.parametrize("mode", FORMS)
+def test_one_kernel_is_a_static_conv(kernel_size, stride, padding, bias, mode):
+    dy = DynamicConv2d(4, 6, kernel_size, stride, padding, bias=bias, kernels=1, mode=mode).eval()
     ref = nn.Conv2d(4, 6, kernel_size, stride, padding, bias=bias)
     with torch.no_grad():
         ref.weight.copy_(dy.weight[0])
@@ -28,9 +69,10 @@ def test_one_kernel_is_a_static_conv(kernel_size, stride, padding, bias):
         torch.testing.assert_close(dy(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
-def test_each_sample_gets_its_own_kernel():
+@pytest.mark.parametrize("mode", FORMS)
+def test_each_sample_gets_its_own_kernel(mode):
     """A batch of 3 equals three batch-1 calls, and the samples really attend differently."""
-    dy = DynamicConv2d(4, 8, 3, padding=1, kernels=4, temperature=1.0).eval()
+    dy = DynamicConv2d(4, 8, 3, padding=1, kernels=4, temperature=1.0, mode=mode).eval()
     with torch.no_grad():
         dy.bias.normal_()
     x = torch.randn(3, 4, 6, 6) * torch.tensor([0.1, 1.0, 10.0]).view(3, 1, 1, 1)
@@ -43,15 +85,121 @@ def test_each_sample_gets_its_own_kernel():
     assert not torch.allclose(attn[0], attn[2])
 
 
-def test_dynamic_conv_is_the_attention_weighted_kernel():
+@pytest.mark.parametrize("mode", FORMS)
+def test_dynamic_conv_is_the_attention_weighted_kernel(mode):
     """The output is the conv with sum_k pi_k W_k, pi the attention (Chen et al. eq. 1)."""
-    dy = DynamicConv2d(3, 5, 3, padding=1, kernels=3, temperature=2.0, bias=False).eval()
+    dy = DynamicConv2d(3, 5, 3, padding=1, kernels=3, temperature=2.0, bias=False, mode=mode).eval()
     x = torch.randn(1, 3, 7, 7)
     with torch.no_grad():
         pi = dy.attention(x)[0]
         kernel = (pi.view(3, 1, 1, 1, 1) * dy.weight).sum(0)
         torch.testing.assert_close(dy(x), nn.functional.conv2d(x, kernel, padding=1), rtol=1e-5, atol=1e-5)
 
+
+@pytest.mark.parametrize("kernel_size,stride,padding,dilation,bias", [
+    (3, 1, 1, 1, True), (3, 2, 1, 1, False), (3, 2, 0, 1, True), (1, 1, 0, 1, False), (1, 2, 0, 1, True),
+    (5, 1, 2, 1, False), (5, 2, 2, 1, True), (3, 1, 2, 2, True), (3, 2, 3, 2, False), (2, 2, 1, 1, True),
+])
+@pytest.mark.parametrize("temperature", [1.0, 30.0])
+def test_every_form_computes_what_unfold_computed(kernel_size, stride, padding, dilation, bias, temperature):
+    """Random weights, a non-square odd-sized input, K=4: each form (and auto) equals the old F.unfold form
+    and a per-sample loop of plain convs with each sample's own kernel."""
+    torch.manual_seed(kernel_size * 100 + stride * 10 + padding + dilation)
+    dy = DynamicConv2d(5, 7, kernel_size, stride, padding, dilation, bias=bias, kernels=4, temperature=temperature).eval()
+    with torch.no_grad():
+        dy.attn_fc2.weight.mul_(20)  # attention far from uniform, so a wrong kernel mix shows
+        if bias:
+            dy.bias.normal_()
+    x = torch.randn(3, 5, 11, 9)
+    with torch.no_grad():
+        want = unfold_reference(dy, x)
+        attn = dy.attention(x)
+        kernels = torch.einsum("bk,koihw->boihw", attn, dy.weight)  # (B, C_out, C_in, k, k)
+        biases = attn @ dy.bias if bias else [None] * 3
+        loop = torch.cat([F.conv2d(x[i : i + 1], kernels[i], biases[i], stride, padding, dilation) for i in range(3)])
+        assert_close_to_scale(want, loop)
+        for mode in DYNAMIC_CONV_MODES:
+            dy.mode = mode
+            assert_close_to_scale(dy(x), want)
+
+
+def test_auto_picks_grouped_at_batch_one_and_expand_where_the_output_is_small():
+    """Expand where (K-1) * H'*W' <= EXPAND_MAX_EXTRA_MACS at a batch of 2 or more, grouped elsewhere."""
+    dy = DynamicConv2d(4, 8, 3, padding=1, kernels=4)
+    assert dy.mode == "auto"
+    small = 4  # 4x4 output: (4 - 1) * 16 = 48
+    assert (dy.kernels - 1) * small * small <= EXPAND_MAX_EXTRA_MACS < (dy.kernels - 1) * 5 * 5
+    assert dy.resolved_mode(torch.randn(1, 4, small, small)) == "grouped"
+    assert dy.resolved_mode(torch.randn(2, 4, small, small)) == "expand"
+    assert dy.resolved_mode(torch.randn(2, 4, 5, 5)) == "grouped"
+    assert DynamicConv2d(4, 8, 3, stride=2, padding=1).resolved_mode(torch.randn(8, 4, 8, 8)) == "expand"  # 4x4 out
+    dy.mode = "unfold"
+    assert dy.resolved_mode(torch.randn(2, 4, small, small)) == "unfold"  # a mode set by hand is kept
+
+
+def test_mode_leaves_the_state_dict_alone():
+    dy = DynamicConv2d(4, 8, 3, padding=1)
+    x = torch.randn(2, 4, 6, 6)
+    assert set(dy.state_dict()) == {"weight", "bias", "attn_fc1.weight", "attn_fc1.bias", "attn_fc2.weight",
+                                    "attn_fc2.bias"}  # the keys checkpoints were saved with
+    other = DynamicConv2d(4, 8, 3, padding=1, mode="unfold")
+    other.load_state_dict(dy.state_dict())
+    with torch.no_grad():
+        assert_close_to_scale(other(x), dy(x))
+    assert "mode=unfold" in repr(other) and "mode" not in repr(dy)
+    del other.__dict__["mode"]  # as a whole module pickled before modes existed
+    assert pickle.loads(pickle.dumps(other)).mode == "auto"
+    with pytest.raises(ModelConfigError, match="unknown dynamic conv mode"):
+        DynamicConv2d(4, 8, mode="fast")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_form_trains_with_the_same_gradients(bias):
+    """Backward works in each form and gives the input, the kernels and the attention the same gradients."""
+    torch.manual_seed(1)
+    dy = DynamicConv2d(4, 6, 3, stride=2, padding=1, bias=bias, kernels=4, temperature=1.0)
+    x = torch.randn(3, 4, 9, 9)
+    target = torch.randn(3, 6, 5, 5)
+    grads = {}
+    for mode in FORMS:
+        dy.mode = mode
+        dy.zero_grad()
+        xm = x.clone().requires_grad_()
+        F.mse_loss(dy(xm), target).backward()
+        grads[mode] = {"input": xm.grad, **{n: p.grad.clone() for n, p in dy.named_parameters()}}
+    assert all(g.abs().sum() > 0 for g in grads["grouped"].values())  # the attention branch learns too
+    for name, g in grads["grouped"].items():
+        assert_close_to_scale(g, grads["unfold"][name])
+
+
+def test_mode_helpers_set_and_restore_every_layer():
+    model = nn.Sequential(DynamicConv2d(3, 4, 3, padding=1), nn.ReLU(), DynamicConv2d(4, 4, 3, mode="unfold"))
+    assert uses_dynamic_conv(model) and not uses_dynamic_conv(nn.Sequential(nn.Conv2d(3, 3, 3)))
+    with dynamic_conv_mode(model, "grouped") as same:
+        assert same is model and model[0].mode == model[2].mode == "grouped"
+    assert (model[0].mode, model[2].mode) == ("auto", "unfold")
+    with pytest.raises(RuntimeError), dynamic_conv_mode(model, "grouped"):
+        raise RuntimeError("an export failed")
+    assert (model[0].mode, model[2].mode) == ("auto", "unfold")  # restored on the way out of an error too
+    assert set_dynamic_conv_mode(model, "grouped") == {"0": "auto", "2": "unfold"}
+    assert set_dynamic_conv_mode(nn.Linear(2, 2), "unfold") == {}
+    with pytest.raises(ModelConfigError, match="choose one of auto, grouped, unfold, expand"):
+        set_dynamic_conv_mode(model, "fast")
+    assert model[0].mode == "grouped"  # a bad mode changes nothing
+
+
+def test_auto_keeps_its_eager_choice_under_torch_compile():
+    """torch.compile (graph capture only: the eager backend) sees a symbolic batch but is no export."""
+    dy = DynamicConv2d(3, 4, 3, padding=1, kernels=2).eval()  # 9x9 output: (2 - 1) * 81 > 48, grouped
+    seen = []
+    forward_grouped = dy._forward_grouped
+    dy._forward_grouped = lambda x, attn: seen.append("grouped") or forward_grouped(x, attn)
+    compiled = torch.compile(dy, backend="eager", dynamic=True, fullgraph=True)
+    with torch.no_grad():
+        for batch in (2, 3):
+            x = torch.randn(batch, 3, 9, 9)
+            assert_close_to_scale(compiled(x), unfold_reference(dy, x))
+    assert seen and set(seen) == {"grouped"}
 
 def test_temperature_flattens_attention_and_is_annealed():
     dy = DynamicConv2d(8, 8, 3, padding=1, kernels=4)
