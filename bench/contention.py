@@ -19,10 +19,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-#: Above this the calibration kernel is "slower than this machine can do": contention.
-CALIBRATION_SLOWDOWN = 1.25
+#: Above this the calibration kernel is "slower than this machine can do": contention. (On this
+#: 2-core VM the kernel's quiet time varies by up to ~1.2x between runs with the clock.)
+CALIBRATION_SLOWDOWN = 1.4
 #: Before vs after: a phase during which the machine got this much slower was disturbed.
-CALIBRATION_DRIFT = 1.10
+CALIBRATION_DRIFT = 1.2
 STEAL_FRACTION = 0.05
 CPU_SHARE = 0.85
 #: Load above the usable cores by this much means other work was runnable beside us.

@@ -599,7 +599,9 @@ def contention_note(records: Sequence[Record]) -> str:
     busy = [r for r in timed.values() if (r.get("contention") or {}).get("contended")]
     if not busy:
         return ""
-    reasons = sorted({reason.split(" on ")[0].split(" (")[0] for r in busy for reason in r["contention"]["reasons"]})
+    # The kinds of evidence, without each run's figures (the records hold those).
+    reasons = sorted({re.sub(r"\s+", " ", re.sub(r"[\d.]+(x|%)?", "", reason)).strip()
+                      for r in busy for reason in r["contention"]["reasons"]})
     return (f"**Warning:** {len(busy)} of {len(timed)} timings were taken while other work competed for the CPU "
             f"({'; '.join(reasons)}); their latencies, and ratios built on them, may be off. "
             "Rerun on a quiet machine (`--require-quiet` on the measuring commands refuses a busy one).\n")
