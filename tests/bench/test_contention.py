@@ -27,7 +27,7 @@ def test_a_quiet_phase_is_not_flagged():
     (snap(wall=1.0, cpu=1.0, load=3.2), 1, "load average up to 3.2 on 2"),
     (snap(wall=1.0, cpu=1.0, steal=(200, 2000)), 1, "20% of CPU time stolen"),
     (snap(wall=1.0, cpu=0.5), 1, "got 50% of a core"),
-    (snap(wall=1.0, cpu=1.0, calibration=3.9), 1, "1.30x slower after the run"),
+    (snap(wall=1.0, cpu=1.0, calibration=6.0), 1, "2.00x slower after the run"),
 ])
 def test_each_reading_flags_contention(after, threads, reason):
     state = assess(snap(), after, cores=2, threads=threads)
@@ -40,10 +40,10 @@ def test_cpu_share_is_judged_only_for_one_thread_runs():
 
 def test_a_phase_busy_from_start_to_end_shows_against_the_machines_quiet_time():
     assess(snap(calibration=2.0), snap(wall=1.0, cpu=1.0, calibration=2.0), cores=2, threads=1)  # the quiet reference
-    state = assess(snap(calibration=3.2), snap(wall=1.0, cpu=1.0, calibration=3.2), cores=2, threads=1)
+    state = assess(snap(calibration=4.4), snap(wall=1.0, cpu=1.0, calibration=4.4), cores=2, threads=1)
     assert state["calibration_reference_ms"] == 2.0
-    assert any("1.60x its quiet time" in r for r in state["reasons"])
-    assert quiet_enough(snap(calibration=3.2), cores=2) and not quiet_enough(snap(calibration=2.3), cores=2)
+    assert any("2.20x its quiet time" in r for r in state["reasons"])
+    assert quiet_enough(snap(calibration=4.4), cores=2) and not quiet_enough(snap(calibration=3.0), cores=2)
 
 
 def test_require_quiet_refuses_and_keeps_nothing(run_cli, results_dir, monkeypatch):
