@@ -9,15 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # One careful writer (temp file, fsync, rename, fsync the folder) for export and bench alike.
-from export._atomic import write_bytes, write_text
+from export._atomic import _umask, write_bytes, write_text
 
 __all__ = ["append_line", "atomic_path", "write_bytes", "write_text"]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 @contextlib.contextmanager

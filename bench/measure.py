@@ -299,6 +299,13 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
         if shape not in by_shape:
             by_shape[shape] = rng.standard_normal(shape, dtype=np.float32)
     batches = [by_shape[(batch_size, *entry.engine.input_shape)] for entry in entries]
+    # One progress task per entry, counting its timed runs across all rounds.
+    trackers = [on_progress(e.engine_name, batch_size) if on_progress else None for e in entries]
+
+    def tracker(index: int):
+        update, done_before = trackers[index], sum(len(run["latencies_ms"]) for run in runs[index])
+        return None if update is None else (lambda done, elapsed: update(done_before + done, elapsed))
+
     for round_index in range(rounds):
         order = list(range(len(entries))) if round_index == 0 else list(rng.permutation(len(entries)))
         for index in order:
@@ -313,7 +320,7 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
                 runs[index].append(measure_latency(
                     entry.engine, batches[index], warmup=warmup, warmup_s=settings.warmup_s if first else 0.0,
                     include_transfers=settings.include_transfers, **per_round,
-                    on_iteration=on_progress(entry.engine_name, batch_size) if on_progress and first else None))
+                    on_iteration=tracker(index)))
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is survivable
                 if not is_out_of_memory(exc):
                     raise

@@ -51,6 +51,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "final_train_error", "final_val_error", "params", "checkpoint", "curves_png", "resumed",
     ),
     "device": ("slug", "peaks", "cache"),
+    "engine_build": (
+        "model", "source", "model_config", "engine", "precision", "input_shape", "tensorrt_version", "gpu",
+        "compute_capability", "batch_range", "cache_key", "reused", "engine_build_seconds", "timing_cache_hit",
+        "warnings",
+    ),
     "comparison": (
         "baseline", "candidate", "batch", "precision", "device", "metric", "ratio", "ratio_ci", "ci_method",
         "verdict", "threshold", "rounds", "interleaved", "settings_differ",
@@ -164,6 +169,19 @@ def export_record(report: Any, *, source: dict[str, Any], model_config: dict[str
               "warnings": list(getattr(report, "warnings", None) or []),
               "engine_build_seconds": engine_report.build_seconds if engine_report is not None else None}
     return _record("export", values, context, command)
+
+
+def engine_build_record(engine_report: Any, *, source: dict[str, Any], model_config: dict[str, Any] | None,
+                        precision: str, input_shape: Sequence[int], command: str | None = None) -> dict[str, Any]:
+    """A TensorRT engine build (`export.tensorrt.EngineReport`): what was built, where, reused or not."""
+    values = {**_model_fields(source, model_config), "engine": "trt", "precision": precision,
+              "input_shape": list(input_shape), "tensorrt_version": engine_report.tensorrt_version,
+              "gpu": engine_report.gpu_name, "compute_capability": engine_report.compute_capability,
+              "batch_range": [engine_report.profile[k][0] for k in ("min", "opt", "max")],
+              "cache_key": engine_report.cache_key, "reused": engine_report.reused,
+              "engine_build_seconds": engine_report.build_seconds, "timing_cache_hit": engine_report.timing_cache_hit,
+              "warnings": list(getattr(engine_report, "warnings", None) or [])}
+    return _record("engine_build", values, None, command)
 
 
 def accuracy_record(result: dict[str, Any], *, model: str, model_config: dict[str, Any] | None,

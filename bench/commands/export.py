@@ -272,21 +272,15 @@ def _print_summary(name: str, onnx_path: Path, manifest_path: Path, report, engi
 
 def _append_records(source, report, engine_report, engine_kind: str, dynamic_batch: bool, batch: int,
                     results_dir: Path) -> list[Path]:
-    from bench.records import export_record
-    from bench.results import append_record, make_record
+    from bench.records import engine_build_record, export_record
+    from bench.results import append_record
 
     record = export_record(report, source=source.describe(), model_config=dict(source.config), engine=engine_kind,
                            input_shape=source.input_shape, batch=None if dynamic_batch else batch,
                            engine_report=engine_report)
     paths = [append_record(record, results_dir)]
     if engine_report is not None:
-        build = make_record(
-            "engine_build", model=source.name, model_config=dict(source.config), engine="trt",
-            precision=report.precision, input_shape=list(source.input_shape),
-            tensorrt_version=engine_report.tensorrt_version, gpu=engine_report.gpu_name,
-            compute_capability=engine_report.compute_capability,
-            batch_range=[engine_report.profile[k][0] for k in ("min", "opt", "max")],
-            cache_key=engine_report.cache_key, reused=engine_report.reused,
-            engine_build_seconds=engine_report.build_seconds, timing_cache_hit=engine_report.timing_cache_hit)
+        build = engine_build_record(engine_report, source=source.describe(), model_config=dict(source.config),
+                                    precision=report.precision, input_shape=source.input_shape)
         paths.append(append_record(build, results_dir))
     return paths

@@ -96,3 +96,12 @@ def test_diff_bad_input_is_one_line(run_cli, tmp_path, content, message):
         path.write_text(content)
     code, _, err = run_cli("diff", path, path)
     assert code in (1, 2) and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_progress_counts_every_timed_run_across_rounds():
+    import bench
+
+    seen = {}
+    bench.latency("resnet20", engines=["torch", "ort"], iters=12, rounds=4, warmup=1, threads=1,
+                  on_progress=lambda engine, batch: lambda done, elapsed: seen.__setitem__(engine, done))
+    assert seen == {"torch": 12, "ort": 12}

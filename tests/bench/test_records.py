@@ -80,3 +80,21 @@ def test_builders_refuse_fields_their_kind_does_not_have():
         _record("flops", {"latency_ms_p50": 1.0}, None, "x")
     with pytest.raises(ValueError, match="study context"):
         _record("flops", {}, {"mood": "good"}, "x")
+
+
+def test_engine_build_record_from_an_engine_report():
+    from bench.records import engine_build_record
+    from export.tensorrt import EngineReport
+
+    report = EngineReport(engine_path="m.engine", manifest_path="m.engine.json", onnx_path="m.onnx", onnx_sha256="0" * 64,
+                          cache_key="k", reused=False, tensorrt_version="10.16", gpu_name="H100", compute_capability="9.0",
+                          precision="fp16", precision_plan={}, input_name="input",
+                          profile={"min": [1, 3, 32, 32], "opt": [8, 3, 32, 32], "max": [64, 3, 32, 32]},
+                          workspace_gib=4.0, build_seconds=12.5, engine_bytes=1, timing_cache=None,
+                          warnings=["fresh timing cache"])
+    record = bench.resolve_source("resnet20")
+    built = engine_build_record(report, source=record.describe(), model_config=record.config, precision="fp16",
+                                input_shape=(3, 32, 32))
+    validate_record(built)
+    assert measured_keys(built) == set(FIELDS["engine_build"])
+    assert built["batch_range"] == [1, 8, 64] and built["warnings"] == ["fresh timing cache"]
