@@ -242,8 +242,40 @@ def append_record(record: dict[str, Any], results_dir: str | os.PathLike = DEFAU
 
 
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record of a JSON-lines file (an empty list when the file does not exist)."""
+    """Every record of a JSON-lines file; an empty list when the file is missing or empty (callers decide
+    what "no records" means).
+
+    The newline is the commit mark (see `bench.atomic.append_line`): an unterminated last line is a
+    write that was cut short or is still going on, so it is skipped with a warning, not read as a
+    record nor treated as corruption; the next append moves it to a `.partial-*` sidecar. Any whole
+    line that is not a JSON object is corruption: `DataProblem` naming `file:line`, never a traceback.
+    """
+    import warnings
+
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    partial = lines.pop()  # b"" when the file ends in a newline
+    if partial.strip():
+        warnings.warn(f"{path}:{len(lines) + 1} is an unfinished last line (no newline: an interrupted or "
+                      "ongoing write); skipped it", RuntimeWarning, stacklevel=2)
+    records = []
+    for number, raw in enumerate(lines, 1):
+        if raw.strip():
+            records.append(_parse_record_line(raw, f"{path}:{number}"))
+    return records
+
+
+def _parse_record_line(raw: bytes, where: str) -> dict[str, Any]:
+    """One JSON-lines record, or a one-line `DataProblem` naming `where` (file:line) and what to do about it."""
+    from bench.errors import DataProblem
+
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise DataProblem(f"{where} is not a JSON record; repair or remove that line") from None
+    if not isinstance(record, dict):
+        raise DataProblem(f"{where} is JSON but not a record (an object); repair or remove that line")
+    return record

@@ -55,3 +55,12 @@ def test_results_get_ordinary_permissions(tmp_path):
         assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(mask)
+
+
+def test_work_folder_helpers_are_shared_with_export():
+    """bench and export sweep and lock work folders the same way: one implementation, re-exported."""
+    from export import _atomic
+
+    for name in ("LOCK_NAME", "work_dir", "remove_stale_work_dirs"):
+        assert name in atomic.__all__
+        assert getattr(atomic, name) is getattr(_atomic, name)
