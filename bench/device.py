@@ -123,7 +123,12 @@ def measure_peak(device: str = "cpu", budget_s: float = 1.0, size: int | None = 
 
 def device_peak(device: str = "cpu", refresh: bool = False, budget_s: float = 1.0,
                 size: int | None = None) -> dict[str, Any]:
-    """The cached peak of this machine's `device`, measured (and cached) when missing or on `refresh`."""
+    """The cached peak of this machine's `device`, measured (and cached) when missing or on `refresh`.
+
+    When the cache cannot be written the measured figure is still returned, with `cache_error`
+    saying why it was not kept (`rbench device` turns that into an error: latency records read
+    the peak from the cache only).
+    """
     path = cache_path(device)
     if not refresh and path.exists():
         try:
@@ -140,8 +145,8 @@ def device_peak(device: str = "cpu", refresh: bool = False, budget_s: float = 1.
         from bench.atomic import write_text
 
         write_text(path, json.dumps(data, indent=2))
-    except OSError:
-        pass  # a read-only home still gets the figure, just not cached
+    except OSError as exc:  # the figure is still returned; `cache_error` says it was not kept
+        data["cache_error"] = f"cannot save it to {path}: {exc.strerror or exc}"
     data["cached"] = False
     return data
 

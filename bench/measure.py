@@ -87,6 +87,14 @@ def settings_from(settings: Settings | None, overrides: dict[str, Any]) -> Setti
     return dataclasses.replace(settings or Settings(), **overrides)
 
 
+#: Why `--engine ort --precision fp16` is refused on a CPU without fp16 arithmetic, and what works instead
+#: (onnxruntime takes no bf16, so the torch advice "--precision bf16" would be refused in turn).
+ORT_CPU_FP16 = ("fp16 on CPU with onnxruntime: this CPU has no fp16 arithmetic (avx512_fp16/amx_fp16), so "
+                "onnxruntime's CPU provider casts the model back to fp32 and the figure would time fp32 kernels plus "
+                "the casts; measure --engine ort --precision fp32, or --engine torch --precision bf16 for reduced "
+                "precision on this CPU, or fp16 on a GPU with --device cuda")
+
+
 def check_environment(engines: Sequence[str], settings: Settings) -> None:
     """Fail before any work when this machine cannot serve the request (exit 1) or it is malformed (2)."""
     settings.validate()
@@ -104,6 +112,8 @@ def check_environment(engines: Sequence[str], settings: Settings) -> None:
         from bench.engines.torch_engine import cpu_precision_support
 
         ok, why = cpu_precision_support(settings.precision)
+        if not ok and settings.precision == "fp16" and "ort" in engines:
+            raise EnvironmentProblem(ORT_CPU_FP16)
         if not ok:
             raise EnvironmentProblem(f"{settings.precision} on CPU: {why}")
     if "ort" in engines:
@@ -133,16 +143,25 @@ def parse_engines(engines: str | Sequence[str]) -> list[str]:
 
 
 def parse_batches(batches: str | int | Sequence[int]) -> list[int]:
-    """'1,8,32', 8 or [1, 8] -> [1, 8, 32]; zero, negative or non-integer sizes are a UsageProblem."""
+    """'1,8,32', 8 or [1, 8] -> [1, 8, 32]; zero, negative, non-integer or absurd sizes are a UsageProblem."""
+    from bench.memory import MAX_BATCH
+
     parts = str(batches).split(",") if isinstance(batches, (str, int)) else list(batches)
     sizes = []
     for part in parts:
+        text = str(part).strip()
+        shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
         try:
-            size = int(str(part).strip())
-        except ValueError:
-            raise UsageProblem(f"batch sizes are positive integers like 1,8,32, got {str(part).strip()!r}") from None
+            size = int(text)
+        except ValueError:  # also a number of more digits than int() takes
+            size = None
+        if size is None:
+            raise UsageProblem(f"batch sizes are positive integers like 1,8,32, got {shown!r}")
         if size < 1:
-            raise UsageProblem(f"batch size must be at least 1, got {size}")
+            raise UsageProblem(f"batch size must be at least 1, got {shown}")
+        if size > MAX_BATCH:
+            raise UsageProblem(f"batch size {shown} is too large: at most {MAX_BATCH}, and far less fits in memory; "
+                               "use a smaller --batch")
         sizes.append(size)
     return list(dict.fromkeys(sizes))
 
@@ -192,6 +211,10 @@ def profile(source, *, detail: bool = False, context: dict[str, Any] | None = No
     src = resolve_source(source, **source_options)
     if src.kind == "trt":
         raise UsageProblem(f"{src.path} is a TensorRT engine, which does not expose its arithmetic; count its ONNX file")
+    if src.has_module:  # the counters run one image through the module
+        refused = check_memory([src], ["torch"], [1], Settings())
+        if refused:
+            raise EnvironmentProblem(refused[1])
     per_module = None
     if detail and src.has_module:
         from bench.flops import profile_model
@@ -285,7 +308,6 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
     and neighbours hit every entry alike. An entry that runs out of memory gets None.
     """
     import numpy as np
-    import torch
 
     from bench.timing import is_out_of_memory, measure_latency
 
@@ -324,8 +346,7 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is survivable
                 if not is_out_of_memory(exc):
                     raise
-                if settings.device == "cuda":
-                    torch.cuda.empty_cache()
+                _release_memory(settings)
                 entry.failed[batch_size] = f"out of memory at batch {batch_size}"
     return [_merge_runs(r) if r and batch_size not in e.failed else None for e, r in zip(entries, runs)]
 
@@ -382,6 +403,48 @@ def _prepare(engines, batches, settings, options):
     return engines, batches, settings, source_options
 
 
+def check_memory(sources, engines: Sequence[str], batches: Sequence[int], settings: Settings) -> dict[int, str]:
+    """{batch: why it cannot fit} for the batches of `sources` this machine's memory cannot hold.
+
+    A lower-bound estimate made before anything is allocated (`bench.memory`): a refused batch
+    would certainly fail, or get the process killed under a container memory limit.
+    """
+    from bench.memory import check_fits
+
+    refused: dict[int, str] = {}
+    for src in sources:
+        found = check_fits(src, batches, engines, precision=settings.precision, device=settings.device,
+                           compile=settings.compile)
+        for batch, why in found.items():
+            refused.setdefault(batch, why)
+    return refused
+
+
+def _release_memory(settings: Settings) -> None:
+    """Give back what a failed allocation left behind, before the next batch."""
+    import gc
+
+    gc.collect()
+    if settings.device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def _failed_records(src, cost: dict[str, Any], engines: list[str], batch_size: int, settings: Settings, error: str,
+                    context, command) -> list[dict[str, Any]]:
+    """One error record per engine for a batch that was not measured (no engine was opened for it)."""
+    from bench.records import latency_record
+
+    return [latency_record(source=src.describe(), model_config=src.config or None, engine=name,
+                           engine_info={"backend": name, "version": None, "device": settings.device,
+                                        "precision": settings.precision, "providers": None, "options": {}},
+                           precision=settings.precision, device=settings.device, batch=batch_size,
+                           input_shape=src.input_shape or [], profile=cost, settings=settings.as_record(),
+                           load_average=load_average(), error=error, context=context, command=command)
+            for name in engines]
+
+
 def _check_sources(sources, engines: list[str], batches: list[int], settings: Settings) -> None:
     from bench.sources import check_engine_fits
 
@@ -409,26 +472,48 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
             options (`SOURCE_OPTIONS`: input_shape, input_size, in_chans, num_classes, act, checkpoint, name).
         context: study fields added to every record (see `bench.records.STUDY_FIELDS`).
 
-    A batch that runs out of memory gives a record with `error` set and the sweep goes on.
+    Memory: before any work, each batch is estimated (`check_memory`). When no batch can fit, an
+    EnvironmentProblem says so; in a sweep, a batch that cannot fit, or that fails to allocate
+    while it runs (CPU or GPU), gives a record with `error` set and the sweep goes on, keeping the
+    batches already measured.
     """
     import contextlib
 
     import numpy as np
 
     from bench.sources import resolve_source
+    from bench.timing import is_out_of_memory
 
     engines, batches, settings, source_options = _prepare(engines, batches, settings, options)
     src = resolve_source(source, **source_options)
     _check_sources([src], engines, batches, settings)
+    refused = check_memory([src], engines, batches, settings)
+    if len(refused) == len(batches):
+        raise EnvironmentProblem(refused[min(refused)])
     rng = np.random.default_rng(0)
     costs = [model_costs(src)]
     records: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="rbench-measure-") as workdir:
         for batch_size in batches:  # engines per batch: a dynamic-conv net runs a graph made for that batch
-            with contextlib.ExitStack() as stack:
-                entries = _open_entries(stack, [src], costs, engines, settings, Path(workdir), max(batches), batch_size)
-                runs, state = _timed_phase(entries, batch_size, settings, rng, on_progress)
-                records += _latency_records(entries, runs, batch_size, settings, context, command, state)
+            if batch_size in refused:
+                records += _failed_records(src, costs[0], engines, batch_size, settings,
+                                           f"out of memory at batch {batch_size}, not run: "
+                                           f"{getattr(refused[batch_size], 'short', refused[batch_size])}",
+                                           context, command)
+                continue
+            try:
+                with contextlib.ExitStack() as stack:
+                    entries = _open_entries(stack, [src], costs, engines, settings, Path(workdir), max(batches),
+                                            batch_size)
+                    runs, state = _timed_phase(entries, batch_size, settings, rng, on_progress)
+                    batch_records = _latency_records(entries, runs, batch_size, settings, context, command, state)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory is survivable
+                if not is_out_of_memory(exc):
+                    raise
+                _release_memory(settings)
+                batch_records = _failed_records(src, costs[0], engines, batch_size, settings,
+                                                f"out of memory at batch {batch_size}", context, command)
+            records += batch_records
     return records
 
 
@@ -450,6 +535,7 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
     from bench.records import comparison_record
     from bench.sources import resolve_source
     from bench.stats import DEFAULT_THRESHOLD, RATIO_CI_METHOD, ratio_interval, verdict
+    from bench.timing import is_out_of_memory
 
     if not sources:
         raise UsageProblem("name at least one model to compare")
@@ -459,12 +545,23 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
     engines, batches, settings, source_options = _prepare(engines, batch, settings, options)
     srcs = [resolve_source(s, **source_options) for s in sources]
     _check_sources(srcs, engines, batches, settings)
+    refused = check_memory(srcs, engines, batches, settings)
+    if refused:
+        raise EnvironmentProblem(refused[batches[0]])
     rng = np.random.default_rng(0)
-    with tempfile.TemporaryDirectory(prefix="rbench-compare-") as workdir, contextlib.ExitStack() as stack:
-        entries = _open_entries(stack, srcs, [model_costs(s) for s in srcs], engines, settings, Path(workdir), batches[0],
-                                batches[0])
-        runs, state = _timed_phase(entries, batches[0], settings, rng, on_progress)
-        records = _latency_records(entries, runs, batches[0], settings, None, command, state)
+    try:
+        with tempfile.TemporaryDirectory(prefix="rbench-compare-") as workdir, contextlib.ExitStack() as stack:
+            entries = _open_entries(stack, srcs, [model_costs(s) for s in srcs], engines, settings, Path(workdir),
+                                    batches[0], batches[0])
+            runs, state = _timed_phase(entries, batches[0], settings, rng, on_progress)
+            records = _latency_records(entries, runs, batches[0], settings, None, command, state)
+    except Exception as exc:  # noqa: BLE001 - one line for an allocation failure outside the timed runs
+        if not is_out_of_memory(exc):
+            raise
+        _release_memory(settings)
+        raise EnvironmentProblem(f"out of memory at batch {batches[0]} before timing "
+                                 f"({' '.join((str(exc) or type(exc).__name__).split())[:160]}); "
+                                 "use a smaller --batch or --input-size") from None
     comparisons = []
     if runs[0] is None:
         return records, comparisons

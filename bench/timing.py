@@ -102,14 +102,33 @@ def measure_latency(engine, batch: np.ndarray, *, warmup: int = DEFAULT_WARMUP, 
     }
 
 
+#: Lower-case phrases of allocation failures: torch on CUDA and on the CPU (DefaultCPUAllocator: "can't
+#: allocate memory" on Linux, "not enough memory" on Windows), onnxruntime ("Failed to allocate memory",
+#: its BFC arena, std::bad_alloc from C++), CUDA libraries and TensorRT.
+OUT_OF_MEMORY_PHRASES = (
+    "out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
+    "failed to allocate memory", "bad_alloc", "bfcarena", "cudaerrormemoryallocation", "alloc_failed",
+    "outofmemory", "unable to allocate",
+)
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is a device out-of-memory error (torch, onnxruntime or TensorRT)."""
+    """Whether `exc` is an allocation failure, on the CPU or a GPU (torch, numpy, onnxruntime, TensorRT).
+
+    A Python MemoryError (numpy's "Unable to allocate" is one), torch.OutOfMemoryError, or an error
+    whose text names a failed allocation. Under a container memory limit the kernel may kill the
+    process instead, with nothing to catch: `bench.memory` estimates a run before it starts for that.
+    """
+    if isinstance(exc, MemoryError):
+        return True
     try:
         import torch
 
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
+        oom_types = tuple(t for t in (getattr(torch, "OutOfMemoryError", None),
+                                      getattr(torch.cuda, "OutOfMemoryError", None)) if isinstance(t, type))
+        if oom_types and isinstance(exc, oom_types):
             return True
     except ImportError:  # pragma: no cover
         pass
     text = str(exc).lower()
-    return "out of memory" in text or "failed to allocate memory" in text or "cudaerrormemoryallocation" in text
+    return any(phrase in text for phrase in OUT_OF_MEMORY_PHRASES)

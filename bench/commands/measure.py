@@ -8,13 +8,14 @@ inside functions so `rbench --help` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from bench.errors import UsageProblem
+from bench.errors import EnvironmentProblem, UsageProblem
 from bench.sources import SOURCE_HELP
 
 MEASUREMENT_HELP = f"""
@@ -35,6 +36,9 @@ What a measurement means:
   GFLOP/s     FLOPs per image (torch flop counter, 2 per MAC) x batch / p50 latency;
               '% peak' divides it by this machine's measured matmul peak (`rbench device`).
   memory      peak torch.cuda.max_memory_allocated on a GPU; the process's peak RSS on CPU.
+              Before any run, each batch's memory need is estimated (a lower bound: input,
+              weights, the activations one op holds); a batch that cannot fit is refused,
+              and in a sweep recorded as out of memory, as is one that fails to allocate.
 """
 
 
@@ -138,6 +142,45 @@ def _emit(records: list[dict[str, Any]], out: Path, as_json: bool) -> None:
         append_record(record, out)
         if as_json:
             click.echo(to_json(record))
+
+
+def check_out_folder(out: Path, filenames: tuple[str, ...] = (), *, what: str = "--out",
+                     fix: str = "choose another --out", error: type[Exception] = UsageProblem) -> None:
+    """Fail before any measuring when records could not be written to `out`: one line, nothing created.
+
+    `out` must be a folder or creatable as one (its nearest existing ancestor a writable folder),
+    and none of `filenames` in it may be a folder. Records are appended by writing a temporary
+    file beside the target and renaming it, so a writable folder is what matters. A path of the
+    wrong kind raises `error` (exit 2 for an option); a folder this user cannot write, an
+    EnvironmentProblem (exit 1).
+    """
+    out = Path(out)
+
+    def exists(path: Path) -> bool:
+        try:
+            return path.exists()
+        except OSError:  # e.g. no permission to look inside a parent
+            return True
+
+    if exists(out) and not out.is_dir():
+        raise error(f"{what} {out} is a file, not a folder; {fix}")
+    probe = out if exists(out) else out.absolute()
+    while not exists(probe) and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise error(f"{what} {out} cannot be made: {probe} is a file, not a folder; {fix}")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise EnvironmentProblem(f"{what} {out} is not writable: this user cannot write in {probe}; {fix}")
+    for name in filenames:
+        if (out / name).is_dir():
+            raise error(f"{what} {out}: {out / name} is a folder, so records cannot be appended to it; {fix}")
+
+
+def _check_measured(records: list[dict[str, Any]]) -> None:
+    """Nothing measured (every batch of every engine out of memory): one line and exit 1, nothing written."""
+    if records and all(r.get("error") for r in records):
+        raise EnvironmentProblem(f"nothing could be measured: {records[0]['error']}; use a smaller --batch or "
+                                 "--input-size")
 
 
 # -- shared options ---------------------------------------------------------------------------
@@ -267,7 +310,9 @@ def latency_command(model: str, batch: str, **kw: Any) -> None:
     engines = parse_engines(kw.pop("engine"))
     batches = parse_batches(batch)
     settings = _settings(kw, default_iters=50)
+    check_out_folder(kw["out"], ("latency.jsonl",))
     records = _run([model], engines, batches, settings, kw)
+    _check_measured(records)
     shape = _shape_text(records)
     if not kw["as_json"]:
         title = f"{model} {shape} {settings.precision} on {settings.device} (warm-up {settings.warmup}, " \
@@ -290,7 +335,9 @@ def throughput_command(model: str, batch: str, **kw: Any) -> None:
     engines = parse_engines(kw.pop("engine"))
     batches = parse_batches(batch)
     settings = _settings(kw, default_iters=20)
+    check_out_folder(kw["out"], ("throughput.jsonl",))
     latency = _run([model], engines, batches, settings, kw)
+    _check_measured(latency)
     records = throughput_records(latency)
     if not kw["as_json"]:
         console = _console()
@@ -336,6 +383,7 @@ def flops_command(model: str, input_size: int | None, in_chans: int | None, num_
 
     from bench.measure import profile
 
+    check_out_folder(out, ("flops.jsonl",))
     record = profile(model, detail=detail, input_size=input_size, in_chans=in_chans, num_classes=num_classes,
                      checkpoint=checkpoint)
     if not as_json:
@@ -386,10 +434,18 @@ def device_command(refresh: bool, budget_s: float, as_json: bool, out: Path) -> 
 
     if budget_s <= 0:
         raise UsageProblem(f"--budget-s must be positive, got {budget_s}")
+    check_out_folder(out, ("device.jsonl",))
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:  # a peak that cannot be cached is never used: say so before measuring it
+        check_out_folder(cache_path(device).parent, (cache_path(device).name,), what="the cache folder",
+                         fix="set RBENCH_CACHE to a writable folder", error=EnvironmentProblem)
     machine = describe_device()
-    peaks = {"cpu": device_peak("cpu", refresh=refresh, budget_s=budget_s)}
-    if torch.cuda.is_available():
-        peaks["cuda"] = device_peak("cuda", refresh=refresh, budget_s=budget_s)
+    peaks = {device: device_peak(device, refresh=refresh, budget_s=budget_s) for device in devices}
+    for device, peak in peaks.items():
+        if peak.get("cache_error"):
+            raise EnvironmentProblem(f"measured the {device} peak but {peak['cache_error']}; latency records read "
+                                     "the peak from that cache: set RBENCH_CACHE to a writable folder and run "
+                                     "`rbench device` again")
     record = device_record(slug=machine["slug"], peaks=peaks, cache={d: str(cache_path(d)) for d in peaks})
     if not as_json:
         console = _console()
@@ -440,10 +496,12 @@ def compare_command(models: tuple[str, ...], batch: int, threshold: float, markd
     from bench.measure import compare
 
     settings = _settings(kw, default_iters=30)
+    check_out_folder(kw["out"], ("latency.jsonl", "comparison.jsonl"))
     expected = settings.iters * len(models) * len(kw["engine"].split(",")) if settings.iters else None
     with _progress(expected) as progress:
         records, comparisons = compare(list(models), kw.pop("engine"), batch, settings, threshold=threshold,
                                        on_progress=_progress_callback(progress, settings), **_source_options(kw))
+    _check_measured(records)
     rows = compare_rows(records, comparisons)
     if markdown:
         click.echo(compare_markdown(rows, records, settings, batch))

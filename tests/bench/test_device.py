@@ -43,3 +43,16 @@ def test_cuda_peak():
         pytest.skip("no CUDA GPU: torch.cuda.is_available() is False")
     peak = measure_peak("cuda", budget_s=0.05)
     assert peak["peak_flops_s_fp16"] > peak["peak_flops_s_fp32"] > 1e11
+
+
+def test_a_peak_that_cannot_be_cached_says_so(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("RBENCH_CACHE", str(blocker))  # the cache "folder" is a file
+    peak = device_peak("cpu", budget_s=0.01, size=64)
+    assert peak["cached"] is False and peak["peak_flops_s_fp32"] > 0
+    assert "cannot save it to" in peak["cache_error"] and str(blocker) in peak["cache_error"]
+
+
+def test_a_cached_peak_has_no_cache_error(cache):
+    assert "cache_error" not in device_peak("cpu", budget_s=0.01, size=64)

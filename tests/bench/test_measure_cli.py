@@ -144,3 +144,109 @@ def test_out_of_memory_at_one_batch_is_reported_and_the_run_goes_on(run_cli, res
     assert [r["batch"] for r in records] == [1, 4, 2]
     assert records[1]["error"] and records[1]["latency_ms_p50"] is None and records[2]["latency_ms_p50"] > 0
     assert set(records[1]) == set(records[0]), "an error record has the same keys, its metrics None"
+
+
+# -- --out is checked before any measuring (issue 11 B) ------------------------------------------------
+def _no_measuring(monkeypatch):
+    import bench.measure
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("measured before checking --out")
+
+    for name in ("latency", "compare", "profile"):
+        monkeypatch.setattr(bench.measure, name, refuse)
+
+
+@pytest.mark.parametrize("command", [("latency", "resnet20"), ("throughput", "resnet20"),
+                                     ("compare", "resnet20", "plain20"), ("flops", "resnet20")])
+def test_out_under_a_file_fails_before_measuring(run_cli, tmp_path, monkeypatch, command):
+    _no_measuring(monkeypatch)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code, out, err = run_cli(*command, "--out", blocker / "results")
+    assert code == 2, err
+    assert err.startswith("rbench: error: --out") and "is a file" in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
+
+
+def test_out_whose_records_file_is_a_folder_fails_before_measuring(run_cli, results_dir, monkeypatch):
+    _no_measuring(monkeypatch)
+    (results_dir / "latency.jsonl").mkdir()
+    code, out, err = run_cli("latency", "resnet20", "--out", results_dir)
+    assert code == 2 and "latency.jsonl is a folder" in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_not_writable_fails_before_measuring(run_cli, tmp_path, monkeypatch):
+    import bench.commands.measure as commands
+
+    _no_measuring(monkeypatch)
+    monkeypatch.setattr(commands.os, "access", lambda path, mode: False)  # tests may run as root
+    code, out, err = run_cli("throughput", "resnet20", "--out", tmp_path / "new" / "results")
+    assert code == 1 and "not writable" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_that_does_not_exist_yet_is_made(run_cli, tmp_path):
+    out = tmp_path / "deep" / "results"
+    code, out_text, err = run_cli("latency", "resnet20", *FAST, "--out", out)
+    assert code == 0, err
+    assert len(read_records(out / "latency.jsonl")) == 1
+
+
+# -- fp16 on a CPU without fp16 arithmetic: advice that works for each engine (issue 11 C) ---------------------
+def test_ort_fp16_on_cpu_advises_what_ort_takes(run_cli, results_dir, monkeypatch):
+    import bench.engines.torch_engine as torch_engine
+
+    monkeypatch.setattr(torch_engine, "cpu_precision_support",
+                        lambda precision: (False, "this CPU has no fp16 arithmetic (avx512_fp16/amx_fp16); use "
+                                                  "--precision bf16 or --device cuda"))
+    code, out, err = run_cli("latency", "resnet20", "--engine", "ort", "--precision", "fp16", "--out", results_dir)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "onnxruntime" in err and "--engine ort --precision fp32" in err and "--engine torch --precision bf16" in err
+    assert "use --precision bf16" not in err, "onnxruntime refuses bf16"
+    assert list(results_dir.iterdir()) == []
+    code, out, err = run_cli("latency", "resnet20", "--engine", "torch", "--precision", "fp16", "--out", results_dir)
+    assert code == 1 and "--precision bf16" in err, "for torch, bf16 is the right advice"
+
+
+def test_ort_fp16_on_this_cpu_is_refused_with_working_advice(run_cli, results_dir):
+    ok, why = cpu_precision_support("fp16")
+    if ok:
+        pytest.skip(f"this CPU runs fp16 ({why})")
+    code, out, err = run_cli("latency", "resnet20", "--engine", "ort", "--precision", "fp16", "--out", results_dir)
+    assert code == 1 and "--precision fp32" in err and list(results_dir.iterdir()) == []
+
+
+# -- `rbench device` fails when it cannot save its peak (issue 11 D) -----------------------------------------
+def test_device_with_an_unusable_cache_fails_before_measuring(run_cli, results_dir, tmp_path, monkeypatch):
+    import bench.device
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("measured a peak that cannot be saved")
+
+    monkeypatch.setattr(bench.device, "measure_peak", refuse)
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("RBENCH_CACHE", str(blocker))
+    code, out, err = run_cli("device", "--budget-s", "0.01", "--out", results_dir)
+    assert code == 1, err
+    assert "cache folder" in err and "RBENCH_CACHE" in err and len(err.strip().splitlines()) == 1
+    assert list(results_dir.iterdir()) == []
+
+
+def test_device_that_cannot_write_its_peak_fails(run_cli, results_dir, tmp_path, monkeypatch):
+    import bench.atomic
+    import bench.device
+
+    monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bench.device, "measure_peak", lambda device, budget_s, size: {
+        "device": device, "peak_flops_s_fp32": 1e9, "memory_bandwidth_bytes_s": 1e9})
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bench.atomic, "write_text", disk_full)
+    code, out, err = run_cli("device", "--refresh", "--budget-s", "0.01", "--out", results_dir)
+    assert code == 1, err
+    assert "cannot save it" in err and "No space left on device" in err and len(err.strip().splitlines()) == 1
+    assert list(results_dir.iterdir()) == []
