@@ -1,7 +1,9 @@
 """`rbench study NAME` and `rbench suite`: studies end to end, resumable, one Markdown report.
 
 Each unit of work (one model trained, profiled, exported, measured on every engine) writes its
-records in one atomic step to `OUT/units/`; a rerun skips finished units. When every unit is
+records in one atomic step to `OUT/units/`; a rerun skips finished units (and measures again one
+whose file is unsound). OUT must be new, empty or an rbench run folder holding only rbench's
+files: rbench never deletes what it did not write. When every unit is
 done, `OUT/records.jsonl` (every record, tagged with its study) and `OUT/report.md` (tables and
 PNG plots from `bench.report`) are written, again atomically.
 """
@@ -61,13 +63,14 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
 
     from bench.results import current_command
     from bench.studies import get_preset, study_plan
-    from bench.studies.runner import RunContext, available_engines, check_run_folder, resolve_dataset, unique_units
+    from bench.studies.runner import RunContext, available_engines, check_device, check_run_folder, resolve_dataset, unique_units
 
     console = Console(stderr=True)
     # Every check before the first write: a bad input leaves nothing behind.
     preset = get_preset(preset_name)
     dataset_name, dataset_why = resolve_dataset(dataset, data_root)
     device = _device(device)
+    check_device(device)  # a GPU asked for and missing: refused here, not at the first unit
     plans = [study_plan(name, preset) for name in studies]
     engine_names = available_engines(_parse_engines(engines), device)
     out_dir = Path(out) if out else _default_out(kind, preset.name)
@@ -77,7 +80,7 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
                      data_root=data_root, command=current_command())
     ctx.bundle()  # load the data now: a missing data set fails before anything is written
 
-    note = check_run_folder(out_dir, ctx, resume)
+    note = check_run_folder(out_dir, ctx, resume, plans)
     if note:
         console.print(note)
     units = unique_units(plans)
@@ -110,6 +113,8 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
             if kind == "unit-skip":
                 progress.advance(task)
                 progress.console.print(f"  {unit}: already measured, skipped")
+            elif kind == "unit-redo":
+                progress.console.print(f"  {unit}: {payload['reason']}; measuring it again")
             elif kind == "unit-start":
                 progress.update(task, description=f"{unit}: start")
             elif kind == "stage":
@@ -120,6 +125,8 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
                 progress.console.print(f"  {unit}: done in {payload['seconds']:.1f} s")
             elif kind == "timing-skip":
                 progress.console.print(f"  {payload['study']}: already timed, skipped")
+            elif kind == "timing-redo":
+                progress.console.print(f"  {payload['study']}: {payload['reason']}; timing it again")
             elif kind == "timing-start":
                 progress.update(task, description=f"timing the {payload['study']} study ({payload['units']} nets together)")
             elif kind == "timing-done":
@@ -136,21 +143,22 @@ def _write_outputs(records, plans, out_dir: Path, ctx, dataset_why: str, title: 
     from bench import report
     from bench.atomic import write_text
     from bench.results import describe_machine, to_json
+    from bench.studies.runner import TOOL, run_seconds
 
     write_text(out_dir / "records.jsonl", "".join(to_json(r) + "\n" for r in records))
+    totals = run_seconds(plans, out_dir)  # from the records on disk: every invocation's work
     run = {
-        "title": title, "preset": ctx.preset.name, "dataset": ctx.dataset, "dataset_note": dataset_why,
-        "engines": list(ctx.engines), "device": ctx.device, "wall_seconds_this_invocation": round(elapsed, 1),
-        "unit_seconds_this_invocation": unit_seconds, "command": ctx.command,
-        "studies": [asdict(p) for p in plans], "preset_settings": asdict(ctx.preset),
+        "tool": TOOL, "title": title, "preset": ctx.preset.name, "dataset": ctx.dataset, "dataset_note": dataset_why,
+        "engines": list(ctx.engines), "device": ctx.device,
+        # Totals over every invocation that worked on this run folder (a resumed run included).
+        "measured_seconds": round(sum(totals.values()), 1), "unit_seconds": totals,
+        # This invocation alone: its wall time, and the units and timings it measured.
+        "wall_seconds_this_invocation": round(elapsed, 1),
+        "measured_seconds_this_invocation": round(sum(unit_seconds.values()), 1),
+        "unit_seconds_this_invocation": unit_seconds,
+        "command": ctx.command, "studies": [asdict(p) for p in plans], "preset_settings": asdict(ctx.preset),
         "machine": describe_machine(),
     }
-    previous = out_dir / "run.json"
-    if previous.exists():  # a resumed run: keep the time of units measured before
-        old = json.loads(previous.read_text())
-        run["unit_seconds_this_invocation"] = {**old.get("unit_seconds", {}), **unit_seconds}
-    run["unit_seconds"] = run.pop("unit_seconds_this_invocation")
-    run["measured_seconds"] = round(sum(run["unit_seconds"].values()), 1)
     write_text(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
     markdown = report.render_report(records, run, out_dir)
     write_text(out_dir / "report.md", markdown)
@@ -162,7 +170,7 @@ def _common_options(fn):
                       help="Where to train and measure (auto: cuda when torch sees a GPU).")(fn)
     fn = click.option("--resume/--no-resume", default=True, show_default=True,
                       help="Continue an interrupted run in OUT, skipping its finished units (a finished run is "
-                           "measured again); --no-resume starts over.")(fn)
+                           "measured again); --no-resume starts over, deleting only rbench's own files.")(fn)
     fn = click.option("--engines", default=None, metavar="LIST",
                       help="Comma-separated engines (torch,ort,trt); default: every engine that works here.")(fn)
     fn = click.option("--out", default=None, metavar="DIR",

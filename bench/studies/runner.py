@@ -3,7 +3,9 @@
 `measure_unit` computes and returns records; it writes only its scratch files (checkpoint, ONNX)
 into the work folder it is given. `run_plans` is the I/O layer: it skips units already complete,
 writes each finished unit's records in one atomic step (so an interrupted run resumes where it
-stopped and never leaves half a unit behind) and assembles `records.jsonl`.
+stopped and never leaves half a unit behind), measures again a unit whose file is unsound, and
+assembles `records.jsonl`. `check_run_folder` refuses a folder holding files rbench did not write,
+and deletes only rbench's own files when a run starts afresh.
 """
 
 from __future__ import annotations
@@ -11,18 +13,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress as _suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UsageProblem
+from bench.errors import DataProblem, EnvironmentProblem, UsageProblem
 from bench.studies.plans import StudyPlan, UnitSpec
 from bench.studies.presets import Preset
 
-#: on_event(kind, payload): 'unit-start', 'unit-skip', 'stage', 'unit-done'.
+#: on_event(kind, payload): 'unit-start', 'unit-skip', 'unit-redo' (payload 'reason'), 'stage', 'unit-done',
+#: 'timing-start', 'timing-skip', 'timing-redo' (payload 'reason'), 'timing-done'.
 EventHook = Callable[[str, dict[str, Any]], None]
 
 DATASET_AUTO = "auto"
@@ -43,6 +46,36 @@ def resolve_dataset(name: str, root: str | None = None) -> tuple[str, str]:
     return "digits", "digits (scikit-learn's bundled 8x8 digits; Fashion-MNIST is not installed here)"
 
 
+def check_device(device: str) -> None:
+    """Refuse, before anything is written, a device this machine cannot train and measure on."""
+    if device == "cpu":
+        return
+    if device != "cuda":
+        raise UsageProblem(f"unknown device {device!r}; choose cpu, cuda or auto")
+    from bench.engines import engine_availability
+
+    row = next(r for r in engine_availability() if r["engine"] == "torch" and r["device"] == "cuda")
+    if not row["available"]:
+        raise EnvironmentProblem(f"--device cuda needs a CUDA GPU that torch can use: {row['reason'] or 'none found'}; "
+                                 "use --device cpu (or auto)")
+
+
+def _why_not(name: str, device: str, rows: list[dict[str, Any]]) -> str:
+    """Why engine `name` does not work on `device` here: its own reason, or the devices it runs on."""
+    mine = [r for r in rows if r["engine"] == name]
+    here = [r["reason"] for r in mine if r["device"] == device and r["reason"]]
+    if here:
+        return here[0]
+    devices = sorted({r["device"] for r in mine})
+    if not devices:
+        return "it is not available on this machine"
+    why = f"{name} runs only on {' or '.join(devices)} (--device {devices[0]})"
+    usable = [r for r in mine if r["available"]]
+    if not usable and mine[0]["reason"]:
+        why += f", and not on this machine either: {mine[0]['reason']}"
+    return why
+
+
 def available_engines(requested: Sequence[str] | None, device: str) -> tuple[str, ...]:
     """The engines to measure: those asked for, or every engine that works on `device` here."""
     from bench.engines import ENGINES, engine_availability
@@ -54,10 +87,12 @@ def available_engines(requested: Sequence[str] | None, device: str) -> tuple[str
             if name not in ENGINES:
                 raise UsageProblem(f"unknown engine {name!r}; choose from {', '.join(ENGINES)}")
             if name not in works:
-                why = next((r["reason"] for r in rows if r["engine"] == name and r["device"] == device), "")
-                raise UsageProblem(f"engine {name!r} does not work on {device} here: {why}")
+                raise UsageProblem(f"engine {name!r} does not work on {device} here: {_why_not(name, device, rows)}")
         return tuple(requested)
-    return tuple(e for e in ("torch", "ort", "trt") if e in works)
+    found = tuple(e for e in ("torch", "ort", "trt") if e in works)
+    if not found:
+        raise EnvironmentProblem(f"no engine works on {device} here; see `rbench engines`")
+    return found
 
 
 @dataclass
@@ -289,47 +324,281 @@ def _accuracy_on_subsets(source, spec: UnitSpec, ctx: RunContext, bundle, engine
 
 
 # --------------------------------------------------------------------------- I/O: the run folder
+#
+# A run folder holds what rbench writes and nothing rbench deletes unless it can prove it wrote it:
+#   settings.json            the run's settings, with "tool": "rbench" (what makes a folder a run folder)
+#   units/<unit>.jsonl       a prepared unit's records           timing/<study>.jsonl  a study's timings
+#   artifacts/<unit>/        weights.pt, model.onnx(.data)       run.json, records.jsonl, report.md, figures/
+#   .<name>.XXXX/            hidden work folders (bench.atomic.work_dir), locked while their process lives
+
+TOOL = "rbench"
+SETTINGS = "settings.json"
+RUN_JSON = "run.json"
+SUBFOLDERS = ("units", "timing", "artifacts")
+ARTIFACT_FILES = (WEIGHTS, ONNX, f"{ONNX}.data")
+#: The keys of settings.json before it carried "tool" (still recognised as rbench's).
+_FINGERPRINT_KEYS = ("dataset", "preset", "device", "engines", "seed")
+#: Keys every run.json rbench has written carries.
+_RUN_KEYS = ("title", "preset", "dataset", "engines", "device", "unit_seconds")
+_TIMING_KINDS = ("latency", "throughput")
 
 
 def unit_path(out_dir: Path, spec: UnitSpec) -> Path:
     return Path(out_dir) / "units" / f"{spec.unit_id}.jsonl"
 
 
+def timing_path(out_dir: Path, plan: StudyPlan) -> Path:
+    return Path(out_dir) / "timing" / f"{plan.name}.jsonl"
+
+
+def artifact_path(out_dir: Path, spec: UnitSpec) -> Path:
+    """Where a prepared unit keeps its weights and ONNX file until its studies are timed."""
+    return Path(out_dir) / "artifacts" / spec.unit_id
+
+
+def _read_records_file(path: Path, units: Sequence[str], every_unit: bool = False,
+                       ) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """(records, None) for a sound file; (None, why) for a bad one; (None, None) when there is none.
+
+    Sound: not empty, every line a record that validates, every record's unit one of `units` (and,
+    with `every_unit`, every one of `units` present), the last line complete.
+    """
+    from bench.results import validate_record
+
+    if not path.is_file():
+        return None, (f"{path.name} is not a file" if path.exists() or path.is_symlink() else None)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{path.name} cannot be read ({exc.__class__.__name__})"
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return None, f"{path.name} line {number} is not JSON (cut short?)"
+        if not isinstance(record, dict):
+            return None, f"{path.name} line {number} is not a record"
+        try:
+            validate_record(record)
+        except (ValueError, TypeError, KeyError) as exc:
+            return None, f"{path.name} line {number}: {exc}"
+        if record.get("unit") not in units:
+            return None, f"{path.name} line {number} is a record of unit {record.get('unit')!r}"
+        records.append(record)
+    if not records:
+        return None, f"{path.name} is empty"
+    if not text.endswith("\n"):
+        return None, f"{path.name} ends in a cut-short line"
+    if every_unit:
+        missing = sorted(set(units) - {r["unit"] for r in records})
+        if missing:
+            return None, f"{path.name} lacks unit(s) {', '.join(missing)}"
+    return records, None
+
+
+def unit_state(out_dir: Path, spec: UnitSpec) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """A unit's records and None when its file is sound; None and why it is not; (None, None) when absent."""
+    return _read_records_file(unit_path(out_dir, spec), [spec.unit_id])
+
+
+def timing_state(out_dir: Path, plan: StudyPlan) -> tuple[list[dict[str, Any]] | None, str | None]:
+    """A study's timing records and None when its file is sound (every unit of the study timed); else as `unit_state`."""
+    ids = list(dict.fromkeys(unit.spec.unit_id for unit in plan.units))
+    return _read_records_file(timing_path(out_dir, plan), ids, every_unit=True)
+
+
 def load_unit(out_dir: Path, spec: UnitSpec) -> list[dict[str, Any]] | None:
-    """A finished unit's records, or None when it has not finished."""
-    from bench.results import read_records
-
-    path = unit_path(out_dir, spec)
-    return read_records(path) if path.exists() else None
+    """A finished unit's records, or None when it has not finished (no file, or a bad one)."""
+    return unit_state(out_dir, spec)[0]
 
 
-def check_run_folder(out_dir: Path, ctx: RunContext, resume: bool) -> str | None:
-    """Make `out_dir` a run folder for `ctx`; refuse to mix settings; with `resume=False` start afresh.
+def _is_rbench_settings(path: Path) -> tuple[dict[str, Any] | None, bool]:
+    """(settings, True) when `path` is a settings.json rbench wrote; (None, False) otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None, False
+    if isinstance(data, dict) and (data.get("tool") == TOOL or all(k in data for k in _FINGERPRINT_KEYS)):
+        return {k: v for k, v in data.items() if k != "tool"}, True
+    return None, False
 
-    Resuming continues an interrupted run only. A folder whose run finished (it has `run.json`,
-    written last) is measured again from scratch: rerunning the main job must produce new numbers,
-    not re-render old ones. Returns a note saying so, or None.
+
+def _is_rbench_run(path: Path) -> bool:
+    """Whether `path` is a run.json rbench wrote (valid JSON carrying rbench's marker or keys)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and (data.get("tool") == TOOL or all(k in data for k in _RUN_KEYS))
+
+
+def known_unit_ids(plans: Sequence[StudyPlan] = ()) -> set[str]:
+    """Every unit id some study of some preset makes, and those of `plans`: the unit files rbench names."""
+    from bench.studies.plans import STUDIES, study_plan
+    from bench.studies.presets import PRESETS
+
+    ids = {spec.unit_id for spec in unique_units(plans)}
+    for preset in PRESETS.values():
+        for name in STUDIES:
+            try:
+                ids |= {unit.spec.unit_id for unit in study_plan(name, preset).units}
+            except UsageProblem:  # a preset whose roles name no model here: its units are no names of ours
+                continue
+    return ids
+
+
+def _is_our_artifact_dir(entry: Path, ids: set[str]) -> bool:
+    return (entry.name in ids and entry.is_dir() and not entry.is_symlink()
+            and all(f.name in ARTIFACT_FILES and f.is_file() and not f.is_symlink() for f in entry.iterdir()))
+
+
+def _is_our_hidden(entry: Path, names: set[str]) -> bool:
+    """A hidden entry rbench leaves: a work folder with its lock file, or a temporary `.NAME.XXXX[.tmp]`
+    of one of `names` (an interrupted atomic write, an older rbench's scratch folder)."""
+    from bench.atomic import LOCK_NAME
+
+    if not entry.name.startswith(".") or entry.is_symlink():
+        return False
+    if entry.is_dir() and (entry / LOCK_NAME).is_file():
+        return True
+    return any(entry.name.startswith(f".{name}.") for name in names)
+
+
+@dataclass
+class _Inventory:
+    """What a run folder's units/, timing/ and artifacts/ hold."""
+
+    ours: list[Path] = field(default_factory=list)  # files and artifact folders rbench wrote
+    foreign: list[Path] = field(default_factory=list)  # anything rbench cannot prove it wrote
+    measured: int = 0  # unit and timing files (what a fresh start would lose)
+
+
+def _inventory(out_dir: Path, plans: Sequence[StudyPlan]) -> _Inventory:
+    from bench.studies.plans import STUDIES
+
+    inv = _Inventory()
+    ids = known_unit_ids(plans)
+    units = out_dir / "units"
+    if units.is_dir() and not units.is_symlink():
+        # A unit file of a unit no preset makes today is still ours when its records say so.
+        for entry in units.glob("*.jsonl"):
+            if entry.stem not in ids and _read_records_file(entry, [entry.stem])[0] is not None:
+                ids.add(entry.stem)
+    names = {"units": ids | {f"{i}.jsonl" for i in ids}, "timing": {f"{s}.jsonl" for s in STUDIES},
+             "artifacts": ids}
+    for sub in SUBFOLDERS:
+        folder = out_dir / sub
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            inv.foreign.append(folder)
+            continue
+        if not folder.exists():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if _is_our_hidden(entry, names[sub]):
+                continue  # work folders are swept by remove_stale_work_dirs; temporaries are harmless
+            if sub == "artifacts":
+                ours = _is_our_artifact_dir(entry, ids)
+            else:
+                ours = entry.name in names[sub] and entry.suffix == ".jsonl" and entry.is_file() and not entry.is_symlink()
+                inv.measured += ours
+            (inv.ours if ours else inv.foreign).append(entry)
+    run = out_dir / RUN_JSON
+    if run.exists() or run.is_symlink():
+        if run.is_file() and not run.is_symlink() and _is_rbench_run(run):
+            inv.ours.append(run)
+        else:
+            inv.foreign.append(run)
+    return inv
+
+
+def _listing(paths: Sequence[Path], root: Path, most: int = 3) -> str:
+    shown = [str(p.relative_to(root)) + ("/" if p.is_dir() else "") for p in paths[:most]]
+    more = f" and {len(paths) - most} more" if len(paths) > most else ""
+    return ", ".join(shown) + more
+
+
+def _remove_artifact_dir(folder: Path) -> None:
+    """Remove an artifacts/<unit>/ folder: rbench's files in it, then the folder if nothing else is left."""
+    if not folder.exists():
+        return
+    for name in ARTIFACT_FILES:
+        (folder / name).unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+    except OSError:
+        raise UsageProblem(f"{folder} holds files rbench did not write ({_listing(sorted(folder.iterdir()), folder)}); "
+                           "move them out and run the same command again") from None
+
+
+def _sweep(out_dir: Path) -> list[Path]:
+    """Remove the work folders a killed run left in the run folder (those no live process holds)."""
+    from bench.atomic import remove_stale_work_dirs
+
+    removed = []
+    for sub in SUBFOLDERS:
+        removed += remove_stale_work_dirs(out_dir / sub)
+    return removed
+
+
+def _remove_empty_subfolders(out_dir: Path) -> None:
+    for sub in SUBFOLDERS:
+        try:
+            (out_dir / sub).rmdir()
+        except OSError:  # missing, or holds something (a live work folder): leave it
+            pass
+
+
+def check_run_folder(out_dir: Path, ctx: RunContext, resume: bool, plans: Sequence[StudyPlan] = ()) -> str | None:
+    """Make `out_dir` a run folder for `ctx`; refuse to mix settings or to touch files rbench did not write.
+
+    `out_dir` must be missing, empty, or a run folder (its settings.json is rbench's) whose units/,
+    timing/ and artifacts/ hold only rbench's files and whose run.json, if any, is rbench's;
+    anything else is refused before a byte is written. Resuming continues an interrupted run only.
+    A folder whose run finished (it has rbench's `run.json`, written last) is measured again from
+    scratch: rerunning the main job must produce new numbers, not re-render old ones. Starting
+    afresh deletes rbench's own unit, timing and artifact files and run.json, nothing else.
+    Returns a note saying why a run starts afresh, or None.
     """
     from bench.atomic import write_text
 
     out_dir = Path(out_dir)
-    settings = out_dir / "settings.json"
+    settings = out_dir / SETTINGS
     current = json.loads(json.dumps(ctx.fingerprint()))  # tuples become lists, as on disk
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageProblem(f"--out {out_dir} is a file, not a folder")
+    entries = sorted(out_dir.iterdir()) if out_dir.exists() else []
     note = None
-    if resume and (out_dir / "run.json").exists():
-        resume = False
-        note = f"{out_dir} holds a finished run: measuring again (use another --out to keep it)"
-    if settings.exists() and resume:
-        previous = json.loads(settings.read_text())
-        if previous != current:
+    if entries:
+        previous, ours = _is_rbench_settings(settings) if settings.is_file() else (None, False)
+        if not ours:
+            why = "its settings.json is not rbench's" if settings.exists() else "it has no rbench settings.json"
+            raise UsageProblem(f"--out {out_dir} is not empty and is not an rbench run folder ({why}; it holds "
+                               f"{_listing(entries, out_dir)}); choose another --out or move those files")
+        inv = _inventory(out_dir, plans)
+        if inv.foreign:
+            raise UsageProblem(f"{out_dir} holds files rbench did not write ({_listing(inv.foreign, out_dir)}); "
+                               "move them out of the run folder or choose another --out")
+        if resume and (out_dir / RUN_JSON).exists():
+            resume = False
+            note = f"{out_dir} holds a finished run: measuring again (use another --out to keep it)"
+        if resume and previous != current:
             differs = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-            raise UsageProblem(f"{out_dir} holds a run with other settings ({', '.join(differs)} differ); "
-                               "use another --out or --no-resume to start over")
-    if not resume:
-        for folder in ("units", "timing", "artifacts"):
-            shutil.rmtree(out_dir / folder, ignore_errors=True)
-        (out_dir / "run.json").unlink(missing_ok=True)
-    write_text(settings, json.dumps(current, indent=1) + "\n")
+            if inv.measured:
+                raise UsageProblem(f"{out_dir} holds a run with other settings ({', '.join(differs)} differ); "
+                                   "use another --out or --no-resume to start over")
+            resume = False  # nothing measured under the old settings: nothing to lose
+        if not resume:
+            for path in inv.ours:
+                if path.is_dir():
+                    _remove_artifact_dir(path)
+                else:
+                    path.unlink(missing_ok=True)
+            _sweep(out_dir)
+            _remove_empty_subfolders(out_dir)
+    write_text(settings, json.dumps({"tool": TOOL, **current}, indent=1) + "\n")
     return note
 
 
@@ -342,15 +611,6 @@ def unique_units(plans: Sequence[StudyPlan]) -> list[UnitSpec]:
     return list(seen.values())
 
 
-def artifact_path(out_dir: Path, spec: UnitSpec) -> Path:
-    """Where a prepared unit keeps its weights and ONNX file until its studies are timed."""
-    return Path(out_dir) / "artifacts" / spec.unit_id
-
-
-def timing_path(out_dir: Path, plan: StudyPlan) -> Path:
-    return Path(out_dir) / "timing" / f"{plan.name}.jsonl"
-
-
 def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
               on_event: EventHook = lambda kind, payload: None, keep_artifacts: bool = False) -> list[dict[str, Any]]:
     """Prepare every unit not yet done, time every study not yet timed, then return all records.
@@ -358,59 +618,81 @@ def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
     Phase 1, per unit: train, count, export, evaluate (`measure_unit`); its records are written in
     one atomic step, its weights and ONNX file kept in `artifacts/<unit>/`. Phase 2, per study:
     time all its units together (`time_study`), written in one atomic step to `timing/<study>.jsonl`.
-    An interruption anywhere resumes at the first unit or study not written. The artifacts are
-    removed at the end unless `keep_artifacts`.
+    An interruption anywhere resumes at the first unit or study not written. A unit or timing file
+    that is empty, cut short or otherwise unsound is measured again ('unit-redo' / 'timing-redo'
+    events say why). Every record carries `unit_seconds`: how long the work that wrote it took (the
+    unit's preparation; for a timing record, its study's timing phase). Work folders a killed run
+    left are removed first; the artifacts are removed at the end unless `keep_artifacts`.
     """
     out_dir = Path(out_dir)
+    _sweep(out_dir)
     units = unique_units(plans)
     # A prepared unit's weights are needed again only by studies not timed yet.
-    untimed = {unit.spec.unit_id for plan in plans if not timing_path(out_dir, plan).exists() for unit in plan.units}
+    untimed = {unit.spec.unit_id for plan in plans if timing_state(out_dir, plan)[0] is None for unit in plan.units}
     for index, spec in enumerate(units):
         payload = {"unit": spec.unit_id, "index": index, "total": len(units)}
+        records, bad = unit_state(out_dir, spec)
         needs_weights = spec.unit_id in untimed and not (artifact_path(out_dir, spec) / WEIGHTS).exists()
-        if unit_path(out_dir, spec).exists() and not needs_weights:
+        if records is not None and not needs_weights:
             on_event("unit-skip", payload)
             continue
+        if bad:
+            on_event("unit-redo", {**payload, "reason": f"units/{bad}"})
         on_event("unit-start", payload)
         start = time.perf_counter()
         _prepare_unit(spec, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage}))
         on_event("unit-done", {**payload, "seconds": time.perf_counter() - start})
     for plan in plans:
         payload = {"study": plan.name, "units": len(plan.units)}
-        if timing_path(out_dir, plan).exists():
+        records, bad = timing_state(out_dir, plan)
+        if records is not None:
             on_event("timing-skip", payload)
             continue
+        if bad:
+            on_event("timing-redo", {**payload, "reason": f"timing/{bad}"})
         on_event("timing-start", payload)
         start = time.perf_counter()
-        _write_records(timing_path(out_dir, plan),
-                       time_study(plan, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage})))
+        timed = time_study(plan, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage}))
+        seconds = round(time.perf_counter() - start, 3)
+        _write_records(timing_path(out_dir, plan), [{**record, "unit_seconds": seconds} for record in timed])
         on_event("timing-done", {**payload, "seconds": time.perf_counter() - start})
     if not keep_artifacts:
-        shutil.rmtree(out_dir / "artifacts", ignore_errors=True)
+        _remove_artifacts(out_dir, units)
     return collect_records(plans, out_dir)
 
 
+def _remove_artifacts(out_dir: Path, units: Sequence[UnitSpec]) -> None:
+    """Remove every artifacts/<unit>/ folder rbench made (of these units or earlier ones), then artifacts/ if empty."""
+    folder = out_dir / "artifacts"
+    if not folder.is_dir():
+        return
+    ids = known_unit_ids() | {spec.unit_id for spec in units}
+    for entry in sorted(folder.iterdir()):
+        if _is_our_artifact_dir(entry, ids):
+            _remove_artifact_dir(entry)
+    with _suppress(OSError):
+        folder.rmdir()
+
+
 def _prepare_unit(spec: UnitSpec, ctx: RunContext, out_dir: Path, on_stage: Callable[[str], None]) -> None:
-    """measure_unit in a scratch folder; then its artifacts, then its records, each moved into place whole."""
+    """measure_unit in a locked scratch folder; then its artifacts, then its records, each moved into place whole."""
+    from bench.atomic import work_dir
+
     start = time.perf_counter()
-    (out_dir / "units").mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{spec.unit_id}.", dir=out_dir / "units"))
-    try:
+    with work_dir(out_dir / "units", spec.unit_id) as work:
         records = measure_unit(spec, ctx, work, on_stage=on_stage)
         for record in records:
             record["unit_seconds"] = round(time.perf_counter() - start, 3)
         target = artifact_path(out_dir, spec)
-        if target.exists():
-            shutil.rmtree(target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        keep = [name for name in (WEIGHTS, ONNX, f"{ONNX}.data") if (work / name).exists()]
-        staging = Path(tempfile.mkdtemp(prefix=f".{spec.unit_id}.", dir=target.parent))
-        for name in keep:
-            shutil.move(str(work / name), staging / name)
-        staging.rename(target)
+        with work_dir(target.parent, spec.unit_id) as staging:
+            folder = staging / spec.unit_id
+            folder.mkdir()
+            for name in ARTIFACT_FILES:
+                if (work / name).exists():
+                    shutil.move(str(work / name), folder / name)
+            _remove_artifact_dir(target)
+            folder.rename(target)
         _write_records(unit_path(out_dir, spec), records)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
@@ -424,15 +706,35 @@ def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
 
 def collect_records(plans: Sequence[StudyPlan], out_dir: Path) -> list[dict[str, Any]]:
     """Every finished unit's records, once per study that uses the unit, and the study's own timings,
-    each tagged study/label/group."""
-    from bench.results import read_records
-
+    each tagged study/label/group. A unit or timing file that is missing or unsound is a DataProblem."""
     out = []
     for plan in plans:
-        timings = read_records(timing_path(out_dir, plan))
+        timings, bad = timing_state(out_dir, plan)
+        if timings is None:
+            raise DataProblem(f"{timing_path(out_dir, plan)}: {bad or 'missing'}; run the same command again to time "
+                              f"the {plan.name} study again")
         for unit in plan.units:
+            records, bad = unit_state(out_dir, unit.spec)
+            if records is None:
+                raise DataProblem(f"{unit_path(out_dir, unit.spec)}: {bad or 'missing'}; run the same command again "
+                                  "to measure the unit again")
             tags = {"study": plan.name, "label": unit.label, "group": unit.group}
-            out += [{**record, **tags} for record in load_unit(out_dir, unit.spec) or []]
+            out += [{**record, **tags} for record in records]
             out += [{**record, **tags} for record in timings if record.get("unit") == unit.spec.unit_id]
     return out
 
+
+def run_seconds(plans: Sequence[StudyPlan], out_dir: Path) -> dict[str, float]:
+    """How long each unit's preparation and each study's timing took, whichever invocation ran it (from the
+    `unit_seconds` of the records on disk): unit id -> seconds, 'timing:<study>' -> seconds."""
+    seconds: dict[str, float] = {}
+    for spec in unique_units(plans):
+        for record in unit_state(out_dir, spec)[0] or []:
+            if isinstance(record.get("unit_seconds"), (int, float)):
+                seconds[spec.unit_id] = max(seconds.get(spec.unit_id, 0.0), record["unit_seconds"])
+    for plan in plans:
+        for record in timing_state(out_dir, plan)[0] or []:
+            if isinstance(record.get("unit_seconds"), (int, float)):
+                key = f"timing:{plan.name}"
+                seconds[key] = max(seconds.get(key, 0.0), record["unit_seconds"])
+    return {key: round(value, 1) for key, value in seconds.items()}

@@ -123,13 +123,22 @@ def _fake_measure(calls, fail_on=None):
     return measure
 
 
+def _fake_time(timed):
+    """A stand-in for time_study: one latency record per unit of the study (a timing file must cover them all)."""
+    def time_study(plan, ctx, out, on_stage=lambda s: None):
+        timed.append(plan.name)
+        specs = runner.unique_units([plan])
+        return [record_of("latency", unit=spec.unit_id, model=spec.model, engine="torch") for spec in specs]
+    return time_study
+
+
 def test_run_resumes_after_an_interruption_and_keeps_no_half_unit(tmp_path, monkeypatch):
     plans = [study_plan("depth", get_preset("smoke")), study_plan("activation", get_preset("smoke"))]
     units = runner.unique_units(plans)
     calls: list[str] = []
     monkeypatch.setattr(runner, "measure_unit", _fake_measure(calls, fail_on=units[1].unit_id))
     timed = []
-    monkeypatch.setattr(runner, "time_study", lambda plan, ctx, out, on_stage: timed.append(plan.name) or [])
+    monkeypatch.setattr(runner, "time_study", _fake_time(timed))
     runner.check_run_folder(tmp_path, _ctx(), resume=True)
     with pytest.raises(KeyboardInterrupt):
         runner.run_plans(plans, _ctx(), tmp_path)
@@ -148,7 +157,7 @@ def test_run_resumes_after_an_interruption_and_keeps_no_half_unit(tmp_path, monk
     assert calls == [u.unit_id for u in units[1:]]
     assert ("unit-skip", units[0].unit_id) in events
     # resnet20 serves both studies: its record appears once per study, tagged.
-    tagged = [(r["study"], r["label"]) for r in records if r["unit"] == units[0].unit_id]
+    tagged = [(r["study"], r["label"]) for r in records if r["unit"] == units[0].unit_id and r["kind"] == "flops"]
     assert tagged == [("depth", "resnet20"), ("activation", "relu")]
     for spec in units:
         assert read_records(runner.unit_path(tmp_path, spec))
@@ -157,7 +166,8 @@ def test_run_resumes_after_an_interruption_and_keeps_no_half_unit(tmp_path, monk
 def test_a_run_folder_refuses_other_settings_and_no_resume_starts_over(tmp_path):
     runner.check_run_folder(tmp_path, _ctx("smoke"), resume=True)
     (tmp_path / "units").mkdir()
-    (tmp_path / "units" / "x.jsonl").write_text("{}\n")
+    unit = UnitSpec("resnet20").unit_id  # a unit file rbench names (it deletes no other)
+    (tmp_path / "units" / f"{unit}.jsonl").write_text(json.dumps(record_of("flops", unit=unit)) + "\n")
     with pytest.raises(UsageProblem, match="other settings"):
         runner.check_run_folder(tmp_path, _ctx("quick"), resume=True)
     runner.check_run_folder(tmp_path, _ctx("quick"), resume=False)

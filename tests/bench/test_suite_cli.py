@@ -75,12 +75,16 @@ def test_a_finished_run_folder_is_measured_again(tmp_path):
 
     ctx = RunContext(dataset="digits", preset=get_preset("smoke"), engines=("torch",), device="cpu",
                      data_root=None, command="rbench suite")
+    from bench.studies.plans import UnitSpec
+    from tests.conftest import record_of
+
     assert check_run_folder(tmp_path, ctx, resume=True) is None
     (tmp_path / "units").mkdir()
-    (tmp_path / "units" / "a.jsonl").write_text("{}\n")
+    unit = UnitSpec("resnet20").unit_id  # rbench deletes only files it wrote: a unit file of its own
+    (tmp_path / "units" / f"{unit}.jsonl").write_text(json.dumps(record_of("flops", unit=unit)) + "\n")
     assert check_run_folder(tmp_path, ctx, resume=True) is None, "an interrupted run resumes"
-    assert (tmp_path / "units" / "a.jsonl").exists()
-    (tmp_path / "run.json").write_text("{}")
+    assert (tmp_path / "units" / f"{unit}.jsonl").exists()
+    (tmp_path / "run.json").write_text(json.dumps({"tool": "rbench", "title": "rbench suite"}))
     note = check_run_folder(tmp_path, ctx, resume=True)
     assert note and "measuring again" in note
     assert not (tmp_path / "units").exists() and not (tmp_path / "run.json").exists()
