@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
+import warnings
 
 import click
 
@@ -90,8 +92,24 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     return (RbenchError, ExportError, ModelError)
 
 
+def _one_line_warnings(default):
+    """A `warnings.showwarning` that prints rbench's own warnings (a category defined in bench, export or
+    nets) as one line `rbench: warning: ...`, and hands every other warning to `default`."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if category.__module__.split(".")[0] in ("bench", "export", "nets"):
+            click.echo(f"rbench: warning: {_one_line(message)}", err=True)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code; errors become one line on stderr."""
+    """Run the CLI and return its exit code; errors become one line on stderr.
+
+    With RBENCH_DEBUG=1 the traceback is printed too, and the exit code stays the same.
+    """
     debug = os.environ.get("RBENCH_DEBUG") not in (None, "", "0")
     if argv is not None:
         import shlex
@@ -99,6 +117,19 @@ def main(argv: list[str] | None = None) -> int:
         import bench.results
 
         bench.results.COMMAND_OVERRIDE = shlex.join(["rbench", *argv])
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        return _run(argv, debug)
+
+
+def _fail(line: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    click.echo(line, err=True)
+    return code
+
+
+def _run(argv: list[str] | None, debug: bool) -> int:
     try:
         # Outside standalone mode click returns (not raises) the code of a click.exceptions.Exit.
         code = cli.main(args=argv, prog_name="rbench", standalone_mode=False)
@@ -106,24 +137,16 @@ def main(argv: list[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
-        click.echo("rbench: interrupted", err=True)
-        return 130
+        return _fail("rbench: interrupted", 130, debug)
     except KeyboardInterrupt:
-        click.echo("rbench: interrupted; nothing half-written was kept", err=True)
-        return 130
+        return _fail("rbench: interrupted; nothing half-written was kept", 130, debug)
     except click.ClickException as exc:
-        if debug:
-            raise
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f" (see `{exc.ctx.command_path} --help`)"
-        click.echo(f"rbench: error: {_one_line(exc.format_message())}{hint}", err=True)
-        return exc.exit_code
+        return _fail(f"rbench: error: {_one_line(exc.format_message())}{hint}", exc.exit_code, debug)
     except _known_errors() as exc:
-        if debug:
-            raise
-        click.echo(f"rbench: error: {_one_line(exc)}", err=True)
-        return getattr(exc, "exit_code", 2)
+        return _fail(f"rbench: error: {_one_line(exc)}", getattr(exc, "exit_code", 2), debug)
 
 
 if __name__ == "__main__":  # pragma: no cover

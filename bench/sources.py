@@ -216,10 +216,17 @@ def read_onnx_input(path: Path) -> tuple[str, list[int | None], str]:
 
     if not path.is_file():
         raise UsageProblem(f"no ONNX file at {path}")
+    if path.stat().st_size == 0:
+        raise DataProblem(f"{path} is empty (0 bytes), not an ONNX model; export it again")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a corrupt file
         raise DataProblem(f"{path} is not a readable ONNX model ({type(exc).__name__}); export it again") from None
+    # A file cut short at a field boundary still parses, as a model missing its graph or its opsets.
+    if not model.HasField("graph") or not model.graph.node:
+        raise DataProblem(f"{path} is not a readable ONNX model (no graph: cut short or not ONNX); export it again")
+    if not model.opset_import:
+        raise DataProblem(f"{path} is not a readable ONNX model (no opset import: cut short?); export it again")
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
@@ -314,18 +321,21 @@ def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None
     if known is not None and known.exists():
         return known
     import export
-    from bench.cache import cache_root
+    from bench.cache import cache_root, checked_entry, record_entry
 
     c, h, w = source.input_shape
     model = source.module()
+    cached = False
     suffix = f"{precision}" + (f"-b{fixed}" if fixed else "")
     if source.kind == "zoo" and source.checkpoint is None:
         params = sum(p.numel() for p in model.parameters())  # a changed definition gets a new file
         config = "-".join(f"{k}={v}" for k, v in sorted(source.config.items()) if k not in ("name", "input_size"))
         key = hashlib.sha256(config.encode()).hexdigest()[:8]
         path = cache_root() / "onnx" / f"{source.name}-{c}x{h}x{w}-{params}p-{key}-{suffix}.onnx"
-        if path.exists():
+        if checked_entry(path, "cached ONNX file"):  # a cut-short or changed file is rebuilt, not trusted
+            source.exported[(precision, fixed)] = path
             return path
+        cached = True
     else:
         if workdir is None:
             raise ValueError("onnx_file needs a workdir to export a module source into")
@@ -335,6 +345,13 @@ def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None
     report = export.to_onnx(model.cpu(), path, input_shape=(c, h, w), batch=fixed or 1, dynamic_batch=fixed is None,
                             precision=precision, verify=False, model_name=source.name,
                             exporter="dynamo" if fixed else "auto")
+    if cached:
+        try:
+            record_entry(report.path)  # after the file: a crash in between leaves an unverifiable file, rebuilt later
+        except OSError as exc:
+            from bench.errors import EnvironmentProblem
+
+            raise EnvironmentProblem(f"cannot write to the cache {path.parent}: {exc.strerror or exc}") from None
     source.exported[(precision, fixed)] = Path(report.path)
     return Path(report.path)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,7 @@ class TrainConfig:
             raise UsageProblem(f"learning rate must be positive, got {self.lr}")
         if self.early_stop is not None and self.early_stop < 1:
             raise UsageProblem(f"early-stop patience must be at least 1 epoch, got {self.early_stop}")
+        self.device = parse_device(self.device)
 
     @property
     def learning_rate(self) -> float:
@@ -327,6 +329,25 @@ class _RunState:
     start_epoch: int = 0
 
 
+def check_splits(bundle: DatasetBundle) -> None:
+    """Refuse, in one line, a data set too small to train a classifier on: training needs at least one image
+    per class (`num_classes` images), validation and test at least one each. With `subset`, the minimum is
+    2 images per class (one to train on, one to validate on), and the message says so; without it, the data
+    set itself is too small (DataProblem)."""
+    k = bundle.num_classes
+    sizes = f"{len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test images"
+    too_small = len(bundle.train) < k or len(bundle.val) < 1 or len(bundle.test) < 1
+    minimum = 2 * k
+    if bundle.subset is not None and (bundle.subset < minimum or too_small):
+        advice = f"use --subset {minimum} or more" if bundle.subset < minimum else "use a larger --subset"
+        raise UsageProblem(f"--subset {bundle.subset} is too small for {bundle.name}: it leaves {sizes}, and "
+                           f"training {k} classes needs at least 2 images per class (one to train on, one to "
+                           f"validate on); {advice}")
+    if too_small:
+        raise DataProblem(f"{bundle.name} is too small to train on: {sizes}; training {k} classes needs at least "
+                          f"{k} training images and one each to validate and test on")
+
+
 def _check_model_fits(model: nn.Module, bundle: DatasetBundle) -> None:
     model_config = dict(getattr(model, "config", {}))
     for key, have in (("in_chans", bundle.in_chans), ("num_classes", bundle.num_classes)):
@@ -335,13 +356,42 @@ def _check_model_fits(model: nn.Module, bundle: DatasetBundle) -> None:
                                f"but {bundle.name} gives {have}; build it with {key}={have}")
 
 
-def _training_device(config: TrainConfig) -> torch.device:
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from bench.errors import EnvironmentProblem
+def _supported_devices() -> str:
+    """What this machine can train on, for error messages: "cpu" or "cpu, cuda, cuda:0..cuda:N"."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if not count:
+        return "cpu (cuda[:N] needs a CUDA GPU, and torch sees none here)"
+    return "cpu, cuda, " + ("cuda:0" if count == 1 else f"cuda:0..cuda:{count - 1}")
 
-        raise EnvironmentProblem("--device cuda asked for, but torch sees no CUDA GPU")
-    return device
+
+def parse_device(device: str | torch.device) -> str:
+    """The canonical name of a training device: 'cpu', 'cuda' or 'cuda:N'; anything else (tpu, mps, meta,
+    a typo) is a one-line UsageProblem that says what is supported. Availability is `training_device`'s job."""
+    text = str(device).strip().lower()
+    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text)
+    if match is None or (match.group(1) == "cpu" and match.group(2) not in (None, "0")):
+        raise UsageProblem(f"--device {device} is not supported: rbench trains on {_supported_devices()}")
+    return "cpu" if match.group(1) == "cpu" else text
+
+
+def training_device(device: str | torch.device) -> torch.device:
+    """The torch.device to train on, checked against this machine: a CUDA device needs a GPU torch sees
+    (EnvironmentProblem, exit 1), and cuda:N needs N below the GPU count (UsageProblem, exit 2)."""
+    from bench.errors import EnvironmentProblem
+
+    name = parse_device(device)
+    if name == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise EnvironmentProblem(f"--device {name} asked for, but torch sees no CUDA GPU; use --device cpu")
+    index = int(name.split(":", 1)[1]) if ":" in name else 0
+    if index >= torch.cuda.device_count():
+        raise UsageProblem(f"--device {name} is not supported: rbench trains on {_supported_devices()}")
+    return torch.device(name)
+
+
+def _training_device(config: TrainConfig) -> torch.device:
+    return training_device(config.device)
 
 
 def _setup_optimization(model: nn.Module, config: TrainConfig, device: torch.device, steps: int) -> _Optimization:
@@ -464,8 +514,10 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
 
     Raises:
         TrainingDiverged: the loss became nan/inf (nothing of that epoch is saved).
-        UsageProblem: resume from a checkpoint of another model, or nothing to resume.
+        UsageProblem: resume from a checkpoint of another model, or nothing to resume; a --subset too
+            small to leave every split an image (see `check_splits`).
     """
+    check_splits(bundle)  # an empty validation split would otherwise look like a diverged run
     _check_model_fits(model, bundle)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,8 @@ trainer writes `{"state_dict", "config", "normalization", ...}`). Prefixes that 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,27 +38,92 @@ def _strip_prefixes(state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_BLOCKED = re.compile(r"whose module (\S+?) is blocked")
+#: Paragraphs of torch's weights-only error that are advice, not the cause.
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue", "(1) ", "(2) ",
+                "This file can still be loaded")
+
+
 def _load_reason(exc: BaseException) -> str:
-    """The useful part of a torch.load failure: torch's weights-only error buries it at the end."""
-    text = " ".join(str(exc).split())
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0].strip()
-    return (text or type(exc).__name__)[:160]
+    """The useful part of a torch.load failure, which torch's weights-only error buries among advice.
+
+    torch 2.6+ says e.g. "Weights only load failed. In PyTorch 2.6, ... \n\n\nTrying to load unsupported
+    GLOBAL posix.system whose module posix is blocked.\n\nCheck the documentation ...", or puts the cause
+    after "WeightsUnpickler error:". The global a file tried to import is what the user must see.
+    """
+    raw = _ANSI.sub("", str(exc))
+    match = _GLOBAL.search(raw)
+    if match:
+        blocked = _BLOCKED.search(raw)
+        why = f"its module {blocked.group(1)} is blocked" if blocked else "not an allowed global"
+        return f"unsupported GLOBAL {match.group(1)}: {why}"
+    if "WeightsUnpickler error:" in raw:
+        raw = raw.split("WeightsUnpickler error:", 1)[1]
+    parts = [" ".join(p.split()) for p in re.split(r"\n\s*\n|\n\t", raw)]
+    parts = [p for p in parts if p and not p.startswith(_BOILERPLATE)]
+    text = parts[0] if parts else ""
+    if not text or text.isdigit():  # e.g. a KeyError of a bare number from a junk file
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:160]
+
+
+def _pickle_globals(path: Path, limit: int = 16 << 20) -> list[str]:
+    """The module.name of each global a plain pickle file imports (GLOBAL / STACK_GLOBAL), without running it.
+
+    For a pickle torch refuses before it reaches the import (a protocol its unpickler lacks), so that the
+    one line can still say what the file would have run. [] for a zip checkpoint or anything unreadable."""
+    import io
+    import pickletools
+
+    strings: list[str] = []
+    found: list[str] = []
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit)
+        for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if opcode.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - not a plain pickle, or cut short: what was found so far
+        pass
+    return found
+
+
+def _quiet_load(path: Path):
+    """torch.load(weights_only=True) on the CPU with torch's own warnings (pickle protocol, ...) kept off stderr:
+    the caller's one line is all the user sees."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_weights(path: str | os.PathLike) -> Any:
-    """`torch.load(path, weights_only=True)` on the CPU; a missing, unreadable or corrupt file raises DataProblem."""
-    import torch
+    """`torch.load(path, weights_only=True)` on the CPU; a missing, unreadable or corrupt file raises DataProblem.
 
+    torch's warnings are not shown, and a refused file is named with the global it tried to load."""
     path = Path(path)
     if not path.is_file():
         raise DataProblem(f"checkpoint {path} does not exist")
+    if path.stat().st_size == 0:
+        raise DataProblem(f"checkpoint {path} is empty (0 bytes); save it again")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return _quiet_load(path)
     except OSError as exc:
         raise DataProblem(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:  # noqa: BLE001 - pickle/zip errors, or a non-weights object
-        raise DataProblem(f"{path} is not a readable PyTorch checkpoint ({_load_reason(exc)}); rbench loads "
+        reason = _load_reason(exc)
+        if "GLOBAL" not in reason:
+            foreign = [g for g in _pickle_globals(path) if not g.startswith(("torch.", "collections.OrderedDict"))]
+            if foreign:
+                reason = f"unsupported GLOBAL {foreign[0]}; torch says: {reason}"
+        raise DataProblem(f"{path} is not a readable PyTorch checkpoint ({reason}); rbench loads "
                           "weights only: pass a file saved with torch.save(model.state_dict(), path) "
                           "or by `rbench train`") from None
 

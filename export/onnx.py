@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export._atomic import LOCK_NAME, remove_stale_work_dirs, work_dir
 from export.errors import DataProblem, EnvironmentProblem, ParityFailure, UsageProblem
 
 #: Opsets rbench exports. The dynamo exporter emits 18 and newer; the TorchScript exporter serves
@@ -328,10 +328,7 @@ def _finalize(raw: Path, final_name: str, stage: Path, model_name: str | None,
                         location=data_name, size_threshold=1024)
         data_path = stage / data_name
     # The exporter's own side files (e.g. dynamo's `<name>.data`) are no longer referenced.
-    for leftover in stage.iterdir():
-        if leftover not in (tmp_target, data_path):
-            if leftover.is_file():
-                leftover.unlink()
+    _clear_stage(stage, keep=[p for p in (tmp_target, data_path) if p is not None])
     os.replace(tmp_target, target)
     return target, data_path
 
@@ -350,13 +347,27 @@ def _check_request(path: str | os.PathLike, input_shape: Sequence[int], batch: i
     return path, shape, first
 
 
-def _make_stage(path: Path) -> Path:
-    """A private folder beside `path` for the exporter's files; nothing reaches `path` unless every step passes."""
+def _open_stage(path: Path, stack: contextlib.ExitStack) -> Path:
+    """A private, locked folder beside `path` for the exporter's files (`work_dir`), removed when `stack`
+    closes; nothing reaches `path` unless every step passes. Stage folders that a killed export left in
+    the same folder (marker present, lock free) are removed first; folders rbench did not make are kept."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        remove_stale_work_dirs(path.parent)
+        return stack.enter_context(work_dir(path.parent, path.name))
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write to {path.parent}: {exc.strerror or exc}") from None
+
+
+def _clear_stage(stage: Path, keep: Sequence[Path] = ()) -> None:
+    """Remove the exporter's files from `stage`, except `keep` and the stage's lock file."""
+    for leftover in stage.iterdir():
+        if leftover.name == LOCK_NAME or leftover in keep:
+            continue
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 def _export_graph(model, example, raw: Path, *, opset: int, exporter: str, first: str, dynamic_batch: bool,
@@ -374,8 +385,7 @@ def _export_graph(model, example, raw: Path, *, opset: int, exporter: str, first
             fallback_reason = f"dynamo failed: {_one_line(exc, 160)}"
             # A silent fallback would hide a different graph (and a slower exporter) behind the same call.
             notes.append(f"fell back to the TorchScript exporter: {fallback_reason}")
-            for leftover in raw.parent.iterdir():
-                leftover.unlink()
+            _clear_stage(raw.parent)
     elif exporter != "torchscript":
         fallback_reason = f"opset {opset} < {DYNAMO_MIN_OPSET}"
     try:
@@ -479,10 +489,22 @@ def to_onnx(
     The report's `warnings` say what the caller should know although the export succeeded: a
     fallback from dynamo to TorchScript, weights in a side `.data` file.
     """
+    path, (c, h, w), first = _check_request(path, input_shape, batch, precision, opset, exporter)
+    with contextlib.ExitStack() as stack:
+        stage = _open_stage(path, stack)
+        return _export_in(stage, model, path, (c, h, w), first, batch=batch, opset=opset,
+                          dynamic_batch=dynamic_batch, precision=precision, verify=verify, exporter=exporter,
+                          verify_batches=verify_batches, tolerances=tolerances, model_name=model_name, seed=seed)
+
+
+def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int], first: str, *, batch: int,
+               opset: int, dynamic_batch: bool, precision: str, verify: bool, exporter: str,
+               verify_batches: Sequence[int], tolerances: Tolerances | None, model_name: str | None,
+               seed: int) -> ExportReport:
+    """`to_onnx`'s work, in the locked scratch folder `stage` beside `path` (removed by the caller)."""
     import torch
 
-    path, (c, h, w), first = _check_request(path, input_shape, batch, precision, opset, exporter)
-    stage = _make_stage(path)
+    c, h, w = input_shape
     traced_batch = (2 if batch == 1 else batch) if dynamic_batch else batch
     dtype = torch.float16 if precision == "fp16" else torch.float32
     notes: list[str] = []
@@ -510,8 +532,6 @@ def to_onnx(
         final_data = _move_into_place(staged, staged_data, path)
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
     return ExportReport(
         path=str(path), exporter=used, opset=opset, precision=precision, **signature, traced_batch=traced_batch,

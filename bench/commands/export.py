@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,13 @@ def _check_writable(out: Path) -> None:
     """Fail before any work when `out` cannot hold files (it exists as a file, or is read-only)."""
     if out.exists() and not out.is_dir():
         raise EnvironmentProblem(f"--out {out} is a file, not a folder")
+    from bench.atomic import remove_stale_work_dirs, work_dir
+
     try:
         out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".rbench-write-test.", dir=out)
-        os.close(fd)
-        os.unlink(probe)
+        remove_stale_work_dirs(out)  # scratch folders a killed export left (marked and unlocked) go
+        with work_dir(out, "rbench-write-test"):  # a probe a kill cannot leave behind for good
+            pass
     except OSError as exc:
         raise EnvironmentProblem(f"cannot write to --out {out}: {exc.strerror or exc}") from None
 
@@ -228,10 +229,18 @@ def _export_source(model_name: str, checkpoint: Path | None, input_size: int | N
 def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: int, exporter: str,
                   dynamic_batch: bool, batch: int, precision: str, seed: int, engine_kind: str, profile_range,
                   workspace_gib: float, timing_cache: Path, force: bool):
-    """Write the verified ONNX, the engine (with --engine trt) and the manifest: all of them or nothing."""
+    """Write the verified ONNX, the engine (with --engine trt) and the manifest: all of them or nothing.
+
+    The ONNX file is kept only with its manifest: when anything after the export fails (the engine, the
+    manifest write), the ONNX file, its side file and any older manifest are removed, so no file looks
+    verified without the record that says so.
+    """
     from bench.atomic import write_text
     from export.onnx import to_onnx
 
+    for target in (onnx_path, manifest_path):
+        if target.is_dir():  # checked before the export's minutes, not after
+            raise EnvironmentProblem(f"cannot write {target}: a folder of that name is in the way")
     report = to_onnx(source.module(), onnx_path, source.input_shape, batch=batch, opset=opset,
                      dynamic_batch=dynamic_batch, precision=precision, verify=True, exporter=exporter,
                      model_name=source.name, seed=seed)
@@ -245,11 +254,17 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
                 input_shape=source.input_shape, workspace_gib=workspace_gib, timing_cache=timing_cache, force=force)
         manifest = build_manifest(model_name=source.name, model_config=dict(source.config), checkpoint=ckpt,
                                   report=report, input_size=source.input_shape[1], engine=engine_report)
-        write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
+        try:
+            write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write the manifest {manifest_path}: {exc.strerror or exc}; "
+                                     f"{onnx_path.name} was removed with it (nothing half-written is kept)") from None
     except BaseException:
         # A half-done export keeps nothing: the ONNX file without its manifest would look verified.
         for leftover in (onnx_path, Path(f"{onnx_path}.data"), manifest_path):
-            leftover.unlink(missing_ok=True)
+            if leftover.is_file() or leftover.is_symlink():
+                with contextlib.suppress(OSError):  # never hide the error that got us here
+                    leftover.unlink()
         raise
     return report, engine_report
 

@@ -19,7 +19,8 @@ def _data_options(f):
     f = click.option("--input-size", type=click.IntRange(min=4), default=None,
                      help="Resize images to this square size (default: the data set's own; digits 32).")(f)
     f = click.option("--subset", type=click.IntRange(min=2), default=None,
-                     help="Keep N train+val images (and at most N test images) for a quick run.")(f)
+                     help="Keep N train+val images (and at most N test images) for a quick run; training needs "
+                          "at least 2 per class.")(f)
     f = click.option("--data-root", type=click.Path(file_okay=False), default=None,
                      help="Folder with the data files (default: $RBENCH_DATA, then the data set's usual place).")(f)
     return f
@@ -42,7 +43,7 @@ def _data_options(f):
               help="Stop after PATIENCE epochs without a better validation accuracy.")
 @click.option("--act", type=click.Choice(["relu", "leaky_relu", "silu"]), default="relu", show_default=True)
 @click.option("--amp", is_flag=True, help="Mixed precision (bf16 on CPU, fp16 on CUDA).")
-@click.option("--device", default="cpu", show_default=True, help="cpu | cuda")
+@click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N (a CUDA GPU torch sees).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights, splits, shuffling, augmentation.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True)
@@ -76,7 +77,7 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     from bench.data import load_dataset
     from bench.records import train_record
     from bench.results import append_record
-    from bench.train import TrainConfig, train_model
+    from bench.train import TrainConfig, check_splits, train_model, training_device
 
     if threads:
         torch.set_num_threads(threads)
@@ -84,9 +85,11 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
                          weight_decay=weight_decay, augment=augment, early_stop=early_stop, amp=amp, device=device,
                          seed=seed, workers=workers)
+    training_device(config.device)  # tpu, mps, a missing GPU: one line before the data loads
     bundle = load_dataset(dataset, root=data_root, subset=subset, seed=seed, val_fraction=val_fraction,
                           input_size=input_size, channels=channels, channel_mode=channel_mode or "select",
                           download=download)
+    check_splits(bundle)  # a --subset that leaves a split empty, before the model is built
     torch.manual_seed(seed)
     net = nets.create_model(model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=act)
     short = bundle.name.split(":", 1)[0] if not bundle.name.startswith("imagefolder:") else \

@@ -98,6 +98,9 @@ def _scan_tree(path: Path) -> dict[str, tuple[list[str], list[tuple[str, int]]]]
     classes = scans["train"][0]
     if not scans["train"][1]:
         raise DataProblem(f"no images in {path / 'train'} (looked for {', '.join(IMAGE_SUFFIXES)} under class folders)")
+    if len(classes) < 2:
+        raise DataProblem(f"{path / 'train'} has one class folder, {classes[0]!r}; a classifier needs at least 2 "
+                          "classes: add one folder of images per class")
     for split, (split_classes, _) in scans.items():
         if split_classes != classes:
             missing = sorted(set(classes) - set(split_classes))
