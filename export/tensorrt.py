@@ -6,6 +6,9 @@ Written against the TensorRT Python API of 10.x and 11.x (NOT yet run on real ha
 - TensorRT 11 removed the weak-typing flags (FP16, INT8, OBEY_PRECISION_CONSTRAINTS, ...): every
   network is strongly typed and the precision comes from the ONNX file, so fp16 needs the fp16
   file that `rbench export --precision fp16` writes.
+- int8 (both): explicit quantization, strongly typed, from the Q/DQ file that
+  `rbench export --precision int8` writes (calibrated and checked there, not by TensorRT's
+  deprecated implicit-quantization calibrators).
 - Both: explicit batch is the only mode (EXPLICIT_BATCH is deprecated in 10, gone in 11), a dynamic
   batch needs an optimization profile (min, opt, max), the workspace is a memory-pool limit, and a
   timing cache file is loaded before and saved after each build so later builds skip tactic timing.
@@ -86,19 +89,32 @@ class PrecisionPlan:
     note: str
 
 
-def precision_plan(trt_major: int, precision: str, onnx_precision: str) -> PrecisionPlan:
+def precision_plan(trt_major: int, precision: str, onnx_precision: str, quantized: bool = False) -> PrecisionPlan:
     """Decide network typing and builder flags for `precision` on TensorRT `trt_major`.
 
-    `onnx_precision` is the float type of the ONNX file's input ("fp32" or "fp16").
+    `onnx_precision` is the float type of the ONNX file's input ("fp32" or "fp16"); `quantized`
+    says whether the file holds Q/DQ nodes (an int8 file from `rbench export --precision int8`).
     TensorRT 10: weak typing, precision by flags (FP16; TF32 cleared for fp32).
     TensorRT 11+: strong typing, no precision flags; the file must already be in that precision.
+    int8 (both): explicit quantization from the file's Q/DQ pairs in a strongly typed network, with
+    no precision flags, as TensorRT's guide asks ("use explicit quantization with strong typing");
+    layers outside Q/DQ pairs run in the file's float type.
     """
-    if precision not in ("fp32", "fp16"):
-        raise UsageProblem(f"TensorRT precision must be fp32 or fp16, got {precision!r}")
+    if precision not in ("fp32", "fp16", "int8"):
+        raise UsageProblem(f"TensorRT precision must be fp32, fp16 or int8, got {precision!r}")
     if onnx_precision not in ("fp32", "fp16"):
         raise UsageProblem(f"ONNX precision must be fp32 or fp16, got {onnx_precision!r}")
     if trt_major < MIN_TRT_MAJOR:
         raise MissingDependency(f"TensorRT {MIN_TRT_MAJOR} or newer (found {trt_major}.x)", INSTALL_HINT)
+    if precision == "int8" and not quantized:
+        raise UsageProblem("a TensorRT int8 engine is built from an int8 (Q/DQ) ONNX file: make one with "
+                           "`rbench export MODEL --precision int8 --checkpoint CKPT --calibration DATA`")
+    if precision != "int8" and quantized:
+        raise UsageProblem(f"the ONNX file is int8 (it holds Q/DQ nodes); build it with --precision int8, not {precision}")
+    if precision == "int8":
+        return PrecisionPlan(trt_major, precision, True, (), ("TF32",),
+                             f"TensorRT {trt_major}, strongly typed, explicit quantization: int8 where the file's "
+                             f"Q/DQ pairs say, {onnx_precision} elsewhere")
     if precision == "fp32" and onnx_precision == "fp16":
         raise UsageProblem("an fp16 ONNX file cannot give an fp32 engine; export again with --precision fp32")
     if trt_major == 10:
@@ -416,7 +432,7 @@ def build_trt_engine(
     Args:
         onnx_path: a checked ONNX file (its `.data` side file, if any, beside it).
         engine_path: the engine file to write; its manifest goes to `<engine_path>.json`.
-        precision: "fp32" or "fp16" (see `precision_plan` for how each TensorRT version gets it).
+        precision: "fp32", "fp16" or "int8" (a Q/DQ file; see `precision_plan` for how each TensorRT version gets it).
         batch_range: (min, opt, max) batch of the optimization profile, or "1,8,64".
         input_shape: (C, H, W); default: read from the ONNX file.
         workspace_gib: limit of TensorRT's workspace memory pool.
@@ -434,7 +450,9 @@ def build_trt_engine(
 
     trt = require_trt()  # everything above runs (and fails) without TensorRT
     trt_version = trt.__version__
-    plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision)
+    from export.quantize import is_quantized
+
+    plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision, is_quantized(onnx_path))
     gpu_name, capability = _gpu_identity() or ("?", "?")
     onnx_data = onnx_path.with_name(f"{onnx_path.name}.data")
     onnx_sha = sha256_files(onnx_path, onnx_data if onnx_data.exists() else None)

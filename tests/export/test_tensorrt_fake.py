@@ -259,3 +259,23 @@ def test_cli_engine_trt_writes_engine_and_manifest(fake, run_cli, tmp_path):
     manifest = json.loads((out / "template_cnn.onnx.json").read_text())
     assert manifest["tensorrt"]["profile"] == {"min": [1, 3, 32, 32], "opt": [4, 3, 32, 32], "max": [8, 3, 32, 32]}
     assert "TensorRT 10.13.3 engine" in stdout
+
+
+@pytest.mark.parametrize("version", ["10.13.3", "11.0.1"])
+def test_int8_builds_strongly_typed_from_the_qdq_file(fake, onnx_files, tmp_path, version):
+    import numpy as np
+
+    from export.quantize import quantize_onnx
+
+    calls = fake(version)
+    int8 = tmp_path / "m-int8.onnx"
+    quantize_onnx(onnx_files / "m.onnx", int8, np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32))
+    report = export.build_trt_engine(int8, tmp_path / "m.engine", precision="int8")
+    # Explicit quantization: a strongly typed network, no precision flags (TensorRT's guide for Q/DQ files).
+    assert ("network_flags", 1 << 5) in calls and not [c for c in calls if c[0] == "set_flag"]
+    assert report.precision_plan["strongly_typed"] and "explicit quantization" in report.precision_plan["note"]
+    with pytest.raises(UsageProblem, match="Q/DQ"):  # an fp32 file is no int8 engine
+        export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "x.engine", precision="int8")
+    with pytest.raises(UsageProblem, match="--precision int8"):  # nor an int8 file an fp32 one
+        export.build_trt_engine(int8, tmp_path / "y.engine", precision="fp32")
+    assert not (tmp_path / "x.engine").exists() and not (tmp_path / "y.engine").exists()
