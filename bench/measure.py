@@ -70,6 +70,8 @@ class Settings:
                     "cuda_graph": self.cuda_graph}
         if engine == "ort":
             return {"threads": self.threads, "provider": self.provider, "graph_optimization": self.graph_optimization}
+        if engine == "openvino":
+            return {"threads": self.threads}
         return {"cuda_graph": self.cuda_graph}
 
     def as_record(self) -> dict[str, Any]:
@@ -108,7 +110,22 @@ def check_environment(engines: Sequence[str], settings: Settings) -> None:
         from bench.engines.torch_engine import check_cuda
 
         check_cuda()
-    elif settings.precision != "fp32":
+    if settings.precision == "int8" and "torch" in engines:
+        raise UsageProblem("int8 runs a calibrated Q/DQ ONNX file on --engine ort, openvino or trt, not torch; "
+                           "make one with `rbench export MODEL --precision int8 --checkpoint CKPT --calibration DATA`")
+    if "openvino" in engines:
+        if settings.device == "cuda":
+            raise UsageProblem("the openvino engine runs on the CPU here; drop --device cuda")
+        if settings.precision == "fp16":
+            raise UsageProblem("the openvino engine runs fp32, bf16 or int8 on the CPU, not fp16")
+        if settings.precision == "bf16":
+            from bench.engines.openvino_engine import bf16_support
+
+            ok, why = bf16_support()
+            if not ok:
+                raise EnvironmentProblem(f"openvino bf16: {why}")
+    on_cpu = settings.device != "cuda" and "trt" not in engines
+    if on_cpu and settings.precision in ("fp16", "bf16") and set(engines) & {"torch", "ort"}:
         from bench.engines.torch_engine import cpu_precision_support
 
         ok, why = cpu_precision_support(settings.precision)
@@ -120,7 +137,7 @@ def check_environment(engines: Sequence[str], settings: Settings) -> None:
         from bench.engines.ort_engine import resolve_provider
 
         if settings.precision == "bf16":
-            raise UsageProblem("onnxruntime runs fp32 or fp16 models; bf16 is for --engine torch")
+            raise UsageProblem("onnxruntime runs fp32, fp16 or int8 models; bf16 is for --engine torch or openvino")
         resolve_provider(settings.provider, settings.device)
     if settings.cuda_graph and settings.device != "cuda" and "trt" not in engines:
         raise UsageProblem("--cuda-graph needs --device cuda")
@@ -271,6 +288,11 @@ class _Entry:
     info: dict[str, Any]
     peak: dict[str, Any] | None
     failed: dict[int, str] = dataclasses.field(default_factory=dict)  # batch -> error
+    precision: str | None = None  # this entry's own precision (a ladder's rungs differ); None: the settings'
+
+    @property
+    def label(self) -> str:
+        return self.engine_name if self.precision is None else f"{self.engine_name} {self.precision}"
 
 
 def _open_entries(stack, sources, costs: list[dict[str, Any]], engines: list[str], settings: Settings, workdir: Path,
@@ -322,7 +344,7 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
             by_shape[shape] = rng.standard_normal(shape, dtype=np.float32)
     batches = [by_shape[(batch_size, *entry.engine.input_shape)] for entry in entries]
     # One progress task per entry, counting its timed runs across all rounds.
-    trackers = [on_progress(e.engine_name, batch_size) if on_progress else None for e in entries]
+    trackers = [on_progress(e.label, batch_size) if on_progress else None for e in entries]
 
     def tracker(index: int):
         update, done_before = trackers[index], sum(len(run["latencies_ms"]) for run in runs[index])
@@ -379,9 +401,10 @@ def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Set
 
     records = []
     for entry, run in zip(entries, runs):
-        peak_flops = peak_flops_for(entry.peak, settings.precision)
+        precision = entry.precision or settings.precision
+        peak_flops = peak_flops_for(entry.peak, precision)
         base = dict(source=entry.source.describe(), model_config=entry.source.config or None, engine=entry.engine_name,
-                    engine_info=entry.info, precision=settings.precision, device=entry.engine.device, batch=batch_size,
+                    engine_info=entry.info, precision=precision, device=entry.engine.device, batch=batch_size,
                     input_shape=entry.engine.input_shape, profile=entry.costs, settings=settings.as_record(),
                     peak_flops_s=peak_flops,
                     peak_source="rbench device (cached)" if entry.peak else "not measured: run `rbench device`",
@@ -573,6 +596,64 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
             records[0], record, ratio=ratio, low=low, high=high, ci_method=RATIO_CI_METHOD,
             verdict=verdict(low, high, threshold), threshold=threshold, rounds=run["rounds"], interleaved=True,
             command=command))
+    return records, comparisons
+
+
+def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: Settings | None = None, *,
+               input_shape: Sequence[int] | None = None, name: str | None = None, workdir: str | Path | None = None,
+               threshold: float | None = None, on_progress: ProgressFactory | None = None,
+               command: str | None = None, context: dict[str, Any] | None = None
+               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Time (source, engine, precision) items interleaved in rounds; compare each with the first.
+
+    `compare` times every source on every engine at one precision; a precision ladder needs
+    each item its own: torch fp32 on the module, ort int8 on the Q/DQ file, openvino bf16 on the
+    fp32 file. Returns (one "latency" record per item, one "comparison" record per item after the
+    first, with the bootstrap interval over paired rounds and a verdict), as `compare` does.
+    """
+    import contextlib
+
+    import numpy as np
+
+    from bench.engines import create_engine
+    from bench.records import comparison_record
+    from bench.sources import resolve_source
+    from bench.stats import DEFAULT_THRESHOLD, RATIO_CI_METHOD, ratio_interval, verdict
+
+    if not items:
+        raise UsageProblem("name at least one (source, engine, precision) to time")
+    threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+    settings = settings or Settings()
+    settings.validate()
+    batch = parse_batches(batch)[0]
+    rng = np.random.default_rng(0)
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="rbench-pairs-"))
+        entries = []
+        costs_of: dict[int, dict[str, Any]] = {}
+        for spec, engine_name, precision in items:
+            src = resolve_source(spec, input_shape=input_shape, **({"name": name} if name and not isinstance(spec, (str, Path)) else {}))
+            costs = costs_of.setdefault(id(spec), model_costs(src))
+            engine = create_engine(engine_name, src, device=settings.device, precision=precision, workdir=workdir,
+                                   max_batch=batch, batch=batch,
+                                   **{k: v for k, v in settings.engine_options(engine_name).items()})
+            stack.enter_context(engine)
+            entries.append(_Entry(src, engine_name, engine, costs, engine.describe(),
+                                  cached_peak(settings, engine_name), precision=precision))
+        runs, state = _timed_phase(entries, batch, settings, rng, on_progress)
+        records = _latency_records(entries, runs, batch, settings, context, command, state)
+    comparisons = []
+    if runs[0] is None:
+        return records, comparisons
+    for record, run in zip(records[1:], runs[1:]):
+        if run is None:
+            continue
+        ratio, low, high = ratio_interval(runs[0]["round_latencies_ms"], run["round_latencies_ms"])
+        comparisons.append(comparison_record(
+            records[0], record, ratio=ratio, low=low, high=high, ci_method=RATIO_CI_METHOD,
+            verdict=verdict(low, high, threshold), threshold=threshold, rounds=run["rounds"], interleaved=True,
+            context=context, command=command))
     return records, comparisons
 
 

@@ -379,7 +379,7 @@ def engine_file(source: ModelSource, precision: str = "fp32", max_batch: int = 6
 
 def check_engine_fits(source: ModelSource, engine: str) -> None:
     """A file source runs only on its own engine: say so in one line before any work."""
-    if source.kind == "onnx" and engine not in ("ort", "trt"):
-        raise UsageProblem(f"{source.path} is an ONNX file: measure it with --engine ort (or trt on a GPU)")
+    if source.kind == "onnx" and engine not in ("ort", "openvino", "trt"):
+        raise UsageProblem(f"{source.path} is an ONNX file: measure it with --engine ort or openvino (or trt on a GPU)")
     if source.kind == "trt" and engine != "trt":
         raise UsageProblem(f"{source.path} is a TensorRT engine: measure it with --engine trt")

@@ -102,9 +102,20 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
               help="Symbolic batch axis 'batch' on input and output, or a fixed batch (--batch).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
               help="The batch of a --static-batch graph.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="fp16 exports model.half(): weights, compute AND input/output are float16 (feed float16 "
-                   "arrays); checked against the fp32 model with fp16 tolerances.")
+                   "arrays); checked against the fp32 model with fp16 tolerances. int8: a Q/DQ file calibrated "
+                   "on real training images (needs --checkpoint), checked on the test split.")
+@click.option("--calibration", default=None, metavar="DATASET[:N]",
+              help="int8: N calibration images from DATASET's TRAINING split. [default: the checkpoint's data set, 512]")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="int8: how activation ranges are chosen from the calibration images.")
+@click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="int8: refuse the file when fewer test predictions agree with fp32. [default: 0.95]")
+@click.option("--min-accuracy-ratio", type=click.FloatRange(0, 1), default=None,
+              help="int8: refuse the file below this share of fp32's test accuracy. [default: 0.99, MLPerf's rule]")
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="int8: folder with the calibration data set's files.")
 @click.option("--engine", "engine_kind", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
               help="trt also builds a TensorRT engine (needs `pip install -e .[trt]` and an NVIDIA GPU).")
 @click.option("--batch-range", default="1,8,64", show_default=True,
@@ -121,7 +132,9 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights and test inputs.")
 def export_command(model_name: str, checkpoint: Path | None, input_size: int | None, in_chans: int | None,
                    num_classes: int | None, act: str | None, opset: int, exporter: str, dynamic_batch: bool,
-                   batch: int, precision: str, engine_kind: str, batch_range: str, workspace_gib: float,
+                   batch: int, precision: str, calibration: str | None, calibration_method: str,
+                   min_agreement: float | None, min_accuracy_ratio: float | None, data_root: Path | None,
+                   engine_kind: str, batch_range: str, workspace_gib: float,
                    timing_cache: Path | None, force: bool, out: Path | None, results_dir: Path | None,
                    seed: int) -> None:
     """Export MODEL to ONNX, prove it matches PyTorch, and optionally build a TensorRT engine.
@@ -134,6 +147,7 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
       <onnx>.json                    manifest: config, checkpoint and ONNX sha256, opset, exporter,
                                      IO names and shapes (dynamic axes), parity figures, versions,
                                      machine
+      MODEL-int8.onnx                with --precision int8: the Q/DQ file (fp32 input and output)
       MODEL[-fp16].engine (+ .json)  with --engine trt: the serialized engine and its manifest
 
     \b
@@ -142,6 +156,14 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
     relative error (against the output's largest magnitude), cosine similarity, top-1 agreement.
     Tolerances: fp32 abs err <= 1e-5 + 1e-4*max|ref|, cosine >= 0.99999; fp16 abs err <= 1e-3 +
     2e-2*max|ref|, cosine >= 0.999. A miss exits 1 and keeps no file.
+
+    \b
+    int8 (onnxruntime's static quantization, QDQ): the verified fp32 file is pre-processed,
+    calibrated on N images of the checkpoint's data set's training split (never the test split)
+    and quantized: weights int8 per channel, activations int8, both symmetric (S8S8: what
+    onnxruntime recommends on x86-64 and what TensorRT's explicit quantization reads). Then it is
+    checked on the task: top-1 agreement with fp32 on the test split (>= --min-agreement), the
+    accuracy kept (>= --min-accuracy-ratio of fp32's) and logit cosine. A miss exits 1, no file.
 
     \b
     TensorRT: 10.x takes the precision as a builder flag (FP16); 11.x builds strongly typed
@@ -153,6 +175,7 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
       rbench export resnet20
       rbench export resnet56 --checkpoint runs/resnet56/best.pt
       rbench export resnet50 --input-size 224 --precision fp16 --engine trt --batch-range 1,16,64
+      rbench export resnet20 --checkpoint runs/r20/best.pt --precision int8 --calibration fashion-mnist:1000
     """
     from export.onnx import check_opset
 
@@ -163,22 +186,37 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
     if profile_range is not None and not dynamic_batch and profile_range != (batch,) * 3:
         raise UsageProblem(f"a --static-batch graph of batch {batch} needs --batch-range {batch}; "
                            "or export with --dynamic-batch")
+    int8 = None
+    if precision == "int8":
+        from bench.quantize import parse_calibration
+
+        if checkpoint is None:
+            raise UsageProblem("int8 needs trained weights and their data: calibrating random weights is meaningless; "
+                               "pass --checkpoint CKPT (and --calibration DATASET[:N] unless it names its data set)")
+        parse_calibration(calibration)  # a bad spec: one line before the export
+        int8 = {"calibration": calibration, "method": calibration_method, "min_agreement": min_agreement,
+                "min_accuracy_ratio": min_accuracy_ratio, "data_root": str(data_root) if data_root else None}
+    elif calibration is not None:
+        raise UsageProblem("--calibration applies to --precision int8")
     if engine_kind == "trt":
         from export.tensorrt import precision_plan, require_trt, trt_major_of
 
         trt = require_trt()  # no TensorRT or no GPU: one line, before anything is written
-        precision_plan(trt_major_of(trt.__version__), precision, precision)
+        precision_plan(trt_major_of(trt.__version__), precision, "fp32" if precision == "int8" else precision,
+                       quantized=precision == "int8")
     source, ckpt = _export_source(model_name, checkpoint, input_size, in_chans, num_classes, act, seed)
     out = out or Path("exports") / _file_stem(source.name)
     _check_writable(out)
     stem = _file_stem(source.name) + ("" if precision == "fp32" else f"-{precision}")
     onnx_path, manifest_path = out / f"{stem}.onnx", out / f"{stem}.onnx.json"
-    report, engine_report = _export_files(source, ckpt, onnx_path, manifest_path, opset=opset, exporter=exporter,
+    report, engine_report, quant = _export_files(source, ckpt, onnx_path, manifest_path, opset=opset, exporter=exporter,
                                           dynamic_batch=dynamic_batch, batch=batch, precision=precision, seed=seed,
                                           engine_kind=engine_kind, profile_range=profile_range,
                                           workspace_gib=workspace_gib,
-                                          timing_cache=timing_cache or out.parent / "trt-timing.cache", force=force)
-    _print_summary(source.name, onnx_path, manifest_path, report, engine_report, precision)
+                                          timing_cache=timing_cache or out.parent / "trt-timing.cache", force=force,
+                                          int8=int8)
+    _print_summary(source.name, onnx_path, manifest_path, report, engine_report, precision,
+                   quant=quant)
     if results_dir is not None:
         for path in _append_records(source, report, engine_report, engine_kind, dynamic_batch, batch, results_dir):
             click.echo(f"  record: {path}")
@@ -217,7 +255,9 @@ def _export_source(model_name: str, checkpoint: Path | None, input_size: int | N
     ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
     ckpt_config = ckpt.config if ckpt is not None else None
     settings = _model_settings(model_name, ckpt_config, num_classes, in_chans, act)
-    size = input_size or (ckpt_config or {}).get("input_size") or entry.input_size
+    trained_on = dict((ckpt.extra or {}).get("dataset") or {}) if ckpt is not None else {}
+    # An `rbench train` checkpoint says the size it was trained at in its data set (28 for Fashion-MNIST).
+    size = input_size or (ckpt_config or {}).get("input_size") or trained_on.get("input_size") or entry.input_size
     model = nets.create_model(model_name, **settings)
     if ckpt is not None:
         apply_checkpoint(model, ckpt, model_name)
@@ -228,8 +268,11 @@ def _export_source(model_name: str, checkpoint: Path | None, input_size: int | N
 
 def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: int, exporter: str,
                   dynamic_batch: bool, batch: int, precision: str, seed: int, engine_kind: str, profile_range,
-                  workspace_gib: float, timing_cache: Path, force: bool):
+                  workspace_gib: float, timing_cache: Path, force: bool, int8: dict[str, Any] | None = None):
     """Write the verified ONNX, the engine (with --engine trt) and the manifest: all of them or nothing.
+
+    int8: the verified fp32 export goes to a scratch folder, and its calibrated, checked Q/DQ form
+    to `onnx_path` (`_int8_file`); the manifest keeps both the fp32 parity and the int8 check.
 
     The ONNX file is kept only with its manifest: when anything after the export fails (the engine, the
     manifest write), the ONNX file, its side file and any older manifest are removed, so no file looks
@@ -241,9 +284,14 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
     for target in (onnx_path, manifest_path):
         if target.is_dir():  # checked before the export's minutes, not after
             raise EnvironmentProblem(f"cannot write {target}: a folder of that name is in the way")
-    report = to_onnx(source.module(), onnx_path, source.input_shape, batch=batch, opset=opset,
-                     dynamic_batch=dynamic_batch, precision=precision, verify=True, exporter=exporter,
-                     model_name=source.name, seed=seed)
+    quant = None
+    if int8 is not None:
+        report, quant = _int8_file(source, ckpt, onnx_path, int8, opset=opset, exporter=exporter,
+                                   dynamic_batch=dynamic_batch, batch=batch, seed=seed)
+    else:
+        report = to_onnx(source.module(), onnx_path, source.input_shape, batch=batch, opset=opset,
+                         dynamic_batch=dynamic_batch, precision=precision, verify=True, exporter=exporter,
+                         model_name=source.name, seed=seed)
     engine_report = None
     try:
         if engine_kind == "trt":
@@ -254,6 +302,9 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
                 input_shape=source.input_shape, workspace_gib=workspace_gib, timing_cache=timing_cache, force=force)
         manifest = build_manifest(model_name=source.name, model_config=dict(source.config), checkpoint=ckpt,
                                   report=report, input_size=source.input_shape[1], engine=engine_report)
+        if quant is not None:
+            manifest["int8"] = quant.to_dict()
+            manifest["parity"]["of"] = "the fp32 export this file was quantized from (its sha256: int8.source_sha256)"
         try:
             write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
         except OSError as exc:
@@ -266,13 +317,47 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
                 with contextlib.suppress(OSError):  # never hide the error that got us here
                     leftover.unlink()
         raise
-    return report, engine_report
+    return report, engine_report, quant
 
 
-def _print_summary(name: str, onnx_path: Path, manifest_path: Path, report, engine_report, precision: str) -> None:
+def _int8_file(source, ckpt, onnx_path: Path, int8: dict[str, Any], *, opset: int, exporter: str,
+               dynamic_batch: bool, batch: int, seed: int):
+    """(the fp32 ExportReport relabelled for the int8 file, the QuantReport): export fp32, verify, quantize, check."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from bench.atomic import work_dir
+    from bench.quantize import int8_export
+    from export.onnx import to_onnx
+
+    extra = dict(getattr(ckpt, "extra", None) or {})
+    # What bench.quantize needs of a checkpoint: its input, normalization and data set (rbench train writes them).
+    trained = SimpleNamespace(input_shape=tuple(source.input_shape), normalization=dict(extra.get("normalization") or {}),
+                              dataset=dict(extra.get("dataset") or {}), config=dict(source.config),
+                              path=Path(ckpt.path))
+    with work_dir(onnx_path.parent, onnx_path.stem) as stage:
+        fp32 = stage / "fp32.onnx"
+        report = to_onnx(source.module(), fp32, source.input_shape, batch=batch, opset=opset,
+                         dynamic_batch=dynamic_batch, precision="fp32", verify=True, exporter=exporter,
+                         model_name=source.name, seed=seed)
+        quant = int8_export(trained, fp32, onnx_path, int8["calibration"], method=int8["method"],
+                            min_agreement=int8["min_agreement"], min_accuracy_ratio=int8["min_accuracy_ratio"],
+                            data_root=int8["data_root"])
+    quant.source_path = "the verified fp32 export (scratch, not kept; see source_sha256)"
+    relabelled = dataclasses.replace(report, path=str(onnx_path), precision="int8", onnx_sha256=quant.sha256,
+                                     onnx_bytes=quant.size_bytes, external_data=None)
+    return relabelled, quant
+
+
+def _print_summary(name: str, onnx_path: Path, manifest_path: Path, report, engine_report, precision: str,
+                   quant=None) -> None:
     click.echo(f"{name}: {onnx_path} ({report.exporter} exporter, opset {report.opset}, {precision}, "
                f"input {report.input_shapes[0]}, {report.onnx_bytes / 2**20:.1f} MiB, {report.export_seconds:.1f} s)")
-    click.echo(f"  {report.parity.summary()}")
+    click.echo(f"  {report.parity.summary()}" + (" (the fp32 export it was quantized from)" if quant else ""))
+    if quant is not None:
+        cal = quant.calibration
+        click.echo(f"  int8: {quant.method} calibration on {quant.calibration_images} {cal.get('dataset')} "
+                   f"{cal.get('split')} images; {quant.check.summary()}")
     if report.fallback_reason:
         click.echo(f"  note: {report.fallback_reason}")
     for warning in getattr(report, "warnings", None) or []:

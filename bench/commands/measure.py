@@ -187,9 +187,12 @@ def _check_measured(records: list[dict[str, Any]]) -> None:
 def _measure_options(fn):
     options = [
         click.option("--engine", "engine", default="torch", show_default=True,
-                     help="torch | ort | trt, or several comma-separated (torch,ort)."),
-        click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "fp16", "bf16"]),
-                     help="fp16/bf16: autocast (torch) or a half-precision export (ort, trt)."),
+                     help="torch | ort | openvino | trt, or several comma-separated (torch,ort)."),
+        click.option("--precision", default="fp32", show_default=True,
+                     type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+                     help="fp16/bf16: autocast (torch), a half-precision export (ort, trt) or a compile setting "
+                          "(openvino bf16). int8: an int8 .onnx file from `rbench export --precision int8` "
+                          "(ort, openvino, trt)."),
         click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
         click.option("--warmup", default=10, show_default=True, type=int, help="Untimed warm-up runs."),
         click.option("--warmup-s", default=0.0, show_default=True, type=float,

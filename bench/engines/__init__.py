@@ -23,12 +23,15 @@ ENGINES: dict[str, str] = {
     "torch": "bench.engines.torch_engine:TorchEngine",
     "ort": "bench.engines.ort_engine:OnnxRuntimeEngine",
     "trt": "bench.engines.trt_engine:TensorRTEngine",
+    "openvino": "bench.engines.openvino_engine:OpenVinoEngine",
 }
-ALIASES = {"pytorch": "torch", "onnxruntime": "ort", "tensorrt": "trt"}
+ALIASES = {"pytorch": "torch", "onnxruntime": "ort", "tensorrt": "trt", "ov": "openvino"}
+#: Engines that run an ONNX file (made by `bench.sources.onnx_file` from a PyTorch source).
+ONNX_ENGINES = ("ort", "openvino")
 
 
 def engine_class(name: str) -> type[Engine]:
-    """The Engine subclass for `name` (torch | ort | trt)."""
+    """The Engine subclass for `name` (torch | ort | trt | openvino)."""
     import importlib
 
     key = ALIASES.get(name.lower(), name.lower())
@@ -44,13 +47,13 @@ def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cp
     """An inactive engine `name` running `source`, made ready by the loaders in `bench.sources`.
 
     Args:
-        name: torch | ort | trt.
+        name: torch | ort | trt | openvino.
         source: anything `bench.sources.resolve_source` takes (a zoo name, an `nn.Module`,
             `torchvision:NAME`, `package.module:callable`, an .onnx or engine path, a
             `ModelSource`), or an `onnxruntime.InferenceSession` for ort.
         input_shape: (C, H, W) of one image, for a module without a `config` or an ONNX file
             with symbolic axes.
-        device: cpu | cuda.  precision: fp32 | fp16 | bf16.
+        device: cpu | cuda.  precision: fp32 | fp16 | bf16 | int8 (int8: an .onnx Q/DQ file source).
         workdir: where a module's ONNX export (and TensorRT engine) go; a temporary folder that
             lives as long as the engine when None. A zoo model with random weights goes to the cache.
         max_batch: top of the TensorRT optimization profile when the engine is built here.
@@ -71,6 +74,9 @@ def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cp
         return cls(source, input_shape=input_shape, device=device, precision=precision, **options)
     src = resolve_source(source, input_shape=input_shape)
     check_engine_fits(src, cls.backend)
+    if precision == "int8" and src.kind not in ("onnx", "trt"):
+        raise UsageProblem(f"int8 runs a calibrated Q/DQ file, not {src.name} itself: make one with `rbench export "
+                           f"{src.name} --precision int8 --checkpoint CKPT --calibration DATA` and measure the .onnx file")
     if cls.backend == "trt":
         from export.tensorrt import import_tensorrt
 
@@ -83,8 +89,10 @@ def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cp
         if workdir is None and src.has_module:
             scratch = tempfile.TemporaryDirectory(prefix=f"rbench-{cls.backend}-")
             workdir = scratch.name
-        if cls.backend == "ort":
-            artifact = onnx_file(src, precision, Path(workdir) if workdir else None, batch)
+        if cls.backend in ONNX_ENGINES:
+            # OpenVINO's bf16 is a compile setting on the fp32 file; int8 is the Q/DQ file itself (fp32 IO).
+            file_precision = "fp32" if cls.backend == "openvino" and precision == "bf16" else precision
+            artifact = onnx_file(src, file_precision, Path(workdir) if workdir else None, batch)
         else:
             artifact = engine_file(src, precision, max_batch, Path(workdir) if workdir else None, batch)
         engine = cls(artifact, input_shape=src.input_shape, device=device, precision=precision, name=src.name, **options)
@@ -103,4 +111,4 @@ def engine_availability() -> list[dict[str, Any]]:
     return availability()
 
 
-__all__ = ["DEVICES", "ENGINES", "PRECISIONS", "Engine", "create_engine", "engine_availability", "engine_class"]
+__all__ = ["DEVICES", "ENGINES", "ONNX_ENGINES", "PRECISIONS", "Engine", "create_engine", "engine_availability", "engine_class"]

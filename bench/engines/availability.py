@@ -10,7 +10,7 @@ def _row(engine: str, device: str, provider: str | None, ok: bool, why: str) -> 
 
 
 def availability() -> list[dict[str, Any]]:
-    """Rows for torch (cpu, cuda, precisions), onnxruntime (each provider) and TensorRT."""
+    """Rows for torch (cpu, cuda, precisions), onnxruntime (each provider), OpenVINO and TensorRT."""
     import torch
 
     from bench.engines.torch_engine import cpu_precision_support
@@ -45,6 +45,14 @@ def availability() -> list[dict[str, Any]]:
             rows.append(_row("ort", device, short, False, f"{full} is installed but no GPU: {cuda_why}"))
         else:
             rows.append(_row("ort", device, short, True, version))
+
+    from bench.engines.openvino_engine import bf16_support, openvino_status
+
+    ok, why = openvino_status()
+    rows.append(_row("openvino", "cpu", None, ok, why))
+    if ok:
+        bf16, why = bf16_support()
+        rows.append(_row("openvino bf16", "cpu", None, bf16, why))
 
     from export.tensorrt import trt_status
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from bench.errors import UsageProblem
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+#: int8 is a Q/DQ ONNX file (`rbench export --precision int8`), run by ort, openvino and trt.
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
 
 

@@ -66,7 +66,7 @@ class OnnxRuntimeEngine(Engine):
                  provider: str | None = None, threads: int | None = None, graph_optimization: str = "all"):
         super().__init__(input_shape=input_shape, device=device, precision=precision, name=name)
         if precision == "bf16":
-            raise UsageProblem("onnxruntime runs fp32 or fp16 models; bf16 is for --engine torch")
+            raise UsageProblem("onnxruntime runs fp32, fp16 or int8 models; bf16 is for --engine torch or openvino")
         if graph_optimization not in GRAPH_OPTIMIZATION:
             raise UsageProblem(f"unknown graph optimization {graph_optimization!r}; choose one of {', '.join(GRAPH_OPTIMIZATION)}")
         if isinstance(onnx, (str, os.PathLike)):
@@ -96,9 +96,17 @@ class OnnxRuntimeEngine(Engine):
         self.output_name = self.session.get_outputs()[0].name
         self.input_dtype = np.float16 if "float16" in first.type else np.float32
         file_precision = "fp16" if self.input_dtype == np.float16 else "fp32"
+        if self.onnx_path is not None:
+            from export.quantize import is_quantized
+
+            if is_quantized(self.onnx_path):  # a Q/DQ file takes float32 input; its precision is int8
+                file_precision = "int8"
         if file_precision != self.precision:
-            raise UsageProblem(f"the ONNX model takes {np.dtype(self.input_dtype).name} input; measure it with "
-                               f"--precision {file_precision}")
+            what = "is an int8 (Q/DQ) model" if file_precision == "int8" else \
+                f"takes {np.dtype(self.input_dtype).name} input"
+            hint = "" if self.precision != "int8" else \
+                " (int8 runs a Q/DQ file from `rbench export MODEL --precision int8 --checkpoint CKPT --calibration DATA`)"
+            raise UsageProblem(f"the ONNX model {what}; measure it with --precision {file_precision}{hint}")
         self.input_shape = self._shape_from(first.shape)
 
     def _open_session(self, ort):

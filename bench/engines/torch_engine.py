@@ -85,6 +85,9 @@ class TorchEngine(Engine):
             raise UsageProblem(f"the torch engine runs an nn.Module, not a {type(model).__name__}")
         if self.input_shape is None:
             raise UsageProblem("the torch engine needs input_shape=(C, H, W)")
+        if precision == "int8":
+            raise UsageProblem("the torch engine runs fp32, fp16 or bf16; int8 is a Q/DQ ONNX file for "
+                               "--engine ort, openvino or trt")
         if cuda_graph and device != "cuda":
             raise UsageProblem("CUDA graphs need --device cuda")
         self._model_in = model

@@ -93,19 +93,20 @@ def test_factory_rejects_bad_requests():
     with pytest.raises(UsageProblem, match="provider"):
         with create_engine("ort", "resnet20", provider="bogus"):
             pass
-    assert set(ENGINES) == {"torch", "ort", "trt"}
+    assert set(ENGINES) == {"torch", "ort", "trt", "openvino"}
 
 
 def test_engines_import_without_heavy_optional_modules():
-    code = ("import sys, bench.engines, bench.engines.trt_engine, bench.engines.ort_engine, bench.timing, bench.stats;"
-            "print('tensorrt' in sys.modules, 'onnxruntime' in sys.modules)")
+    code = ("import sys, bench.engines, bench.engines.trt_engine, bench.engines.ort_engine, "
+            "bench.engines.openvino_engine, bench.timing, bench.stats;"
+            "print('tensorrt' in sys.modules, 'onnxruntime' in sys.modules, 'openvino' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["False", "False"]
+    assert out == ["False", "False", "False"]
 
 
 def test_availability_rows_say_why():
     rows = engine_availability()
-    assert {r["engine"].split()[0] for r in rows} == {"torch", "ort", "trt"}
+    assert {r["engine"].split()[0] for r in rows} == {"torch", "ort", "trt", "openvino"}
     assert all(r["reason"] for r in rows)
     assert any(r["engine"] == "ort" and r["provider"] == "cpu" and r["available"] for r in rows)
 
