@@ -1,0 +1,133 @@
+"""`rbench ladder`: speed and task accuracy of a trained model for every (engine, precision) rung here."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bench.errors import UsageProblem
+
+
+@click.command("ladder")
+@click.argument("model")
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
+              help="An `rbench train` checkpoint of MODEL (best.pt): weights, normalization, data set.")
+@click.option("--dataset", default=None, help="Evaluate and calibrate on this data set (default: the checkpoint's).")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with the data files (default: the data set's usual place).")
+@click.option("--calibration", default=None, metavar="DATASET[:N]",
+              help="int8 calibration images from the TRAINING split (default: the checkpoint's data set, 512).")
+@click.option("--calibration-method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "entropy", "percentile"]))
+@click.option("--rungs", default=None, metavar="ENGINE:PRECISION,...",
+              help="Only these rungs (e.g. ort:int8,openvino:bf16); torch:fp32, the reference, is always measured.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Latency batch.")
+@click.option("--throughput-batch", default=32, show_default=True, type=click.IntRange(min=0),
+              help="Batch of the images/s timing (0: skip it).")
+@click.option("--test-limit", default=None, type=click.IntRange(min=1),
+              help="Evaluate on at most N test images (stratified); default: the whole test split.")
+@click.option("--iters", default=30, show_default=True, type=click.IntRange(min=1), help="Timed runs per rung.")
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0), help="Untimed runs first.")
+@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Interleaved rounds: each visits every rung in a new random order.")
+@click.option("--threads", default=None, type=click.IntRange(min=1), help="Intra-op threads of every engine.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for ladder.md, ladder.png, ladder.json and the records (default: results/ladder-MODEL).")
+@click.option("--keep-files", is_flag=True, help="Keep the fp32 and int8 ONNX files in --out/files/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
+@click.option("-q", "--quiet", is_flag=True, help="No stage lines.")
+def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root: Path | None, calibration: str | None,
+                   calibration_method: str, rungs: str | None, batch: int, throughput_batch: int,
+                   test_limit: int | None, iters: int, warmup: int, rounds: int, threads: int | None,
+                   out: Path | None, keep_files: bool, as_json: bool, quiet: bool) -> None:
+    """Speed against task accuracy of MODEL for every engine and precision this machine runs.
+
+    \b
+    Rungs: torch fp32 (the reference) and bf16; onnxruntime fp32 and int8; OpenVINO fp32, bf16
+    and int8; TensorRT fp32, fp16 and int8 on a GPU. int8 is one Q/DQ file, calibrated on
+    training images and checked on the test split (see `rbench export --precision int8`); a
+    file that misses the check is still measured and marked. A rung this machine cannot run is
+    a row with the reason, never silently dropped.
+
+    \b
+    Each row: batch-1 p50 with its 95% interval, images/s at --throughput-batch, file size,
+    top-1 and macro-F1 on the test split, agreement with torch fp32, and the speedup over torch
+    fp32 with its interval (all rungs timed interleaved in one run). '*' marks the Pareto front
+    (no other rung both faster and more accurate).
+
+    \b
+    Examples:
+      rbench train resnet20 --epochs 2 --out runs/r20
+      rbench ladder resnet20 --checkpoint runs/r20/best.pt
+      rbench ladder resnet20 --checkpoint runs/r20/best.pt --rungs ort:int8,openvino:bf16 --test-limit 2000
+    """
+    from bench.commands.measure import _console, check_out_folder
+    from bench.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, plot_ladder, run_ladder
+    from bench.measure import Settings
+    from bench.quantize import parse_calibration
+
+    parse_calibration(calibration)  # a bad spec: one line before any work
+    chosen = parse_rungs(rungs)
+    if not checkpoint.is_file():
+        raise UsageProblem(f"no checkpoint at {checkpoint}; train one with `rbench train {model}`")
+    out = out or Path("results") / f"ladder-{model}"
+    check_out_folder(out, ("latency.jsonl", "comparison.jsonl", "accuracy.jsonl"))
+    settings = Settings(iters=iters, warmup=warmup, rounds=rounds, threads=threads)
+    say = (lambda stage: None) if quiet or as_json else (lambda stage: click.echo(f"  {stage}", err=True))
+    with tempfile.TemporaryDirectory(prefix="rbench-ladder-") as scratch:
+        workdir = out / "files" if keep_files else Path(scratch)
+        result = run_ladder(checkpoint, workdir=workdir, rungs=chosen, model_name=model, dataset=dataset,
+                            data_root=str(data_root) if data_root else None, calibration=calibration,
+                            method=calibration_method, batch=batch, throughput_batch=throughput_batch or None,
+                            settings=settings, test_limit=test_limit, on_stage=say)
+        if not keep_files:  # the scratch folder goes now: the rows must not name its files
+            for row in result.rows:
+                row.pop("file", None)
+    _write_outputs(result, out, model, checkpoint, settings, plot_ladder, ladder_rows_table, LADDER_COLUMNS)
+    if as_json:
+        click.echo(json.dumps(result.rows, default=str))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{model}: precision ladder (batch {batch}; {rounds} interleaved rounds; * Pareto front)",
+                  title_justify="left")
+    for col in LADDER_COLUMNS:
+        table.add_column(col, justify="left" if col in ("engine", "precision", "speedup vs torch fp32") else "right")
+    from rich.markup import escape
+
+    for row in ladder_rows_table(result.rows):
+        table.add_row(*(escape(cell) for cell in row))  # reasons hold brackets: pip install 'rbench[trt]'
+    _console().print(table)
+    check = (result.int8 or {}).get("check")
+    if check:
+        verdict = "passed" if check["passed"] else "FAILED (its rungs are measured anyway, marked)"
+        ratio = "-" if check["accuracy_ratio"] is None else f"{check['accuracy_ratio']:.3f}"
+        click.echo(f"int8 file: {result.int8['method']} calibration on {result.int8['calibration_images']} training "
+                   f"images; check on {check['images']} test images {verdict}: agreement "
+                   f"{check['top1_agreement']:.2%}, accuracy ratio {ratio}")
+    click.echo(f"  {out / 'ladder.md'}, {out / 'ladder.png'}, {out / 'ladder.json'}")
+
+
+def _write_outputs(result, out: Path, model: str, checkpoint: Path, settings, plot_ladder, rows_table, columns) -> None:
+    """Records appended; the table, plot and rows written whole (atomic), each beside the others."""
+    from bench.atomic import write_text
+    from bench.results import append_record, describe_machine, to_json
+
+    for record in result.records:
+        append_record(record, out)
+    machine = describe_machine()
+    plot_ladder(result.rows, out / "ladder.png", f"{model} precision ladder on {machine['cpu']}")
+    lines = [f"# {model}: precision ladder", "",
+             f"Machine: {machine['cpu']}, {machine['cores_usable']} usable cores. Checkpoint: `{checkpoint}`.",
+             f"Timing: {settings.rounds} interleaved rounds, {settings.iters} timed runs per rung. '*' marks the "
+             "Pareto front. Speedups compare figures taken in this one run; only their ratios carry to other machines.",
+             "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows_table(result.rows)]
+    write_text(out / "ladder.md", "\n".join(lines) + "\n")
+    payload: dict[str, Any] = {"model": model, "checkpoint": str(checkpoint), "machine": machine,
+                               "settings": settings.as_record(), "rows": result.rows, "int8": result.int8}
+    write_text(out / "ladder.json", to_json(payload) + "\n")

@@ -1,0 +1,335 @@
+"""The precision ladder: speed and task accuracy of one trained model for every (engine, precision) here.
+
+    >>> result = run_ladder("runs/resnet20/best.pt", workdir="/tmp/ladder")
+    >>> [(r["engine"], r["precision"], r["p50_ms"], r["top1"], r["speedup"]) for r in result.rows]
+
+The question a deployment engineer asks is "how much accuracy do I trade for how much speed".
+For each rung (`RUNGS`) this machine can run, one row holds: batch-1 p50 latency with its
+interval, images/s at the throughput batch, the model file's size, top-1 and macro-F1 on the
+test split, agreement with torch fp32, and the speedup over torch fp32 with its interval. Rungs
+that cannot run here are rows too, with the reason. Every rung's latency is timed interleaved
+in one run, so the speedups compare figures taken under the same conditions.
+
+The int8 rungs run one calibrated Q/DQ file (`bench.quantize.int8_export`: calibration images
+from the training split, the task check on the test split); OpenVINO's bf16 is a compile
+setting on the fp32 file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import RbenchError, UsageProblem
+
+#: Every rung rbench knows, cheapest to set up first; torch fp32 is the reference.
+RUNGS: tuple[tuple[str, str], ...] = (
+    ("torch", "fp32"), ("torch", "bf16"),
+    ("ort", "fp32"), ("ort", "int8"),
+    ("openvino", "fp32"), ("openvino", "bf16"), ("openvino", "int8"),
+    ("trt", "fp32"), ("trt", "fp16"), ("trt", "int8"),
+)
+REFERENCE = ("torch", "fp32")
+
+
+def parse_rungs(spec: str | Sequence[str] | None) -> list[tuple[str, str]]:
+    """`"ort:int8,openvino:bf16"` -> [("ort", "int8"), ...]; None: every rung. torch fp32 always comes first."""
+    if spec is None:
+        return list(RUNGS)
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    rungs = []
+    for item in items:
+        engine, _, precision = item.partition(":")
+        pair = (engine.lower(), (precision or "fp32").lower())
+        if pair not in RUNGS:
+            known = ", ".join(f"{e}:{p}" for e, p in RUNGS)
+            raise UsageProblem(f"unknown rung {item!r}; choose from {known}")
+        if pair not in rungs:
+            rungs.append(pair)
+    return [REFERENCE] + [r for r in rungs if r != REFERENCE]
+
+
+def rung_status(engine: str, precision: str, device: str = "cpu") -> tuple[bool, str]:
+    """(can run here, why or why not) for one rung, without building anything."""
+    if engine == "torch":
+        from bench.engines.torch_engine import cpu_precision_support
+
+        return cpu_precision_support(precision) if device == "cpu" else (True, "cuda")
+    if engine == "ort":
+        try:
+            import onnxruntime
+        except ImportError:
+            return False, "onnxruntime is not installed: pip install onnxruntime"
+        return True, f"onnxruntime {onnxruntime.__version__}"
+    if engine == "openvino":
+        from bench.engines.openvino_engine import bf16_support, openvino_status
+
+        ok, why = openvino_status()
+        if ok and precision == "bf16":
+            return bf16_support()
+        return ok, why
+    if engine == "trt":
+        from export.tensorrt import trt_status
+
+        return trt_status()
+    return False, f"unknown engine {engine!r}"
+
+
+@dataclass
+class LadderResult:
+    """What `run_ladder` measured: the rows a person reads and the records the results folder keeps."""
+
+    rows: list[dict[str, Any]]
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    accuracy: list[dict[str, Any]] = field(default_factory=list)
+    int8: dict[str, Any] | None = None  # the QuantReport, or {"error": ...} when the int8 file was refused
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [*self.latency, *self.comparisons, *self.accuracy]
+
+
+def pareto_front(rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Indices of measured rows no other row beats on both latency (lower) and top-1 (higher)."""
+    measured = [(i, r["p50_ms"], r["top1"]) for i, r in enumerate(rows)
+                if r.get("p50_ms") is not None and r.get("top1") is not None]
+    front = []
+    for i, lat, acc in measured:
+        dominated = any(lat2 <= lat and acc2 >= acc and (lat2 < lat or acc2 > acc) for j, lat2, acc2 in measured if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def _state_bytes(model) -> int:
+    return int(sum(t.numel() * t.element_size() for t in model.state_dict().values()))
+
+
+def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[tuple[str, str]] | None = None,
+               model_name: str | None = None,
+               dataset: str | None = None, data_root: str | None = None, calibration: str | None = None,
+               method: str = "minmax", batch: int = 1, throughput_batch: int | None = 32, settings=None,
+               test_limit: int | None = None, device: str = "cpu",
+               on_stage: Callable[[str], None] = lambda stage: None, on_progress=None,
+               command: str | None = None) -> LadderResult:
+    """Export, quantize, evaluate and time every runnable rung of `checkpoint`'s model (see the module doc).
+
+    Args:
+        checkpoint: an `rbench train` checkpoint (weights, config, normalization, data set).
+        model_name: the architecture the checkpoint must hold (None: whatever it holds).
+        workdir: where the fp32 and int8 ONNX files (and TensorRT engines) are written.
+        rungs: (engine, precision) pairs (default `RUNGS`); torch fp32 is always measured first.
+        dataset, data_root: the data set (default: the checkpoint's own) and its folder.
+        calibration: `DATASET[:N]` for the int8 calibration (default: 512 training images).
+        method: int8 calibration method (minmax | entropy | percentile).
+        batch: the latency batch (1: what a single request waits).
+        throughput_batch: a second interleaved timing at this batch for images/s (None: skip it).
+        settings: `bench.measure.Settings` (iterations, threads, rounds, ...).
+        test_limit: evaluate on at most this many test images (stratified; None: all of them).
+    """
+    from bench.accuracy import batches_for_checkpoint, dataset_for_checkpoint, evaluate_engine, load_trained_model
+    from bench.engines import create_engine
+    from bench.measure import Settings, time_pairs
+    from bench.metrics import compare_predictions
+    from bench.quantize import int8_export
+    from bench.records import accuracy_record
+    from bench.sources import resolve_source
+    from export.onnx import to_onnx
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    rungs = list(rungs) if rungs is not None else list(RUNGS)
+    if REFERENCE not in rungs:
+        rungs.insert(0, REFERENCE)
+    settings = settings or Settings()
+    on_stage("load")
+    ckpt = load_trained_model(checkpoint, model_name)
+    bundle = dataset_for_checkpoint(ckpt, dataset, root=data_root)
+    test = batches_for_checkpoint(ckpt, bundle, 256)
+    if test_limit is not None:
+        from bench.quantize import test_set
+
+        images, labels = test_set(ckpt, bundle, test_limit)
+        test = [(_tensor(images[i:i + 256]), _tensor(labels[i:i + 256])) for i in range(0, len(labels), 256)]
+    name = ckpt.config.get("name", "model")
+    module_source = resolve_source(ckpt.model, input_shape=ckpt.input_shape, name=name)
+    module_source.kind, module_source.checkpoint = "zoo", str(checkpoint)
+
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    files: dict[str, Path] = {}
+    result = LadderResult(rows=[])
+    for engine, precision in rungs:
+        ok, why = rung_status(engine, precision, device if engine in ("torch",) else "cpu")
+        rows[(engine, precision)] = {"engine": engine, "precision": precision, "runs": ok,
+                                     "reason": None if ok else why, "note": why if ok else None}
+    needs_onnx = any(r["runs"] and e != "torch" for (e, _), r in rows.items())
+    if needs_onnx:
+        on_stage("export fp32 ONNX")
+        files["fp32"] = workdir / f"{name}.onnx"
+        to_onnx(ckpt.model, files["fp32"], ckpt.input_shape, model_name=name)
+    if any(r["runs"] and p == "int8" for (_, p), r in rows.items()):
+        on_stage("calibrate int8")
+        # The file is kept even when it misses the int8 check: the ladder shows its figures, marked.
+        report = int8_export(ckpt, files["fp32"], workdir / f"{name}-int8.onnx", calibration, method=method,
+                             data_root=data_root, test_limit=test_limit, enforce=False)
+        files["int8"] = Path(report.path)
+        result.int8 = report.to_dict()
+        if not report.check.passed:
+            for (_, p), row in rows.items():
+                if p == "int8":
+                    row["note"] = f"int8 check failed: {report.check.summary()}"
+
+    # Accuracy: every runnable rung on the same test images; torch fp32 is the reference.
+    reference_logits = None
+    data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
+    for (engine, precision), row in rows.items():
+        if not row["runs"]:
+            continue
+        on_stage(f"accuracy {engine} {precision}")
+        artifact = _artifact(engine, precision, ckpt, files)
+        row["file"] = artifact if isinstance(artifact, str) else None
+        row["size_bytes"] = Path(artifact).stat().st_size if isinstance(artifact, str) else _state_bytes(ckpt.model)
+        try:
+            with create_engine(engine, artifact, input_shape=ckpt.input_shape, device=device if engine != "openvino" else "cpu",
+                               precision=precision, workdir=workdir,
+                               **_engine_options(engine, settings)) as runner:
+                metrics, logits = evaluate_engine(runner, test, bundle.num_classes, bundle.class_names)
+                info = runner.describe()
+        except RbenchError as exc:
+            row.update(runs=False, reason=str(exc))
+            continue
+        reference_logits = logits if reference_logits is None else reference_logits
+        agreement = compare_predictions(reference_logits, logits)
+        row.update(top1=metrics["top1"], f1_macro=metrics["f1_macro"], agreement=agreement["agreement"],
+                   samples=metrics.get("samples"))
+        result.accuracy.append(accuracy_record(
+            {**metrics, "engine": engine, "engine_info": info, "precision": precision, "device": device, "batch": 256,
+             "input_shape": list(ckpt.input_shape), "reference_engine": "torch fp32", **agreement,
+             "top1_delta": metrics["top1"] - rows[REFERENCE].get("top1", metrics["top1"])},
+            model=name, model_config=dict(ckpt.config), dataset=data, checkpoint=str(checkpoint),
+            checkpoint_epoch=ckpt.epoch, context={"study": "ladder"}, command=command))
+
+    # Speed: every rung that ran, interleaved, at the latency batch and then the throughput batch.
+    runnable = [(e, p) for (e, p), row in rows.items() if row["runs"]]
+    items = [(_artifact(e, p, ckpt, files), e, p) for e, p in runnable]
+    for timed_batch, key in ((batch, "latency"), (throughput_batch, "throughput")):
+        if timed_batch is None:
+            continue
+        on_stage(f"time {len(items)} rungs at batch {timed_batch}")
+        latency, comparisons = time_pairs(items, timed_batch, settings, input_shape=ckpt.input_shape, name=name,
+                                          workdir=workdir, on_progress=on_progress, command=command,
+                                          context={"study": "ladder"})
+        result.latency += latency
+        result.comparisons += comparisons
+        for (engine, precision), record in zip(runnable, latency):
+            row = rows[(engine, precision)]
+            if key == "latency":
+                row.update(p50_ms=record.get("latency_ms_p50"), p50_ci=record.get("latency_ms_p50_ci"),
+                           batch=timed_batch, error=record.get("error"))
+            else:
+                row.update(images_per_s=record.get("throughput_img_s"), throughput_batch=timed_batch)
+        if key == "latency":
+            for engine_precision, comparison in zip(runnable[1:], comparisons):
+                rows[engine_precision].update(speedup=1.0 / comparison["ratio"] if comparison["ratio"] else None,
+                                              speedup_ci=[1.0 / comparison["ratio_ci"][1], 1.0 / comparison["ratio_ci"][0]],
+                                              verdict=comparison["verdict"])
+            rows[REFERENCE].update(speedup=1.0, speedup_ci=[1.0, 1.0], verdict="reference")
+    result.rows = [rows[r] for r in rungs]
+    for index in pareto_front(result.rows):
+        result.rows[index]["pareto"] = True
+    return result
+
+
+def _tensor(array: np.ndarray):
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _artifact(engine: str, precision: str, ckpt, files: dict[str, Path]):
+    """What a rung runs: the module (torch), the int8 file, or the fp32 file (fp32, bf16, fp16 builds)."""
+    if engine == "torch":
+        return ckpt.model
+    if precision == "int8":
+        return str(files["int8"])
+    return str(files["fp32"])
+
+
+def _engine_options(engine: str, settings) -> dict[str, Any]:
+    if engine == "openvino":
+        return {"threads": settings.threads}
+    return {k: v for k, v in settings.engine_options(engine).items() if v is not None}
+
+
+def ladder_rows_table(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The rows as text cells: engine, precision, p50 [interval], img/s, size, top-1, F1, agreement, speedup."""
+    def fmt(value, spec):
+        return "-" if value is None else format(value, spec)
+
+    out = []
+    for row in rows:
+        if not row.get("runs"):
+            out.append((row["engine"], row["precision"], "not run here", "", "", "", "", "", row.get("reason") or ""))
+            continue
+        ci = row.get("p50_ci") or [None, None]
+        p50 = f"{fmt(row.get('p50_ms'), '.3f')} [{fmt(ci[0], '.3f')}, {fmt(ci[1], '.3f')}]"
+        speed = row.get("speedup")
+        sci = row.get("speedup_ci") or [None, None]
+        speedup = "1.00 (reference)" if (row["engine"], row["precision"]) == REFERENCE else \
+            f"{fmt(speed, '.2f')}x [{fmt(sci[0], '.2f')}, {fmt(sci[1], '.2f')}] {row.get('verdict', '')}"
+        failed = (row.get("note") or "").startswith("int8 check failed")
+        label = row["precision"] + (" (check failed)" if failed else "") + (" *" if row.get("pareto") else "")
+        out.append((row["engine"], label, p50,
+                    fmt(row.get("images_per_s"), ".0f"), fmt((row.get("size_bytes") or 0) / 2**20, ".2f"),
+                    fmt(row.get("top1"), ".2%"), fmt(row.get("f1_macro"), ".3f"), fmt(row.get("agreement"), ".2%"),
+                    speedup))
+    return out
+
+
+LADDER_COLUMNS = ("engine", "precision", "p50 ms [95% CI]", "img/s", "MiB", "top-1", "macro-F1",
+                  "agrees w/ torch fp32", "speedup vs torch fp32")
+
+
+def plot_ladder(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """Accuracy against latency, one point per rung, the Pareto front joined and marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.atomic import atomic_path
+
+    measured = [r for r in rows if r.get("p50_ms") is not None and r.get("top1") is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for index, row in enumerate(measured):
+        marker = "*" if row.get("pareto") else "o"
+        ax.scatter(row["p50_ms"], 100 * row["top1"], marker=marker, s=120 if row.get("pareto") else 40)
+        # Rungs often tie on accuracy: stagger the labels so neighbours stay readable.
+        ax.annotate(f"{row['engine']} {row['precision']}", (row["p50_ms"], 100 * row["top1"]),
+                    textcoords="offset points", xytext=(6, -10 + 10 * (index % 3)), fontsize=8)
+    front = sorted((r for r in measured if r.get("pareto")), key=lambda r: r["p50_ms"])
+    if len(front) > 1:
+        ax.plot([r["p50_ms"] for r in front], [100 * r["top1"] for r in front], "--", color="grey", lw=1,
+                label="Pareto front")
+        ax.legend(loc="lower right", fontsize=8)
+    if measured and max(r["p50_ms"] for r in measured) > 5 * min(r["p50_ms"] for r in measured):
+        from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+        ax.set_xscale("log")  # engines differ by an order of magnitude on small nets
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"batch-{measured[0].get('batch', 1) if measured else 1} p50 latency (ms, lower is better)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    return path
