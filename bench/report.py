@@ -78,11 +78,16 @@ def records_of(records: Iterable[Record], kind: str | None = None, study: str | 
     return out
 
 
+def is_ladder_record(record: Record) -> bool:
+    """Whether `record` comes from a precision ladder's timing phase (it names its rung: 'ort int8')."""
+    return bool(record.get("rung"))
+
+
 def engines_in(records: Iterable[Record]) -> list[str]:
-    """Engines measured, in first-seen order."""
+    """Engines the studies timed, in first-seen order (a precision ladder's rungs have their own section)."""
     seen: dict[str, None] = {}
     for r in records:
-        if r.get("kind") == "latency" and r.get("engine"):
+        if r.get("kind") == "latency" and r.get("engine") and not is_ladder_record(r):
             seen.setdefault(r["engine"], None)
     return list(seen)
 
@@ -552,7 +557,162 @@ def subset_engine(records: Sequence[Record]) -> str:
 
 GREY_DATASETS = {"fashion-mnist", "digits"}
 
-SECTIONS = {"depth": depth_section, "activation": activation_section, "family": family_section}
+def _z95(top1: float, n: int) -> float:
+    """Half-width of the normal-approximation 95% interval of a top-1 measured on `n` images."""
+    return 1.96 * math.sqrt(max(top1 * (1 - top1), 0.0) / n) if n else math.nan
+
+
+def _rung(row: dict[str, Any]) -> str:
+    return f"{row['engine']} {row['precision']}"
+
+
+def _speed_phrase(row: dict[str, Any]) -> str:
+    """What the speedup interval supports: 'is 5.86x [4.10, 6.30] faster than torch fp32', 'is 2.10x [...] slower',
+    or 'no measurable difference'."""
+    speed, ci, verdict = row.get("speedup"), row.get("speedup_ci") or [None, None], row.get("verdict")
+    if speed is None or None in ci:
+        return f"not timed ({row.get('error') or 'no timing'})"
+    if verdict == "faster":
+        return f"is {speed:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] faster than torch fp32"
+    if verdict == "slower":  # as a slowdown: torch fp32's speed over this rung's, interval inverted
+        return f"is {1 / speed:.2f}x [{1 / ci[1]:.2f}, {1 / ci[0]:.2f}] slower than torch fp32"
+    return (f"shows no measurable difference from torch fp32 (speedup {speed:.2f}x, but its 95% CI "
+            f"[{ci[0]:.2f}, {ci[1]:.2f}] does not lie wholly beyond 1 \u00b1 3%)")
+
+
+def ladder_nets(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """One entry per net of the ladder study, in plan order: label, unit, and the ladder its records carry
+    (`rows`, `int8`, settings: the field `ladder` of its torch fp32 batch-1 latency record)."""
+    nets: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("study") != "ladder" or not is_ladder_record(r):
+            continue
+        label = r.get("label") or r.get("unit")
+        net = nets.setdefault(label, {"label": label, "unit": r.get("unit"), "ladder": None})
+        if r.get("ladder") and net["ladder"] is None:
+            net["ladder"] = r["ladder"]
+    return list(nets.values())
+
+
+def _ladder_table(rows: Sequence[dict[str, Any]]) -> str:
+    from bench.ladder import LADDER_COLUMNS, ladder_rows_table
+
+    cells = ladder_rows_table(rows)
+    head = "| " + " | ".join(LADDER_COLUMNS) + " |"
+    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(LADDER_COLUMNS))) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells])
+
+
+def _int8_line(int8: dict[str, Any] | None) -> str:
+    """The int8 file's calibration and its check against fp32, or why there is none."""
+    if not int8:
+        return ""
+    if int8.get("error"):
+        return f"int8 file: refused ({int8['error']}).\n\n"
+    check = int8.get("check") or {}
+    if not check:
+        return ""
+    verdict = "**passed**" if check.get("passed") else "**FAILED** (its rungs are measured anyway, marked 'check failed')"
+    ratio = check.get("accuracy_ratio")
+    return (f"int8 file: {int8.get('method')} calibration on {int8.get('calibration_images')} training images; its "
+            f"check on {check.get('images')} test images {verdict}: it predicts the fp32 file's class on "
+            f"{fmt_pct(check.get('top1_agreement'))} of them (needs {fmt_pct(check.get('min_agreement'))}), "
+            f"top-1 {fmt_pct(check.get('int8_accuracy'))} vs {fmt_pct(check.get('fp32_accuracy'))} fp32 = accuracy "
+            f"ratio {'n/a' if ratio is None else f'{ratio:.3f}'} (needs {check.get('min_accuracy_ratio')}).\n\n")
+
+
+def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
+    """The precision ladder of each net: rows table, accuracy-vs-latency plot, rungs not run, int8 check,
+    and findings stated only where the speedup interval supports them."""
+    from bench.ladder import REFERENCE, plot_ladder
+
+    figs = out_dir / "figures"
+    parts, findings = [], []
+    for net in ladder_nets(records):
+        label, ladder = net["label"], net["ladder"]
+        parts.append(f"### {label}\n\n")
+        if not ladder or not ladder.get("rows"):
+            parts.append("No ladder rows in the records.\n\n")
+            continue
+        rows = ladder["rows"]
+        ref = next((r for r in rows if (r["engine"], r["precision"]) == REFERENCE), {})
+        ran = [r for r in rows if r.get("runs")]
+        n = ref.get("samples") or ladder.get("test_limit")
+        settings = ladder.get("settings") or {}
+        throughput = (f"; images/s timed again at batch {ladder['throughput_batch']}"
+                      if ladder.get("throughput_batch") else "")
+        parts.append(f"Every rung is evaluated on the same {n} test images and timed at batch 1, interleaved with "
+                     f"the others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds){throughput}. "
+                     "Speedups are torch fp32's p50 over the rung's with a bootstrap 95% interval over the paired "
+                     "rounds; '*' marks the Pareto front (no other rung both faster and at least as accurate).\n\n")
+        parts.append(_ladder_table(rows) + "\n\n")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+        title = f"{label}: precision ladder (batch 1, {n} test images)"
+        parts.append(_img(plot_ladder(rows, figs / f"ladder_{slug}.png", title) if ran else None, out_dir,
+                          f"{label} precision ladder"))
+        not_run = [r for r in rows if not r.get("runs")]
+        if not_run:
+            parts.append("Not run here:\n\n" + "".join(f"- {_rung(r)}: {r.get('reason') or 'unknown reason'}\n"
+                                                        for r in not_run) + "\n")
+        parts.append(_int8_line(ladder.get("int8")))
+        others = [r for r in ran if (r["engine"], r["precision"]) != REFERENCE]
+        speed = [f"- {_rung(r)} {_speed_phrase(r)}.\n" for r in others]
+        if speed:
+            parts.append("**Speed** (batch-1 p50 latency, timed together)\n\n" + "".join(speed) + "\n")
+        top1 = ref.get("top1")
+        if top1 is not None and n:
+            accuracy = [f"- {_rung(r)}: top-1 {fmt_pct(r.get('top1'))} ({_pp(r.get('top1'), top1)} vs torch fp32); "
+                        f"the same class as torch fp32 on {fmt_pct(r.get('agreement'))} of the images"
+                        f"{_differ(r.get('agreement'), n)}.\n" for r in others if r.get("top1") is not None]
+            parts.append(f"**Accuracy** on {n} test images: torch fp32 scores {fmt_pct(top1)}. As an estimate of "
+                         f"the whole test split's top-1, a figure from {n} images carries about "
+                         f"\u00b1{100 * _z95(top1, n):.1f} pp of sampling noise (95%); every rung sees the same images, "
+                         "so agreement with torch fp32 is the sharper measure of what a precision changes.\n\n"
+                         + "".join(accuracy) + "\n")
+        findings += _ladder_findings(label, rows, ladder.get("int8"), n)
+    return "".join(parts), findings
+
+
+def _differ(agreement: Any, n: int) -> str:
+    if agreement is None or not n:
+        return ""
+    k = round((1 - agreement) * n)
+    return f" ({k} of {n} differ)" if k else ""
+
+
+def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str, Any] | None, n: Any) -> list[str]:
+    from bench.ladder import REFERENCE
+
+    others = [r for r in rows if r.get("runs") and (r["engine"], r["precision"]) != REFERENCE]
+    out = []
+    faster = sorted((r for r in others if r.get("verdict") == "faster"), key=lambda r: -(r.get("speedup") or 0))
+    if faster:
+        best = faster[0]
+        out.append(f"{label}: {_rung(best)} {_speed_phrase(best)} at batch 1 (p50 {fmt_ms(best.get('p50_ms'))} ms); "
+                   f"top-1 {fmt_pct(best.get('top1'))} on {n} test images, the same class as torch fp32 on "
+                   f"{fmt_pct(best.get('agreement'))} of them.")
+    elif others:
+        out.append(f"{label}: no rung is measurably faster than torch fp32 here.")
+    slower = [f"{_rung(r)} ({_speed_phrase(r).removeprefix('is ').removesuffix(' slower than torch fp32')})"
+              for r in others if r.get("verdict") == "slower"]
+    if slower:
+        out.append(f"{label}: slower than torch fp32: {', '.join(slower)}.")
+    same = [_rung(r) for r in others if r.get("verdict") == "no measurable difference"]
+    if same:
+        out.append(f"{label}: no measurable difference from torch fp32: {', '.join(same)}.")
+    check = (int8 or {}).get("check")
+    if check:
+        out.append(f"{label}: the int8 check {'passed' if check.get('passed') else 'FAILED'} on {check.get('images')} "
+                   f"test images (agreement with fp32 {fmt_pct(check.get('top1_agreement'))}, top-1 "
+                   f"{fmt_pct(check.get('int8_accuracy'))} vs {fmt_pct(check.get('fp32_accuracy'))}).")
+    front = [_rung(r) for r in rows if r.get("pareto")]
+    if front:
+        out.append(f"{label}: Pareto front (latency vs top-1): {', '.join(front)}.")
+    return out
+
+
+SECTIONS = {"depth": depth_section, "activation": activation_section, "family": family_section,
+            "ladder": ladder_section}
 
 
 def parity_table(records: Sequence[Record]) -> str:
@@ -563,6 +723,8 @@ def parity_table(records: Sequence[Record]) -> str:
             seen.setdefault(r["unit"], {"label": r["unit"], "exporter": r.get("exporter"),
                                         "parity": "passed" if r.get("parity_passed") else "FAILED",
                                         "err": r.get("parity_max_abs_err")})
+        if is_ladder_record(r):
+            continue  # a ladder's rungs are compared in its own section
         if r.get("kind") == "accuracy" and r.get("engine") != r.get("reference_engine") and not r.get("eval_channels"):
             if r["unit"] in seen:
                 seen[r["unit"]][f"agree_{r['engine']}"] = r.get("agreement")
@@ -594,7 +756,7 @@ def schedule_note(records: Iterable[Record], preset: dict[str, Any]) -> str:
 
 def contention_note(records: Sequence[Record]) -> str:
     """A warning line when some timings were taken while other work competed for the CPU, else ''."""
-    timed = {(r.get("unit"), r.get("engine"), r.get("batch"), r["kind"]): r for r in records
+    timed = {(r.get("unit"), r.get("engine"), r.get("rung"), r.get("batch"), r["kind"]): r for r in records
              if r["kind"] in ("latency", "throughput")}
     busy = [r for r in timed.values() if (r.get("contention") or {}).get("contended")]
     if not busy:

@@ -27,6 +27,8 @@ Every study trains each net briefly on real data (Fashion-MNIST where installed,
 scikit-learn digits), exports it to ONNX and checks parity with PyTorch, then measures on
 every engine: latency (batch 1, p50/p90/p99), throughput (images/s at the preset's batch),
 params, MACs (thop) and FLOPs (torch counter, 2 per MAC), and test top-1 / macro-F1.
+The ladder study runs `rbench ladder` on its trained nets: every engine and precision
+(fp32, bf16, int8, fp16) here, speedup over torch fp32 with its interval, top-1 per rung.
 \b
 Presets: smoke (seconds, CI), quick (the suite in under 15 minutes on a 2-core CPU),
 full (the whole data set, meant for a GPU).
@@ -187,13 +189,14 @@ def _common_options(fn):
 @click.argument("name", metavar="NAME")
 @_common_options
 def study_command(name, preset, dataset, data_root, out, engines, resume, device, keep_artifacts):
-    """Run one study end to end: NAME is depth, dynamic, activation or family.
+    """Run one study end to end: NAME is depth, dynamic, activation, family or ladder.
 
     \b
     depth       residual vs plain CIFAR ResNets at 20/56(/110) layers: the degradation problem
     dynamic     static vs dynamic convolution (VGG and ResNet form), channel subsets, K ablation
     activation  ReLU vs LeakyReLU vs SiLU on ResNet-20
     family      VGG vs ResNet vs the plain template CNN vs the 4-layer RRDB+attention net
+    ladder      precision ladder of ResNet-20 and -56: every engine x precision, speed vs accuracy
     """
     from bench.studies import STUDIES
 
@@ -206,7 +209,7 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
 @click.command("suite", epilog=STUDY_HELP)
 @_common_options
 def suite_command(preset, dataset, data_root, out, engines, resume, device, keep_artifacts):
-    """The main job: every study (depth, dynamic, activation, family), one report.
+    """The main job: every study (depth, dynamic, activation, family, ladder), one report.
 
     Interrupt it at any time: a rerun with the same --out resumes after the last finished unit.
     """

@@ -62,7 +62,7 @@ class StudyPlan:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-STUDIES = ("depth", "dynamic", "activation", "family")
+STUDIES = ("depth", "dynamic", "activation", "family", "ladder")
 
 #: The model that plays each role of a study, unless the preset names another (`Preset.models`).
 #: Every name is a registered model (tests check it); the defaults are what `--preset full` runs.
@@ -191,7 +191,45 @@ def family_plan(preset: Preset) -> StudyPlan:
     )
 
 
-_PLANS = {"depth": depth_plan, "dynamic": dynamic_plan, "activation": activation_plan, "family": family_plan}
+def ladder_plan(preset: Preset) -> StudyPlan:
+    """Every (engine, precision) rung of `preset.ladder_models`, trained as the depth study trains them (one unit each)."""
+    import nets
+
+    for name in preset.ladder_models:
+        try:
+            nets.model_entry(name)
+        except nets.UnknownModelError as exc:
+            raise UsageProblem(f"ladder model of preset {preset.name!r} is no registered model: {exc}") from None
+    if preset.ladder_rungs is not None:
+        from bench.ladder import parse_rungs
+
+        parse_rungs(preset.ladder_rungs)  # a misspelt rung: refused before anything runs
+    units = tuple(StudyUnit(name, UnitSpec(name)) for name in preset.ladder_models)
+    rungs = "every rung rbench knows" if preset.ladder_rungs is None else \
+        "torch fp32 (the reference) and " + ", ".join(r.replace(":", " ") for r in preset.ladder_rungs)
+    test = "the whole test split" if preset.ladder_test_limit is None else \
+        f"{preset.ladder_test_limit} test images (a stratified sample of the test split)"
+    throughput = "" if preset.ladder_throughput_batch is None else \
+        f", then again at batch {preset.ladder_throughput_batch} for images/s"
+    notes = (
+        f"Rungs: {rungs}; a rung this machine cannot run is listed with the reason. `--engines` does not narrow "
+        "the ladder: the preset names its rungs.",
+        "Each net is trained once with the preset's training, as the depth study's nets are (a net both studies "
+        f"use is trained once); each rung is evaluated on {test}, int8 is calibrated on "
+        f"{preset.ladder_calibration} training images, and every rung is timed at batch 1 interleaved with the "
+        f"others ({preset.ladder_iters} timed runs in {preset.ladder_rounds} rounds, {preset.ladder_warmup} warm-up "
+        f"run{'' if preset.ladder_warmup == 1 else 's'} first){throughput}.",
+    )
+    return StudyPlan(
+        "ladder", "Precision ladder: speed vs accuracy per engine and precision",
+        "For one trained net, how much faster is each engine and precision (fp32, bf16, int8, fp16) than torch "
+        "fp32, and how much task accuracy does each give up?",
+        units, notes=notes,
+    )
+
+
+_PLANS = {"depth": depth_plan, "dynamic": dynamic_plan, "activation": activation_plan, "family": family_plan,
+          "ladder": ladder_plan}
 
 
 def study_plan(name: str, preset: Preset) -> StudyPlan:

@@ -2,6 +2,10 @@
 
 `quick` is sized so that `rbench suite` (every study) finishes in under 15 minutes on a 2-core
 CPU; `smoke` runs end to end in seconds for CI; `full` is for a GPU.
+
+The `ladder_*` fields size the precision-ladder study (`bench.ladder.run_ladder` per net): its
+test images, calibration images, timed runs and throughput batch. Its cost is timing and
+evaluation only: its nets are the depth study's, trained once.
 """
 
 from __future__ import annotations
@@ -38,6 +42,15 @@ class Preset:
     exporter: str = "auto"  # ONNX exporter: auto (dynamo, TorchScript fallback) or torchscript (faster)
     models: dict[str, str] = field(default_factory=dict)  # role -> model name (default: plans.ROLE_MODELS)
     model_kwargs: dict[str, dict] = field(default_factory=dict)  # role -> extra builder kwargs
+    # The precision ladder: which nets (CIFAR ResNets trained as the depth study trains them) and its budget.
+    ladder_models: tuple[str, ...] = ("resnet20", "resnet56")
+    ladder_rungs: tuple[str, ...] | None = None  # 'engine:precision' rungs (None: every rung of bench.ladder.RUNGS)
+    ladder_test_limit: int | None = 1000  # test images each rung is evaluated on (stratified; None: all)
+    ladder_calibration: int = 512  # int8 calibration images (from the training split)
+    ladder_warmup: int = 5  # untimed runs per rung before its first timed round
+    ladder_iters: int = 30  # timed runs per rung (batch 1, then again at the throughput batch)
+    ladder_rounds: int = 5  # interleaved rounds (each visits every rung in a new random order)
+    ladder_throughput_batch: int | None = 32  # batch of the images/s timing (None: skip it)
 
 
 ALL_SUBSETS = ("RGB", "RG", "GB", "R", "G", "B")
@@ -52,6 +65,9 @@ PRESETS: dict[str, Preset] = {
         dynamic_max_batches=1, dynamic_vgg=False, exporter="torchscript",
         models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet20"},
         model_kwargs=_SMALL_VGG,
+        # One net, three rungs, a handful of runs: the ladder's whole path in seconds.
+        ladder_models=("resnet20",), ladder_rungs=("ort:fp32", "ort:int8"), ladder_test_limit=100,
+        ladder_calibration=32, ladder_warmup=1, ladder_iters=4, ladder_rounds=2, ladder_throughput_batch=4,
     ),
     "quick": Preset(
         name="quick", train_size=3000, test_size=1000, epochs=3, batch_size=64, lr=None, optimizer="adam",
@@ -61,6 +77,11 @@ PRESETS: dict[str, Preset] = {
         dynamic_max_batches=10, subset_test_size=500, exporter="torchscript",
         models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet34"},
         model_kwargs=_SMALL_VGG,
+        # resnet20 and resnet56 on every rung: the preset's 1000 test images, 30 runs per rung in 5 rounds, images/s
+        # at the preset's batch 32. Both ladders take about a minute on a quiet 2-core EPYC (resnet56 two thirds);
+        # their nets are the depth study's, so the ladder trains nothing more.
+        ladder_models=("resnet20", "resnet56"), ladder_test_limit=1000, ladder_calibration=512,
+        ladder_warmup=5, ladder_iters=30, ladder_rounds=5, ladder_throughput_batch=32,
     ),
     "full": Preset(
         name="full", train_size=None, test_size=None, epochs=30, batch_size=128, lr=0.1, optimizer="sgd", input_size=32,
@@ -70,6 +91,8 @@ PRESETS: dict[str, Preset] = {
         family_roles=("template", "rrdb", "keras_resnet"),
         models={"vgg": "vgg19_bn", "dy_vgg": "dy_vgg19", "resnet_deep": "resnet34"},
         model_kwargs=_SMALL_VGG,
+        ladder_models=("resnet20", "resnet56"), ladder_test_limit=None, ladder_calibration=512,
+        ladder_warmup=10, ladder_iters=100, ladder_rounds=10, ladder_throughput_batch=128,
     ),
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -145,8 +146,9 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
                  on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
     """Train, profile, export and evaluate one unit on every engine; return its records.
 
-    Leaves `work_dir/weights.pt` (the best weights) and `work_dir/model.onnx` (the verified
-    export) for the timing phase (`time_study`), which times every unit of a study together.
+    Leaves `work_dir/weights.pt` (the best weights), `work_dir/model.onnx` (the verified export)
+    and `work_dir/checkpoint.pt` (the training's best checkpoint, as `rbench train` writes it) for
+    the timing phase (`time_study`), which times every unit of a study together.
     Every record comes from the same builder (`bench.records`) and library calls
     (`bench.measure`) as the CLI's, plus the unit's study context.
     """
@@ -172,6 +174,9 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
 
 WEIGHTS = "weights.pt"
 ONNX = "model.onnx"
+#: The training's best-validation checkpoint (`bench.train` format: weights, model config, normalization,
+#: data set), kept for the ladder study, whose `bench.ladder.run_ladder` takes an `rbench train` checkpoint.
+CHECKPOINT = "checkpoint.pt"
 
 
 def build_unit_model(spec: UnitSpec, bundle):
@@ -200,6 +205,7 @@ def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, 
     # Measure the best validation epoch's weights, as `rbench train` keeps them.
     model.load_state_dict(load_training_checkpoint(result.best_checkpoint)["state_dict"])
     model.eval()
+    shutil.copyfile(result.best_checkpoint, work_dir / CHECKPOINT)
     data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
     return train_record(result, model=spec.model, model_config=_plain(model.config), dataset=data,
                         train_config=config.to_dict(), params=sum(p.numel() for p in model.parameters()),
@@ -232,8 +238,10 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
     Per engine, all the study's nets are opened and timed interleaved in rounds
     (`bench.measure.compare`), so the study's latency ratios compare figures that drift and
     other work hit alike. Reads the weights and ONNX file `measure_unit` left in
-    `out_dir/artifacts/<unit>/`.
+    `out_dir/artifacts/<unit>/`. The ladder study times each net's rungs instead (`time_ladder`).
     """
+    if plan.name == LADDER:
+        return time_ladder(plan, ctx, out_dir, on_stage)
     import torch
 
     from bench.measure import Settings, compare, throughput_records
@@ -264,6 +272,88 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
         sweep, _ = compare(sources, [engine], preset.throughput_batch, settings, command=ctx.command)
         records += [_with_context(throughput_records([r], command=ctx.command)[0], c) for r, c in zip(sweep, contexts)]
     return records
+
+
+LADDER = "ladder"
+#: The field every record of the ladder's timing phase carries: its rung ('ort int8'; a comparison's candidate).
+RUNG_FIELD = "rung"
+#: The field of each net's reference latency record (torch fp32, batch 1) that holds the ladder's rows
+#: (every rung, those not run here with the reason), the int8 check and the settings: what the report draws.
+LADDER_FIELD = "ladder"
+
+
+def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
+                on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
+    """The precision ladder (`bench.ladder.run_ladder`) of every unit of `plan`, at the preset's budget.
+
+    Each net's ladder starts from the training checkpoint `measure_unit` left in
+    `out_dir/artifacts/<unit>/checkpoint.pt`; its ONNX, int8 and engine files go to a locked work
+    folder in `artifacts/` that is removed when the net is done. Returns the ladder's latency,
+    comparison and accuracy records with the unit's context and their rung; the first (torch
+    fp32 at batch 1) also carries the rows, int8 check and settings under `LADDER_FIELD`.
+    """
+    from bench.atomic import work_dir
+    from bench.ladder import parse_rungs, run_ladder
+    from bench.measure import Settings
+
+    preset = ctx.preset
+    rungs = parse_rungs(preset.ladder_rungs)
+    settings = Settings(device=ctx.device, warmup=preset.ladder_warmup, iters=preset.ladder_iters,
+                        rounds=preset.ladder_rounds)
+    records: list[dict[str, Any]] = []
+    for spec in list({unit.spec.unit_id: unit.spec for unit in plan.units}.values()):
+        checkpoint = artifact_path(out_dir, spec) / CHECKPOINT
+        if not checkpoint.is_file():
+            raise DataProblem(f"{checkpoint} is missing: the ladder needs the unit's training checkpoint; "
+                              "run the same command again to prepare the unit again")
+        with work_dir(out_dir / "artifacts", f"{LADDER}-{spec.unit_id}") as work:
+            result = run_ladder(checkpoint, workdir=work, rungs=rungs, model_name=spec.model, data_root=ctx.data_root,
+                                calibration=str(preset.ladder_calibration), batch=1,
+                                throughput_batch=preset.ladder_throughput_batch, settings=settings,
+                                test_limit=preset.ladder_test_limit, device=ctx.device,
+                                on_stage=lambda stage, u=spec.unit_id: on_stage(f"ladder {u}: {stage}"),
+                                command=ctx.command)
+        records += _ladder_records(result, spec, ctx, checkpoint.relative_to(out_dir).as_posix(), settings)
+    return records
+
+
+def _ladder_records(result, spec: UnitSpec, ctx: RunContext, checkpoint: str, settings) -> list[dict[str, Any]]:
+    """`result`'s records with the unit's context and rung; the first carries the rows (`LADDER_FIELD`)."""
+    context = unit_context(spec, ctx)
+    records = []
+    for record in result.records:
+        if record["kind"] == "comparison":
+            rung = f"{record['candidate'].get('engine')} {record['candidate'].get('precision')}"
+        else:
+            rung = f"{record.get('engine')} {record.get('precision')}"
+        if record["kind"] == "accuracy":
+            record = {**record, "checkpoint": checkpoint}  # not the work folder's path: it is gone
+        records.append(_with_context(record, {**context, RUNG_FIELD: rung}))
+    if not records:
+        raise DataProblem(f"the precision ladder of {spec.unit_id} measured nothing")
+    rows = [{k: v for k, v in row.items() if k != "file"} for row in result.rows]  # its files are gone
+    int8 = dict(result.int8) if result.int8 else None
+    for key in ("path", "source_path"):
+        if int8 and int8.get(key):
+            int8[key] = Path(int8[key]).name
+    preset = ctx.preset
+    payload = {"rows": rows, "int8": int8, "test_limit": preset.ladder_test_limit,
+               "calibration_images": preset.ladder_calibration, "throughput_batch": preset.ladder_throughput_batch,
+               "settings": settings.as_record()}
+    first = records[0]
+    records[0] = _with_context(first, {LADDER_FIELD: _finite(_plain(payload))})
+    return records
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None (records are strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _with_context(record: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
@@ -328,14 +418,15 @@ def _accuracy_on_subsets(source, spec: UnitSpec, ctx: RunContext, bundle, engine
 # A run folder holds what rbench writes and nothing rbench deletes unless it can prove it wrote it:
 #   settings.json            the run's settings, with "tool": "rbench" (what makes a folder a run folder)
 #   units/<unit>.jsonl       a prepared unit's records           timing/<study>.jsonl  a study's timings
-#   artifacts/<unit>/        weights.pt, model.onnx(.data)       run.json, records.jsonl, report.md, figures/
+#   artifacts/<unit>/        weights.pt, model.onnx(.data), checkpoint.pt (a ladder's net)
+#                            run.json, records.jsonl, report.md, figures/
 #   .<name>.XXXX/            hidden work folders (bench.atomic.work_dir), locked while their process lives
 
 TOOL = "rbench"
 SETTINGS = "settings.json"
 RUN_JSON = "run.json"
 SUBFOLDERS = ("units", "timing", "artifacts")
-ARTIFACT_FILES = (WEIGHTS, ONNX, f"{ONNX}.data")
+ARTIFACT_FILES = (WEIGHTS, ONNX, f"{ONNX}.data", CHECKPOINT)
 #: The keys of settings.json before it carried "tool" (still recognised as rbench's).
 _FINGERPRINT_KEYS = ("dataset", "preset", "device", "engines", "seed")
 #: Keys every run.json rbench has written carries.
@@ -627,12 +718,16 @@ def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
     out_dir = Path(out_dir)
     _sweep(out_dir)
     units = unique_units(plans)
-    # A prepared unit's weights are needed again only by studies not timed yet.
-    untimed = {unit.spec.unit_id for plan in plans if timing_state(out_dir, plan)[0] is None for unit in plan.units}
+    # A prepared unit's weights are needed again only by studies not timed yet; its checkpoint only by a ladder.
+    untimed_plans = [plan for plan in plans if timing_state(out_dir, plan)[0] is None]
+    untimed = {unit.spec.unit_id for plan in untimed_plans for unit in plan.units}
+    laddered = {unit.spec.unit_id for plan in untimed_plans if plan.name == LADDER for unit in plan.units}
     for index, spec in enumerate(units):
         payload = {"unit": spec.unit_id, "index": index, "total": len(units)}
         records, bad = unit_state(out_dir, spec)
-        needs_weights = spec.unit_id in untimed and not (artifact_path(out_dir, spec) / WEIGHTS).exists()
+        folder = artifact_path(out_dir, spec)
+        needs_weights = spec.unit_id in untimed and not (folder / WEIGHTS).exists()
+        needs_weights |= spec.unit_id in laddered and not (folder / CHECKPOINT).exists()
         if records is not None and not needs_weights:
             on_event("unit-skip", payload)
             continue
@@ -640,7 +735,8 @@ def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
             on_event("unit-redo", {**payload, "reason": f"units/{bad}"})
         on_event("unit-start", payload)
         start = time.perf_counter()
-        _prepare_unit(spec, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage}))
+        _prepare_unit(spec, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage}),
+                      keep_checkpoint=spec.unit_id in laddered)
         on_event("unit-done", {**payload, "seconds": time.perf_counter() - start})
     for plan in plans:
         payload = {"study": plan.name, "units": len(plan.units)}
@@ -674,8 +770,11 @@ def _remove_artifacts(out_dir: Path, units: Sequence[UnitSpec]) -> None:
         folder.rmdir()
 
 
-def _prepare_unit(spec: UnitSpec, ctx: RunContext, out_dir: Path, on_stage: Callable[[str], None]) -> None:
-    """measure_unit in a locked scratch folder; then its artifacts, then its records, each moved into place whole."""
+def _prepare_unit(spec: UnitSpec, ctx: RunContext, out_dir: Path, on_stage: Callable[[str], None],
+                  keep_checkpoint: bool = False) -> None:
+    """measure_unit in a locked scratch folder; then its artifacts, then its records, each moved into place whole.
+
+    The training checkpoint is kept only with `keep_checkpoint` (a ladder still to run needs it)."""
     from bench.atomic import work_dir
 
     start = time.perf_counter()
@@ -688,7 +787,7 @@ def _prepare_unit(spec: UnitSpec, ctx: RunContext, out_dir: Path, on_stage: Call
             folder = staging / spec.unit_id
             folder.mkdir()
             for name in ARTIFACT_FILES:
-                if (work / name).exists():
+                if (work / name).exists() and (name != CHECKPOINT or keep_checkpoint):
                     shutil.move(str(work / name), folder / name)
             _remove_artifact_dir(target)
             folder.rename(target)

@@ -168,3 +168,77 @@ def test_a_latency_ratio_is_stated_only_where_its_interval_supports_it(tmp_path)
     note = report.contention_note(records)
     assert "1 of 3 timings" in note and "(load average up to on usable cores)" in note
     assert report.contention_note(records[:2]) == ""
+
+
+def _ladder_records(label="resnet20"):
+    """What the ladder study's timing phase leaves for one net: rung-tagged records, the rows on the first."""
+    unit = f"{label}-relu"
+    rows = [
+        {"engine": "torch", "precision": "fp32", "runs": True, "p50_ms": 2.0, "p50_ci": [1.9, 2.1], "images_per_s": 500.0,
+         "size_bytes": 1_100_000, "top1": 0.744, "f1_macro": 0.74, "agreement": 1.0, "samples": 1000, "speedup": 1.0,
+         "speedup_ci": [1.0, 1.0], "verdict": "reference", "batch": 1},
+        {"engine": "torch", "precision": "bf16", "runs": True, "p50_ms": 4.0, "p50_ci": [3.8, 4.4], "images_per_s": 300.0,
+         "size_bytes": 1_100_000, "top1": 0.745, "f1_macro": 0.74, "agreement": 0.99, "samples": 1000, "speedup": 0.5,
+         "speedup_ci": [0.4, 0.6], "verdict": "slower", "batch": 1, "pareto": True},
+        {"engine": "ort", "precision": "fp32", "runs": True, "p50_ms": 1.98, "p50_ci": [1.8, 2.2], "images_per_s": 900.0,
+         "size_bytes": 1_200_000, "top1": 0.744, "f1_macro": 0.74, "agreement": 1.0, "samples": 1000, "speedup": 1.01,
+         "speedup_ci": [0.95, 1.08], "verdict": "no measurable difference", "batch": 1},
+        {"engine": "openvino", "precision": "int8", "runs": True, "p50_ms": 0.1015, "p50_ci": [0.1, 0.11],
+         "images_per_s": 9000.0, "size_bytes": 400_000, "top1": 0.733, "f1_macro": 0.73, "agreement": 0.962,
+         "samples": 1000, "speedup": 19.7, "speedup_ci": [15.5, 21.2], "verdict": "faster", "batch": 1,
+         "note": "int8 check failed: agreement 96.2%", "pareto": True},
+        {"engine": "trt", "precision": "fp16", "runs": False,
+         "reason": "TensorRT is not available: pip install 'rbench[trt]' (tensorrt>=10) on a machine with an NVIDIA GPU"},
+    ]
+    int8 = {"method": "minmax", "calibration_images": 512,
+            "check": {"images": 1000, "top1_agreement": 0.962, "fp32_accuracy": 0.744, "int8_accuracy": 0.733,
+                      "accuracy_ratio": 0.985, "min_agreement": 0.95, "min_accuracy_ratio": 0.99, "passed": False}}
+    common = dict(command="test", study="ladder", label=label, group="", unit=unit, model=label)
+    payload = {"rows": rows, "int8": int8, "test_limit": 1000, "calibration_images": 512, "throughput_batch": 32,
+               "settings": {"iters": 30, "rounds": 5, "warmup": 5}}
+    return [
+        record_of("latency", **common, engine="torch", precision="fp32", batch=1, latency_ms_p50=2.0, rung="torch fp32",
+                  ladder=payload),
+        record_of("latency", **common, engine="openvino", precision="int8", batch=1, latency_ms_p50=0.1015,
+                  rung="openvino int8"),
+        record_of("accuracy", **common, engine="ort", precision="int8", top1=0.733, agreement=0.962,
+                  reference_engine="torch fp32", rung="ort int8"),
+    ]
+
+
+def test_the_ladder_section_renders_from_records_and_states_only_supported_findings(records, tmp_path):
+    ladder = _ladder_records("resnet20") + _ladder_records("resnet56")
+    md = report.render_report(records + ladder, _run(["depth", "ladder"]), tmp_path)
+    section = md.split("## Precision ladder")[1].split("## Export parity")[0]
+    assert "### resnet20" in section and "### resnet56" in section
+    assert "| engine | precision | p50 ms [95% CI] |" in section
+    assert "| openvino | int8 (check failed) * | 0.102 [0.100, 0.110] |" in section
+    # A speedup is stated where its interval supports it; otherwise "no measurable difference".
+    assert "openvino int8 is 19.70x [15.50, 21.20] faster than torch fp32" in section
+    assert "torch bf16 is 2.00x [1.67, 2.50] slower than torch fp32" in section
+    assert "ort fp32 shows no measurable difference from torch fp32" in section and "ort fp32 is" not in section
+    # Rungs not run here, with the reason; the int8 check; the number of test images and its noise.
+    assert "- trt fp16: TensorRT is not available: pip install 'rbench[trt]'" in section
+    assert "**FAILED**" in section and "accuracy ratio 0.985 (needs 0.99)" in section
+    assert "on the same 1000 test images" in section and "sampling noise" in section
+    assert "(38 of 1000 differ)" in section
+    assert (tmp_path / "figures" / "ladder_resnet20.png").is_file() and (tmp_path / "figures" / "ladder_resnet56.png").is_file()
+    assert "![resnet56 precision ladder](figures/ladder_resnet56.png)" in section
+    key = md.split("## Key findings")[1].split("\n## ")[0]
+    assert "resnet56: openvino int8 is 19.70x [15.50, 21.20] faster than torch fp32" in key
+    assert "resnet20: the int8 check FAILED on 1000 test images" in key
+    # The ladder's rungs stay in their section: no openvino column, no ladder agreement in the parity table.
+    assert report.engines_in(records + ladder) == list(ENGINES)
+    assert "openvino" not in md.split("## Depth")[1].split("## Precision ladder")[0]
+    assert "prediction agreement ort" in report.parity_table(records)
+    assert report.parity_table(records + ladder) == report.parity_table(records)
+
+
+def test_a_ladder_with_no_faster_rung_says_so(tmp_path):
+    ladder = _ladder_records()
+    for row in ladder[0]["ladder"]["rows"][1:]:
+        if row.get("runs"):
+            row.update(verdict="no measurable difference", speedup=1.0, speedup_ci=[0.9, 1.1])
+    _, findings = report.ladder_section(ladder, tmp_path, [])
+    assert "resnet20: no rung is measurably faster than torch fp32 here." in findings
+    assert not any("faster than torch fp32 at batch 1" in f for f in findings)

@@ -72,6 +72,34 @@ def test_quick_preset_covers_what_the_studies_promise():
     assert {"VGG", "ResNet", "ResNet (target)", "plain template CNN", "4-layer RRDB + attention"} <= family
 
 
+def test_quick_preset_runs_the_ladder_for_resnet20_and_resnet56():
+    """Issue 12: the quick suite runs the precision ladder of resnet20 and resnet56, nets it trains anyway."""
+    quick = get_preset("quick")
+    assert "ladder" in STUDIES
+    ladder = study_plan("ladder", quick)
+    assert [u.label for u in ladder.units] == ["resnet20", "resnet56"]
+    assert all(u.spec == UnitSpec(u.label) for u in ladder.units), "relu, native channels, the preset's training"
+    depth_ids = {u.spec.unit_id for u in study_plan("depth", quick).units}
+    assert {u.spec.unit_id for u in ladder.units} <= depth_ids, "the depth study's nets: no extra training"
+    assert quick.ladder_rungs is None, "every rung; those this machine lacks are listed with the reason"
+    assert quick.ladder_test_limit == quick.test_size and quick.ladder_throughput_batch == quick.throughput_batch
+    assert quick.ladder_iters >= 20 and quick.ladder_rounds >= 5
+    assert any("1000 test images" in note for note in ladder.notes)
+    assert [u.label for u in study_plan("ladder", get_preset("full")).units] == ["resnet20", "resnet56"]
+    smoke = get_preset("smoke")  # what the tests run end to end: one net, a few rungs, a few runs
+    assert [u.label for u in study_plan("ladder", smoke).units] == ["resnet20"]
+    assert smoke.ladder_rungs and len(smoke.ladder_rungs) <= 3 and smoke.ladder_iters <= 5
+    assert smoke.ladder_test_limit <= 200 and smoke.ladder_calibration <= 64
+
+
+def test_a_preset_with_a_bad_ladder_model_or_rung_is_refused():
+    quick = get_preset("quick")
+    with pytest.raises(UsageProblem, match="ladder model of preset 'quick'"):
+        study_plan("ladder", dataclasses.replace(quick, ladder_models=("resnet21",)))
+    with pytest.raises(UsageProblem, match="unknown rung 'ort:int4'"):
+        study_plan("ladder", dataclasses.replace(quick, ladder_rungs=("ort:int4",)))
+
+
 def test_units_shared_between_studies_are_measured_once():
     quick = get_preset("quick")
     plans = [study_plan(s, quick) for s in STUDIES]

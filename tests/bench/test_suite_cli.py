@@ -37,8 +37,11 @@ def test_smoke_suite_writes_a_report_and_valid_records(smoke_run):
     assert {r["engine"] for r in records if r["kind"] == "latency"} == {"torch", "ort"}
     assert all(r["parity_passed"] for r in records if r["kind"] == "export")
     assert all(r["dataset"]["name"] == "digits" for r in records if r["kind"] in ("train", "accuracy"))
-    for study in ("Depth", "Dynamic", "Activation", "Families", "Key findings"):
+    for study in ("Depth", "Dynamic", "Activation", "Families", "Precision ladder", "Key findings"):
         assert f"## {study}" in report
+    ladder = [r for r in records if r["study"] == "ladder" and r.get("rung")]
+    assert {r["rung"] for r in ladder if r["kind"] == "accuracy"} == {"torch fp32", "ort fp32", "ort int8"}
+    assert (out / "figures" / "ladder_resnet20.png").is_file()
     assert "digits (asked for)" in report
     for line in report.splitlines():
         if line.startswith("!["):
