@@ -10,9 +10,10 @@ test split, agreement with torch fp32, and the speedup over torch fp32 with its 
 that cannot run here are rows too, with the reason. Every rung's latency is timed interleaved
 in one run, so the speedups compare figures taken under the same conditions.
 
-The int8 rungs run one calibrated Q/DQ file (`bench.quantize.int8_export`: calibration images
-from the training split, the task check on the test split); OpenVINO's bf16 is a compile
-setting on the fp32 file.
+The int8 rungs run a calibrated Q/DQ file (`bench.quantize.int8_export`: calibration images
+from the training split, the task check on the test split): uint8 activations for onnxruntime
+and OpenVINO, a second, symmetric file for TensorRT. OpenVINO's bf16 is a compile setting on
+the fp32 file.
 """
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def _state_bytes(model) -> int:
 def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[tuple[str, str]] | None = None,
                model_name: str | None = None,
                dataset: str | None = None, data_root: str | None = None, calibration: str | None = None,
-               method: str = "minmax", batch: int = 1, throughput_batch: int | None = 32, settings=None,
+               method: str = "minmax", activations: str = "u8", batch: int = 1, throughput_batch: int | None = 32,
+               settings=None,
                test_limit: int | None = None, device: str = "cpu",
                on_stage: Callable[[str], None] = lambda stage: None, on_progress=None,
                command: str | None = None) -> LadderResult:
@@ -127,6 +129,7 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         dataset, data_root: the data set (default: the checkpoint's own) and its folder.
         calibration: `DATASET[:N]` for the int8 calibration (default: 512 training images).
         method: int8 calibration method (minmax | entropy | percentile).
+        activations: the int8 file's activations for ort and openvino: u8 (zero point) or s8 (symmetric).
         batch: the latency batch (1: what a single request waits).
         throughput_batch: a second interleaved timing at this batch for images/s (None: skip it).
         settings: `bench.measure.Settings` (iterations, threads, rounds, ...).
@@ -176,9 +179,15 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         on_stage("calibrate int8")
         # The file is kept even when it misses the int8 check: the ladder shows its figures, marked.
         report = int8_export(ckpt, files["fp32"], workdir / f"{name}-int8.onnx", calibration, method=method,
-                             data_root=data_root, test_limit=test_limit, enforce=False)
+                             data_root=data_root, test_limit=test_limit, enforce=False, activations=activations)
         files["int8"] = Path(report.path)
         result.int8 = report.to_dict()
+        if rows.get(("trt", "int8"), {}).get("runs"):  # TensorRT reads only symmetric int8: a second file
+            on_stage("calibrate int8 (symmetric, for TensorRT)")
+            symmetric = int8_export(ckpt, files["fp32"], workdir / f"{name}-int8-s8.onnx", calibration, method=method,
+                                    data_root=data_root, test_limit=test_limit, enforce=False, activations="s8")
+            files["int8-s8"] = Path(symmetric.path)
+            rows[("trt", "int8")]["int8_check"] = symmetric.check.to_dict()
         if not report.check.passed:
             for (_, p), row in rows.items():
                 if p == "int8":
@@ -252,9 +261,11 @@ def _tensor(array: np.ndarray):
 
 
 def _artifact(engine: str, precision: str, ckpt, files: dict[str, Path]):
-    """What a rung runs: the module (torch), the int8 file, or the fp32 file (fp32, bf16, fp16 builds)."""
+    """What a rung runs: the module (torch), an int8 file (symmetric for TensorRT), or the fp32 file."""
     if engine == "torch":
         return ckpt.model
+    if precision == "int8" and engine == "trt":
+        return str(files["int8-s8"])
     if precision == "int8":
         return str(files["int8"])
     return str(files["fp32"])

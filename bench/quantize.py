@@ -104,7 +104,8 @@ def test_set(checkpoint, bundle, limit: int | None = None) -> tuple[np.ndarray, 
 def int8_export(checkpoint, fp32_onnx: str | Path, out_path: str | Path, calibration: str | None = None, *,
                 method: str = "minmax", min_agreement: float | None = None, min_accuracy_ratio: float | None = None,
                 data_root: str | None = None,
-                test_limit: int | None = None, threads: int | None = None, enforce: bool = True):
+                test_limit: int | None = None, threads: int | None = None, enforce: bool = True,
+                activations: str = "u8"):
     """Quantize `fp32_onnx` (the export of `checkpoint`) to `out_path`, calibrated and checked on real data.
 
     Returns `export.quantize.QuantReport` with its `check`; raises ParityFailure (nothing written)
@@ -123,4 +124,4 @@ def int8_export(checkpoint, fp32_onnx: str | Path, out_path: str | Path, calibra
     return quantize_and_check(fp32_onnx, out_path, images, test_images, test_labels, method=method,
                               min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,
                               min_accuracy_ratio=MLPERF_RATIO if min_accuracy_ratio is None else min_accuracy_ratio,
-                              calibration_info=info, threads=threads, enforce=enforce)
+                              calibration_info=info, threads=threads, enforce=enforce, activations=activations)

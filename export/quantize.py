@@ -5,9 +5,13 @@ and graph clean-up), calibrates on images the caller gives (from a training spli
 test split: the calibration would otherwise see the data it is judged on) and writes a QDQ file:
 
 - weights int8, symmetric, per output channel;
-- activations int8, symmetric (S8S8). onnxruntime's guide recommends QDQ with S8S8 as the first
-  choice on x86-64, and TensorRT's explicit quantization reads only symmetric int8 Q/DQ pairs,
-  so the one file serves both engines;
+- activations (`ACTIVATIONS`): "u8" (default), uint8 with a zero point (U8S8), or "s8", int8
+  symmetric (S8S8). On this project's AVX-512 VNNI CPU, onnxruntime 1.32 fuses every conv of a
+  U8S8 ResNet-50 into QLinearConv, but leaves Relu and a third of the convs of an S8S8 one between
+  Q/DQ pairs, barely faster than fp32 (results/ladder-resnet50-amd-epyc-2c/). TensorRT's explicit quantization
+  reads only symmetric int8 Q/DQ pairs, so a file for TensorRT is "s8" (`build_trt_engine` refuses
+  a uint8 one). On an x86 CPU without VNNI, U8S8 can saturate (onnxruntime's guide); the task check
+  below is what catches it;
 - calibration by min/max, entropy (KL divergence) or percentile (99.999th).
 
 Element-wise tolerances do not apply to int8, so `check_int8` judges the file on the task:
@@ -39,6 +43,8 @@ from export._atomic import work_dir
 from export.errors import DataProblem, MissingDependency, ParityFailure, UsageProblem
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: Activation encodings: "u8" (uint8 with zero point: fastest in onnxruntime on x86) or "s8" (int8 symmetric: TensorRT).
+ACTIVATIONS = ("u8", "s8")
 #: Top-1 agreement with the fp32 file below which an int8 file is refused. 95%: a briefly trained
 #: net has many near ties between classes, and int8 rounding flips some of them without costing
 #: accuracy (resnet20 after 2 epochs on Fashion-MNIST, 73% accurate: 97% agreement, accuracy
@@ -99,7 +105,7 @@ class QuantReport:
     method: str
     calibration_images: int
     per_channel: bool = True
-    activation_type: str = "int8 (symmetric)"
+    activation_type: str = "uint8 (asymmetric)"
     weight_type: str = "int8 (symmetric, per channel)"
     quant_format: str = "QDQ"
     quantized_ops: dict[str, int] = field(default_factory=dict)  # op type -> nodes fed by DequantizeLinear
@@ -161,6 +167,19 @@ def is_quantized(path: str | os.PathLike) -> bool:
     return any(node.op_type in QDQ_OPS for node in model.graph.node)
 
 
+def activation_encoding(path: str | os.PathLike) -> str | None:
+    """"u8" or "s8": the type the file's QuantizeLinear nodes produce (None: no Q/DQ nodes)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    zero_points = {init.name: init.data_type for init in model.graph.initializer}
+    types = {zero_points.get(node.input[2]) for node in model.graph.node
+             if node.op_type == "QuantizeLinear" and len(node.input) > 2}
+    if not types:
+        return None
+    return "u8" if onnx.TensorProto.UINT8 in types else "s8"
+
+
 def check_calibration(images: np.ndarray, dims: list[Any], path: Path) -> np.ndarray:
     """`images` as a float32 NCHW array that fits the file's input, or a UsageProblem saying how it does not."""
     images = np.asarray(images)
@@ -196,7 +215,7 @@ def _count_ops(path: Path) -> tuple[dict[str, int], dict[str, int]]:
 
 def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, calibration: np.ndarray, *,
                   method: str = "minmax", per_channel: bool = True, batch_size: int = 32,
-                  calibration_info: dict[str, Any] | None = None) -> QuantReport:
+                  calibration_info: dict[str, Any] | None = None, activations: str = "u8") -> QuantReport:
     """Write the INT8 QDQ form of `fp32_path` to `out_path`, calibrated on `calibration` (N, C, H, W float32).
 
     The file appears whole or not at all. onnxruntime's calibration chatter goes to stderr, so a
@@ -206,6 +225,9 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
         raise UsageProblem(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
     if batch_size < 1:
         raise UsageProblem(f"calibration batch size must be positive, got {batch_size}")
+    if activations not in ACTIVATIONS:
+        raise UsageProblem(f"unknown activation encoding {activations!r}; choose u8 (onnxruntime, OpenVINO) or s8 "
+                           "(symmetric int8: TensorRT)")
     fp32_path, out_path = Path(fp32_path), Path(out_path)
     name, dims, elem = read_input(fp32_path)
     if elem != "float":
@@ -240,11 +262,12 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
                 quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
             quantization.quantize_static(
                 str(pre), str(staged), _Reader(), quant_format=quantization.QuantFormat.QDQ,
-                per_channel=per_channel, activation_type=quantization.QuantType.QInt8,
+                per_channel=per_channel,
+                activation_type=quantization.QuantType.QUInt8 if activations == "u8" else quantization.QuantType.QInt8,
                 weight_type=quantization.QuantType.QInt8,
                 calibrate_method=getattr(quantization.CalibrationMethod,
                                          {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}[method]),
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+                extra_options={"ActivationSymmetric": activations == "s8", "WeightSymmetric": True},
             )
         if os.environ.get("RBENCH_DEBUG") not in (None, "", "0"):
             sys.stderr.write(chatter.getvalue())
@@ -254,6 +277,7 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             sha256=_sha256(staged), size_bytes=staged.stat().st_size, source_size_bytes=fp32_path.stat().st_size,
             method=method, calibration_images=int(len(images)), per_channel=per_channel,
             quantized_ops=quantized, fp32_ops=plain, onnxruntime_version=ort.__version__,
+            activation_type="uint8 (asymmetric)" if activations == "u8" else "int8 (symmetric)",
             calibration=dict(calibration_info or {}))
         os.replace(staged, out_path)
         report.seconds = round(time.perf_counter() - start, 3)
@@ -314,7 +338,7 @@ def quantize_and_check(fp32_path: str | os.PathLike, out_path: str | os.PathLike
                        test_images: np.ndarray, test_labels: np.ndarray, *, method: str = "minmax",
                        min_agreement: float = DEFAULT_MIN_AGREEMENT, min_accuracy_ratio: float = MLPERF_RATIO,
                        per_channel: bool = True, calibration_info: dict[str, Any] | None = None,
-                       threads: int | None = None, enforce: bool = True) -> QuantReport:
+                       threads: int | None = None, enforce: bool = True, activations: str = "u8") -> QuantReport:
     """`quantize_onnx`, then `check_int8` on the test images; `out_path` is written only when the check passes.
 
     A failed check raises `ParityFailure` with the check's summary (its figures, the threshold).
@@ -326,7 +350,7 @@ def quantize_and_check(fp32_path: str | os.PathLike, out_path: str | os.PathLike
     with work_dir(out_path.parent, out_path.stem) as stage:
         staged = stage / out_path.name
         report = quantize_onnx(fp32_path, staged, calibration, method=method, per_channel=per_channel,
-                               calibration_info=calibration_info)
+                               calibration_info=calibration_info, activations=activations)
         report.check = check_int8(fp32_path, staged, test_images, test_labels, min_agreement=min_agreement,
                                   min_accuracy_ratio=min_accuracy_ratio, threads=threads)
         if enforce and not report.check.passed:

@@ -450,9 +450,13 @@ def build_trt_engine(
 
     trt = require_trt()  # everything above runs (and fails) without TensorRT
     trt_version = trt.__version__
-    from export.quantize import is_quantized
+    from export.quantize import activation_encoding
 
-    plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision, is_quantized(onnx_path))
+    encoding = activation_encoding(onnx_path)
+    plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision, encoding is not None)
+    if encoding == "u8":
+        raise UsageProblem(f"{onnx_path.name} quantizes activations to uint8 with a zero point (onnxruntime's fast "
+                           "CPU form); TensorRT reads only symmetric int8: export it with --activations s8")
     gpu_name, capability = _gpu_identity() or ("?", "?")
     onnx_data = onnx_path.with_name(f"{onnx_path.name}.data")
     onnx_sha = sha256_files(onnx_path, onnx_data if onnx_data.exists() else None)

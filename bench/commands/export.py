@@ -110,6 +110,9 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
               help="int8: N calibration images from DATASET's TRAINING split. [default: the checkpoint's data set, 512]")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="int8: how activation ranges are chosen from the calibration images.")
+@click.option("--activations", type=click.Choice(["u8", "s8"]), default=None,
+              help="int8: activations as uint8 with a zero point (u8: fastest in onnxruntime and OpenVINO on x86) "
+                   "or symmetric int8 (s8: what TensorRT reads). [default: s8 with --engine trt, else u8]")
 @click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="int8: refuse the file when fewer test predictions agree with fp32. [default: 0.95]")
 @click.option("--min-accuracy-ratio", type=click.FloatRange(0, 1), default=None,
@@ -133,7 +136,7 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
 def export_command(model_name: str, checkpoint: Path | None, input_size: int | None, in_chans: int | None,
                    num_classes: int | None, act: str | None, opset: int, exporter: str, dynamic_batch: bool,
                    batch: int, precision: str, calibration: str | None, calibration_method: str,
-                   min_agreement: float | None, min_accuracy_ratio: float | None, data_root: Path | None,
+                   activations: str | None, min_agreement: float | None, min_accuracy_ratio: float | None, data_root: Path | None,
                    engine_kind: str, batch_range: str, workspace_gib: float,
                    timing_cache: Path | None, force: bool, out: Path | None, results_dir: Path | None,
                    seed: int) -> None:
@@ -160,8 +163,9 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
     \b
     int8 (onnxruntime's static quantization, QDQ): the verified fp32 file is pre-processed,
     calibrated on N images of the checkpoint's data set's training split (never the test split)
-    and quantized: weights int8 per channel, activations int8, both symmetric (S8S8: what
-    onnxruntime recommends on x86-64 and what TensorRT's explicit quantization reads). Then it is
+    and quantized: weights int8 per channel (symmetric); activations uint8 with a zero point
+    (--activations u8: onnxruntime fuses every conv into QLinearConv on x86) or symmetric int8
+    (s8: what TensorRT's explicit quantization reads; the default with --engine trt). Then it is
     checked on the task: top-1 agreement with fp32 on the test split (>= --min-agreement), the
     accuracy kept (>= --min-accuracy-ratio of fp32's) and logit cosine. A miss exits 1, no file.
 
@@ -194,10 +198,13 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
             raise UsageProblem("int8 needs trained weights and their data: calibrating random weights is meaningless; "
                                "pass --checkpoint CKPT (and --calibration DATASET[:N] unless it names its data set)")
         parse_calibration(calibration)  # a bad spec: one line before the export
+        if activations == "u8" and engine_kind == "trt":
+            raise UsageProblem("TensorRT reads only symmetric int8 activations: use --activations s8 with --engine trt")
         int8 = {"calibration": calibration, "method": calibration_method, "min_agreement": min_agreement,
+                "activations": activations or ("s8" if engine_kind == "trt" else "u8"),
                 "min_accuracy_ratio": min_accuracy_ratio, "data_root": str(data_root) if data_root else None}
-    elif calibration is not None:
-        raise UsageProblem("--calibration applies to --precision int8")
+    elif calibration is not None or activations is not None:
+        raise UsageProblem(f"--{'calibration' if calibration is not None else 'activations'} applies to --precision int8")
     if engine_kind == "trt":
         from export.tensorrt import precision_plan, require_trt, trt_major_of
 
@@ -342,7 +349,7 @@ def _int8_file(source, ckpt, onnx_path: Path, int8: dict[str, Any], *, opset: in
                          model_name=source.name, seed=seed)
         quant = int8_export(trained, fp32, onnx_path, int8["calibration"], method=int8["method"],
                             min_agreement=int8["min_agreement"], min_accuracy_ratio=int8["min_accuracy_ratio"],
-                            data_root=int8["data_root"])
+                            data_root=int8["data_root"], activations=int8["activations"])
     quant.source_path = "the verified fp32 export (scratch, not kept; see source_sha256)"
     relabelled = dataclasses.replace(report, path=str(onnx_path), precision="int8", onnx_sha256=quant.sha256,
                                      onnx_bytes=quant.size_bytes, external_data=None)

@@ -23,6 +23,9 @@ from bench.errors import UsageProblem
               help="int8 calibration images from the TRAINING split (default: the checkpoint's data set, 512).")
 @click.option("--calibration-method", default="minmax", show_default=True,
               type=click.Choice(["minmax", "entropy", "percentile"]))
+@click.option("--activations", default="u8", show_default=True, type=click.Choice(["u8", "s8"]),
+              help="Activations of the ort/openvino int8 file: uint8 with a zero point, or symmetric int8 "
+                   "(TensorRT always gets a symmetric file).")
 @click.option("--rungs", default=None, metavar="ENGINE:PRECISION,...",
               help="Only these rungs (e.g. ort:int8,openvino:bf16); torch:fp32, the reference, is always measured.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Latency batch.")
@@ -41,7 +44,7 @@ from bench.errors import UsageProblem
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @click.option("-q", "--quiet", is_flag=True, help="No stage lines.")
 def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root: Path | None, calibration: str | None,
-                   calibration_method: str, rungs: str | None, batch: int, throughput_batch: int,
+                   calibration_method: str, activations: str, rungs: str | None, batch: int, throughput_batch: int,
                    test_limit: int | None, iters: int, warmup: int, rounds: int, threads: int | None,
                    out: Path | None, keep_files: bool, as_json: bool, quiet: bool) -> None:
     """Speed against task accuracy of MODEL for every engine and precision this machine runs.
@@ -82,7 +85,7 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root:
         workdir = out / "files" if keep_files else Path(scratch)
         result = run_ladder(checkpoint, workdir=workdir, rungs=chosen, model_name=model, dataset=dataset,
                             data_root=str(data_root) if data_root else None, calibration=calibration,
-                            method=calibration_method, batch=batch, throughput_batch=throughput_batch or None,
+                            method=calibration_method, activations=activations, batch=batch, throughput_batch=throughput_batch or None,
                             settings=settings, test_limit=test_limit, on_stage=say)
         if not keep_files:  # the scratch folder goes now: the rows must not name its files
             for row in result.rows:
@@ -125,7 +128,15 @@ def _write_outputs(result, out: Path, model: str, checkpoint: Path, settings, pl
              f"Machine: {machine['cpu']}, {machine['cores_usable']} usable cores. Checkpoint: `{checkpoint}`.",
              f"Timing: {settings.rounds} interleaved rounds, {settings.iters} timed runs per rung. '*' marks the "
              "Pareto front. Speedups compare figures taken in this one run; only their ratios carry to other machines.",
-             "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+             ""]
+    check = (result.int8 or {}).get("check")
+    if check:
+        ratio = "-" if check["accuracy_ratio"] is None else f"{check['accuracy_ratio']:.3f}"
+        lines += [f"int8 file: {result.int8['activation_type']} activations, int8 per-channel weights, "
+                  f"{result.int8['method']} calibration on {result.int8['calibration_images']} training images; "
+                  f"check on {check['images']} test images {'passed' if check['passed'] else 'FAILED'} "
+                  f"(agreement {check['top1_agreement']:.2%}, accuracy ratio {ratio}).", ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows_table(result.rows)]
     write_text(out / "ladder.md", "\n".join(lines) + "\n")
     payload: dict[str, Any] = {"model": model, "checkpoint": str(checkpoint), "machine": machine,

@@ -59,6 +59,7 @@ def test_int8_file_measures_on_ort_and_openvino(int8_export, run_cli, results_di
     (("--precision", "int8"), "--checkpoint"),  # random weights: nothing to calibrate
     (("--precision", "int8", "--calibration", "digits:0", "--checkpoint", "CKPT"), "at least 1 image"),
     (("--calibration", "digits:10", "--checkpoint", "CKPT"), "applies to --precision int8"),
+    (("--activations", "s8", "--checkpoint", "CKPT"), "applies to --precision int8"),
 ])
 def test_int8_export_bad_requests_are_one_line_and_write_nothing(run_cli, tmp_path, trained_digits_run, args, match):
     args = [str(trained_digits_run / "best.pt") if a == "CKPT" else a for a in args]

@@ -13,6 +13,7 @@ from export.onnx import to_onnx
 from export.quantize import (
     CALIBRATION_METHODS,
     QuantCheck,
+    activation_encoding,
     check_int8,
     is_quantized,
     quantize_and_check,
@@ -58,14 +59,24 @@ def test_quantize_writes_a_symmetric_per_channel_qdq_file(fp32_file, data, tmp_p
     assert report.quantized_ops.get("Gemm") == 1
     assert report.method == method and report.calibration_images == 32 and report.calibration == {"dataset": "noise"}
     assert report.size_bytes < 0.6 * report.source_size_bytes  # int8 weights: about a quarter, plus scales
+    assert activation_encoding(out) == "u8" and activation_encoding(fp32_file) is None
+    assert report.activation_type == "uint8 (asymmetric)"
+    assert read_input(out)[1][1:] == list(SHAPE)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]  # no scratch left behind
+
+
+def test_symmetric_int8_activations_for_tensorrt(fp32_file, data, tmp_path):
+    out = tmp_path / "int8-s8.onnx"
+    report = quantize_onnx(fp32_file, out, data[0], activations="s8")
+    assert activation_encoding(out) == "s8" and report.activation_type == "int8 (symmetric)"
     model = onnx.load(str(out))
     zero_points = [init for init in model.graph.initializer if init.name.endswith("_zero_point")]
     # int8 activations and weights; biases are int32 (scale = input scale x weight scale), as ONNX's QDQ asks.
     assert zero_points and all(onnx.numpy_helper.to_array(z).dtype == (np.int32 if "bias" in z.name else np.int8)
                                for z in zero_points)
     assert all(not onnx.numpy_helper.to_array(z).any() for z in zero_points)  # symmetric: zero point 0 (TensorRT)
-    assert read_input(out)[1][1:] == list(SHAPE)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]  # no scratch left behind
+    with pytest.raises(UsageProblem, match="u8 .* or s8"):
+        quantize_onnx(fp32_file, tmp_path / "x.onnx", data[0], activations="u4")
 
 
 def test_check_compares_on_the_task(fp32_file, data, tmp_path):

@@ -269,7 +269,8 @@ def test_int8_builds_strongly_typed_from_the_qdq_file(fake, onnx_files, tmp_path
 
     calls = fake(version)
     int8 = tmp_path / "m-int8.onnx"
-    quantize_onnx(onnx_files / "m.onnx", int8, np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32))
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 32, 32), dtype=np.float32)
+    quantize_onnx(onnx_files / "m.onnx", int8, calibration, activations="s8")
     report = export.build_trt_engine(int8, tmp_path / "m.engine", precision="int8")
     # Explicit quantization: a strongly typed network, no precision flags (TensorRT's guide for Q/DQ files).
     assert ("network_flags", 1 << 5) in calls and not [c for c in calls if c[0] == "set_flag"]
@@ -278,4 +279,7 @@ def test_int8_builds_strongly_typed_from_the_qdq_file(fake, onnx_files, tmp_path
         export.build_trt_engine(onnx_files / "m.onnx", tmp_path / "x.engine", precision="int8")
     with pytest.raises(UsageProblem, match="--precision int8"):  # nor an int8 file an fp32 one
         export.build_trt_engine(int8, tmp_path / "y.engine", precision="fp32")
-    assert not (tmp_path / "x.engine").exists() and not (tmp_path / "y.engine").exists()
+    quantize_onnx(onnx_files / "m.onnx", tmp_path / "m-u8.onnx", calibration, activations="u8")
+    with pytest.raises(UsageProblem, match="--activations s8"):  # uint8 with a zero point: not for TensorRT
+        export.build_trt_engine(tmp_path / "m-u8.onnx", tmp_path / "z.engine", precision="int8")
+    assert not any((tmp_path / name).exists() for name in ("x.engine", "y.engine", "z.engine"))
