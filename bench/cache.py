@@ -11,11 +11,12 @@ A cached file is trusted only with its record (`<file>.json`, written after the 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import warnings
 from pathlib import Path
+
+from export.onnx import sha256_files
 
 CACHE_ENV = "RBENCH_CACHE"
 
@@ -42,14 +43,6 @@ def _record_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.json")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _side_files(path: Path) -> list[Path]:
     """The file and the side files it needs (an ONNX file's `<name>.data` weights, when there is one)."""
     data = path.with_name(f"{path.name}.data")
@@ -61,7 +54,7 @@ def record_entry(path: str | os.PathLike) -> None:
     from bench.atomic import write_text
 
     path = Path(path)
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in _side_files(path)}
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": sha256_files(p)} for p in _side_files(path)}
     write_text(_record_path(path), json.dumps({"schema": RECORD_SCHEMA, "files": files}, indent=1) + "\n")
 
 
@@ -87,7 +80,7 @@ def entry_problem(path: str | os.PathLike) -> str | None:
         if have != size:
             return f"corrupt ({name} has {have} bytes, {size} were written)"
     for name, (_, sha) in files.items():
-        if _sha256(path.with_name(name)) != sha:
+        if sha256_files(path.with_name(name)) != sha:
             return f"corrupt ({name} differs from what was written: sha256 mismatch)"
     return None
 

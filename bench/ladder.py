@@ -88,7 +88,7 @@ class LadderResult:
     latency: list[dict[str, Any]] = field(default_factory=list)
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     accuracy: list[dict[str, Any]] = field(default_factory=list)
-    int8: dict[str, Any] | None = None  # the QuantReport, or {"error": ...} when the int8 file was refused
+    int8: dict[str, Any] | None = None  # the int8 QuantReport as a dict, with its check (None: no int8 rung ran)
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -141,7 +141,6 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
     from bench.metrics import compare_predictions
     from bench.quantize import int8_export
     from bench.records import accuracy_record
-    from bench.sources import resolve_source
     from export.onnx import to_onnx
 
     workdir = Path(workdir)
@@ -160,8 +159,6 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         images, labels = test_set(ckpt, bundle, test_limit)
         test = [(_tensor(images[i:i + 256]), _tensor(labels[i:i + 256])) for i in range(0, len(labels), 256)]
     name = ckpt.config.get("name", "model")
-    module_source = resolve_source(ckpt.model, input_shape=ckpt.input_shape, name=name)
-    module_source.kind, module_source.checkpoint = "zoo", str(checkpoint)
 
     rows: dict[tuple[str, str], dict[str, Any]] = {}
     files: dict[str, Path] = {}
@@ -175,6 +172,8 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         on_stage("export fp32 ONNX")
         files["fp32"] = workdir / f"{name}.onnx"
         to_onnx(ckpt.model, files["fp32"], ckpt.input_shape, model_name=name)
+    if calibration is None and dataset is not None:
+        calibration = dataset  # evaluated on another data set: calibrate on its training split too
     if any(r["runs"] and p == "int8" for (_, p), r in rows.items()):
         on_stage("calibrate int8")
         # The file is kept even when it misses the int8 check: the ladder shows its figures, marked.
@@ -188,9 +187,11 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
                                     data_root=data_root, test_limit=test_limit, enforce=False, activations="s8")
             files["int8-s8"] = Path(symmetric.path)
             rows[("trt", "int8")]["int8_check"] = symmetric.check.to_dict()
+            if not symmetric.check.passed:
+                rows[("trt", "int8")]["note"] = f"int8 check failed: {symmetric.check.summary()}"
         if not report.check.passed:
-            for (_, p), row in rows.items():
-                if p == "int8":
+            for (e, p), row in rows.items():
+                if p == "int8" and e != "trt":
                     row["note"] = f"int8 check failed: {report.check.summary()}"
 
     # Accuracy: every runnable rung on the same test images; torch fp32 is the reference.
@@ -344,3 +345,37 @@ def plot_ladder(rows: Sequence[dict[str, Any]], path: str | Path, title: str) ->
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
     return path
+
+
+def write_ladder(result: LadderResult, out: str | Path, model: str, checkpoint: str | Path, settings) -> list[Path]:
+    """Into `out`: the records appended; `ladder.md`, `ladder.png` and `ladder.json` written whole (atomic).
+
+    Returns the three written paths.
+    """
+    from bench.atomic import write_text
+    from bench.results import append_record, describe_machine, to_json
+
+    out = Path(out)
+    for record in result.records:
+        append_record(record, out)
+    machine = describe_machine()
+    plot_ladder(result.rows, out / "ladder.png", f"{model} precision ladder on {machine['cpu']}")
+    lines = [f"# {model}: precision ladder", "",
+             f"Machine: {machine['cpu']}, {machine['cores_usable']} usable cores. Checkpoint: `{checkpoint}`.",
+             f"Timing: {settings.rounds} interleaved rounds, {settings.iters} timed runs per rung. '*' marks the "
+             "Pareto front. Speedups compare figures taken in this one run; only their ratios carry to other machines.",
+             ""]
+    check = (result.int8 or {}).get("check")
+    if check:
+        ratio = "-" if check["accuracy_ratio"] is None else f"{check['accuracy_ratio']:.3f}"
+        lines += [f"int8 file: {result.int8['activation_type']} activations, int8 per-channel weights, "
+                  f"{result.int8['method']} calibration on {result.int8['calibration_images']} training images; "
+                  f"check on {check['images']} test images {'passed' if check['passed'] else 'FAILED'} "
+                  f"(agreement {check['top1_agreement']:.2%}, accuracy ratio {ratio}).", ""]
+    lines += ["| " + " | ".join(LADDER_COLUMNS) + " |", "|" + "---|" * len(LADDER_COLUMNS)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in ladder_rows_table(result.rows)]
+    write_text(out / "ladder.md", "\n".join(lines) + "\n")
+    payload: dict[str, Any] = {"model": model, "checkpoint": str(checkpoint), "machine": machine,
+                               "settings": settings.as_record(), "rows": result.rows, "int8": result.int8}
+    write_text(out / "ladder.json", to_json(payload) + "\n")
+    return [out / "ladder.md", out / "ladder.png", out / "ladder.json"]

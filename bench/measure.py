@@ -555,9 +555,8 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
 
     import numpy as np
 
-    from bench.records import comparison_record
     from bench.sources import resolve_source
-    from bench.stats import DEFAULT_THRESHOLD, RATIO_CI_METHOD, ratio_interval, verdict
+    from bench.stats import DEFAULT_THRESHOLD
     from bench.timing import is_out_of_memory
 
     if not sources:
@@ -585,18 +584,7 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
         raise EnvironmentProblem(f"out of memory at batch {batches[0]} before timing "
                                  f"({' '.join((str(exc) or type(exc).__name__).split())[:160]}); "
                                  "use a smaller --batch or --input-size") from None
-    comparisons = []
-    if runs[0] is None:
-        return records, comparisons
-    for record, run in zip(records[1:], runs[1:]):
-        if run is None:
-            continue
-        ratio, low, high = ratio_interval(runs[0]["round_latencies_ms"], run["round_latencies_ms"])
-        comparisons.append(comparison_record(
-            records[0], record, ratio=ratio, low=low, high=high, ci_method=RATIO_CI_METHOD,
-            verdict=verdict(low, high, threshold), threshold=threshold, rounds=run["rounds"], interleaved=True,
-            command=command))
-    return records, comparisons
+    return records, _comparisons(records, runs, threshold, None, command)
 
 
 def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: Settings | None = None, *,
@@ -616,9 +604,8 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
     import numpy as np
 
     from bench.engines import create_engine
-    from bench.records import comparison_record
     from bench.sources import resolve_source
-    from bench.stats import DEFAULT_THRESHOLD, RATIO_CI_METHOD, ratio_interval, verdict
+    from bench.stats import DEFAULT_THRESHOLD
 
     if not items:
         raise UsageProblem("name at least one (source, engine, precision) to time")
@@ -643,9 +630,18 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
                                   cached_peak(settings, engine_name), precision=precision))
         runs, state = _timed_phase(entries, batch, settings, rng, on_progress)
         records = _latency_records(entries, runs, batch, settings, context, command, state)
-    comparisons = []
+    return records, _comparisons(records, runs, threshold, context, command)
+
+
+def _comparisons(records: list[dict[str, Any]], runs, threshold: float, context, command) -> list[dict[str, Any]]:
+    """One "comparison" record per timed entry after the first: its p50 over the first's, with the
+    bootstrap interval over the paired rounds and a verdict (none when the first entry failed)."""
+    from bench.records import comparison_record
+    from bench.stats import RATIO_CI_METHOD, ratio_interval, verdict
+
     if runs[0] is None:
-        return records, comparisons
+        return []
+    comparisons = []
     for record, run in zip(records[1:], runs[1:]):
         if run is None:
             continue
@@ -654,7 +650,7 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
             records[0], record, ratio=ratio, low=low, high=high, ci_method=RATIO_CI_METHOD,
             verdict=verdict(low, high, threshold), threshold=threshold, rounds=run["rounds"], interleaved=True,
             context=context, command=command))
-    return records, comparisons
+    return comparisons
 
 
 def throughput_records(latency_records: Sequence[dict[str, Any]], *, context: dict[str, Any] | None = None,

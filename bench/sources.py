@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DataProblem, UsageProblem
+from export.onnx import sha256_files
 
 #: What `--help` says a MODEL argument may be.
 SOURCE_HELP = ("a zoo name (rbench list), torchvision:NAME, package.module:callable returning an nn.Module, "
@@ -70,14 +71,6 @@ class ModelSource:
         """What a record says about the source: kind, name, file path and sha256."""
         return {"kind": self.kind, "name": self.name, "path": str(self.path) if self.path else None,
                 "sha256": self.sha256, "checkpoint": self.checkpoint}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -263,14 +256,14 @@ def _from_onnx(path: Path, input_size, in_chans) -> ModelSource:
         raise UsageProblem(f"{path} takes {height}x{width} images; drop --input-size {input_size}")
     if height != width:
         raise UsageProblem(f"{path} takes {height}x{width} images; rbench measures square images")
-    return ModelSource("onnx", path.stem, (chans, height, width), path=path, sha256=sha256_of(path), dtype=dtype,
+    return ModelSource("onnx", path.stem, (chans, height, width), path=path, sha256=sha256_files(path), dtype=dtype,
                        file_batch=batch, input_name=name)
 
 
 def _from_engine(path: Path) -> ModelSource:
     if not path.is_file():
         raise UsageProblem(f"no TensorRT engine file at {path}; build one with `rbench export MODEL --engine trt`")
-    return ModelSource("trt", path.stem, None, path=path, sha256=sha256_of(path))
+    return ModelSource("trt", path.stem, None, path=path, sha256=sha256_files(path))
 
 
 def _apply_checkpoint(source: ModelSource, path: Path) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import io
 import os
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 
 from export._atomic import work_dir
 from export.errors import DataProblem, MissingDependency, ParityFailure, UsageProblem
+from export.onnx import sha256_files
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 #: Activation encodings: "u8" (uint8 with zero point: fastest in onnxruntime on x86) or "s8" (int8 symmetric: TensorRT).
@@ -129,14 +129,6 @@ def _import_quantization():
     except ImportError as exc:
         raise MissingDependency("onnxruntime.quantization", "pip install onnxruntime") from exc
     return onnxruntime, quantization, quant_pre_process
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_input(path: str | os.PathLike) -> tuple[str, list[Any], str]:
@@ -273,8 +265,8 @@ def quantize_onnx(fp32_path: str | os.PathLike, out_path: str | os.PathLike, cal
             sys.stderr.write(chatter.getvalue())
         quantized, plain = _count_ops(staged)
         report = QuantReport(
-            path=str(out_path), source_path=str(fp32_path), source_sha256=_sha256(fp32_path),
-            sha256=_sha256(staged), size_bytes=staged.stat().st_size, source_size_bytes=fp32_path.stat().st_size,
+            path=str(out_path), source_path=str(fp32_path), source_sha256=sha256_files(fp32_path),
+            sha256=sha256_files(staged), size_bytes=staged.stat().st_size, source_size_bytes=fp32_path.stat().st_size,
             method=method, calibration_images=int(len(images)), per_channel=per_channel,
             quantized_ops=quantized, fp32_ops=plain, onnxruntime_version=ort.__version__,
             activation_type="uint8 (asymmetric)" if activations == "u8" else "int8 (symmetric)",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -69,7 +68,7 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root:
       rbench ladder resnet20 --checkpoint runs/r20/best.pt --rungs ort:int8,openvino:bf16 --test-limit 2000
     """
     from bench.commands.measure import _console, check_out_folder
-    from bench.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, plot_ladder, run_ladder
+    from bench.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, run_ladder, write_ladder
     from bench.measure import Settings
     from bench.quantize import parse_calibration
 
@@ -90,7 +89,7 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root:
         if not keep_files:  # the scratch folder goes now: the rows must not name its files
             for row in result.rows:
                 row.pop("file", None)
-    _write_outputs(result, out, model, checkpoint, settings, plot_ladder, ladder_rows_table, LADDER_COLUMNS)
+    write_ladder(result, out, model, checkpoint, settings)
     if as_json:
         click.echo(json.dumps(result.rows, default=str))
         return
@@ -113,32 +112,3 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root:
                    f"images; check on {check['images']} test images {verdict}: agreement "
                    f"{check['top1_agreement']:.2%}, accuracy ratio {ratio}")
     click.echo(f"  {out / 'ladder.md'}, {out / 'ladder.png'}, {out / 'ladder.json'}")
-
-
-def _write_outputs(result, out: Path, model: str, checkpoint: Path, settings, plot_ladder, rows_table, columns) -> None:
-    """Records appended; the table, plot and rows written whole (atomic), each beside the others."""
-    from bench.atomic import write_text
-    from bench.results import append_record, describe_machine, to_json
-
-    for record in result.records:
-        append_record(record, out)
-    machine = describe_machine()
-    plot_ladder(result.rows, out / "ladder.png", f"{model} precision ladder on {machine['cpu']}")
-    lines = [f"# {model}: precision ladder", "",
-             f"Machine: {machine['cpu']}, {machine['cores_usable']} usable cores. Checkpoint: `{checkpoint}`.",
-             f"Timing: {settings.rounds} interleaved rounds, {settings.iters} timed runs per rung. '*' marks the "
-             "Pareto front. Speedups compare figures taken in this one run; only their ratios carry to other machines.",
-             ""]
-    check = (result.int8 or {}).get("check")
-    if check:
-        ratio = "-" if check["accuracy_ratio"] is None else f"{check['accuracy_ratio']:.3f}"
-        lines += [f"int8 file: {result.int8['activation_type']} activations, int8 per-channel weights, "
-                  f"{result.int8['method']} calibration on {result.int8['calibration_images']} training images; "
-                  f"check on {check['images']} test images {'passed' if check['passed'] else 'FAILED'} "
-                  f"(agreement {check['top1_agreement']:.2%}, accuracy ratio {ratio}).", ""]
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows_table(result.rows)]
-    write_text(out / "ladder.md", "\n".join(lines) + "\n")
-    payload: dict[str, Any] = {"model": model, "checkpoint": str(checkpoint), "machine": machine,
-                               "settings": settings.as_record(), "rows": result.rows, "int8": result.int8}
-    write_text(out / "ladder.json", to_json(payload) + "\n")

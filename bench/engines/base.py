@@ -87,6 +87,19 @@ class Engine:
             raise UsageProblem("a batch needs at least one image")
         return np.ascontiguousarray(batch, dtype=np.float32)
 
+    def _shape_from(self, dims) -> tuple[int, int, int]:
+        """(C, H, W) of a file's NCHW input `self.input_name` with dims `dims`: fixed axes from the file,
+        symbolic ones from `input_shape` (engines that run an ONNX file)."""
+        if len(dims) != 4:
+            raise UsageProblem(f"the ONNX input {self.input_name!r} has rank {len(dims)}, not an NCHW batch")
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in dims[1:]]
+        given = self.input_shape
+        if given is None and None in fixed:
+            raise UsageProblem(f"the ONNX input {self.input_name!r} has symbolic axes {dims}; give input_shape / --input-size")
+        if given is not None and any(f is not None and f != g for f, g in zip(fixed, given)):
+            raise UsageProblem(f"the ONNX input {self.input_name!r} is {dims}, which does not fit {tuple(given)}")
+        return tuple(f if f is not None else g for f, g in zip(fixed, given or fixed))
+
     def prepare(self, batch: np.ndarray) -> Any:
         """Place `batch` where the engine reads it (device memory, bound buffers); untimed."""
         return self._prepare_impl(self._check_batch(batch))

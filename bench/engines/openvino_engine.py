@@ -112,17 +112,6 @@ class OpenVinoEngine(Engine):
         self._compiled: dict[int, Any] = {}
         self._fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
 
-    def _shape_from(self, dims) -> tuple[int, int, int]:
-        if len(dims) != 4:
-            raise UsageProblem(f"the ONNX input {self.input_name!r} has rank {len(dims)}, not an NCHW batch")
-        fixed = [d if isinstance(d, int) and d > 0 else None for d in dims[1:]]
-        given = self.input_shape
-        if given is None and None in fixed:
-            raise UsageProblem(f"the ONNX input {self.input_name!r} has symbolic axes {dims}; give --input-size")
-        if given is not None and any(f is not None and f != g for f, g in zip(fixed, given)):
-            raise UsageProblem(f"the ONNX input {self.input_name!r} is {dims}, which does not fit {tuple(given)}")
-        return tuple(f if f is not None else g for f, g in zip(fixed, given or fixed))
-
     def config(self) -> dict[str, Any]:
         """The compile properties: the precision always explicit, the rest only when asked for."""
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _PRECISION_HINT[self.precision],

@@ -127,18 +127,6 @@ class OnnxRuntimeEngine(Engine):
             first = " ".join(str(exc).split())[:200]
             raise DataProblem(f"onnxruntime cannot load {self.onnx_path}: {first}") from None
 
-    def _shape_from(self, dims) -> tuple[int, int, int]:
-        """(C, H, W) from the session's input: fixed axes from the file, symbolic ones from `input_shape`."""
-        if len(dims) != 4:
-            raise UsageProblem(f"the ONNX input {self.input_name!r} has rank {len(dims)}, not an NCHW batch")
-        fixed = [d if isinstance(d, int) and d > 0 else None for d in dims[1:]]
-        given = self.input_shape
-        if given is None and None in fixed:
-            raise UsageProblem(f"the ONNX input {self.input_name!r} has symbolic axes {dims}; give input_shape / --input-size")
-        if given is not None and any(f is not None and f != g for f, g in zip(fixed, given)):
-            raise UsageProblem(f"the ONNX input {self.input_name!r} is {dims}, which does not fit {tuple(given)}")
-        return tuple(f if f is not None else g for f, g in zip(fixed, given or fixed))
-
     def _deactivate_impl(self) -> None:
         self.session = None
         self._binding = None
