@@ -56,6 +56,16 @@ def bf16_support() -> tuple[bool, str]:
     return False, "this CPU has no bf16 arithmetic (avx512_bf16/amx_bf16); use --precision fp32 or int8"
 
 
+def _conversion_failure(exc: BaseException) -> str:
+    """The useful part of OpenVINO's multi-line frontend error: its summary of the ops it could not convert."""
+    text = str(exc)
+    for marker in ("Conversion is failed for:", "Summary:"):
+        if marker in text:
+            text = text[text.index(marker):]
+            break
+    return " ".join(text.split())[:200]
+
+
 class OpenVinoEngine(Engine):
     """An OpenVINO `CompiledModel` on the CPU, compiled from an ONNX file per batch size.
 
@@ -108,7 +118,7 @@ class OpenVinoEngine(Engine):
         try:
             self._model = self._core.read_model(str(self.onnx_path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses for bad files
-            raise DataProblem(f"openvino cannot read {self.onnx_path}: {' '.join(str(exc).split())[:200]}") from None
+            raise DataProblem(f"openvino cannot read {self.onnx_path}: {_conversion_failure(exc)}") from None
         self._compiled: dict[int, Any] = {}
         self._fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
 

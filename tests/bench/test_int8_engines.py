@@ -126,3 +126,11 @@ def test_engines_table_reports_openvino():
     rows = {row["engine"]: row for row in engine_availability()}
     assert rows["openvino"]["available"] and "openvino" in rows["openvino"]["reason"]
     assert "openvino bf16" in rows
+
+
+def test_an_unconvertible_graph_names_the_ops_in_one_line():
+    from bench.engines.openvino_engine import _conversion_failure
+
+    message = ("Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'false' failed at ...\n-- MaxPool-18 with a "
+               "message:\nKernel after dilation ...\n\nSummary:\n-- Conversion is failed for: MaxPool-18, ReduceMean-18\n")
+    assert _conversion_failure(RuntimeError(message)) == "Conversion is failed for: MaxPool-18, ReduceMean-18"
