@@ -149,8 +149,9 @@ def check_out_folder(out: Path, filenames: tuple[str, ...] = (), *, what: str = 
     """Fail before any measuring when records could not be written to `out`: one line, nothing created.
 
     `out` must be a folder or creatable as one (its nearest existing ancestor a writable folder),
-    and none of `filenames` in it may be a folder. Records are appended by writing a temporary
-    file beside the target and renaming it, so a writable folder is what matters. A path of the
+    and none of `filenames` in it may be a folder. Records are appended in place under a lock
+    (`bench.atomic.append_line`) to files the folder holds or gets, so a writable folder is what
+    matters. A path of the
     wrong kind raises `error` (exit 2 for an option); a folder this user cannot write, an
     EnvironmentProblem (exit 1).
     """
