@@ -618,10 +618,13 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="rbench-pairs-"))
         entries = []
-        costs_of: dict[int, dict[str, Any]] = {}
+        costs_of: dict[Any, dict[str, Any]] = {}
         for spec, engine_name, precision in items:
             src = resolve_source(spec, input_shape=input_shape, **({"name": name} if name and not isinstance(spec, (str, Path)) else {}))
-            costs = costs_of.setdefault(id(spec), model_costs(src))
+            key = str(spec) if isinstance(spec, (str, Path)) else id(spec)  # items often share a file or module
+            if key not in costs_of:
+                costs_of[key] = model_costs(src)
+            costs = costs_of[key]
             engine = create_engine(engine_name, src, device=settings.device, precision=precision, workdir=workdir,
                                    max_batch=batch, batch=batch,
                                    **{k: v for k, v in settings.engine_options(engine_name).items()})
