@@ -44,6 +44,8 @@ class Settings:
     compile: bool = False
     channels_last: bool = False
     cuda_graph: bool = False
+    tf32: bool = False  # fp32 may use TF32 (torch, onnxruntime CUDA, TensorRT); off: strict fp32 on every engine
+    device_id: int | None = None  # the CUDA device onnxruntime runs on
     provider: str | None = None
     graph_optimization: str = "all"
     rounds: int = 10  # interleaved rounds when several models or engines are timed together
@@ -62,17 +64,20 @@ class Settings:
             raise UsageProblem(f"--threads must be at least 1, got {self.threads}")
         if self.rounds < 1:
             raise UsageProblem(f"--rounds must be at least 1, got {self.rounds}")
+        if self.device_id is not None and self.device_id < 0:
+            raise UsageProblem(f"--device-id must be 0 or more, got {self.device_id}")
 
     def engine_options(self, engine: str) -> dict[str, Any]:
         """The options `engine` takes, from these settings (`create_engine` refuses any other)."""
         if engine == "torch":
             return {"threads": self.threads, "compile": self.compile, "channels_last": self.channels_last,
-                    "cuda_graph": self.cuda_graph}
+                    "cuda_graph": self.cuda_graph, "tf32": self.tf32}
         if engine == "ort":
-            return {"threads": self.threads, "provider": self.provider, "graph_optimization": self.graph_optimization}
+            return {"threads": self.threads, "provider": self.provider, "graph_optimization": self.graph_optimization,
+                    "tf32": self.tf32, "device_id": self.device_id}
         if engine == "openvino":
             return {"threads": self.threads}
-        return {"cuda_graph": self.cuda_graph}
+        return {"cuda_graph": self.cuda_graph, "tf32": self.tf32}
 
     def as_record(self) -> dict[str, Any]:
         """The settings a record keeps: only those that are set."""
@@ -102,6 +107,8 @@ def check_environment(engines: Sequence[str], settings: Settings) -> None:
     settings.validate()
     if settings.provider is not None and "ort" not in engines:
         raise UsageProblem("--provider applies to --engine ort")
+    if settings.device_id is not None and ("ort" not in engines or settings.device != "cuda"):
+        raise UsageProblem("--device-id applies to --engine ort with --device cuda")
     if settings.device == "cuda" or "trt" in engines:
         if "trt" in engines:
             from export.tensorrt import import_tensorrt
@@ -361,10 +368,12 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
             if first and settings.compile and entry.engine_name == "torch":
                 warmup = max(warmup, 2)  # torch.compile recompiles for a new batch shape: keep that untimed
             try:
-                runs[index].append(measure_latency(
+                run = measure_latency(
                     entry.engine, batches[index], warmup=warmup, warmup_s=settings.warmup_s if first else 0.0,
                     include_transfers=settings.include_transfers, **per_round,
-                    on_iteration=tracker(index)))
+                    on_iteration=tracker(index))
+                run.update(entry.engine.memory_usage() or {})  # TensorRT and onnxruntime hold memory torch does not see
+                runs[index].append(run)
             except Exception as exc:  # noqa: BLE001 - only out-of-memory is survivable
                 if not is_out_of_memory(exc):
                     raise
@@ -403,8 +412,10 @@ def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Set
     for entry, run in zip(entries, runs):
         precision = entry.precision or settings.precision
         peak_flops = peak_flops_for(entry.peak, precision)
+        # Described again after timing: a CUDA graph that could not be captured, the profile a batch ran on.
+        info = entry.engine.describe() if getattr(entry.engine, "is_active", False) else entry.info
         base = dict(source=entry.source.describe(), model_config=entry.source.config or None, engine=entry.engine_name,
-                    engine_info=entry.info, precision=precision, device=entry.engine.device, batch=batch_size,
+                    engine_info=info, precision=precision, device=entry.engine.device, batch=batch_size,
                     input_shape=entry.engine.input_shape, profile=entry.costs, settings=settings.as_record(),
                     peak_flops_s=peak_flops,
                     peak_source="rbench device (cached)" if entry.peak else "not measured: run `rbench device`",

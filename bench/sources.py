@@ -350,8 +350,13 @@ def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None
 
 
 def engine_file(source: ModelSource, precision: str = "fp32", max_batch: int = 64, workdir: Path | None = None,
-                batch: int | None = None) -> Path:
-    """The TensorRT engine of `source`: the file itself, or one built from `onnx_file` (reused by cache key)."""
+                batch: int | None = None, tf32: bool = False) -> Path:
+    """The TensorRT engine of `source`: the file itself, or one built from `onnx_file` (reused by cache key).
+
+    With `batch` (the one batch about to be measured), the profile's opt is that batch: every
+    batch of a sweep is timed on kernels TensorRT tuned for it (one engine per batch, each kept
+    under its own cache key), not on those of batch 8.
+    """
     if source.kind == "trt":
         return source.path
     import export
@@ -360,13 +365,16 @@ def engine_file(source: ModelSource, precision: str = "fp32", max_batch: int = 6
     fixed = graph_batch(source, batch)
     onnx = onnx_file(source, precision, workdir, batch)
     folder = Path(workdir) if workdir is not None else cache_root() / "trt"
-    path = folder / f"{onnx.stem}-b{fixed or max_batch}.engine"
+    top = max(max_batch, batch or 1)
+    opt = fixed or batch or min(8, top)
+    path = folder / f"{onnx.stem}-b{fixed or top}-opt{opt}{'-tf32' if tf32 else ''}.engine"
     c, h, w = source.input_shape
     if source.file_batch is not None and source.file_batch != max_batch:
         raise UsageProblem(f"{source.path} has a fixed batch of {source.file_batch}; measure batch {source.file_batch}")
     # TensorRT 11 takes the precision from the ONNX file (strong typing), so fp16 exported fp16 above.
-    batch_range = (fixed,) * 3 if fixed else (1, min(8, max_batch), max_batch)
-    report = export.build_trt_engine(onnx, path, precision=precision, batch_range=batch_range, input_shape=(c, h, w))
+    batch_range = (fixed,) * 3 if fixed else (1, opt, top)
+    report = export.build_trt_engine(onnx, path, precision=precision, batch_range=batch_range, input_shape=(c, h, w),
+                                     tf32=tf32)
     return Path(getattr(report, "engine_path", None) or path)
 
 

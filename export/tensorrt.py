@@ -13,16 +13,22 @@ Written against the TensorRT Python API of 10.x and 11.x (NOT yet run on real ha
   batch needs an optimization profile (min, opt, max), the workspace is a memory-pool limit, and a
   timing cache file is loaded before and saved after each build so later builds skip tactic timing.
 
-An engine is reused only when its manifest's cache key matches: the key hashes the ONNX file,
-TensorRT version, GPU and compute capability, precision, profile and workspace, so changing any of
-them rebuilds. `import tensorrt` happens only in `import_tensorrt`, the one TensorRT import of rbench.
+An engine is reused only when its manifest's cache key matches: the key hashes the ONNX file, the
+build recipe (its version, TF32, the profiles), TensorRT version and wheel flavour (cu12 / cu13), the
+CUDA runtime, GPU and compute capability, precision and workspace, so changing any of them rebuilds.
+`import tensorrt` happens only in `import_tensorrt`, the one TensorRT import of rbench.
+
+TensorRT's messages go to stderr through `StderrLogger` (an `ILogger` subclass), never to stdout
+where `--json` records go; the last error it logged ends the one-line message of a failed step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,11 +38,13 @@ from typing import Any
 from export._atomic import write_bytes, write_text
 from export.errors import DataProblem, EnvironmentProblem, MissingDependency, UsageProblem
 
-INSTALL_HINT = "pip install 'rbench[trt]' (tensorrt>=10) on a machine with an NVIDIA GPU"
+INSTALL_HINT = "pip install 'rbench[trt]' (tensorrt>=10,<11) on a machine with an NVIDIA GPU"
 GPU_HINT = "TensorRT needs an NVIDIA GPU with a working CUDA driver (check `nvidia-smi`)"
 MIN_TRT_MAJOR = 10
 DEFAULT_BATCH_RANGE = (1, 8, 64)
 DEFAULT_WORKSPACE_GIB = 4.0
+#: Bump when what a build asks TensorRT changes (flags, profiles, ...): engines of an older recipe rebuild.
+BUILD_RECIPE_VERSION = 2
 
 
 # --------------------------------------------------------------------------------------------
@@ -89,7 +97,8 @@ class PrecisionPlan:
     note: str
 
 
-def precision_plan(trt_major: int, precision: str, onnx_precision: str, quantized: bool = False) -> PrecisionPlan:
+def precision_plan(trt_major: int, precision: str, onnx_precision: str, quantized: bool = False,
+                   tf32: bool = False) -> PrecisionPlan:
     """Decide network typing and builder flags for `precision` on TensorRT `trt_major`.
 
     `onnx_precision` is the float type of the ONNX file's input ("fp32" or "fp16"); `quantized`
@@ -99,7 +108,18 @@ def precision_plan(trt_major: int, precision: str, onnx_precision: str, quantize
     int8 (both): explicit quantization from the file's Q/DQ pairs in a strongly typed network, with
     no precision flags, as TensorRT's guide asks ("use explicit quantization with strong typing");
     layers outside Q/DQ pairs run in the file's float type.
+    `tf32`: fp32 means strict fp32 everywhere in rbench (TF32 cleared here, and off in torch and
+    onnxruntime); with `tf32=True` the TF32 flag is set instead, as `--tf32` sets it for torch.
     """
+    plan = _precision_plan(trt_major, precision, onnx_precision, quantized)
+    if tf32:
+        plan = PrecisionPlan(plan.trt_major, plan.precision, plan.strongly_typed,
+                             (*plan.set_flags, "TF32"), tuple(f for f in plan.clear_flags if f != "TF32"),
+                             plan.note.replace("TF32 off", "TF32 on") + ("" if "TF32 off" in plan.note else "; TF32 on"))
+    return plan
+
+
+def _precision_plan(trt_major: int, precision: str, onnx_precision: str, quantized: bool) -> PrecisionPlan:
     if precision not in ("fp32", "fp16", "int8"):
         raise UsageProblem(f"TensorRT precision must be fp32, fp16 or int8, got {precision!r}")
     if onnx_precision not in ("fp32", "fp16"):
@@ -131,16 +151,32 @@ def precision_plan(trt_major: int, precision: str, onnx_precision: str, quantize
 
 
 def engine_cache_key(*, onnx_sha256: str, trt_version: str, gpu_name: str, compute_capability: str,
-                     precision: str, profile: dict[str, Sequence[int]], workspace_gib: float) -> str:
-    """A hash of everything that makes an engine valid: change any part and the key changes."""
+                     precision: str, profile: dict[str, Sequence[int]], workspace_gib: float,
+                     profiles: Sequence[dict[str, Sequence[int]]] | None = None, tf32: bool = False,
+                     trt_flavour: str | None = None, cuda_version: str | None = None,
+                     recipe_version: int = BUILD_RECIPE_VERSION) -> str:
+    """A hash of everything that makes an engine valid: change any part and the key changes.
+
+    `profiles`: every optimization profile when there are several (one per measured batch);
+    `trt_flavour`: the wheel that provides TensorRT (tensorrt-cu12, tensorrt-cu13, ...);
+    `cuda_version`: the CUDA runtime it runs with; `recipe_version`: `BUILD_RECIPE_VERSION`.
+    """
+    def dims(shapes: dict[str, Sequence[int]]) -> dict[str, list[int]]:
+        return {k: [int(d) for d in v] for k, v in sorted(shapes.items())}
+
     payload = {
         "onnx_sha256": onnx_sha256,
         "tensorrt": trt_version,
+        "tensorrt_flavour": trt_flavour,
+        "cuda": cuda_version,
         "gpu": gpu_name,
         "compute_capability": compute_capability,
         "precision": precision,
-        "profile": {k: [int(d) for d in v] for k, v in sorted(profile.items())},
+        "tf32": bool(tf32),
+        "profile": dims(profile),
+        "profiles": [dims(p) for p in profiles] if profiles else None,
         "workspace_gib": float(workspace_gib),
+        "recipe": int(recipe_version),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -217,6 +253,93 @@ def require_trt():
     return trt
 
 
+#: Wheels that provide the `tensorrt` module, by the CUDA major version they are built for.
+TRT_FLAVOURS = {"tensorrt-cu13": 13, "tensorrt-cu12": 12, "tensorrt-cu11": 11}
+
+
+def trt_flavour() -> str | None:
+    """The installed wheel that provides TensorRT's libraries ("tensorrt-cu12 10.13.3"), or None."""
+    from importlib import metadata
+
+    for name in TRT_FLAVOURS:
+        for dist in (name, f"{name}-libs"):
+            try:
+                return f"{name} {metadata.version(dist)}"
+            except metadata.PackageNotFoundError:
+                continue
+    return None
+
+
+def cuda_stack() -> dict[str, Any]:
+    """What TensorRT runs on: its wheel flavour, torch's CUDA runtime, the driver's CUDA version.
+
+    `driver_cuda` is the newest CUDA the driver supports (cudaDriverGetVersion through torch), so a
+    cu13 wheel on a CUDA 12 driver shows up as a mismatch before a library fails to load.
+    """
+    import torch
+
+    flavour = trt_flavour()
+    driver_cuda = None
+    with contextlib.suppress(Exception):  # no driver, or a torch without the call
+        raw = int(torch._C._cuda_getDriverVersion())  # e.g. 12080 for CUDA 12.8
+        driver_cuda = f"{raw // 1000}.{raw % 1000 // 10}" if raw > 0 else None
+    return {"flavour": flavour, "cuda_runtime": torch.version.cuda, "driver_cuda": driver_cuda,
+            "warnings": cuda_mismatches(flavour, torch.version.cuda, driver_cuda)}
+
+
+def cuda_mismatches(flavour: str | None, cuda_runtime: str | None, driver_cuda: str | None) -> list[str]:
+    """Why this TensorRT wheel, CUDA runtime and driver may not work together (empty when they fit)."""
+    def major(version: str | None) -> int | None:
+        try:
+            return int(str(version).split(".")[0])
+        except ValueError:
+            return None
+
+    wheel_cuda = TRT_FLAVOURS.get(flavour.split()[0]) if flavour else None
+    notes = []
+    if wheel_cuda is not None and major(driver_cuda) is not None and major(driver_cuda) < wheel_cuda:
+        notes.append(f"{flavour.split()[0]} needs a CUDA {wheel_cuda} driver, this one supports CUDA {driver_cuda}: "
+                     f"install tensorrt-cu{major(driver_cuda)} or update the driver")
+    if wheel_cuda is not None and major(cuda_runtime) is not None and major(cuda_runtime) != wheel_cuda:
+        notes.append(f"{flavour.split()[0]} is built for CUDA {wheel_cuda} but torch runs CUDA {cuda_runtime}: two CUDA "
+                     f"runtimes in one process; install tensorrt-cu{major(cuda_runtime)}")
+    return notes
+
+
+def default_timing_cache(folder: str | os.PathLike) -> Path:
+    """`folder/trt-timing-<TensorRT version>-sm<compute capability>.cache`: one file per TensorRT and GPU,
+    so an upgrade or another GPU starts its own cache instead of being refused one."""
+    trt = import_tensorrt()
+    capability = (_gpu_identity() or ("?", "unknown"))[1]
+    return Path(folder) / f"trt-timing-{trt.__version__}-sm{capability.replace('.', '')}.cache"
+
+
+def make_logger(trt, min_severity: str = "WARNING"):
+    """A `trt.ILogger` that writes TensorRT's messages to stderr and keeps the last error.
+
+    TensorRT's own `trt.Logger` prints to stdout, between the JSON lines of `--json`.
+    """
+
+    class StderrLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)  # pybind11 needs the base initialised explicitly
+            self.min_severity = getattr(trt.ILogger.Severity, min_severity)
+            self.last_error: str | None = None
+
+        def log(self, severity, msg):
+            if int(severity) <= int(trt.ILogger.Severity.ERROR):
+                self.last_error = _one_line(msg, 240)
+            if int(severity) <= int(self.min_severity):
+                print(f"[TensorRT {getattr(severity, 'name', severity)}] {msg}", file=sys.stderr, flush=True)
+
+    return StderrLogger()
+
+
+def _last_error(logger) -> str:
+    error = getattr(logger, "last_error", None)
+    return f": {error}" if error else "; see TensorRT's log on stderr"
+
+
 # --------------------------------------------------------------------------------------------
 # Build
 
@@ -246,6 +369,11 @@ class EngineReport:
     timing_cache_saved_bytes: int = 0
     timing_cache_hit: bool = False  # the loaded cache already held every tactic the build timed
     warnings: list[str] = field(default_factory=list)  # what the build worked around (timing cache, precision)
+    profiles: list[dict[str, list[int]]] = field(default_factory=list)  # every profile; [0] is `profile`
+    tf32: bool = False  # fp32 layers may run TF32 (`--tf32`); off: strict fp32
+    tensorrt_flavour: str | None = None  # the wheel: tensorrt-cu12 / -cu13 and its version
+    cuda_version: str | None = None  # the CUDA runtime torch runs (TensorRT shares the process)
+    recipe_version: int = BUILD_RECIPE_VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -330,9 +458,13 @@ def _parse_network(trt, builder, logger, onnx_path: Path, plan: PrecisionPlan):
     The parser owns the weights the network points at: keep it alive until the engine is built.
     """
     flags = 0
-    if plan.strongly_typed and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
+    # TensorRT 10: STRONGLY_TYPED is opt-in (value 1). TensorRT 11: every network is strongly typed and the
+    # flag (value 0 there) is deprecated, so it is not set.
+    if plan.strongly_typed and plan.trt_major == 10:
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
+    if network is None:
+        raise EnvironmentProblem(f"TensorRT could not create a network{_last_error(logger)}")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):  # reads a .data side file relative to the model
         errors = "; ".join(str(parser.get_error(i).desc()) for i in range(parser.num_errors))
@@ -352,17 +484,23 @@ def _configure_builder(trt, builder, plan: PrecisionPlan, workspace_gib: float):
     return config
 
 
-def _add_profile(builder, network, config, profile: dict[str, tuple[int, ...]]) -> None:
-    """One optimization profile (min, opt, max) on the network's single input."""
-    trt_profile = builder.create_optimization_profile()
-    trt_profile.set_shape(network.get_input(0).name, profile["min"], profile["opt"], profile["max"])
-    config.add_optimization_profile(trt_profile)
+def _add_profiles(builder, network, config, profiles: Sequence[dict[str, tuple[int, ...]]], logger) -> None:
+    """The optimization profiles (min, opt, max) on the network's single input, in order (index = position).
+
+    `add_optimization_profile` returns the profile's index, or -1 when TensorRT refuses it.
+    """
+    for index, profile in enumerate(profiles):
+        trt_profile = builder.create_optimization_profile()
+        trt_profile.set_shape(network.get_input(0).name, profile["min"], profile["opt"], profile["max"])
+        if config.add_optimization_profile(trt_profile) < 0:
+            shapes = ", ".join(f"{k} {tuple(profile[k])}" for k in ("min", "opt", "max"))
+            raise UsageProblem(f"TensorRT refused optimization profile {index} ({shapes}){_last_error(logger)}")
 
 
-def _load_timing_cache(config, cache_path: Path | None, notes: list[str]) -> tuple[bool, int]:
+def _load_timing_cache(config, cache_path: Path | None, notes: list[str]) -> tuple[bool, bytes, bytes]:
     """Give the build the timing cache in `cache_path`, or a fresh one when the file cannot be read or
     TensorRT refuses it (another TensorRT version or GPU, a corrupt file): a bad cache costs tactic
-    timing, never the build. Returns (a cache is attached, bytes of the file that was used)."""
+    timing, never the build. Returns (a cache is attached, the bytes used, the bytes the file held)."""
     loaded = b""
     if cache_path is not None and cache_path.is_file():
         try:
@@ -379,17 +517,17 @@ def _load_timing_cache(config, cache_path: Path | None, notes: list[str]) -> tup
             notes.append(f"TensorRT refused the timing cache {cache_path} (made by another TensorRT version or GPU); "
                          "started a fresh one, which replaces it")
         else:
-            return True, len(loaded)
+            return True, loaded, loaded
     cache = config.create_timing_cache(b"")
     if cache is None or config.set_timing_cache(cache, ignore_mismatch=False) is False:
         notes.append("TensorRT could not create an empty timing cache; built without one"
                      + (f" and left {cache_path} as it was" if cache_path is not None else ""))
-        return False, 0
-    return True, 0
+        return False, b"", loaded
+    return True, b"", loaded
 
 
 def _serialize_engine(builder, network, config, onnx_path: Path, precision: str,
-                      profile: dict[str, tuple[int, ...]]) -> tuple[bytes, float]:
+                      profile: dict[str, tuple[int, ...]], logger=None) -> tuple[bytes, float]:
     """Build and serialize the engine: (engine bytes, build seconds); a failed build raises EnvironmentProblem."""
     start = time.perf_counter()
     serialized = builder.build_serialized_network(network, config)
@@ -397,23 +535,72 @@ def _serialize_engine(builder, network, config, onnx_path: Path, precision: str,
     if serialized is None:
         batches = ",".join(str(profile[k][0]) for k in ("min", "opt", "max"))
         raise EnvironmentProblem(f"TensorRT could not build an engine for {onnx_path.name} "
-                                 f"({precision}, batch {batches}); see its log above")
+                                 f"({precision}, batch {batches}){_last_error(logger)}")
     return bytes(serialized), build_seconds
 
 
-def _save_timing_cache(config, cache_path: Path, notes: list[str]) -> int:
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `<path>.lock` (advisory, POSIX): builds that share a cache file take turns."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no lock, last writer wins
+        yield
+        return
+    try:
+        handle = open(f"{path}.lock", "a+b")  # noqa: SIM115 - held for the block below
+    except OSError:  # an unwritable folder: the write below says so
+        yield
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _save_timing_cache(config, cache_path: Path, notes: list[str], seen: bytes = b"") -> int:
     """Write the build's timing cache to `cache_path` for later builds; returns its size (0 when not saved).
 
-    A cache that cannot be written is a warning: the engine is built and is what the caller asked for.
+    Under a lock: when another build saved the file since this one loaded it, its tactics are merged in
+    (`ITimingCache.combine`, as Polygraphy does) rather than overwritten. A cache that cannot be
+    written, or that TensorRT does not hand back, is a warning: the engine is built and is what the caller
+    asked for.
     """
-    data = bytes(config.get_timing_cache().serialize())
+    cache = config.get_timing_cache()
+    if cache is None:
+        notes.append(f"TensorRT returned no timing cache after the build; {cache_path} was left as it was")
+        return 0
     try:
-        write_bytes(cache_path, data)
+        with _locked(cache_path):
+            current = cache_path.read_bytes() if cache_path.is_file() else b""
+            if current and current != seen:  # another build wrote it since this one read it: keep its tactics too
+                other = config.create_timing_cache(current)
+                if other is None or not cache.combine(other, ignore_mismatch=False):
+                    notes.append(f"timing cache {cache_path} changed during the build and could not be merged "
+                                 "(another TensorRT version or GPU); replaced it")
+            data = bytes(cache.serialize())
+            write_bytes(cache_path, data)
     except OSError as exc:
         notes.append(f"timing cache {cache_path} cannot be written ({exc.strerror or exc}); later builds time "
                      "tactics again")
         return 0
     return len(data)
+
+
+def _profiles_for(profile: dict[str, tuple[int, ...]], opt_batches: Sequence[int] | None) -> list[dict[str, tuple[int, ...]]]:
+    """`profile` first, then one profile per batch of `opt_batches` tuned for it (opt = that batch,
+    the same min and max), so a batch sweep times kernels chosen for each batch it measures."""
+    profiles = [profile]
+    lo, hi = profile["min"][0], profile["max"][0]
+    for batch in opt_batches or ():
+        if not lo <= int(batch) <= hi:
+            raise UsageProblem(f"batch {batch} is outside the batch range {lo}..{hi} of the engine's profiles")
+        shapes = {"min": profile["min"], "opt": (int(batch), *profile["opt"][1:]), "max": profile["max"]}
+        if shapes not in profiles:
+            profiles.append(shapes)
+    return profiles
 
 
 def build_trt_engine(
@@ -426,6 +613,8 @@ def build_trt_engine(
     workspace_gib: float = DEFAULT_WORKSPACE_GIB,
     timing_cache: str | os.PathLike | None = None,
     force: bool = False,
+    opt_batches: Sequence[int] | None = None,
+    tf32: bool = False,
 ) -> EngineReport:
     """Build (or reuse) a serialized TensorRT engine for `onnx_path` and write it to `engine_path`.
 
@@ -436,9 +625,13 @@ def build_trt_engine(
         batch_range: (min, opt, max) batch of the optimization profile, or "1,8,64".
         input_shape: (C, H, W); default: read from the ONNX file.
         workspace_gib: limit of TensorRT's workspace memory pool.
-        timing_cache: a timing-cache file loaded before and saved after the build (shared across builds).
-            One that TensorRT cannot use is replaced by a fresh one, with a warning in the report.
+        timing_cache: a timing-cache file loaded before and saved after the build (shared across builds, merged
+            under a lock when builds overlap). One that TensorRT cannot use is replaced by a fresh one, with a
+            warning in the report; `default_timing_cache` names one per TensorRT version and GPU.
         force: rebuild even when an engine with the same cache key exists.
+        opt_batches: batches to add one profile each for (opt = that batch, min and max of `batch_range`);
+            `TensorRTEngine` switches to the profile made for the batch it runs.
+        tf32: let fp32 layers use TF32 (default: strict fp32, as torch and onnxruntime run it in rbench).
 
     Raises MissingDependency without TensorRT, EnvironmentProblem without a CUDA GPU; nothing is written then.
     """
@@ -447,37 +640,40 @@ def build_trt_engine(
     onnx_path = Path(onnx_path)
     engine_path = Path(engine_path)
     input_name, onnx_precision, profile = _check_build_request(onnx_path, batch_range, input_shape, workspace_gib)
+    profiles = _profiles_for(profile, opt_batches)
 
     trt = require_trt()  # everything above runs (and fails) without TensorRT
     trt_version = trt.__version__
     from export.quantize import activation_encoding
 
     encoding = activation_encoding(onnx_path)
-    plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision, encoding is not None)
+    plan = precision_plan(trt_major_of(trt_version), precision, onnx_precision, encoding is not None, tf32=tf32)
     if encoding == "u8":
         raise UsageProblem(f"{onnx_path.name} quantizes activations to uint8 with a zero point (onnxruntime's fast "
                            "CPU form); TensorRT reads only symmetric int8: export it with --activations s8")
     gpu_name, capability = _gpu_identity() or ("?", "?")
+    stack = cuda_stack()
     onnx_data = onnx_path.with_name(f"{onnx_path.name}.data")
     onnx_sha = sha256_files(onnx_path, onnx_data if onnx_data.exists() else None)
     key = engine_cache_key(onnx_sha256=onnx_sha, trt_version=trt_version, gpu_name=gpu_name,
                            compute_capability=capability, precision=precision, profile=profile,
-                           workspace_gib=workspace_gib)
+                           workspace_gib=workspace_gib, profiles=profiles if len(profiles) > 1 else None, tf32=tf32,
+                           trt_flavour=stack["flavour"], cuda_version=stack["cuda_runtime"])
     reused = None if force else _reusable_report(engine_path, key)
     if reused is not None:
         return reused
 
-    notes = _precision_warnings(plan, onnx_precision)
-    logger = trt.Logger(trt.Logger.WARNING)
+    notes = _precision_warnings(plan, onnx_precision) + list(stack["warnings"])
+    logger = make_logger(trt)
     builder = _start_builder(trt, logger)
     network, parser = _parse_network(trt, builder, logger, onnx_path, plan)
     config = _configure_builder(trt, builder, plan, workspace_gib)
-    _add_profile(builder, network, config, profile)
+    _add_profiles(builder, network, config, profiles, logger)
     cache_path = Path(timing_cache) if timing_cache else None
-    has_cache, loaded_bytes = _load_timing_cache(config, cache_path, notes)
-    engine_bytes, build_seconds = _serialize_engine(builder, network, config, onnx_path, precision, profile)
+    has_cache, loaded, seen = _load_timing_cache(config, cache_path, notes)
+    engine_bytes, build_seconds = _serialize_engine(builder, network, config, onnx_path, precision, profile, logger)
     del parser  # only now: the network read its weights from the parser's memory until the build was done
-    saved_bytes = _save_timing_cache(config, cache_path, notes) if cache_path is not None and has_cache else 0
+    saved_bytes = _save_timing_cache(config, cache_path, notes, seen) if cache_path is not None and has_cache else 0
 
     report = EngineReport(
         engine_path=str(engine_path), manifest_path=f"{engine_path}.json", onnx_path=str(onnx_path),
@@ -485,9 +681,10 @@ def build_trt_engine(
         compute_capability=capability, precision=precision, precision_plan=asdict(plan), input_name=input_name,
         profile={k: list(v) for k, v in profile.items()}, workspace_gib=float(workspace_gib),
         build_seconds=round(build_seconds, 3), engine_bytes=len(engine_bytes),
-        timing_cache=str(cache_path) if cache_path else None, timing_cache_loaded_bytes=loaded_bytes,
-        timing_cache_saved_bytes=saved_bytes, timing_cache_hit=loaded_bytes > 0 and saved_bytes == loaded_bytes,
-        warnings=notes,
+        timing_cache=str(cache_path) if cache_path else None, timing_cache_loaded_bytes=len(loaded),
+        timing_cache_saved_bytes=saved_bytes, timing_cache_hit=bool(loaded) and saved_bytes == len(loaded),
+        warnings=notes, profiles=[{k: list(v) for k, v in p.items()} for p in profiles], tf32=bool(tf32),
+        tensorrt_flavour=stack["flavour"], cuda_version=stack["cuda_runtime"],
     )
     # The engine first, then its manifest: a manifest never names an engine that is not there.
     write_bytes(engine_path, engine_bytes)

@@ -126,8 +126,11 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
 @click.option("--workspace-gib", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
               help="TensorRT workspace memory limit.")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
-              help="TensorRT timing-cache file shared across builds. [default: OUT/../trt-timing.cache]")
+              help="TensorRT timing-cache file shared across builds (merged under a lock). "
+                   "[default: OUT/../trt-timing-<TensorRT version>-sm<compute capability>.cache]")
 @click.option("--force", is_flag=True, help="Rebuild the TensorRT engine even when a valid one is there.")
+@click.option("--tf32", is_flag=True, help="Let the TensorRT engine's fp32 layers use TF32 [default: strict fp32, "
+                                           "as torch and onnxruntime run it in rbench].")
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False),
               help="Output folder. [default: exports/MODEL]")
 @click.option("--results", "results_dir", type=click.Path(path_type=Path, file_okay=False),
@@ -138,7 +141,7 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
                    batch: int, precision: str, calibration: str | None, calibration_method: str,
                    activations: str | None, min_agreement: float | None, min_accuracy_ratio: float | None, data_root: Path | None,
                    engine_kind: str, batch_range: str, workspace_gib: float,
-                   timing_cache: Path | None, force: bool, out: Path | None, results_dir: Path | None,
+                   timing_cache: Path | None, force: bool, tf32: bool, out: Path | None, results_dir: Path | None,
                    seed: int) -> None:
     """Export MODEL to ONNX, prove it matches PyTorch, and optionally build a TensorRT engine.
 
@@ -171,8 +174,10 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
 
     \b
     TensorRT: 10.x takes the precision as a builder flag (FP16); 11.x builds strongly typed
-    networks, so an fp16 engine needs the fp16 ONNX file (--precision fp16). The engine is reused
-    only when ONNX hash, TensorRT version, GPU, precision, profile and workspace all match.
+    networks, so an fp16 engine needs the fp16 ONNX file (--precision fp16). fp32 is strict fp32
+    unless --tf32. The engine is reused only when ONNX hash, build recipe, TF32, TensorRT version
+    and wheel, CUDA runtime, GPU, precision, profiles and workspace all match. When only the engine
+    build fails, the verified ONNX file and its manifest are kept.
 
     \b
     Examples:
@@ -187,6 +192,8 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
     from export.tensorrt import parse_batch_range
 
     profile_range = parse_batch_range(batch_range) if engine_kind == "trt" else None
+    if tf32 and engine_kind != "trt":
+        raise UsageProblem("--tf32 applies to --engine trt (the ONNX file has no TF32 setting)")
     if profile_range is not None and not dynamic_batch and profile_range != (batch,) * 3:
         raise UsageProblem(f"a --static-batch graph of batch {batch} needs --batch-range {batch}; "
                            "or export with --dynamic-batch")
@@ -220,7 +227,8 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
                                           dynamic_batch=dynamic_batch, batch=batch, precision=precision, seed=seed,
                                           engine_kind=engine_kind, profile_range=profile_range,
                                           workspace_gib=workspace_gib,
-                                          timing_cache=timing_cache or out.parent / "trt-timing.cache", force=force,
+                                          timing_cache=timing_cache or _default_timing_cache(engine_kind, out.parent),
+                                          force=force, tf32=tf32,
                                           int8=int8)
     _print_summary(source.name, onnx_path, manifest_path, report, engine_report, precision,
                    quant=quant)
@@ -273,17 +281,28 @@ def _export_source(model_name: str, checkpoint: Path | None, input_size: int | N
     return source, ckpt
 
 
+def _default_timing_cache(engine_kind: str, folder: Path) -> Path | None:
+    """One timing cache per TensorRT version and GPU beside the model folders (see `default_timing_cache`)."""
+    if engine_kind != "trt":
+        return None
+    from export.tensorrt import default_timing_cache
+
+    return default_timing_cache(folder)
+
+
 def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: int, exporter: str,
                   dynamic_batch: bool, batch: int, precision: str, seed: int, engine_kind: str, profile_range,
-                  workspace_gib: float, timing_cache: Path, force: bool, int8: dict[str, Any] | None = None):
+                  workspace_gib: float, timing_cache: Path, force: bool, int8: dict[str, Any] | None = None,
+                  tf32: bool = False):
     """Write the verified ONNX, the engine (with --engine trt) and the manifest: all of them or nothing.
 
     int8: the verified fp32 export goes to a scratch folder, and its calibrated, checked Q/DQ form
     to `onnx_path` (`_int8_file`); the manifest keeps both the fp32 parity and the int8 check.
 
-    The ONNX file is kept only with its manifest: when anything after the export fails (the engine, the
-    manifest write), the ONNX file, its side file and any older manifest are removed, so no file looks
-    verified without the record that says so.
+    The ONNX file is kept only with its manifest: when the manifest cannot be written, the ONNX file, its
+    side file and any older manifest are removed, so no file looks verified without the record that says
+    so. When only the TensorRT step fails (a rebuild costs minutes, the export did not fail), the verified
+    ONNX file is kept with its manifest, which records the engine error, and the error is raised after.
     """
     from bench.atomic import write_text
     from export.onnx import to_onnx
@@ -299,16 +318,23 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
         report = to_onnx(source.module(), onnx_path, source.input_shape, batch=batch, opset=opset,
                          dynamic_batch=dynamic_batch, precision=precision, verify=True, exporter=exporter,
                          model_name=source.name, seed=seed)
-    engine_report = None
+    engine_report = engine_error = None
     try:
         if engine_kind == "trt":
+            from bench.errors import RbenchError
             from export.tensorrt import build_trt_engine
 
-            engine_report = build_trt_engine(
-                onnx_path, onnx_path.with_suffix(".engine"), precision=precision, batch_range=profile_range,
-                input_shape=source.input_shape, workspace_gib=workspace_gib, timing_cache=timing_cache, force=force)
+            try:
+                engine_report = build_trt_engine(
+                    onnx_path, onnx_path.with_suffix(".engine"), precision=precision, batch_range=profile_range,
+                    input_shape=source.input_shape, workspace_gib=workspace_gib, timing_cache=timing_cache,
+                    force=force, tf32=tf32)
+            except RbenchError as exc:  # the export is verified: keep it, say the engine failed
+                engine_error = exc
         manifest = build_manifest(model_name=source.name, model_config=dict(source.config), checkpoint=ckpt,
                                   report=report, input_size=source.input_shape[1], engine=engine_report)
+        if engine_error is not None:
+            manifest["tensorrt_error"] = str(engine_error)
         if quant is not None:
             manifest["int8"] = quant.to_dict()
             manifest["parity"]["of"] = "the fp32 export this file was quantized from (its sha256: int8.source_sha256)"
@@ -324,6 +350,9 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
                 with contextlib.suppress(OSError):  # never hide the error that got us here
                     leftover.unlink()
         raise
+    if engine_error is not None:
+        engine_error.args = (f"{engine_error}; the verified {onnx_path.name} and its manifest were kept",)
+        raise engine_error
     return report, engine_report, quant
 
 

@@ -219,6 +219,11 @@ def _measure_options(fn):
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (compiled during warm-up, untimed)."),
         click.option("--channels-last", is_flag=True, help="NHWC memory format for torch."),
         click.option("--cuda-graph", is_flag=True, help="Replay a captured CUDA graph (torch, trt; --device cuda)."),
+        click.option("--tf32", is_flag=True,
+                     help="Let fp32 use TF32 on the GPU (torch, onnxruntime CUDA, TensorRT) [default: strict fp32 "
+                          "everywhere]."),
+        click.option("--device-id", type=int, default=None,
+                     help="CUDA device onnxruntime runs on (--engine ort --device cuda) [default: 0]."),
         click.option("--provider", default=None,
                      help="onnxruntime execution provider: cpu | cuda | tensorrt [default: by --device]."),
         click.option("--graph-optimization", default="all", show_default=True,
@@ -244,7 +249,7 @@ def _settings(kw: dict[str, Any], default_iters: int):
                     include_transfers=kw.pop("include_transfers"), threads=kw.pop("threads"),
                     compile=kw.pop("compile_"), channels_last=kw.pop("channels_last"), cuda_graph=kw.pop("cuda_graph"),
                     provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"), rounds=kw.pop("rounds"),
-                    require_quiet=kw.pop("require_quiet"))
+                    require_quiet=kw.pop("require_quiet"), tf32=kw.pop("tf32"), device_id=kw.pop("device_id"))
 
 
 def _source_options(kw: dict[str, Any]) -> dict[str, Any]:
@@ -289,9 +294,13 @@ def engines_command(as_json: bool) -> None:
     for col in ("engine", "device", "provider", "works", "why"):
         table.add_column(col)
     for r in rows:
+        warned = "".join(f"\n[yellow]warning:[/] {escape(w)}" for w in r.get("warnings") or ())
         table.add_row(r["engine"], r["device"], r["provider"] or "-", "[green]yes[/]" if r["available"] else "[red]no[/]",
-                      escape(r["reason"]))
+                      escape(r["reason"]) + warned)
     _console().print(table)
+    for r in rows:  # mismatches also as plain lines on stderr, where scripts and logs see them
+        for warning in r.get("warnings") or ():
+            click.echo(f"warning: {r['engine']}: {warning}", err=True)
 
 
 @click.command("latency", epilog=MEASUREMENT_HELP)

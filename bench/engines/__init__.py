@@ -94,8 +94,15 @@ def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cp
             file_precision = "fp32" if cls.backend == "openvino" and precision == "bf16" else precision
             artifact = onnx_file(src, file_precision, Path(workdir) if workdir else None, batch)
         else:
-            artifact = engine_file(src, precision, max_batch, Path(workdir) if workdir else None, batch)
-        engine = cls(artifact, input_shape=src.input_shape, device=device, precision=precision, name=src.name, **options)
+            artifact = engine_file(src, precision, max_batch, Path(workdir) if workdir else None, batch,
+                                   tf32=bool(options.get("tf32")))
+        extra = {}
+        if cls.backend == "ort" and device == "cuda":
+            # The TensorRT provider's profile: tuned for the batch about to be measured, up to the sweep's largest.
+            top = max(max_batch, batch or 1)
+            extra["batch_range"] = (1, batch or min(8, top), top)
+        engine = cls(artifact, input_shape=src.input_shape, device=device, precision=precision, name=src.name,
+                     **extra, **options)
         engine._scratch = scratch  # an export made for this engine lives (and is removed) with it
         fixed = graph_batch(src, batch)
         engine.artifact = {"path": str(artifact), "graph_batch": fixed or "dynamic",

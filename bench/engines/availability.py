@@ -4,9 +4,53 @@ from __future__ import annotations
 
 from typing import Any
 
+#: onnxruntime's TensorRT provider links one TensorRT major; TensorRT 11 needs onnxruntime-gpu 1.27 or newer.
+ORT_FLOOR_FOR_TRT = {11: (1, 27)}
 
-def _row(engine: str, device: str, provider: str | None, ok: bool, why: str) -> dict[str, Any]:
-    return {"engine": engine, "device": device, "provider": provider, "available": ok, "reason": why}
+
+def _row(engine: str, device: str, provider: str | None, ok: bool, why: str,
+         warnings: list[str] | None = None) -> dict[str, Any]:
+    return {"engine": engine, "device": device, "provider": provider, "available": ok, "reason": why,
+            "warnings": list(warnings or [])}
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in str(version).split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def trt_row() -> dict[str, Any]:
+    """TensorRT: usable or not, and what it runs on (wheel flavour, CUDA runtime, driver), with mismatches."""
+    from bench.errors import MissingDependency
+    from export.tensorrt import cuda_stack, import_tensorrt, trt_status
+
+    ok, why = trt_status()
+    try:
+        import_tensorrt()
+    except MissingDependency:
+        return _row("trt", "cuda", None, ok, why)
+    stack = cuda_stack()
+    why = (f"{why}; wheel {stack['flavour'] or 'unknown (not a pip wheel?)'}, CUDA runtime {stack['cuda_runtime'] or '?'}, "
+           f"driver supports CUDA {stack['driver_cuda'] or '?'}")
+    return _row("trt", "cuda", None, ok, why, stack["warnings"])
+
+
+def ort_tensorrt_warnings(ort_version: str | None) -> list[str]:
+    """Why onnxruntime's TensorRT provider cannot load the installed TensorRT (empty when it can or there is none)."""
+    try:
+        from export.tensorrt import import_tensorrt, trt_major_of
+
+        major = trt_major_of(import_tensorrt().__version__)
+    except Exception:  # noqa: BLE001 - no TensorRT: nothing to warn about
+        return []
+    floor = ORT_FLOOR_FOR_TRT.get(major)
+    if ort_version and floor and _version_tuple(ort_version) < floor:
+        return [f"TensorRT {major} needs onnxruntime-gpu>={'.'.join(map(str, floor))} for the tensorrt provider "
+                f"(this is {ort_version})"]
+    return []
 
 
 def availability() -> list[dict[str, Any]]:
@@ -44,7 +88,8 @@ def availability() -> list[dict[str, Any]]:
         elif device == "cuda" and not cuda:
             rows.append(_row("ort", device, short, False, f"{full} is installed but no GPU: {cuda_why}"))
         else:
-            rows.append(_row("ort", device, short, True, version))
+            warnings = ort_tensorrt_warnings(ort.__version__) if short == "tensorrt" else []
+            rows.append(_row("ort", device, short, True, version, warnings))
 
     from bench.engines.openvino_engine import bf16_support, openvino_status
 
@@ -54,8 +99,5 @@ def availability() -> list[dict[str, Any]]:
         bf16, why = bf16_support()
         rows.append(_row("openvino bf16", "cpu", None, bf16, why))
 
-    from export.tensorrt import trt_status
-
-    ok, why = trt_status()
-    rows.append(_row("trt", "cuda", None, ok, why))
+    rows.append(trt_row())
     return rows

@@ -121,6 +121,11 @@ class Engine:
     def synchronize(self) -> None:
         """Wait until the work queued so far is done (a no-op for synchronous backends)."""
 
+    def memory_usage(self) -> dict[str, Any] | None:
+        """{"memory_peak_bytes", "memory_kind"} where the engine knows its device memory better than
+        torch's allocator does (TensorRT's context, onnxruntime's arena); None: the timing loop's figure."""
+        return None
+
     def describe(self) -> dict[str, Any]:
         """What the record says about this engine: backend, version, device, precision, options."""
         info = {"backend": self.backend, "version": None, "device": self.device, "precision": self.precision,

@@ -69,15 +69,20 @@ class TorchEngine(Engine):
 
     Options: `compile` (torch.compile, compiled at activation, untimed), `channels_last`,
     `cuda_graph` (capture one forward per batch shape and replay it; CUDA only), `threads`
-    (torch intra-op threads on CPU, restored when the engine deactivates). fp16/bf16 run under
-    autocast, on CUDA always, on CPU when the CPU can (see `cpu_precision_support`).
+    (torch intra-op threads on CPU, restored when the engine deactivates), `tf32` (on CUDA, let
+    fp32 convolutions and matmuls use TF32). fp16/bf16 run under autocast, on CUDA always, on CPU
+    when the CPU can (see `cpu_precision_support`).
+
+    fp32 on CUDA is strict fp32 unless `tf32`: torch's cuDNN convolutions default to TF32, while
+    TensorRT clears it, so without this the "fp32" of two engines would be two precisions.
     """
 
     backend = "torch"
-    OPTIONS = ("compile", "channels_last", "cuda_graph", "threads")
+    OPTIONS = ("compile", "channels_last", "cuda_graph", "threads", "tf32")
 
     def __init__(self, model, *, input_shape, device: str = "cpu", precision: str = "fp32", name: str | None = None,
-                 compile: bool = False, channels_last: bool = False, cuda_graph: bool = False, threads: int | None = None):
+                 compile: bool = False, channels_last: bool = False, cuda_graph: bool = False, threads: int | None = None,
+                 tf32: bool = False):
         import torch.nn as nn
 
         super().__init__(input_shape=input_shape, device=device, precision=precision, name=name)
@@ -95,6 +100,8 @@ class TorchEngine(Engine):
         self.channels_last = bool(channels_last)
         self.cuda_graph = bool(cuda_graph)
         self.threads = threads
+        self.tf32 = bool(tf32)
+        self._tf32_before: tuple[bool, bool] | None = None
         self.precision_note = None
         self._graphs: dict[tuple, tuple] = {}
         self._threads_before: int | None = None
@@ -104,6 +111,10 @@ class TorchEngine(Engine):
 
         if self.device == "cuda":
             check_cuda()
+            # Global switches: set for this engine's life, put back on deactivate.
+            self._tf32_before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+            torch.backends.cudnn.allow_tf32 = self.tf32
+            torch.backends.cuda.matmul.allow_tf32 = self.tf32
         elif self.precision != "fp32":
             ok, why = cpu_precision_support(self.precision)
             if not ok:
@@ -132,6 +143,9 @@ class TorchEngine(Engine):
         if self._threads_before is not None:
             self._torch.set_num_threads(self._threads_before)
             self._threads_before = None
+        if self._tf32_before is not None:
+            self._torch.backends.cudnn.allow_tf32, self._torch.backends.cuda.matmul.allow_tf32 = self._tf32_before
+            self._tf32_before = None
         if self.device == "cuda":
             self._torch.cuda.empty_cache()
 
@@ -195,6 +209,7 @@ class TorchEngine(Engine):
             "device": device,
             "options": {"mode": "compile" if self.compile else "eager", "channels_last": self.channels_last,
                         "cuda_graph": self.cuda_graph, "threads": threads,
+                        "tf32": self.tf32 if self.device == "cuda" else None,
                         "autocast": None if self.precision == "fp32" else _AUTOCAST_DTYPES[self.precision],
                         "precision_note": self.precision_note},
         }

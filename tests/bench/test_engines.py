@@ -134,6 +134,19 @@ def test_torch_cuda_agrees_with_cpu(options):
     np.testing.assert_array_equal(got, got_again)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: torch.cuda.is_available() is False")
+@pytest.mark.parametrize("tf32", [False, True])
+def test_torch_cuda_fp32_is_strict_unless_tf32(tf32):
+    """Issue 14, item 4: cuDNN's TF32 default is switched off for fp32 (as TensorRT clears it), and put back."""
+    before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    with create_engine("torch", "resnet20", device="cuda", tf32=tf32) as engine:
+        assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (tf32, tf32)
+        assert engine.describe()["options"]["tf32"] is tf32
+        engine.infer(_batch(2))
+    assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == before
+
+
 def _trt_reason() -> str | None:
     from export.tensorrt import trt_status
 
@@ -154,6 +167,30 @@ def test_tensorrt_agrees_with_torch():
         with create_engine("trt", model, max_batch=8, cuda_graph=cuda_graph) as engine:
             np.testing.assert_allclose(engine.infer(x), reference, rtol=1e-2, atol=1e-2)
             assert engine.describe()["version"]
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+def test_memory_is_measured_per_engine_on_the_gpu():
+    """Issue 14, item 2 on hardware: each engine's own memory figure, labelled, not torch's buffers alone."""
+    reason = _trt_reason()
+    if reason:
+        pytest.skip(f"TensorRT engine unavailable: {reason}")
+    import onnxruntime
+
+    import bench
+
+    engines = ["torch", "trt"] + (["ort"] if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else [])
+    records = bench.latency("resnet50", engines=engines, batches=[1, 8], device="cuda", iters=5, warmup=2,
+                            input_size=224)
+    kinds = {r["engine"]: r["peak_memory_source"] for r in records}
+    assert kinds["torch"] == "cuda_max_allocated" and kinds["trt"].startswith("trt: context")
+    if "ort" in kinds:
+        assert kinds["ort"].startswith("ort: device memory")
+    trt = [r for r in records if r["engine"] == "trt"]
+    assert all(r["memory_peak_bytes"] > 20e6 for r in trt)  # resnet50's weights alone are ~100 MB fp32
+    profiles = [r["engine_info"]["options"]["profile"] for r in trt]
+    assert all(p is not None for p in profiles)
 
 
 def test_tensorrt_missing_is_one_clear_error():

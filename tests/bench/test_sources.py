@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -127,3 +129,22 @@ def test_checkpoint_applies_to_module_sources_only(tmp_path):
     onnx = _plain_onnx(tmp_path / "r20.onnx")
     with pytest.raises(UsageProblem, match="applies to PyTorch models"):
         resolve_source(str(onnx), checkpoint=tmp_path / "w.pt")
+
+
+@pytest.mark.parametrize("batch, tf32, expected", [(None, False, (1, 8, 64)), (1, False, (1, 1, 64)),
+                                                   (32, True, (1, 32, 64)), (128, False, (1, 128, 128))])
+def test_a_trt_engine_from_a_model_is_tuned_for_the_batch_it_measures(tmp_path, monkeypatch, batch, tf32, expected):
+    """Each measured batch gets its own engine whose profile's opt is that batch (not batch 8), and --tf32 reaches
+    the build; the file names differ, so a sweep's engines never overwrite each other."""
+    import export
+    from bench import sources
+
+    built = []
+    monkeypatch.setattr(sources, "onnx_file", lambda src, precision, workdir, batch: tmp_path / "resnet20.onnx")
+    monkeypatch.setattr(export, "build_trt_engine",
+                        lambda onnx, path, **kw: built.append((Path(path).name, kw)) or None)
+    src = resolve_source("resnet20", input_shape=(3, 16, 16))
+    path = sources.engine_file(src, "fp32", max_batch=64, workdir=tmp_path, batch=batch, tf32=tf32)
+    (name, kw), = built
+    assert kw["batch_range"] == expected and kw["tf32"] is tf32
+    assert path.name == name and f"opt{expected[1]}" in name and ("tf32" in name) is tf32

@@ -88,6 +88,12 @@ BASE_KEY = dict(onnx_sha256="a" * 64, trt_version="10.13.3", gpu_name="NVIDIA H1
     ("precision", "fp32"),
     ("profile", {"min": (1, 3, 32, 32), "opt": (16, 3, 32, 32), "max": (64, 3, 32, 32)}),
     ("workspace_gib", 8.0),
+    ("tf32", True),
+    ("trt_flavour", "tensorrt-cu13 10.13.3"),
+    ("cuda_version", "13.0"),
+    ("recipe_version", 1),
+    ("profiles", [{"min": (1, 3, 32, 32), "opt": (8, 3, 32, 32), "max": (64, 3, 32, 32)},
+                  {"min": (1, 3, 32, 32), "opt": (64, 3, 32, 32), "max": (64, 3, 32, 32)}]),
 ])
 def test_cache_key_changes_with_every_component(field, other):
     key = trt_export.engine_cache_key(**BASE_KEY)
@@ -144,6 +150,66 @@ def test_build_engine_on_a_gpu(tmp_path):
     other = export.build_trt_engine(onnx_path, tmp_path / "m.engine", precision="fp32", batch_range="1,4,16",
                                     timing_cache=cache, workspace_gib=1)
     assert not other.reused and other.cache_key != first.cache_key and other.timing_cache_loaded_bytes > 0
+
+
+def _require_trt_gpu():
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'rbench[trt]')")
+    if not _cuda_ok():
+        pytest.skip("TensorRT is installed but torch sees no CUDA GPU")
+
+
+@pytest.fixture(scope="module")
+def resnet50_onnx(tmp_path_factory):
+    """resnet50 at 224x224, fp32 and fp16 files with a dynamic batch (exported once for the GPU tests)."""
+    _require_trt_gpu()  # before minutes of export on a machine that cannot use them
+    folder = tmp_path_factory.mktemp("resnet50")
+    model = nets.create_model("resnet50").eval()
+    for precision in ("fp32", "fp16"):
+        export.to_onnx(model, folder / f"r50-{precision}.onnx", (3, 224, 224), exporter="torchscript",
+                       precision=precision, verify=False)
+    return folder
+
+
+@pytest.mark.trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_resnet50_builds_past_a_mismatched_timing_cache(resnet50_onnx, tmp_path, precision):
+    """Issue 14, item 1 on hardware: a timing cache from another TensorRT/GPU is replaced, never fatal."""
+    _require_trt_gpu()
+    cache = trt_export.default_timing_cache(tmp_path)
+    assert cache.name.startswith("trt-timing-") and "-sm" in cache.name
+    stale = b"a timing cache from another TensorRT version or GPU" * 64
+    cache.write_bytes(stale)
+    report = export.build_trt_engine(resnet50_onnx / f"r50-{precision}.onnx", tmp_path / "r50.engine",
+                                     precision=precision, batch_range="1,8,32", timing_cache=cache, workspace_gib=2)
+    assert report.engine_bytes > 0 and report.timing_cache_loaded_bytes == 0
+    assert any("timing cache" in w for w in report.warnings), report.warnings
+    assert cache.stat().st_size > 0 and cache.read_bytes() != stale
+    again = export.build_trt_engine(resnet50_onnx / f"r50-{precision}.onnx", tmp_path / "r50b.engine",
+                                    precision=precision, batch_range="1,8,32", timing_cache=cache, workspace_gib=2)
+    assert again.timing_cache_loaded_bytes > 0 and not [w for w in again.warnings if "timing cache" in w]
+
+
+@pytest.mark.trt
+def test_resnet50_batch_sweep_runs_each_batch_on_its_own_profile(resnet50_onnx, tmp_path):
+    """Issue 14, item 9 on hardware: one profile per measured batch, switched at run time, outputs agree."""
+    import numpy as np
+
+    from bench.engines.trt_engine import TensorRTEngine
+
+    _require_trt_gpu()
+    batches = [1, 8, 32]
+    report = export.build_trt_engine(resnet50_onnx / "r50-fp32.onnx", tmp_path / "r50.engine", batch_range="1,8,32",
+                                     opt_batches=batches, workspace_gib=2)
+    assert [p["opt"][0] for p in report.profiles] == [8, 1, 32]
+    x = np.random.default_rng(0).standard_normal((32, 3, 224, 224), dtype=np.float32)
+    with TensorRTEngine(report.engine_path) as engine:
+        outputs = {}
+        for batch in batches:
+            outputs[batch] = engine.infer(x[:batch])
+            assert engine.describe()["options"]["profile"]["opt"] == batch
+        memory = engine.memory_usage()
+    np.testing.assert_allclose(outputs[8], outputs[32][:8], rtol=1e-3, atol=1e-3)
+    assert memory["memory_peak_bytes"] > report.engine_bytes
 
 
 def test_no_gpu_and_old_tensorrt_are_named(monkeypatch, tmp_path):
