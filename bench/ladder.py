@@ -10,6 +10,11 @@ test split, agreement with torch fp32, and the speedup over torch fp32 with its 
 that cannot run here are rows too, with the reason. Every rung's latency is timed interleaved
 in one run, so the speedups compare figures taken under the same conditions.
 
+Accuracy is judged as MLPerf's accuracy mode judges it (`bench.accuracy.accuracy_mode`): each rung's
+top-1 as a ratio to torch fp32's, and a pass when it keeps at least `threshold` (99%) of it. An
+evaluation-only image folder (an ImageNet `val/`) works as `dataset`, with torchvision's evaluation
+transform (`eval_transform`) and the int8 calibration images from another folder (`calibration`).
+
 The int8 rungs run a calibrated Q/DQ file (`bench.quantize.int8_export`: calibration images
 from the training split, the task check on the test split): uint8 activations for onnxruntime
 and OpenVINO, a second, symmetric file for TensorRT. OpenVINO's bf16 is a compile setting on
@@ -118,7 +123,8 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
                settings=None,
                test_limit: int | None = None, device: str = "cpu",
                on_stage: Callable[[str], None] = lambda stage: None, on_progress=None,
-               command: str | None = None) -> LadderResult:
+               command: str | None = None, eval_transform: str | None = None, class_index: str | None = None,
+               skip_bad_images: bool = False, workers: int = 0, threshold: float | None = None) -> LadderResult:
     """Export, quantize, evaluate and time every runnable rung of `checkpoint`'s model (see the module doc).
 
     Args:
@@ -134,8 +140,18 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         throughput_batch: a second interleaved timing at this batch for images/s (None: skip it).
         settings: `bench.measure.Settings` (iterations, threads, rounds, ...).
         test_limit: evaluate on at most this many test images (stratified; None: all of them).
+        eval_transform, class_index, skip_bad_images: how an image folder is read (`dataset_for_checkpoint`).
+        workers: DataLoader processes decoding a lazy image folder.
+        threshold: a rung passes when its top-1 is at least this share of torch fp32's (default 0.99, MLPerf).
     """
-    from bench.accuracy import batches_for_checkpoint, dataset_for_checkpoint, evaluate_engine, load_trained_model
+    from bench.accuracy import (
+        MLPERF_THRESHOLD,
+        accuracy_mode,
+        batches_for_checkpoint,
+        dataset_for_checkpoint,
+        evaluate_engine,
+        load_trained_model,
+    )
     from bench.engines import create_engine
     from bench.measure import Settings, time_pairs
     from bench.metrics import compare_predictions
@@ -150,13 +166,16 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         rungs.insert(0, REFERENCE)
     settings = settings or Settings()
     on_stage("load")
+    threshold = MLPERF_THRESHOLD if threshold is None else threshold
+    accuracy_mode([], threshold)  # a bad threshold: one line before any work
     ckpt = load_trained_model(checkpoint, model_name)
-    bundle = dataset_for_checkpoint(ckpt, dataset, root=data_root)
-    test = batches_for_checkpoint(ckpt, bundle, 256)
+    data_options = dict(eval_transform=eval_transform, class_index=class_index, skip_bad_images=skip_bad_images)
+    bundle = dataset_for_checkpoint(ckpt, dataset, root=data_root, **data_options)
+    test = batches_for_checkpoint(ckpt, bundle, 256, workers=workers)
     if test_limit is not None:
         from bench.quantize import test_set
 
-        images, labels = test_set(ckpt, bundle, test_limit)
+        images, labels = test_set(ckpt, bundle, test_limit, workers=workers)
         test = [(_tensor(images[i:i + 256]), _tensor(labels[i:i + 256])) for i in range(0, len(labels), 256)]
     name = ckpt.config.get("name", "model")
 
@@ -177,14 +196,17 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
     if any(r["runs"] and p == "int8" for (_, p), r in rows.items()):
         on_stage("calibrate int8")
         # The file is kept even when it misses the int8 check: the ladder shows its figures, marked.
+        # The int8 check runs on the ladder's own test images, wherever the calibration images come from.
+        int8_data = dict(data_root=data_root, test_limit=test_limit, enforce=False, workers=workers,
+                         dataset=dataset or ckpt.dataset.get("name"), min_accuracy_ratio=threshold, **data_options)
         report = int8_export(ckpt, files["fp32"], workdir / f"{name}-int8.onnx", calibration, method=method,
-                             data_root=data_root, test_limit=test_limit, enforce=False, activations=activations)
+                             activations=activations, **int8_data)
         files["int8"] = Path(report.path)
         result.int8 = report.to_dict()
         if rows.get(("trt", "int8"), {}).get("runs"):  # TensorRT reads only symmetric int8: a second file
             on_stage("calibrate int8 (symmetric, for TensorRT)")
             symmetric = int8_export(ckpt, files["fp32"], workdir / f"{name}-int8-s8.onnx", calibration, method=method,
-                                    data_root=data_root, test_limit=test_limit, enforce=False, activations="s8")
+                                    activations="s8", **int8_data)
             files["int8-s8"] = Path(symmetric.path)
             rows[("trt", "int8")]["int8_check"] = symmetric.check.to_dict()
             if not symmetric.check.passed:
@@ -215,14 +237,24 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
             continue
         reference_logits = logits if reference_logits is None else reference_logits
         agreement = compare_predictions(reference_logits, logits)
-        row.update(top1=metrics["top1"], f1_macro=metrics["f1_macro"], agreement=agreement["agreement"],
-                   samples=metrics.get("samples"))
+        row.update(top1=metrics["top1"], top5=metrics.get("top5"), f1_macro=metrics["f1_macro"],
+                   agreement=agreement["agreement"], samples=metrics.get("samples"), seconds=metrics.get("seconds"))
+        skipped = getattr(test, "skipped", None)
+        if skipped:
+            row["skipped_images"] = len(skipped)
         result.accuracy.append(accuracy_record(
             {**metrics, "engine": engine, "engine_info": info, "precision": precision, "device": device, "batch": 256,
              "input_shape": list(ckpt.input_shape), "reference_engine": "torch fp32", **agreement,
              "top1_delta": metrics["top1"] - rows[REFERENCE].get("top1", metrics["top1"])},
             model=name, model_config=dict(ckpt.config), dataset=data, checkpoint=str(checkpoint),
             checkpoint_epoch=ckpt.epoch, context={"study": "ladder"}, command=command))
+
+    # MLPerf's accuracy mode: each rung's top-1 against torch fp32's, pass at `threshold` of it.
+    judged = [row for row in rows.values() if row.get("top1") is not None]
+    if judged and judged[0] is rows[REFERENCE]:
+        for row, verdict in zip(judged, accuracy_mode(judged, threshold)):
+            row.update(top1_ratio=verdict["top1_ratio"], top5_ratio=verdict["top5_ratio"], threshold=threshold,
+                       passed=verdict["passed"])
 
     # Speed: every rung that ran, interleaved, at the latency batch and then the throughput batch.
     runnable = [(e, p) for (e, p), row in rows.items() if row["runs"]]
@@ -286,7 +318,8 @@ def ladder_rows_table(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     out = []
     for row in rows:
         if not row.get("runs"):
-            out.append((row["engine"], row["precision"], "not run here", "", "", "", "", "", row.get("reason") or ""))
+            out.append((row["engine"], row["precision"], "not run here", *[""] * (len(LADDER_COLUMNS) - 4),
+                        row.get("reason") or ""))
             continue
         ci = row.get("p50_ci") or [None, None]
         p50 = f"{fmt(row.get('p50_ms'), '.3f')} [{fmt(ci[0], '.3f')}, {fmt(ci[1], '.3f')}]"
@@ -296,15 +329,17 @@ def ladder_rows_table(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
             f"{fmt(speed, '.2f')}x [{fmt(sci[0], '.2f')}, {fmt(sci[1], '.2f')}] {row.get('verdict', '')}"
         failed = (row.get("note") or "").startswith("int8 check failed")
         label = row["precision"] + (" (check failed)" if failed else "") + (" *" if row.get("pareto") else "")
+        verdict = "-" if row.get("passed") is None else \
+            f"{fmt(row.get('top1_ratio'), '.3f')} {'pass' if row['passed'] else 'FAIL'}"
         out.append((row["engine"], label, p50,
                     fmt(row.get("images_per_s"), ".0f"), fmt((row.get("size_bytes") or 0) / 2**20, ".2f"),
-                    fmt(row.get("top1"), ".2%"), fmt(row.get("f1_macro"), ".3f"), fmt(row.get("agreement"), ".2%"),
-                    speedup))
+                    fmt(row.get("top1"), ".2%"), verdict, fmt(row.get("f1_macro"), ".3f"),
+                    fmt(row.get("agreement"), ".2%"), speedup))
     return out
 
 
-LADDER_COLUMNS = ("engine", "precision", "p50 ms [95% CI]", "img/s", "MiB", "top-1", "macro-F1",
-                  "agrees w/ torch fp32", "speedup vs torch fp32")
+LADDER_COLUMNS = ("engine", "precision", "p50 ms [95% CI]", "img/s", "MiB", "top-1", "top-1 ratio (MLPerf)",
+                  "macro-F1", "agrees w/ torch fp32", "speedup vs torch fp32")
 
 
 def plot_ladder(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:

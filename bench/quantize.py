@@ -8,6 +8,11 @@
 arrays: N stratified, seeded images of the checkpoint's own data set's *training* split (never the
 test split, which judges the result), normalized as the model was trained, and the labelled test
 split for the check.
+
+An evaluation-only image folder (an ImageNet `val/`, no `train/`) has no training split: the
+calibration images then come from another folder (`--calibration imagefolder:OTHER[:N]`, e.g. a few
+hundred ImageNet training images, as MLPerf's calibration list is), all of whose images are candidates,
+preprocessed by the same evaluation transform.
 """
 
 from __future__ import annotations
@@ -50,14 +55,17 @@ def _normalization(checkpoint, bundle) -> tuple[tuple[float, ...], tuple[float, 
     return tuple(bundle.mean), tuple(bundle.std)
 
 
-def _as_arrays(dataset, indices: np.ndarray, mean, std) -> tuple[np.ndarray, np.ndarray]:
+def _as_arrays(dataset, indices: np.ndarray, mean, std, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    from bench.data import Batches
+    from bench.data import Batches, EvalBatches, EvalImages
 
-    subset = torch.utils.data.Subset(dataset, indices.tolist())
+    if isinstance(dataset, EvalImages):  # lazy folder: decoded by workers; unreadable files skipped when asked
+        batches = EvalBatches(dataset.take(indices), 256, mean, std, workers=workers)
+    else:
+        batches = Batches(torch.utils.data.Subset(dataset, indices.tolist()), 256, mean, std)
     images, labels = [], []
-    for x, y in Batches(subset, 256, mean, std):
+    for x, y in batches:
         images.append(x.numpy().astype(np.float32, copy=False))
         labels.append(y.numpy())
     return np.concatenate(images), np.concatenate(labels)
@@ -70,27 +78,48 @@ def _labels_of(dataset) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
-def calibration_set(checkpoint, bundle, count: int, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
-    """(float32 NCHW images, description): `count` stratified images of `bundle`'s training split."""
+def calibration_set(checkpoint, bundle, count: int, seed: int = 0, *, evaluated_on: str | None = None,
+                    workers: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """(float32 NCHW images, description): `count` stratified images of `bundle`'s training split.
+
+    An evaluation-only folder (no train/) gives its images instead, unless it is the folder the model
+    is evaluated on (`evaluated_on`, a data set name): calibrating on the test images is refused."""
     from bench.data.common import stratified_take
 
     if bundle.in_chans != checkpoint.input_shape[0] or bundle.input_size != checkpoint.input_shape[1]:
         raise UsageProblem(f"the calibration data gives {bundle.in_chans}x{bundle.input_size}x{bundle.input_size} "
                            f"images, the model takes {'x'.join(map(str, checkpoint.input_shape))}; calibrate on the "
                            "data the model was trained on")
-    train = bundle.train
+    train, split = bundle.train, "train"
+    if len(train) == 0 and bundle.extra.get("eval_only"):
+        if evaluated_on is not None and _same_data(evaluated_on, bundle.name):
+            raise UsageProblem(f"{bundle.source} has no train/ folder, and its images are the ones the model is "
+                               "tested on: pass --calibration imagefolder:OTHER[:N], a folder of other images "
+                               "(e.g. a few hundred ImageNet training images)")
+        train, split = bundle.test, "all images (no train/)"
     if len(train) == 0:
         raise UsageProblem(f"{bundle.name} has an empty training split: nothing to calibrate on")
     labels = _labels_of(train)
     indices = stratified_take(labels, min(count, len(labels)), np.random.default_rng(seed))
     mean, std = _normalization(checkpoint, bundle)
-    images, _ = _as_arrays(train, indices, mean, std)
-    info = {"dataset": bundle.name, "split": "train", "images": int(len(images)), "requested": int(count),
+    images, _ = _as_arrays(train, indices, mean, std, workers=workers)
+    info = {"dataset": bundle.name, "split": split, "images": int(len(images)), "requested": int(count),
             "seed": seed, "source": bundle.source, "normalization": {"mean": list(mean), "std": list(std)}}
+    if bundle.extra.get("eval_transform"):
+        info["eval_transform"] = bundle.extra["eval_transform"]
     return images, info
 
 
-def test_set(checkpoint, bundle, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _same_data(name: str, other: str) -> bool:
+    def key(text: str) -> str:
+        if text.lower().startswith("imagefolder:"):
+            return "imagefolder:" + str(Path(text.split(":", 1)[1]).expanduser().resolve())
+        return text.lower()
+
+    return key(name) == key(other)
+
+
+def test_set(checkpoint, bundle, limit: int | None = None, workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(float32 images, labels) of `bundle`'s test split (the first `limit` of a stratified, seeded order)."""
     from bench.data.common import stratified_take
 
@@ -98,15 +127,20 @@ def test_set(checkpoint, bundle, limit: int | None = None) -> tuple[np.ndarray, 
     indices = np.arange(len(labels)) if limit is None else stratified_take(labels, limit, np.random.default_rng(0))
     if len(indices) == 0:
         raise UsageProblem(f"{bundle.name} has an empty test split: nothing to check the int8 file on")
-    return _as_arrays(bundle.test, indices, *_normalization(checkpoint, bundle))
+    return _as_arrays(bundle.test, indices, *_normalization(checkpoint, bundle), workers=workers)
 
 
 def int8_export(checkpoint, fp32_onnx: str | Path, out_path: str | Path, calibration: str | None = None, *,
                 method: str = "minmax", min_agreement: float | None = None, min_accuracy_ratio: float | None = None,
                 data_root: str | None = None,
                 test_limit: int | None = None, threads: int | None = None, enforce: bool = True,
-                activations: str = "u8"):
+                activations: str = "u8", dataset: str | None = None, eval_transform: str | None = None,
+                class_index: str | None = None, skip_bad_images: bool = False, workers: int = 0):
     """Quantize `fp32_onnx` (the export of `checkpoint`) to `out_path`, calibrated and checked on real data.
+
+    The check runs on `dataset`'s test split (default: the calibration data set's, as before; name it
+    when calibrating on another folder); `eval_transform`, `class_index` and `skip_bad_images` shape
+    both as `bench.accuracy.dataset_for_checkpoint` does.
 
     Returns `export.quantize.QuantReport` with its `check`; raises ParityFailure (nothing written)
     when the int8 file agrees with fp32 on fewer test images than `min_agreement`, or keeps
@@ -117,9 +151,13 @@ def int8_export(checkpoint, fp32_onnx: str | Path, out_path: str | Path, calibra
     from export.quantize import DEFAULT_MIN_AGREEMENT, MLPERF_RATIO, quantize_and_check
 
     name, count = parse_calibration(calibration)
-    bundle = dataset_for_checkpoint(checkpoint, name, root=data_root)
-    images, info = calibration_set(checkpoint, bundle, count, seed=int(checkpoint.dataset.get("seed", 0)))
-    test_images, test_labels = test_set(checkpoint, bundle, test_limit)
+    options = dict(eval_transform=eval_transform, class_index=class_index, skip_bad_images=skip_bad_images)
+    bundle = dataset_for_checkpoint(checkpoint, name, root=data_root, **options)
+    evaluated = bundle if dataset is None or _same_data(dataset, bundle.name) else \
+        dataset_for_checkpoint(checkpoint, dataset, root=data_root, **options)
+    images, info = calibration_set(checkpoint, bundle, count, seed=int(checkpoint.dataset.get("seed", 0)),
+                                   evaluated_on=evaluated.name, workers=workers)
+    test_images, test_labels = test_set(checkpoint, evaluated, test_limit, workers=workers)
     info["test_images"] = int(len(test_labels))
     return quantize_and_check(fp32_onnx, out_path, images, test_images, test_labels, method=method,
                               min_agreement=DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement,

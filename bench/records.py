@@ -44,6 +44,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "dataset", "checkpoint", "checkpoint_epoch", "samples", "top1", "top5", "precision_macro", "recall_macro",
         "f1_macro", "per_class", "confusion_matrix", "seconds", "reference_engine", "top1_delta", "agreement",
         "max_abs_logit_diff", "mean_abs_logit_diff",
+        # Accuracy mode (MLPerf's rule, `bench.accuracy.accuracy_mode`) and the data pass: set by `rbench accuracy`.
+        "top1_ratio", "top5_ratio", "threshold", "passed", "images_per_s", "wall_s", "skipped_images",
     ),
     "train": (
         "model", "model_config", "engine", "device", "dataset", "train_config", "batch", "history", "epochs",
@@ -184,12 +186,20 @@ def engine_build_record(engine_report: Any, *, source: dict[str, Any], model_con
     return _record("engine_build", values, None, command)
 
 
+#: Above this many classes an accuracy record leaves out the confusion matrix (its per-class figures stay).
+MAX_CONFUSION_CLASSES = 100
+
+
 def accuracy_record(result: dict[str, Any], *, model: str, model_config: dict[str, Any] | None,
                     dataset: dict[str, Any], checkpoint: str | None = None, checkpoint_epoch: int | None = None,
                     split: str = "test", context: dict[str, Any] | None = None,
                     command: str | None = None) -> dict[str, Any]:
     """One engine's accuracy (`bench.accuracy.evaluate_checkpoint`'s result dict) on a data set."""
     values = {k: result.get(k) for k in FIELDS["accuracy"] if k in result}
+    matrix = values.get("confusion_matrix")
+    if matrix is not None and len(matrix) > MAX_CONFUSION_CLASSES:
+        # ImageNet's 1000x1000 matrix would make each record line megabytes; per_class keeps each class's figures.
+        values["confusion_matrix"] = None
     values.update(model=model, model_config=model_config, dataset=dataset, checkpoint=checkpoint,
                   checkpoint_epoch=checkpoint_epoch, split=split)
     return _record("accuracy", values, context, command)

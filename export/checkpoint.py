@@ -3,10 +3,18 @@
 Accepted shapes: a plain state dict; a dict with "state_dict" or "model" holding one (the rbench
 trainer writes `{"state_dict", "config", "normalization", ...}`). Prefixes that wrappers add
 (`module.` from DataParallel, `_orig_mod.` from torch.compile) are removed.
+
+A plain state dict whose keys are those of a torchvision classification model (`TORCHVISION_ARCHITECTURES`,
+the zoo nets that load torchvision's weights strictly) is recognised as that architecture: its config
+names it, with the class count read from the classifier, and when its sha256 begins with the hash in the
+file name of one of torchvision's published weights (`resnet50-11ad3fa6.pth`, torch.hub's convention)
+it is recognised as those weights, with their evaluation transform and published accuracy
+(`published_weights`, read from torchvision's own weight metadata).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import warnings
@@ -150,7 +158,102 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 break
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataProblem(f"{path} holds no state dict (expected tensors by name, or a dict with 'state_dict' or 'model')")
-    return Checkpoint(path=str(path), sha256=sha, state_dict=_strip_prefixes(dict(state)), config=config, extra=extra)
+    state = _strip_prefixes(dict(state))
+    if config is None:
+        architecture = torchvision_architecture(state)
+        if architecture is not None:
+            config, extra = _torchvision_facts(architecture, state, sha, extra)
+    return Checkpoint(path=str(path), sha256=sha, state_dict=state, config=config, extra=extra)
+
+
+# --------------------------------------------------------------------------- torchvision's checkpoints
+
+#: torchvision classification models whose zoo namesakes load torchvision's state dicts strictly.
+TORCHVISION_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "vgg11", "vgg11_bn",
+                             "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn")
+#: The ImageNet statistics torchvision's weights were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@functools.cache
+def _torchvision_keys(name: str) -> frozenset[str]:
+    """The state-dict keys of torchvision's `name`, built on the meta device (no memory, no weights)."""
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        model = torchvision.models.get_model(name, weights=None)
+    return frozenset(model.state_dict())
+
+
+def _classifier_key(name: str) -> str:
+    return "fc.weight" if name.startswith("resnet") else "classifier.6.weight"
+
+
+def torchvision_architecture(state_dict: dict[str, Any]) -> str | None:
+    """The torchvision architecture whose state-dict keys `state_dict` has exactly, or None."""
+    keys = frozenset(state_dict)
+    family = "resnet" if "layer1.0.conv1.weight" in keys and "fc.weight" in keys else \
+        "vgg" if "features.0.weight" in keys and "classifier.6.weight" in keys else None
+    if family is None:  # neither family's landmarks: no model is built to compare
+        return None
+    for name in TORCHVISION_ARCHITECTURES:
+        if name.startswith(family) and _torchvision_keys(name) == keys:
+            return name
+    return None
+
+
+@functools.cache
+def _published_table() -> tuple[dict[str, Any], ...]:
+    import torchvision
+
+    table = []
+    for name in TORCHVISION_ARCHITECTURES:
+        for weights in torchvision.models.get_model_weights(name):
+            if not weights.meta.get("categories"):  # a feature extractor (vgg16 IMAGENET1K_FEATURES), no classifier
+                continue
+            file = weights.url.rsplit("/", 1)[-1]
+            match = re.search(r"-([a-f0-9]+)\.", file)
+            preset = weights.transforms()
+            metrics = weights.meta.get("_metrics", {}).get("ImageNet-1K", {})
+            table.append({
+                "architecture": name, "weights": f"{type(weights).__name__}.{weights.name}", "file": file,
+                "url": weights.url, "hash_prefix": match.group(1) if match else None,
+                "num_classes": len(weights.meta.get("categories") or ()), "published_top1": metrics.get("acc@1"),
+                "published_top5": metrics.get("acc@5"),
+                "eval_transform": {"name": "imagenet", "resize_size": int(preset.resize_size[0]),
+                                   "crop_size": int(preset.crop_size[0]), "interpolation": "bilinear",
+                                   "antialias": True, "mean": list(preset.mean), "std": list(preset.std),
+                                   "convert": "RGB"},
+            })
+    return tuple(table)
+
+
+def published_weights(sha256: str, architecture: str | None = None) -> dict[str, Any] | None:
+    """torchvision's published weights whose file-name hash `sha256` begins with (and of `architecture`,
+    when given): name, file, url, published top-1/top-5 (percent), eval transform. None when none is."""
+    for entry in _published_table():
+        if entry["hash_prefix"] and sha256.startswith(entry["hash_prefix"]) and \
+                architecture in (None, entry["architecture"]):
+            return dict(entry)
+    return None
+
+
+def _torchvision_facts(architecture: str, state: dict[str, Any], sha: str,
+                       extra: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(config, extra) of a recognised torchvision state dict: architecture, classes, normalization, transform."""
+    num_classes = int(state[_classifier_key(architecture)].shape[0])
+    published = published_weights(sha, architecture)
+    transform = published["eval_transform"] if published else {
+        "name": "imagenet", "resize_size": 256, "crop_size": 224, "interpolation": "bilinear", "antialias": True,
+        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "convert": "RGB"}
+    facts = {"architecture": architecture, "num_classes": num_classes,
+             "published": {k: v for k, v in published.items() if k != "eval_transform"} if published else None}
+    config = {"name": architecture, "num_classes": num_classes, "in_chans": 3}
+    extra = {**extra, "torchvision": facts, "normalization": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+             "eval_transform": transform}
+    return config, extra
 
 
 def _names(keys: list[str], limit: int = 3) -> str:

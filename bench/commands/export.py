@@ -58,7 +58,8 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
         "input_size": input_size,
         "checkpoint": None if checkpoint is None else {
             "path": checkpoint.path, "sha256": checkpoint.sha256,
-            **{k: v for k, v in checkpoint.extra.items() if k in ("normalization", "dataset", "epoch", "val_acc")},
+            **{k: v for k, v in checkpoint.extra.items()
+               if k in ("normalization", "dataset", "epoch", "val_acc", "torchvision", "eval_transform")},
         },
         "onnx": {
             "file": Path(report.path).name,
@@ -119,6 +120,9 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
               help="int8: refuse the file below this share of fp32's test accuracy. [default: 0.99, MLPerf's rule]")
 @click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="int8: folder with the calibration data set's files.")
+@click.option("--eval-transform", default=None, metavar="imagenet|imagenet:RESIZE:CROP|none",
+              help="int8: torchvision's evaluation preprocessing of an image folder, for the calibration and check "
+                   "images. [default: the checkpoint's own; a torchvision file carries its weights' preset]")
 @click.option("--engine", "engine_kind", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
               help="trt also builds a TensorRT engine (needs `pip install -e .[trt]` and an NVIDIA GPU).")
 @click.option("--batch-range", default="1,8,64", show_default=True,
@@ -140,6 +144,7 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
                    num_classes: int | None, act: str | None, opset: int, exporter: str, dynamic_batch: bool,
                    batch: int, precision: str, calibration: str | None, calibration_method: str,
                    activations: str | None, min_agreement: float | None, min_accuracy_ratio: float | None, data_root: Path | None,
+                   eval_transform: str | None,
                    engine_kind: str, batch_range: str, workspace_gib: float,
                    timing_cache: Path | None, force: bool, tf32: bool, out: Path | None, results_dir: Path | None,
                    seed: int) -> None:
@@ -209,7 +214,13 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
             raise UsageProblem("TensorRT reads only symmetric int8 activations: use --activations s8 with --engine trt")
         int8 = {"calibration": calibration, "method": calibration_method, "min_agreement": min_agreement,
                 "activations": activations or ("s8" if engine_kind == "trt" else "u8"),
-                "min_accuracy_ratio": min_accuracy_ratio, "data_root": str(data_root) if data_root else None}
+                "min_accuracy_ratio": min_accuracy_ratio, "data_root": str(data_root) if data_root else None,
+                "eval_transform": eval_transform}
+        from bench.data import parse_eval_transform
+
+        parse_eval_transform(eval_transform)  # a bad preset: one line before the export
+    elif eval_transform is not None:
+        raise UsageProblem("--eval-transform applies to --precision int8 (its calibration and check images)")
     elif calibration is not None or activations is not None:
         raise UsageProblem(f"--{'calibration' if calibration is not None else 'activations'} applies to --precision int8")
     if engine_kind == "trt":
@@ -370,7 +381,7 @@ def _int8_file(source, ckpt, onnx_path: Path, int8: dict[str, Any], *, opset: in
     # What bench.quantize needs of a checkpoint: its input, normalization and data set (rbench train writes them).
     trained = SimpleNamespace(input_shape=tuple(source.input_shape), normalization=dict(extra.get("normalization") or {}),
                               dataset=dict(extra.get("dataset") or {}), config=dict(source.config),
-                              path=Path(ckpt.path))
+                              path=Path(ckpt.path), eval_transform=extra.get("eval_transform"))
     with work_dir(onnx_path.parent, onnx_path.stem) as stage:
         fp32 = stage / "fp32.onnx"
         report = to_onnx(source.module(), fp32, source.input_shape, batch=batch, opset=opset,
@@ -378,7 +389,8 @@ def _int8_file(source, ckpt, onnx_path: Path, int8: dict[str, Any], *, opset: in
                          model_name=source.name, seed=seed)
         quant = int8_export(trained, fp32, onnx_path, int8["calibration"], method=int8["method"],
                             min_agreement=int8["min_agreement"], min_accuracy_ratio=int8["min_accuracy_ratio"],
-                            data_root=int8["data_root"], activations=int8["activations"])
+                            data_root=int8["data_root"], activations=int8["activations"],
+                            eval_transform=int8.get("eval_transform"))
     quant.source_path = "the verified fp32 export (scratch, not kept; see source_sha256)"
     relabelled = dataclasses.replace(report, path=str(onnx_path), precision="int8", onnx_sha256=quant.sha256,
                                      onnx_bytes=quant.size_bytes, external_data=None)

@@ -14,12 +14,26 @@ from bench.errors import UsageProblem
 @click.command("ladder")
 @click.argument("model")
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="An `rbench train` checkpoint of MODEL (best.pt): weights, normalization, data set.")
-@click.option("--dataset", default=None, help="Evaluate and calibrate on this data set (default: the checkpoint's).")
+              help="An `rbench train` checkpoint of MODEL (best.pt): weights, normalization, data set; or a "
+                   "torchvision state dict (resnet50-11ad3fa6.pth), with --dataset.")
+@click.option("--dataset", default=None,
+              help="Evaluate (and calibrate) on this data set (default: the checkpoint's). An image folder may hold "
+                   "only val/; then --calibration names another folder.")
+@click.option("--eval-transform", default=None, metavar="imagenet|imagenet:RESIZE:CROP|none",
+              help="torchvision's evaluation preprocessing for an image folder (see `rbench accuracy --help`). "
+                   "[default: the checkpoint's own]")
+@click.option("--class-index", type=click.Path(dir_okay=False), default=None,
+              help="JSON giving the label order of the folder's classes (ImageNet's imagenet_class_index.json).")
+@click.option("--skip-bad-images", is_flag=True, help="Skip unreadable image files (counted) instead of stopping.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="DataLoader processes decoding a lazy image folder.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True,
+              help="A rung passes when it keeps this share of torch fp32's top-1 (MLPerf: 99%); int8's check too.")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder with the data files (default: the data set's usual place).")
 @click.option("--calibration", default=None, metavar="DATASET[:N]",
-              help="int8 calibration images from the TRAINING split (default: the checkpoint's data set, 512).")
+              help="int8 calibration images from the TRAINING split (default: the checkpoint's data set, 512); "
+                   "a folder without train/ gives all its images (never the folder evaluated on).")
 @click.option("--calibration-method", default="minmax", show_default=True,
               type=click.Choice(["minmax", "entropy", "percentile"]))
 @click.option("--activations", default="u8", show_default=True, type=click.Choice(["u8", "s8"]),
@@ -42,8 +56,10 @@ from bench.errors import UsageProblem
 @click.option("--keep-files", is_flag=True, help="Keep the fp32 and int8 ONNX files in --out/files/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON instead of a table.")
 @click.option("-q", "--quiet", is_flag=True, help="No stage lines.")
-def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root: Path | None, calibration: str | None,
-                   calibration_method: str, activations: str, rungs: str | None, batch: int, throughput_batch: int,
+def ladder_command(model: str, checkpoint: Path, dataset: str | None, eval_transform: str | None,
+                   class_index: str | None, skip_bad_images: bool, workers: int, threshold: float,
+                   data_root: Path | None, calibration: str | None, calibration_method: str, activations: str,
+                   rungs: str | None, batch: int, throughput_batch: int,
                    test_limit: int | None, iters: int, warmup: int, rounds: int, threads: int | None,
                    out: Path | None, keep_files: bool, as_json: bool, quiet: bool) -> None:
     """Speed against task accuracy of MODEL for every engine and precision this machine runs.
@@ -66,13 +82,17 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root:
       rbench train resnet20 --epochs 2 --out runs/r20
       rbench ladder resnet20 --checkpoint runs/r20/best.pt
       rbench ladder resnet20 --checkpoint runs/r20/best.pt --rungs ort:int8,openvino:bf16 --test-limit 2000
+      rbench ladder resnet50 --checkpoint resnet50-0676ba61.pth --dataset imagefolder:/data/imagenet \\
+          --eval-transform imagenet --calibration imagefolder:/data/imagenet-cal:500 --workers 8
     """
     from bench.commands.measure import _console, check_out_folder
+    from bench.data import parse_eval_transform
     from bench.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, run_ladder, write_ladder
     from bench.measure import Settings
     from bench.quantize import parse_calibration
 
     parse_calibration(calibration)  # a bad spec: one line before any work
+    parse_eval_transform(eval_transform)
     chosen = parse_rungs(rungs)
     if not checkpoint.is_file():
         raise UsageProblem(f"no checkpoint at {checkpoint}; train one with `rbench train {model}`")
@@ -85,7 +105,9 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root:
         result = run_ladder(checkpoint, workdir=workdir, rungs=chosen, model_name=model, dataset=dataset,
                             data_root=str(data_root) if data_root else None, calibration=calibration,
                             method=calibration_method, activations=activations, batch=batch, throughput_batch=throughput_batch or None,
-                            settings=settings, test_limit=test_limit, on_stage=say)
+                            settings=settings, test_limit=test_limit, on_stage=say, eval_transform=eval_transform,
+                            class_index=class_index, skip_bad_images=skip_bad_images, workers=workers,
+                            threshold=threshold)
         if not keep_files:  # the scratch folder goes now: the rows must not name its files
             for row in result.rows:
                 row.pop("file", None)
@@ -111,4 +133,7 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, data_root:
         click.echo(f"int8 file: {result.int8['method']} calibration on {result.int8['calibration_images']} training "
                    f"images; check on {check['images']} test images {verdict}: agreement "
                    f"{check['top1_agreement']:.2%}, accuracy ratio {ratio}")
+    failed = [f"{r['engine']} {r['precision']}" for r in result.rows if r.get("passed") is False]
+    click.echo(f"MLPerf accuracy rule ({threshold:.0%} of torch fp32's top-1): "
+               + (f"below it: {', '.join(failed)}" if failed else "every measured rung passes"))
     click.echo(f"  {out / 'ladder.md'}, {out / 'ladder.png'}, {out / 'ladder.json'}")

@@ -113,35 +113,60 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
 @click.command("accuracy")
 @click.argument("model")
 @click.option("--checkpoint", "checkpoint_path", required=True, type=click.Path(dir_okay=False),
-              help="A best.pt / last.pt from `rbench train`.")
-@click.option("--engine", "engines", default="torch,ort", show_default=True, metavar="torch,ort,trt",
-              help="Engines to run, comma-separated; the first is the reference for the differences.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+              help="A best.pt / last.pt from `rbench train`, or a torchvision state dict (resnet50-11ad3fa6.pth).")
+@click.option("--engine", "engines", default="torch,ort", show_default=True, metavar="ENGINE[:PRECISION],...",
+              help="Engines to run, comma-separated (torch, ort, trt, openvino; trt:fp16 names a precision); "
+                   "the first is the reference: put torch first for MLPerf's torch fp32 reference.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Precision of every engine that names none.")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda")
-@click.option("--dataset", default=None, help=f"{DATASET_HELP} (default: the checkpoint's own).")
+@click.option("--dataset", default=None, help=f"{DATASET_HELP} (default: the checkpoint's own). An image folder may "
+                                              "hold only val/ (or only class folders): accuracy only evaluates.")
 @_data_options
+@click.option("--eval-transform", default=None, metavar="imagenet|imagenet:RESIZE:CROP|none",
+              help="torchvision's evaluation preprocessing for an image folder: resize the shorter side (bilinear, "
+                   "antialiased), centre-crop, ImageNet mean/std; imagenet = 256/224, imagenet:232:224 for ResNet-50 "
+                   "IMAGENET1K_V2. [default: the checkpoint's own; a recognised torchvision file carries its weights' "
+                   "preset]")
+@click.option("--class-index", type=click.Path(dir_okay=False, exists=False), default=None,
+              help="JSON giving the label order of the folder's classes, e.g. ImageNet's imagenet_class_index.json "
+                   "({\"0\": [\"n01440764\", \"tench\"], ...}). [default: sorted folder names, as torchvision]")
+@click.option("--skip-bad-images", is_flag=True,
+              help="Skip unreadable image files (counted and reported) instead of stopping at the first.")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True,
+              help="Pass when an engine keeps this share of the reference's top-1 (MLPerf: 99%).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader processes decoding an image folder. [default: min(8, CPU cores) for a lazy folder]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--normalization", type=click.Choice(["checkpoint", "data"]), default="checkpoint", show_default=True,
               help="Normalize with the statistics the model was trained with, or the data's own.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines instead of a table.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--out", "results_dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Where the accuracy records are appended.")
 def accuracy_command(model, checkpoint_path, engines, precision, device, dataset, data_root, subset, input_size,
-                     channels, channel_mode, download, batch_size, normalization, threads, as_json, results_dir):
-    """Test-split accuracy of a MODEL checkpoint through every engine.
+                     channels, channel_mode, download, eval_transform, class_index, skip_bad_images, threshold,
+                     workers, batch_size, normalization, threads, as_json, quiet, results_dir):
+    """Test-split accuracy of a MODEL checkpoint through every engine, in MLPerf's accuracy mode.
 
     \b
-    Per engine: top-1 (and top-5), macro precision / recall / F1, per-class precision and
-    recall, the confusion matrix; against the first engine: the top-1 difference, the share of
-    identical predictions and the largest logit difference, so an export that loses accuracy
-    (fp16, a broken graph) shows at once. Records go to --out/accuracy.jsonl, all or none.
+    Per engine: top-1 and top-5, the ratio of each to the reference (the first engine), pass or
+    fail against --threshold (MLPerf: 99% of the fp32 reference's top-1), the images evaluated,
+    the inference seconds and images/s; macro precision / recall / F1, per-class figures and the
+    confusion matrix in the records; against the reference: the top-1 difference, the share of
+    identical predictions and the largest logit difference. Every engine sees the same images,
+    decoded once. Records go to --out/accuracy.jsonl, all or none.
 
     \b
-    Example:
+    Examples:
       rbench accuracy resnet20 --checkpoint runs/resnet20-fashion-mnist-s0/best.pt --engine torch,ort
+      rbench accuracy resnet50 --checkpoint resnet50-11ad3fa6.pth --dataset imagefolder:/data/imagenet \\
+          --eval-transform imagenet:232:224 --engine torch,ort,trt
     """
-    from bench.accuracy import dataset_for_checkpoint, evaluate_checkpoint, load_trained_model
+    from bench.accuracy import dataset_for_checkpoint, evaluate_checkpoint, load_trained_model, parse_engines
+    from bench.commands._progress import image_progress
+    from bench.data import EvalImages, default_workers, parse_eval_transform
     from bench.errors import UsageProblem
     from bench.records import accuracy_record
     from bench.results import append_record, to_json
@@ -150,9 +175,9 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
         import torch
 
         torch.set_num_threads(threads)
-    names = [e.strip() for e in engines.split(",") if e.strip()]
-    if not names:
-        raise UsageProblem("--engine needs at least one of torch, ort, trt")
+    parse_engines(engines, precision)  # a bad list: one line before anything loads
+    if parse_eval_transform(eval_transform) is not None and input_size is not None:
+        raise UsageProblem("--input-size and --eval-transform both set the input size; the transform's crop is it")
     import nets
 
     nets.model_entry(model)  # an unknown name is a usage error before anything loads
@@ -160,10 +185,22 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
     if input_size is not None:
         ckpt.dataset["input_size"] = input_size
     bundle = dataset_for_checkpoint(ckpt, name=dataset, root=data_root, subset=subset, channels=channels,
-                                    channel_mode=channel_mode, download=download)
-    results = evaluate_checkpoint(ckpt, bundle, names, precision=precision, device=device, batch_size=batch_size,
-                                  normalization=normalization)
-    records = [accuracy_record(r, model=model, model_config=ckpt.config, dataset=bundle.describe(),
+                                    channel_mode=channel_mode, download=download, eval_transform=eval_transform,
+                                    class_index=class_index, skip_bad_images=skip_bad_images)
+    published = (ckpt.torchvision or {}).get("published")
+    preset = parse_eval_transform(eval_transform)
+    if published and preset is not None and preset.describe() != ckpt.eval_transform:
+        carried = parse_eval_transform(ckpt.eval_transform)
+        click.echo(f"note: torchvision's figures for {published['weights']} were measured with --eval-transform "
+                   f"{carried.spec}, not {preset.spec}", err=True)
+    lazy = isinstance(bundle.test, EvalImages)
+    workers = workers if workers is not None else (default_workers() if lazy else 0)
+    with image_progress(f"{model} on {len(bundle.test)} images", enabled=not quiet and not as_json) as progress:
+        results = evaluate_checkpoint(ckpt, bundle, engines, precision=precision, device=device, batch_size=batch_size,
+                                      normalization=normalization, threshold=threshold, workers=workers,
+                                      on_progress=progress)
+    described = {**bundle.describe(), **bundle.extra}
+    records = [accuracy_record(r, model=model, model_config=ckpt.config, dataset=described,
                                checkpoint=str(ckpt.path), checkpoint_epoch=ckpt.epoch) for r in results]
     for record in records:  # measured everything first: an engine failure leaves no partial records
         path = append_record(record, results_dir)
@@ -174,17 +211,30 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{model} on {bundle.name} test split ({results[0]['samples']} images), {precision}")
-    for col in ("engine", "top-1", "Δ top-1", "agree", "macro P", "macro R", "macro F1", "max |Δ logit|", "s"):
-        table.add_column(col, justify="left" if col == "engine" else "right")
+    ref = results[0]
+    table = Table(title=f"{model} on {bundle.name} test split ({ref['samples']} images); reference "
+                        f"{ref['engine']} {ref['precision']}, pass at {threshold:.0%} of its top-1")
+    for col in ("engine", "precision", "top-1", "top-5", "top-1 ratio", "pass", "Δ top-1", "agree", "macro F1",
+                "max |Δ logit|", "images", "s", "img/s"):
+        table.add_column(col, justify="left" if col in ("engine", "precision", "pass") else "right")
     for r in results:
-        table.add_row(r["engine"], f"{r['top1']:.4f}", f"{r['top1_delta']:+.4f}", f"{r['agreement']:.4f}",
-                      f"{r['precision_macro']:.4f}", f"{r['recall_macro']:.4f}", f"{r['f1_macro']:.4f}",
-                      f"{r['max_abs_logit_diff']:.2e}", f"{r['seconds']:.1f}")
-    console = Console(width=120)
+        table.add_row(r["engine"], r["precision"], f"{r['top1']:.4f}", f"{r['top5']:.4f}",
+                      "-" if r["top1_ratio"] is None else f"{r['top1_ratio']:.4f}",
+                      "pass" if r["passed"] else "[red]FAIL[/red]", f"{r['top1_delta']:+.4f}", f"{r['agreement']:.4f}",
+                      f"{r['f1_macro']:.4f}", f"{r['max_abs_logit_diff']:.2e}", str(r["samples"]),
+                      f"{r['seconds']:.1f}", "-" if r["images_per_s"] is None else f"{r['images_per_s']:.0f}")
+    console = Console(width=140)
     console.print(table)
-    worst = min(results, key=lambda r: r["top1_delta"])
-    if worst["top1_delta"] < -0.005:
-        console.print(f"[yellow]warning: {worst['engine']} loses {-worst['top1_delta']:.2%} top-1 against "
-                      f"{worst['reference_engine']}[/yellow]")
-    click.echo(f"records appended to {path}")
+    if published:
+        click.echo(f"torchvision publishes top-1 {published['published_top1']}% / top-5 {published['published_top5']}% "
+                   f"for these weights ({published['weights']}, {published['file']}) on the 50,000 ImageNet "
+                   "validation images")
+    if ref["skipped_images"]:
+        files = ref["skipped_files"]
+        click.echo(f"skipped {ref['skipped_images']} unreadable image(s): {', '.join(files[:5])}"
+                   f"{', ...' if len(files) > 5 else ''}")
+    failed = [f"{r['engine']} {r['precision']}" for r in results if not r["passed"]]
+    if failed:
+        console.print(f"[yellow]below {threshold:.0%} of {ref['engine']} {ref['precision']}'s top-1: "
+                      f"{', '.join(failed)}[/yellow]")
+    click.echo(f"{ref['samples']} images in {ref['wall_s']:.1f} s (decoding included); records appended to {path}")

@@ -14,6 +14,10 @@ Names (`DATASETS`), one module each:
 - `cifar10` (`cifar10.py`): torchvision's CIFAR-10 from a local `root` (`cifar-10-batches-py/`);
   `download=True` fetches it.
 - `imagefolder:PATH` (`imagefolder.py`): an ImageFolder tree `PATH/{train,val,test}/<class>/<image>`.
+  For evaluation only (`eval_only=True`: accuracy, ladder, int8 calibration) it may hold just `val/`
+  or just class folders, and with `eval_transform` ('imagenet', torchvision's resize-256-crop-224
+  preset, `transforms.py`), `class_index` or `skip_bad_images` it is read by `evalfolder.py`:
+  decoded lazily by DataLoader workers, never preloaded.
 
 Every split's items are `(uint8 tensor (C, H, W), int label)`; normalization (per-channel mean and
 std measured on the training split, as the network sees it) is applied on whole batches by
@@ -64,6 +68,14 @@ from bench.data.common import (
     parse_channels,
 )
 from bench.data.digits import load_digits
+from bench.data.evalfolder import (
+    EvalBatches,
+    EvalImages,
+    default_workers,
+    load_eval_folder,
+    read_class_index,
+    scan_eval_folder,
+)
 from bench.data.fashion_mnist import (
     DEFAULT_FASHION_ROOT,
     FASHION_CLASSES,
@@ -73,22 +85,26 @@ from bench.data.fashion_mnist import (
     read_idx,
 )
 from bench.data.imagefolder import IMAGE_SUFFIXES, PRELOAD_BYTES, FolderImages, load_imagefolder
+from bench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, EvalTransform, parse_eval_transform
 from bench.errors import UsageProblem
 
 DATASETS = ("fashion-mnist", "digits", "cifar10", "imagefolder:PATH")
 
 __all__ = [
     "AUGMENTATIONS", "CHANNEL_MODES", "CIFAR10_CLASSES", "DATASETS", "DEFAULT_FASHION_ROOT", "FASHION_CLASSES",
-    "IMAGE_SUFFIXES", "PRELOAD_BYTES", "Batches", "DatasetBundle", "FolderImages", "Loaders", "SplitSettings",
-    "TensorImages", "apply_channels", "augment_batch", "channel_stats", "channels_out", "fashion_mnist_roots",
-    "find_fashion_mnist", "load_dataset", "make_loaders", "normalize_batch", "parse_augment", "parse_channels",
-    "read_idx",
+    "IMAGENET_MEAN", "IMAGENET_STD", "IMAGE_SUFFIXES", "PRELOAD_BYTES", "Batches", "DatasetBundle", "EvalBatches",
+    "EvalImages", "EvalTransform", "FolderImages", "Loaders", "SplitSettings", "TensorImages", "apply_channels",
+    "augment_batch", "channel_stats", "channels_out", "default_workers", "fashion_mnist_roots", "find_fashion_mnist", "load_dataset",
+    "load_eval_folder", "make_loaders", "normalize_batch", "parse_augment", "parse_channels", "parse_eval_transform",
+    "read_class_index", "read_idx", "scan_eval_folder",
 ]
 
 
 def load_dataset(name: str, root: str | os.PathLike | None = None, subset: int | None = None, seed: int = 0,
                  val_fraction: float = 0.1, input_size: int | None = None, channels: str | None = None,
-                 download: bool = False, channel_mode: str = "select") -> DatasetBundle:
+                 download: bool = False, channel_mode: str = "select", *, eval_only: bool = False,
+                 eval_transform: str | EvalTransform | None = None, class_index: str | os.PathLike | None = None,
+                 skip_bad_images: bool = False) -> DatasetBundle:
     """Load data set `name` (see `DATASETS`) into train/val/test splits.
 
     Args:
@@ -101,12 +117,25 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, subset: int |
         channels: channel subset such as 'RGB', 'RG', 'B' (None: the data's own channels).
         download: allow torchvision to fetch fashion-mnist / cifar10 when they are not found.
         channel_mode: 'select', 'average', 'replicate' or 'zero' (see the module docstring).
+        eval_only: the caller only evaluates (accuracy, ladder, calibration): an image folder may then
+            lack train/ (only val/, or only class folders), and is decoded lazily (`load_eval_folder`).
+        eval_transform: 'imagenet' or 'imagenet:RESIZE:CROP' (an `EvalTransform`): torchvision's
+            evaluation preprocessing and normalization, for image folders (implies lazy decoding).
+        class_index: a class-index JSON file giving the label order of an image folder's classes.
+        skip_bad_images: drop (and count) unreadable files of an evaluation folder instead of stopping.
 
     Raises:
         UsageProblem: unknown name or bad option. DataProblem: files missing or inconsistent.
     """
     settings = _check_settings(subset, seed, val_fraction, input_size, channels, channel_mode)
+    transform = parse_eval_transform(eval_transform)
     key = name.lower()
+    evaluation_options = transform is not None or class_index is not None or skip_bad_images
+    if evaluation_options and not key.startswith("imagefolder:"):
+        raise UsageProblem(f"--eval-transform, --class-index and --skip-bad-images apply to imagefolder:PATH, not {name}")
+    if evaluation_options and not eval_only:
+        raise UsageProblem("--eval-transform, --class-index and --skip-bad-images apply to evaluation "
+                           "(accuracy, ladder, calibration), not to training")
     if key in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
         return load_fashion_mnist(root, download, settings)
     if key == "digits":
@@ -117,7 +146,12 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, subset: int |
         path = name.split(":", 1)[1]
         if not path:
             raise UsageProblem("imagefolder needs a path: imagefolder:PATH")
-        return load_imagefolder(Path(path).expanduser(), settings)
+        folder = Path(path).expanduser()
+        if eval_only and (evaluation_options or not (folder / "train").is_dir()):
+            if settings.channels is not None:
+                raise UsageProblem("channel subsets need a folder with train/; an evaluation folder gives RGB")
+            return load_eval_folder(folder, transform, input_size, class_index, subset, seed, skip_bad_images)
+        return load_imagefolder(folder, settings)
     raise UsageProblem(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
 
 

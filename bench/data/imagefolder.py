@@ -4,6 +4,8 @@
 the `val` folder serves as test. Every split must have the same classes. Images are RGB,
 resized (shorter side) and centre-cropped to `input_size` (default: the first image's size when
 square and at most 64 px, else 224). Trees small enough are decoded into memory once.
+This is the training loader; a folder that is only evaluated (an ImageNet `val/`, torchvision's
+evaluation transform) is read by `bench.data.evalfolder`.
 """
 
 from __future__ import annotations

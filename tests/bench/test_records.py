@@ -98,3 +98,13 @@ def test_engine_build_record_from_an_engine_report():
     validate_record(built)
     assert measured_keys(built) == set(FIELDS["engine_build"])
     assert built["batch_range"] == [1, 8, 64] and built["warnings"] == ["fresh timing cache"]
+
+
+def test_an_accuracy_record_of_many_classes_leaves_out_the_confusion_matrix():
+    from bench.records import MAX_CONFUSION_CLASSES, accuracy_record
+
+    for classes, kept in ((10, True), (MAX_CONFUSION_CLASSES + 1, False)):
+        matrix = [[0] * classes for _ in range(classes)]
+        record = accuracy_record({"top1": 0.5, "confusion_matrix": matrix, "per_class": [{"f1": 0.5}] * classes},
+                                 model="m", model_config=None, dataset={"name": "d"})
+        assert (record["confusion_matrix"] == matrix) is kept and len(record["per_class"]) == classes
