@@ -130,6 +130,7 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
         elif kind == "accuracy":
             if r.get("eval_channels"):
                 row.setdefault("subsets", {})[r["eval_channels"]] = r.get("top1")
+                row["subset_mode"] = r.get("eval_channel_mode")  # 'average' (naive) or 'select' (fed natively)
                 continue
             row[f"top1_{r['engine']}"] = r.get("top1")
             row[f"f1_{r['engine']}"] = r.get("f1_macro")
@@ -300,7 +301,7 @@ def plot_per_class(rows: Sequence[dict[str, Any]], path: str | Path, title: str)
 
 
 def plot_channel_subsets(rows: Sequence[dict[str, Any]], subsets: Sequence[str], path: str | Path) -> Path | None:
-    """Top-1 on each channel subset (naive: averaged to 3 channels), one bar per net."""
+    """Top-1 on each channel subset, one bar per net; the legend says the way (naive or channel-agnostic)."""
     rows = [r for r in rows if r.get("subsets")]
     if not rows:
         return None
@@ -309,12 +310,14 @@ def plot_channel_subsets(rows: Sequence[dict[str, Any]], subsets: Sequence[str],
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(subsets))]
-        ax.bar(xs, [100 * (r["subsets"].get(s) or 0) for s in subsets], width, label=r["label"], color=f"C{i % 10}")
+        way = "channel-agnostic" if r.get("subset_mode") == "select" else "naive"
+        ax.bar(xs, [100 * (r["subsets"].get(s) or 0) for s in subsets], width, label=f"{r['label']} ({way})",
+               color=f"C{i % 10}")
     ax.set_xticks(range(len(subsets)))
     ax.set_xticklabels(subsets)
     ax.set_ylabel("test top-1 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Accuracy on channel subsets (naive: kept channels averaged, copied to 3)")
+    ax.set_title("Accuracy on channel subsets (naive: averaged to 3; channel-agnostic: fed natively)")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     return _save(fig, path)
@@ -437,16 +440,21 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
 
 def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
                     subsets: Sequence[str]) -> tuple[str, list[str]]:
-    """Static vs dynamic convolution: cost table, channel subsets, K ablation."""
+    """Static vs dynamic convolution: cost table, channel subsets (three ways), K ablation."""
+    from bench.studies.plans import SUBSET_WAYS
+
     rows = unit_rows(records, "dynamic")
     for r in records_of(records, "flops", "dynamic"):
         k = dict(r.get("model_config") or {}).get("kernels")
         for row in rows:
-            if row["unit"] == r.get("unit") and r.get("model") == "dy_resnet20" and not r.get("channels"):
+            any_chans = dict(r.get("model_config") or {}).get("in_chans") == "any"
+            if row["unit"] == r.get("unit") and r.get("model") == "dy_resnet20" and not r.get("channels") \
+                    and not any_chans:
                 row["k"] = k
     e0 = engines[0] if engines else "torch"
     figs = out_dir / "figures"
-    main = [r for r in rows if r["group"] in ("VGG static", "VGG dynamic", "ResNet static", "ResNet dynamic")]
+    main = [r for r in rows if r["group"] in ("VGG static", "VGG dynamic", "ResNet static", "ResNet dynamic",
+                                              "ResNet static, any channels", "ResNet dynamic, any channels")]
     parts = [_training_line(rows), "**Cost and accuracy** (RGB input: the grey images copied to 3 channels)\n\n",
              markdown_table(main, measurement_columns(engines)) + "\n\n"]
     findings = []
@@ -461,17 +469,23 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
                 f"top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({_pp(d.get('top1'), s.get('top1'))}).")
     with_subsets = [r for r in rows if r.get("subsets")]
     if with_subsets:
-        sub_rows = [{"label": r["label"], **{s: r["subsets"].get(s) for s in subsets}} for r in with_subsets]
+        sub_rows = [{"label": r["label"], "way": "channel-agnostic" if r.get("subset_mode") == "select" else "naive",
+                     **{s: r["subsets"].get(s) for s in subsets}} for r in with_subsets]
+        sub_rows += retrained_subset_rows(records, e0)
         subset_nets = [r for r in rows if r["group"] == "subset net"]
         n = next((r.get("samples") for r in records_of(records, "accuracy", "dynamic") if r.get("eval_channels")), None)
-        parts.append("**Channel subsets, naive way** (each kept channel subset averaged and copied to 3 channels, "
-                     f"fed to the RGB net through {subset_engine(records)}; top-1 on {n or 'the'} test images)\n\n")
+        parts.append(f"**Channel subsets, three ways** (top-1 on {n or 'the'} test images through "
+                     f"{subset_engine(records)}; the way column says how each row reached the subset)\n\n")
+        parts.append("".join(f"- {way}\n" for way in SUBSET_WAYS.values()) + "\n")
         grey = {r.get("dataset", {}).get("name") for r in records_of(records, "accuracy", "dynamic")} & GREY_DATASETS
         if grey:
             parts.append(f"> {', '.join(sorted(grey))} is greyscale: its RGB form copies one plane to R, G and B, so "
                          "every subset carries the same information and the naive subsets score like RGB by "
-                         "construction. Run `--dataset cifar10` (or a colour ImageFolder) for the colour question.\n\n")
-        parts.append(markdown_table(sub_rows, [("model", "label", fmt_text)] + [(s, s, fmt_pct) for s in subsets]) + "\n\n")
+                         "construction; a channel-agnostic net (mean and max over equal planes) gives the same logits "
+                         "on every subset. Run `--dataset cifar10` (or a colour ImageFolder) for the colour "
+                         "question.\n\n")
+        parts.append(markdown_table(sub_rows, [("model", "label", fmt_text), ("way", "way", fmt_text)]
+                                    + [(s, s, fmt_pct) for s in subsets]) + "\n\n")
         parts.append(_img(plot_channel_subsets(with_subsets, subsets, figs / "dynamic_subsets.png"), out_dir,
                           "channel subsets"))
         if subset_nets:
@@ -548,6 +562,19 @@ def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
         findings.append(f"Most accurate: {best['label']} ({fmt_pct(best['top1'])}, {fmt_count(best['flops'])} FLOPs); "
                         f"cheapest: {cheapest['label']} ({fmt_count(cheapest['flops'])} FLOPs, {fmt_pct(cheapest['top1'])}).")
     return "".join(parts), findings
+
+
+def retrained_subset_rows(records: Sequence[Record], engine: str) -> list[dict[str, Any]]:
+    """The dynamic study's nets built for one subset, one row per architecture: its top-1 under each subset."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in records_of(records, "accuracy", "dynamic"):
+        if not r.get("channels") or r.get("eval_channels") or r.get("engine") != engine:
+            continue
+        kernels = dict(r.get("model_config") or {}).get("kernels")
+        label = f"{r.get('model')} K={kernels}" if kernels else str(r.get("model"))
+        rows.setdefault(label, {"label": f"{label} in_chans=len(subset)", "way": "retrained per subset"})
+        rows[label][r["channels"]] = r.get("top1")
+    return list(rows.values())
 
 
 def subset_engine(records: Sequence[Record]) -> str:

@@ -65,6 +65,7 @@ class TrainConfig:
     workers: int = 0
     max_batches: int | None = None  # cap batches per epoch (smoke tests)
     grad_clip: float | None = None
+    channel_dropout: float = 0.0    # drop each input channel with this probability, per sample (in_chans="any" nets)
 
     def __post_init__(self) -> None:
         self.augment = parse_augment(self.augment)
@@ -78,6 +79,9 @@ class TrainConfig:
             raise UsageProblem(f"batch size must be positive, got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:
             raise UsageProblem(f"learning rate must be positive, got {self.lr}")
+        if not 0.0 <= self.channel_dropout < 1.0:
+            raise UsageProblem(f"channel dropout must be in [0, 1) (the share of channels dropped per sample; "
+                               f"at least one is always kept), got {self.channel_dropout}")
         if self.early_stop is not None and self.early_stop < 1:
             raise UsageProblem(f"early-stop patience must be at least 1 epoch, got {self.early_stop}")
         self.device = parse_device(self.device)
@@ -348,9 +352,29 @@ def check_splits(bundle: DatasetBundle) -> None:
                           f"{k} training images and one each to validate and test on")
 
 
-def _check_model_fits(model: nn.Module, bundle: DatasetBundle) -> None:
+def parse_in_chans(value: str | int | None) -> int | str | None:
+    """An `--in-chans` value: None (the data's own count), "any" (a channel-agnostic net) or a positive integer;
+    anything else is a one-line UsageProblem."""
+    if value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    text = str(value).strip().lower()
+    if text == "any":
+        return "any"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise UsageProblem(f"--in-chans must be a positive number of channels or 'any', got {value!r}")
+
+
+def _check_model_fits(model: nn.Module, bundle: DatasetBundle, config: TrainConfig | None = None) -> None:
+    from nets.channel_agnostic import is_channel_agnostic
+
     model_config = dict(getattr(model, "config", {}))
+    if config is not None and config.channel_dropout and not is_channel_agnostic(model):
+        raise UsageProblem(f"channel dropout needs a net that takes any number of channels; build "
+                           f"{model_config.get('name', 'the model')} with in_chans='any' (--in-chans any)")
     for key, have in (("in_chans", bundle.in_chans), ("num_classes", bundle.num_classes)):
+        if key == "in_chans" and model_config.get(key) == "any":
+            continue  # a channel-agnostic net takes the data's channels, however many
         if key in model_config and model_config[key] != have:
             raise UsageProblem(f"{model_config.get('name', 'the model')} has {key}={model_config[key]} "
                                f"but {bundle.name} gives {have}; build it with {key}={have}")
@@ -439,10 +463,12 @@ def _train_one_epoch(model: nn.Module, batches, opt: _Optimization, config: Trai
     """At most `steps` optimizer steps over `batches`: (mean loss, accuracy, images seen, seconds)."""
     model.train()
     loss_sum, correct, seen, t0 = 0.0, 0, 0, time.perf_counter()
+    # Channel dropout draws from its own generator, seeded by (seed, epoch): a resumed run drops the same channels.
+    drops = torch.Generator().manual_seed(config.seed * 100003 + epoch + 1) if config.channel_dropout else None
     for i, (x, y) in enumerate(batches):
         if i >= steps:
             break
-        with _amp_context(config, device):
+        with _amp_context(config, device), _dropped_channels(model, x, config.channel_dropout, drops):
             logits = model(x)
             loss = opt.criterion(logits.float(), y)
         if not torch.isfinite(loss):
@@ -463,6 +489,19 @@ def _train_one_epoch(model: nn.Module, batches, opt: _Optimization, config: Trai
         seen += len(y)
         bar.update(task, seen / (time.perf_counter() - t0), loss_sum / seen)
     return loss_sum / seen, correct / seen, seen, time.perf_counter() - t0
+
+
+def _dropped_channels(model: nn.Module, x: torch.Tensor, p: float, generator: torch.Generator | None):
+    """The context a training step runs in: with channel dropout, a channel-agnostic net sees only each
+    sample's kept channels (`nets.channel_agnostic.channel_mask`, at least one kept); else nothing changes."""
+    import contextlib
+
+    from nets.channel_agnostic import channel_mask, random_channel_mask
+
+    if not p:
+        return contextlib.nullcontext()
+    mask = random_channel_mask(x.shape[0], x.shape[1], p, generator).to(x.device)
+    return channel_mask(model, mask)
 
 
 def _validate(model: nn.Module, batches, device: torch.device, config: TrainConfig, epoch: int) -> tuple[float, float]:
@@ -515,10 +554,11 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
     Raises:
         TrainingDiverged: the loss became nan/inf (nothing of that epoch is saved).
         UsageProblem: resume from a checkpoint of another model, or nothing to resume; a --subset too
-            small to leave every split an image (see `check_splits`).
+            small to leave every split an image (see `check_splits`); channel dropout on a net that is not
+            channel-agnostic (built with in_chans="any").
     """
     check_splits(bundle)  # an empty validation split would otherwise look like a diverged run
-    _check_model_fits(model, bundle)
+    _check_model_fits(model, bundle, config)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = _training_device(config)

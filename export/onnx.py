@@ -46,6 +46,10 @@ EXPORTERS = ("auto", "dynamo", "torchscript")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 BATCH_DIM = "batch"
+#: The symbolic channel axis of a channel-agnostic net's graph (nets built with in_chans="any").
+CHANNEL_DIM = "channels"
+#: The channel counts a graph with a symbolic channel axis is checked at (grey, a pair, RGB).
+VERIFY_CHANNELS = (1, 2, 3)
 
 #: protobuf refuses a message over 2 GiB; keep a margin for the graph itself.
 SINGLE_FILE_LIMIT_BYTES = 2**31 - 64 * 2**20
@@ -98,6 +102,7 @@ class BatchParity:
     top1_agreement: float  # fraction of samples whose argmax agrees
     passed: bool
     finite: bool = True  # False: the ONNX output holds inf or NaN
+    channels: int | None = None  # the input's channels, where the graph leaves them symbolic
 
 
 @dataclass
@@ -123,7 +128,10 @@ class ParityReport:
         w = self.worst
         figures = (f"max abs err {w.max_abs_err:.3g}, max rel err {w.max_rel_err:.3g}, "
                    f"cosine {w.min_cosine:.6f}, top-1 agreement {w.top1_agreement:.0%}")
-        batches = ",".join(str(b.batch) for b in self.batches)
+        batches = ",".join(dict.fromkeys(str(b.batch) for b in self.batches))
+        channels = sorted({b.channels for b in self.batches if b.channels is not None})
+        if channels:
+            batches += f" at {','.join(map(str, channels))} channels"
         verdict = "parity OK" if self.passed else "parity FAILED"
         hint = ""
         if not all(b.finite for b in self.batches):
@@ -236,12 +244,15 @@ def _eval_mode(model):
         model.train(was_training)
 
 
-def _export_dynamo(model, example, path: Path, opset: int, dynamic_batch: bool) -> None:
+def _export_dynamo(model, example, path: Path, opset: int, dynamic_batch: bool, dynamic_channels: bool = False) -> None:
     import torch
 
-    dynamic_shapes = None
+    axes = {}
     if dynamic_batch:
-        dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM, min=1, max=2**16)},)
+        axes[0] = torch.export.Dim(BATCH_DIM, min=1, max=2**16)
+    if dynamic_channels:
+        axes[1] = torch.export.Dim(CHANNEL_DIM, min=1, max=2**10)
+    dynamic_shapes = (axes,) if axes else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -269,10 +280,14 @@ def _quiet_stderr_fd():
         os.close(saved)
 
 
-def _export_torchscript(model, example, path: Path, opset: int, dynamic_batch: bool) -> None:
+def _export_torchscript(model, example, path: Path, opset: int, dynamic_batch: bool,
+                        dynamic_channels: bool = False) -> None:
     import torch
 
-    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if dynamic_batch else None
+    dynamic_axes = {INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}} if dynamic_batch else {}
+    if dynamic_channels:
+        dynamic_axes.setdefault(INPUT_NAME, {})[1] = CHANNEL_DIM
+    dynamic_axes = dynamic_axes or None
     with warnings.catch_warnings(), _quiet_stderr_fd():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -371,13 +386,13 @@ def _clear_stage(stage: Path, keep: Sequence[Path] = ()) -> None:
 
 
 def _export_graph(model, example, raw: Path, *, opset: int, exporter: str, first: str, dynamic_batch: bool,
-                  notes: list[str]) -> tuple[str, str | None]:
+                  notes: list[str], dynamic_channels: bool = False) -> tuple[str, str | None]:
     """Run the exporter into `raw`: dynamo first when `first` says so, TorchScript when dynamo fails and
     the request allows it. Returns (the exporter that wrote the file, why it was not dynamo or None)."""
     fallback_reason = None
     if first == "dynamo":
         try:
-            _export_dynamo(model, example, raw, opset, dynamic_batch)
+            _export_dynamo(model, example, raw, opset, dynamic_batch, dynamic_channels)
             return "dynamo", None
         except Exception as exc:  # noqa: BLE001 - any dynamo failure falls back
             if exporter == "dynamo" or opset > TORCHSCRIPT_MAX_OPSET:
@@ -389,7 +404,7 @@ def _export_graph(model, example, raw: Path, *, opset: int, exporter: str, first
     elif exporter != "torchscript":
         fallback_reason = f"opset {opset} < {DYNAMO_MIN_OPSET}"
     try:
-        _export_torchscript(model, example, raw, opset, dynamic_batch)
+        _export_torchscript(model, example, raw, opset, dynamic_batch, dynamic_channels)
     except Exception as exc:  # noqa: BLE001
         raise DataProblem(f"ONNX export failed: {_one_line(exc)}") from exc
     return "torchscript", fallback_reason
@@ -409,10 +424,11 @@ def _check_graph(raw: Path, final_name: str, model_name: str | None, output_shap
 
 
 def _verify_parity(onnx_path: Path, model, input_shape: tuple[int, int, int], *, batches: Sequence[int],
-                   precision: str, tolerances: Tolerances | None, seed: int, final_name: str) -> ParityReport:
+                   precision: str, tolerances: Tolerances | None, seed: int, final_name: str,
+                   channels: Sequence[int] | None = None) -> ParityReport:
     """`verify_onnx` on the staged file; a miss raises ParityFailure naming the final file."""
     parity = verify_onnx(onnx_path, model, input_shape, batches=batches, precision=precision,
-                         tolerances=tolerances, seed=seed, check=False)
+                         tolerances=tolerances, seed=seed, check=False, channels=channels)
     if not parity.passed:
         raise ParityFailure(f"{final_name}: {parity.summary()}")
     return parity
@@ -465,6 +481,7 @@ def to_onnx(
     tolerances: Tolerances | None = None,
     model_name: str | None = None,
     seed: int = 0,
+    dynamic_channels: bool | None = None,
 ) -> ExportReport:
     """Export `model` to ONNX at `path`, check it, and (with `verify`) prove parity with PyTorch.
 
@@ -485,22 +502,31 @@ def to_onnx(
         tolerances: parity tolerances; default `Tolerances.for_precision(precision)`.
         model_name: recorded in the ONNX metadata (`rbench.model`).
         seed: seed of the random verification inputs.
+        dynamic_channels: mark axis 1 of the input as the symbolic dimension "channels" and check parity
+            at 1, 2 and 3 channels (VERIFY_CHANNELS). None: when the model was built with in_chans="any"
+            (its `config`); only such a net takes any number of channels.
 
     The report's `warnings` say what the caller should know although the export succeeded: a
     fallback from dynamo to TorchScript, weights in a side `.data` file.
     """
     path, (c, h, w), first = _check_request(path, input_shape, batch, precision, opset, exporter)
+    agnostic = dict(getattr(model, "config", None) or {}).get("in_chans") == "any"
+    if dynamic_channels is None:
+        dynamic_channels = agnostic
+    elif dynamic_channels and not agnostic:
+        raise UsageProblem("a symbolic channel axis needs a net built with in_chans='any' (a channel-agnostic stem)")
     with contextlib.ExitStack() as stack:
         stage = _open_stage(path, stack)
         return _export_in(stage, model, path, (c, h, w), first, batch=batch, opset=opset,
                           dynamic_batch=dynamic_batch, precision=precision, verify=verify, exporter=exporter,
-                          verify_batches=verify_batches, tolerances=tolerances, model_name=model_name, seed=seed)
+                          verify_batches=verify_batches, tolerances=tolerances, model_name=model_name, seed=seed,
+                          dynamic_channels=dynamic_channels)
 
 
 def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int], first: str, *, batch: int,
                opset: int, dynamic_batch: bool, precision: str, verify: bool, exporter: str,
                verify_batches: Sequence[int], tolerances: Tolerances | None, model_name: str | None,
-               seed: int) -> ExportReport:
+               seed: int, dynamic_channels: bool = False) -> ExportReport:
     """`to_onnx`'s work, in the locked scratch folder `stage` beside `path` (removed by the caller)."""
     import torch
 
@@ -518,14 +544,16 @@ def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int]
         with _eval_mode(export_model), torch.no_grad():
             start = time.perf_counter()
             used, fallback_reason = _export_graph(export_model, example, raw, opset=opset, exporter=exporter,
-                                                  first=first, dynamic_batch=dynamic_batch, notes=notes)
+                                                  first=first, dynamic_batch=dynamic_batch, notes=notes,
+                                                  dynamic_channels=dynamic_channels)
             export_seconds = time.perf_counter() - start
             output_shape = [BATCH_DIM if dynamic_batch else batch, *export_model(example).shape[1:]]
         staged, staged_data = _check_graph(raw, path.name, model_name, output_shape, notes)
         parity = None
         if verify:
             parity = _verify_parity(staged, model, (c, h, w), batches=tuple(verify_batches) if dynamic_batch else (batch,),
-                                    precision=precision, tolerances=tolerances, seed=seed + 1, final_name=path.name)
+                                    precision=precision, tolerances=tolerances, seed=seed + 1, final_name=path.name,
+                                    channels=VERIFY_CHANNELS if dynamic_channels else None)
         signature = _graph_signature(staged)
         sha = sha256_files(staged, staged_data)
         size = staged.stat().st_size + (staged_data.stat().st_size if staged_data else 0)
@@ -612,9 +640,13 @@ def verify_onnx(
     tolerances: Tolerances | None = None,
     seed: int = 1,
     check: bool = True,
+    channels: Sequence[int] | None = None,
 ) -> ParityReport:
     """Run `onnx_path` in onnxruntime (CPU) and PyTorch `model` (eval, fp32) on the same fresh
     random inputs, at each batch size, and compare (see `Tolerances`).
+
+    `channels`: for a graph whose channel axis is symbolic (a channel-agnostic net), check every batch
+    size at each of these channel counts (default VERIFY_CHANNELS) instead of `input_shape`'s only.
 
     A graph with a fixed batch is checked at that batch only. With `check`, the file first goes
     through `check_onnx`. An fp16 file takes fp16 inputs; PyTorch gets the same rounded values in fp32.
@@ -636,6 +668,12 @@ def verify_onnx(
     if not batches or any(b < 1 for b in batches):
         raise UsageProblem(f"verification batches must be positive, got {tuple(batches)!r}")
     input_dtype = np.float16 if "float16" in ort_input.type else np.float32
+    symbolic_channels = len(ort_input.shape or ()) == 4 and not isinstance(ort_input.shape[1], int)
+    channel_counts: Sequence[int | None] = (None,)
+    if symbolic_channels:
+        channel_counts = tuple(channels or VERIFY_CHANNELS)
+        if any(n < 1 for n in channel_counts):
+            raise UsageProblem(f"verification channel counts must be positive, got {tuple(channel_counts)!r}")
 
     reference_model = model
     if any(p.dtype != torch.float32 or p.device.type != "cpu" for p in model.parameters()):
@@ -643,15 +681,17 @@ def verify_onnx(
     results = []
     generator = torch.Generator().manual_seed(seed)
     with _eval_mode(reference_model), torch.no_grad():
-        for b in batches:
-            x = torch.randn(b, c, h, w, generator=generator).numpy().astype(input_dtype)
-            expected = reference_model(torch.from_numpy(x.astype(np.float32))).numpy()
-            try:
-                actual = session.run(None, {ort_input.name: x})[0]
-            except Exception as exc:  # noqa: BLE001
-                raise DataProblem(f"onnxruntime failed on {onnx_path.name} at batch {b}: {_one_line(exc, 200)}") from None
-            if actual.shape != expected.shape:
-                raise ParityFailure(f"{onnx_path.name}: output shape {list(actual.shape)} at batch {b}, "
-                                    f"PyTorch gives {list(expected.shape)}")
-            results.append(compare_outputs(actual, expected, b, tolerances))
+        for n in channel_counts:
+            for b in batches:
+                x = torch.randn(b, n or c, h, w, generator=generator).numpy().astype(input_dtype)
+                expected = reference_model(torch.from_numpy(x.astype(np.float32))).numpy()
+                at = f"batch {b}" + (f", {n} channels" if n else "")
+                try:
+                    actual = session.run(None, {ort_input.name: x})[0]
+                except Exception as exc:  # noqa: BLE001
+                    raise DataProblem(f"onnxruntime failed on {onnx_path.name} at {at}: {_one_line(exc, 200)}") from None
+                if actual.shape != expected.shape:
+                    raise ParityFailure(f"{onnx_path.name}: output shape {list(actual.shape)} at {at}, "
+                                        f"PyTorch gives {list(expected.shape)}")
+                results.append(dataclasses.replace(compare_outputs(actual, expected, b, tolerances), channels=n))
     return ParityReport(precision=precision, tolerances=tolerances, batches=results)

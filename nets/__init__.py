@@ -3,9 +3,20 @@
     >>> import nets
     >>> model = nets.create_model("resnet20", num_classes=10, in_chans=1, act="silu")
     >>> nets.list_models("plain*")
+    >>> one_for_any = nets.create_model("dy_resnet20", in_chans="any")  # 1, 2, 3, ... channels, any order
 """
 
-from nets._registry import KINDS, ModelEntry, create_model, list_models, model_entry, register_model
+from nets._registry import (
+    KINDS,
+    ModelEntry,
+    channel_agnostic_models,
+    check_in_chans,
+    create_model,
+    list_models,
+    model_entry,
+    register_model,
+)
+from nets.channel_agnostic import ANY_CHANNELS, ChannelAgnosticStem, channel_mask, is_channel_agnostic
 from nets.errors import ModelConfigError, ModelError, UnknownModelError
 from nets.layers import (
     ACTIVATIONS,
@@ -23,8 +34,9 @@ from nets.layers import (
 )
 
 __all__ = [
-    "ACTIVATIONS", "DYNAMIC_CONV_MODES", "KINDS", "RRDB", "DynamicConv2d", "ModelConfigError", "ModelEntry",
-    "ModelError", "SelfAttention2d", "UnknownModelError", "create_act", "create_model", "dynamic_conv_mode",
-    "get_act_layer", "list_models", "model_entry", "register_model", "set_dynamic_conv_mode", "set_temperature",
-    "temperature_schedule", "uses_dynamic_conv",
+    "ACTIVATIONS", "ANY_CHANNELS", "ChannelAgnosticStem", "DYNAMIC_CONV_MODES", "DynamicConv2d", "KINDS",
+    "ModelConfigError", "ModelEntry", "ModelError", "RRDB", "SelfAttention2d", "UnknownModelError",
+    "channel_agnostic_models", "channel_mask", "check_in_chans", "create_act", "create_model", "dynamic_conv_mode",
+    "get_act_layer", "is_channel_agnostic", "list_models", "model_entry", "register_model", "set_dynamic_conv_mode",
+    "set_temperature", "temperature_schedule", "uses_dynamic_conv",
 ]

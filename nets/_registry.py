@@ -33,13 +33,18 @@ class ModelEntry:
     input_size: int  # the resolution it is designed for (32: CIFAR-style, 224: ImageNet-style)
     description: str
     twin: str | None = None  # the residual net of a plain twin and vice versa
+    channel_agnostic: bool = False  # builds with in_chans="any" (nets.channel_agnostic)
 
 
 _MODELS: dict[str, ModelEntry] = {}
 
 
-def register_model(family: str, kind: str, input_size: int = 32, twin: str | None = None):
-    """Decorator: register `fn` under its own name. A duplicate name is an error."""
+def register_model(family: str, kind: str, input_size: int = 32, twin: str | None = None,
+                   channel_agnostic: bool = False):
+    """Decorator: register `fn` under its own name. A duplicate name is an error.
+
+    `channel_agnostic`: the builder takes in_chans="any" (a stem for any number of channels).
+    """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
 
@@ -48,7 +53,7 @@ def register_model(family: str, kind: str, input_size: int = 32, twin: str | Non
         if name in _MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         doc = (fn.__doc__ or "").strip().splitlines()
-        _MODELS[name] = ModelEntry(name, fn, family, kind, input_size, doc[0] if doc else "", twin)
+        _MODELS[name] = ModelEntry(name, fn, family, kind, input_size, doc[0] if doc else "", twin, channel_agnostic)
         return fn
 
     return decorator
@@ -85,8 +90,28 @@ def model_entry(name: str) -> ModelEntry:
         raise UnknownModelError(f"unknown model {name!r}; {hint}") from None
 
 
-def create_model(name: str, num_classes: int = 10, in_chans: int = 3, act: str = "relu", **kwargs) -> nn.Module:
+def channel_agnostic_models() -> list[str]:
+    """The models that build with in_chans="any" (one model for any number of input channels)."""
+    _ensure_loaded()
+    return [n for n in list_models() if _MODELS[n].channel_agnostic]
+
+
+def check_in_chans(name: str, in_chans: int | str) -> None:
+    """Refuse (ModelConfigError, one line) an `in_chans` that model `name` cannot take: not a positive
+    integer, or "any" for a net without a channel-agnostic stem (the message names those that have one)."""
+    if in_chans == "any":
+        if not model_entry(name).channel_agnostic:
+            raise ModelConfigError(f"{name} has no channel-agnostic stem, so in_chans='any' does not work for it; "
+                                   f"it does for {_agnostic_summary()}")
+    elif not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
+        raise ModelConfigError(f"in_chans must be a positive integer or 'any', got {in_chans!r}")
+
+
+def create_model(name: str, num_classes: int = 10, in_chans: int | str = 3, act: str = "relu", **kwargs) -> nn.Module:
     """Build model `name` with `num_classes` outputs, `in_chans` input channels and activation `act`.
+
+    `in_chans="any"` builds the net with a channel-agnostic stem (`nets.channel_agnostic`): one model
+    for 1, 2, 3 or more channels in any order; `channel_agnostic_models()` names the nets that have one.
 
     Extra keyword arguments go to the family's builder (e.g. `shortcut_type="B"` for CIFAR
     ResNets, `kernels=4` for dynamic nets). The built module gets a `.config` dict holding
@@ -95,8 +120,7 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, act: str =
     entry = model_entry(name)
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
         raise ModelConfigError(f"num_classes must be a positive integer, got {num_classes!r}")
-    if not isinstance(in_chans, int) or isinstance(in_chans, bool) or in_chans < 1:
-        raise ModelConfigError(f"in_chans must be a positive integer, got {in_chans!r}")
+    check_in_chans(name, in_chans)
     if act not in ACTIVATIONS:
         raise ModelConfigError(f"unknown activation {act!r}; choose one of {', '.join(ACTIVATIONS)}")
     try:
@@ -107,3 +131,11 @@ def create_model(name: str, num_classes: int = 10, in_chans: int = 3, act: str =
         raise
     model.config = dict(name=name, num_classes=num_classes, in_chans=in_chans, act=act, **kwargs)
     return model
+
+
+def _agnostic_summary() -> str:
+    """The channel-agnostic nets, grouped by family, for an error message."""
+    families: dict[str, list[str]] = {}
+    for n in channel_agnostic_models():
+        families.setdefault(_MODELS[n].family, []).append(n)
+    return "; ".join(f"{fam}: {', '.join(names)}" for fam, names in families.items())

@@ -243,10 +243,14 @@ def dynamic_conv_layer(kernels: int = 4, temperature: float = 30.0, act: str = "
 
 
 def set_temperature(model: nn.Module, temperature: float) -> int:
-    """Set the attention temperature of every DynamicConv2d in `model`; returns how many."""
+    """Set the attention temperature of every DynamicConv2d (and dynamic channel-agnostic stem) in `model`;
+    returns how many."""
+    from nets.channel_agnostic import ChannelAgnosticStem  # it builds on this module's layers
+
     if temperature <= 0:
         raise ModelConfigError(f"temperature must be positive, got {temperature!r}")
-    layers = [m for m in model.modules() if isinstance(m, DynamicConv2d)]
+    layers = [m for m in model.modules()
+              if isinstance(m, DynamicConv2d) or isinstance(m, ChannelAgnosticStem) and m.dynamic]
     for m in layers:
         m.temperature = float(temperature)
     return len(layers)

@@ -92,7 +92,9 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
                    "'model'. A checkpoint from `rbench train` also gives the architecture settings.")
 @click.option("--input-size", type=click.IntRange(min=1), help="Height = width of the input. [default: the "
               "checkpoint's, else the size the model is designed for: 32 CIFAR nets, 224 ImageNet nets]")
-@click.option("--in-chans", type=click.IntRange(min=1), help="Input channels. [default: checkpoint's, else 3]")
+@click.option("--in-chans", metavar="N|any", help="Input channels; 'any': a channel-agnostic net (VGGs, ResNets, plain "
+              "nets, dy_ twins) whose ONNX input is [batch, channels, H, W] with 'channels' symbolic, checked at "
+              "1, 2 and 3 channels. [default: checkpoint's, else 3]")
 @click.option("--num-classes", type=click.IntRange(min=1), help="Outputs. [default: checkpoint's, else 10]")
 @click.option("--act", help="Activation: relu, leaky_relu, silu. [default: checkpoint's, else relu]")
 @click.option("--opset", type=int, default=18, show_default=True,
@@ -269,6 +271,11 @@ def _export_source(model_name: str, checkpoint: Path | None, input_size: int | N
     if model_name.lower().endswith(".onnx") or ":" not in model_name and "/" in model_name:
         raise UsageProblem(f"{model_name} is already a file; `rbench export` takes a PyTorch model source "
                            "(a zoo name, torchvision:NAME or package.module:callable)")
+    from bench.train import parse_in_chans
+
+    in_chans = parse_in_chans(in_chans)  # a count, or 'any' (a zoo net with a channel-agnostic stem)
+    if in_chans == "any" and ":" in model_name:
+        raise UsageProblem(f"--in-chans any takes a zoo net with a channel-agnostic stem, not {model_name}")
     torch.manual_seed(seed)
     if ":" in model_name:  # torchvision:NAME or package.module:callable
         source = resolve_source(model_name, input_size=input_size, in_chans=in_chans, num_classes=num_classes)
@@ -287,7 +294,10 @@ def _export_source(model_name: str, checkpoint: Path | None, input_size: int | N
     model = nets.create_model(model_name, **settings)
     if ckpt is not None:
         apply_checkpoint(model, ckpt, model_name)
-    source = resolve_source(model, input_shape=(settings["in_chans"], size, size), name=model_name)
+    chans = settings["in_chans"]
+    if chans == "any":  # traced at the channels it was trained on (else 3); to_onnx keeps the axis symbolic
+        chans = int(trained_on.get("in_chans") or 3)
+    source = resolve_source(model, input_shape=(chans, size, size), name=model_name)
     source.kind, source.checkpoint = "zoo", str(checkpoint) if checkpoint else None
     return source, ckpt
 

@@ -42,6 +42,12 @@ def _data_options(f):
 @click.option("--early-stop", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
               help="Stop after PATIENCE epochs without a better validation accuracy.")
 @click.option("--act", type=click.Choice(["relu", "leaky_relu", "silu"]), default="relu", show_default=True)
+@click.option("--in-chans", "in_chans", default=None, metavar="any",
+              help="'any': build the net with a channel-agnostic stem, one model for any channel subset "
+                   "(VGGs, ResNets, plain nets and their dy_ twins). [default: the data's channel count]")
+@click.option("--channel-dropout", type=float, default=0.0, show_default=True, metavar="P",
+              help="With --in-chans any: drop each input channel with probability P per sample (0 <= P < 1; "
+                   "at least one is kept), so the net learns to work with fewer.")
 @click.option("--amp", is_flag=True, help="Mixed precision (bf16 on CPU, fp16 on CUDA).")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N (a CUDA GPU torch sees).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights, splits, shuffling, augmentation.")
@@ -56,8 +62,8 @@ def _data_options(f):
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
 def train_command(model, dataset, data_root, subset, input_size, channels, channel_mode, download, epochs, batch_size,
-                  optimizer, lr, schedule, weight_decay, augment, early_stop, act, amp, device, seed, val_fraction,
-                  workers, out_dir, results_dir, resume, quiet, threads):
+                  optimizer, lr, schedule, weight_decay, augment, early_stop, act, in_chans, channel_dropout, amp,
+                  device, seed, val_fraction, workers, out_dir, results_dir, resume, quiet, threads):
     """Train MODEL briefly on real data; keep the best validation checkpoint.
 
     \b
@@ -70,28 +76,35 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     Examples:
       rbench train resnet20 --dataset fashion-mnist --epochs 3 --augment crop,flip
       rbench train resnet20 --dataset digits --optimizer adam --subset 1000 -q
+      rbench train dy_resnet20 --dataset cifar10 --in-chans any --channel-dropout 0.5   # one net, any subset
     """
     import torch
 
     import nets
     from bench.data import load_dataset
+    from bench.errors import UsageProblem
     from bench.records import train_record
     from bench.results import append_record
-    from bench.train import TrainConfig, check_splits, train_model, training_device
+    from bench.train import TrainConfig, check_splits, parse_in_chans, train_model, training_device
 
     if threads:
         torch.set_num_threads(threads)
     nets.model_entry(model)  # an unknown name fails before the data loads
+    in_chans = parse_in_chans(in_chans)
+    if in_chans is not None:
+        nets.check_in_chans(model, in_chans)  # 'any' on a net without a channel-agnostic stem: one line, now
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
                          weight_decay=weight_decay, augment=augment, early_stop=early_stop, amp=amp, device=device,
-                         seed=seed, workers=workers)
+                         seed=seed, workers=workers, channel_dropout=channel_dropout)
+    if config.channel_dropout and in_chans != "any":
+        raise UsageProblem("--channel-dropout needs --in-chans any (a net that takes any number of channels)")
     training_device(config.device)  # tpu, mps, a missing GPU: one line before the data loads
     bundle = load_dataset(dataset, root=data_root, subset=subset, seed=seed, val_fraction=val_fraction,
                           input_size=input_size, channels=channels, channel_mode=channel_mode or "select",
                           download=download)
     check_splits(bundle)  # a --subset that leaves a split empty, before the model is built
     torch.manual_seed(seed)
-    net = nets.create_model(model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=act)
+    net = nets.create_model(model, num_classes=bundle.num_classes, in_chans=in_chans or bundle.in_chans, act=act)
     short = bundle.name.split(":", 1)[0] if not bundle.name.startswith("imagefolder:") else \
         "imagefolder-" + Path(bundle.name.split(":", 1)[1]).name
     out = Path(out_dir) if out_dir else Path("runs") / f"{model}-{short}-s{seed}"

@@ -22,8 +22,10 @@ class UnitSpec:
     kwargs: tuple[tuple[str, object], ...] = ()  # extra builder kwargs, sorted (hashable)
     channels: str | None = None  # train/test on this channel subset of RGB data ('RG', 'R', ...)
     rgb: bool = False  # feed 3-channel (RGB) data; greyscale data is replicated to 3 channels
-    eval_subsets: tuple[str, ...] = ()  # also test the net on these channel subsets (naive way)
+    eval_subsets: tuple[str, ...] = ()  # also test the net on these channel subsets (naive way; native with any_chans)
     max_batches: int | None = None  # cap on training batches per epoch (the expensive nets of a preset)
+    any_chans: bool = False  # build with in_chans="any" (channel-agnostic stem): subsets are fed natively
+    channel_dropout: float = 0.0  # training drops each input channel with this probability (any_chans nets)
 
     @property
     def unit_id(self) -> str:
@@ -32,6 +34,8 @@ class UnitSpec:
         parts += [f"{k}{v}" for k, v in self.kwargs]
         if self.max_batches:
             parts.append(f"mb{self.max_batches}")
+        if self.any_chans:
+            parts.append("anych" + (f"cd{self.channel_dropout:g}" if self.channel_dropout else ""))
         if self.channels:
             parts.append(f"ch{self.channels}")
         elif self.rgb:
@@ -63,6 +67,16 @@ class StudyPlan:
 
 
 STUDIES = ("depth", "dynamic", "activation", "family", "ladder")
+
+#: How the dynamic study reaches a channel subset: the way each of its subset figures used.
+SUBSET_WAYS = {
+    "naive": "naive: the RGB net, the kept channels averaged and copied to 3",
+    "channel-agnostic": "channel-agnostic: one in_chans='any' net, trained once, fed the kept channels natively",
+    "retrained": "retrained per subset: a net built for and trained on the kept channels",
+}
+#: Channel dropout of the dynamic study's channel-agnostic nets: half the channels dropped per sample (at least
+#: one kept), so every subset size occurs in training.
+AGNOSTIC_CHANNEL_DROPOUT = 0.5
 
 #: The model that plays each role of a study, unless the preset names another (`Preset.models`).
 #: Every name is a registered model (tests check it); the defaults are what `--preset full` runs.
@@ -140,13 +154,25 @@ def dynamic_plan(preset: Preset) -> StudyPlan:
                                UnitSpec("dy_resnet20", kwargs=_kw(kernels=k), rgb=True, max_batches=cap,
                                         eval_subsets=subsets if k == default_k else ()),
                                group="ResNet dynamic" if k == default_k else "K ablation"))
+    # The third way: one net per role that takes any channel subset, trained once with channel dropout.
+    units += [
+        StudyUnit("resnet20 in_chans=any",
+                  UnitSpec("resnet20", rgb=True, eval_subsets=subsets, max_batches=cap, any_chans=True,
+                           channel_dropout=AGNOSTIC_CHANNEL_DROPOUT), group="ResNet static, any channels"),
+        StudyUnit(f"dy_resnet20 K={default_k} in_chans=any",
+                  UnitSpec("dy_resnet20", kwargs=_kw(kernels=default_k), rgb=True, eval_subsets=subsets,
+                           max_batches=cap, any_chans=True, channel_dropout=AGNOSTIC_CHANNEL_DROPOUT),
+                  group="ResNet dynamic, any channels"),
+    ]
     for subset in preset.subset_nets:
         units.append(StudyUnit(f"resnet20 in_chans={len(subset)} ({subset})",
                                UnitSpec("resnet20", channels=subset, max_batches=cap), group="subset net"))
         units.append(StudyUnit(f"dy_resnet20 K={default_k} in_chans={len(subset)} ({subset})",
                                UnitSpec("dy_resnet20", kwargs=_kw(kernels=default_k), channels=subset,
                                         max_batches=cap), group="subset net"))
-    notes = []
+    notes = [f"Channel subsets three ways: {'; '.join(SUBSET_WAYS.values())}. The channel-agnostic nets "
+             "(nets.channel_agnostic: shared per-channel kernels, mean and max over the channels) train on RGB with "
+             f"each channel dropped with probability {AGNOSTIC_CHANNEL_DROPOUT:g} per sample (at least one kept)."]
     if not preset.dynamic_vgg:
         notes.append("This preset leaves out the VGG-form pair (too slow for it); quick and full include it.")
     if cap:

@@ -168,7 +168,9 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
     records += accuracy
     if spec.eval_subsets:
         # Every engine agrees on accuracy (the records above say by how much): the first evaluates the subsets.
-        records += _accuracy_on_subsets(source, spec, ctx, bundle, ctx.engines[0], context, on_stage)
+        # A channel-agnostic net takes each subset natively; any other is fed it the naive way.
+        subsets = _accuracy_on_native_subsets if spec.any_chans else _accuracy_on_subsets
+        records += subsets(source, spec, ctx, bundle, ctx.engines[0], context, on_stage)
     return records
 
 
@@ -183,7 +185,8 @@ def build_unit_model(spec: UnitSpec, bundle):
     """The unit's net, shaped for its data (classes, channels), with random weights."""
     import nets
 
-    return nets.create_model(spec.model, num_classes=bundle.num_classes, in_chans=bundle.in_chans, act=spec.act,
+    in_chans = "any" if spec.any_chans else bundle.in_chans  # "any": one net for every channel subset
+    return nets.create_model(spec.model, num_classes=bundle.num_classes, in_chans=in_chans, act=spec.act,
                              **spec.builder_kwargs())
 
 
@@ -200,7 +203,8 @@ def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, 
     on_stage("train")
     preset = ctx.preset
     config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, optimizer=preset.optimizer, lr=preset.lr,
-                         seed=ctx.seed, device=ctx.device, max_batches=spec.max_batches)
+                         seed=ctx.seed, device=ctx.device, max_batches=spec.max_batches,
+                         channel_dropout=spec.channel_dropout)
     result = train_model(model, bundle, config, work_dir / "train", progress=False)
     # Measure the best validation epoch's weights, as `rbench train` keeps them.
     model.load_state_dict(load_training_checkpoint(result.best_checkpoint)["state_dict"])
@@ -410,6 +414,37 @@ def _accuracy_on_subsets(source, spec: UnitSpec, ctx: RunContext, bundle, engine
             records.append(accuracy_record(result, model=source.name, model_config=_plain(source.config), dataset=data,
                                            context={**context, "eval_channels": subset, "eval_channel_mode": "average"},
                                            command=ctx.command))
+    return records
+
+
+def _accuracy_on_native_subsets(source, spec: UnitSpec, ctx: RunContext, bundle, engine_name: str,
+                                context: dict[str, Any], on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The channel-agnostic net on each subset, fed only the kept channels (channel mode 'select'), normalized
+    with the statistics of those channels on the same training split; its one ONNX file serves every subset
+    (its channel axis is symbolic)."""
+    from bench.accuracy import evaluate_engine
+    from bench.data import Batches
+    from bench.engines import create_engine
+    from bench.records import accuracy_record
+    from bench.sources import resolve_source
+
+    records = []
+    for subset in spec.eval_subsets:
+        on_stage(f"subset {subset}")
+        native = ctx.bundle(channels=subset, channel_mode="select")
+        shape = (native.in_chans, *source.input_shape[1:])
+        fed = resolve_source(source.module(), input_shape=shape, name=source.name)
+        fed.exported.update(source.exported)
+        with create_engine(engine_name, fed, device=ctx.device) as engine:
+            test = Batches(ctx.test_split(native, ctx.preset.subset_test_size), 256, native.mean, native.std)
+            metrics, _ = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
+            info = engine.describe()
+        data = {k: v for k, v in native.describe().items() if k not in ("mean", "std", "class_names")}
+        result = {**metrics, "engine": engine_name, "engine_info": info, "precision": "fp32", "device": ctx.device,
+                  "batch": 256, "input_shape": list(shape)}
+        records.append(accuracy_record(result, model=source.name, model_config=_plain(source.config), dataset=data,
+                                       context={**context, "eval_channels": subset, "eval_channel_mode": "select"},
+                                       command=ctx.command))
     return records
 
 

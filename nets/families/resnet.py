@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nets._registry import register_model
+from nets.channel_agnostic import ANY_CHANNELS, channel_agnostic_layer
 from nets.layers import create_act
 
 #: Builds a conv with nn.Conv2d's signature; injected so dynamic nets reuse these blocks.
@@ -134,7 +135,8 @@ class ResNet(nn.Module):
         layers: blocks per stage.
         widths: base channels per stage (the block multiplies by its expansion).
         num_classes: outputs of the linear head.
-        in_chans: input channels (1 greyscale, 3 RGB, any other number).
+        in_chans: input channels (1 greyscale, 3 RGB, any other number), or "any": the stem conv becomes
+            `stem_layer`, which takes any number of channels (`nets.channel_agnostic`).
         act: activation used everywhere ('relu', 'leaky_relu', 'silu').
         shortcut: False builds the plain twin (same layers, no shortcut).
         shortcut_type: 'B' projection (1x1 conv + BN) or 'A' parameter-free pad, where shapes change.
@@ -144,12 +146,15 @@ class ResNet(nn.Module):
         conv_layer: builds every conv inside the stages (not the stem), nn.Conv2d's signature;
             a DynamicConv2d factory makes the dynamic twin (Chen et al. keep the first layer static).
         stem_width: channels of the stem conv (default widths[0]); the Keras CIFAR ResNet uses 64.
+        stem_layer: builds the stem conv when in_chans="any" (default: the static channel-agnostic stem;
+            the dynamic nets pass the dynamic one).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
-                 widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 1000, in_chans: int = 3,
+                 widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 1000, in_chans: int | str = 3,
                  act: str = "relu", shortcut: bool = True, shortcut_type: str = "B", stem: str = "imagenet",
-                 zero_init_residual: bool = False, conv_layer: ConvLayer = nn.Conv2d, stem_width: int | None = None):
+                 zero_init_residual: bool = False, conv_layer: ConvLayer = nn.Conv2d, stem_width: int | None = None,
+                 stem_layer: ConvLayer | None = None):
         super().__init__()
         if shortcut_type not in ("A", "B"):
             raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}")
@@ -164,11 +169,14 @@ class ResNet(nn.Module):
         self.shortcut_type = shortcut_type
         self.conv_layer = conv_layer
         self.inplanes = stem_width or widths[0]
+        first_conv: ConvLayer = nn.Conv2d
+        if in_chans == ANY_CHANNELS:
+            first_conv = stem_layer or channel_agnostic_layer(act=act)
         if stem == "imagenet":
-            self.conv1 = nn.Conv2d(in_chans, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+            self.conv1 = first_conv(in_chans, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         else:
-            self.conv1 = conv3x3(in_chans, self.inplanes)
+            self.conv1 = conv3x3(in_chans, self.inplanes, conv_layer=first_conv)
             self.maxpool = nn.Identity()
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.act1 = create_act(act)
@@ -236,134 +244,134 @@ def _cifar_resnet(depth: int, shortcut: bool = True, shortcut_type: str = "A", *
 
 
 # ImageNet-style ResNets (input 224; small_input=True for CIFAR-size images).
-@register_model("resnet", "residual", input_size=224, twin="plain18")
+@register_model("resnet", "residual", input_size=224, twin="plain18", channel_agnostic=True)
 def resnet18(**kwargs) -> ResNet:
     """ResNet-18, He et al. 2016 Table 1 (11.7M params at 1000 classes)."""
     return _imagenet_resnet(BasicBlock, (2, 2, 2, 2), **kwargs)
 
 
-@register_model("resnet", "residual", input_size=224, twin="plain34")
+@register_model("resnet", "residual", input_size=224, twin="plain34", channel_agnostic=True)
 def resnet34(**kwargs) -> ResNet:
     """ResNet-34, He et al. 2016 Table 1 (21.8M params at 1000 classes)."""
     return _imagenet_resnet(BasicBlock, (3, 4, 6, 3), **kwargs)
 
 
-@register_model("resnet", "residual", input_size=224, twin="plain50")
+@register_model("resnet", "residual", input_size=224, twin="plain50", channel_agnostic=True)
 def resnet50(**kwargs) -> ResNet:
     """ResNet-50, bottleneck blocks, He et al. 2016 Table 1 (25.6M params at 1000 classes)."""
     return _imagenet_resnet(Bottleneck, (3, 4, 6, 3), **kwargs)
 
 
-@register_model("resnet", "residual", input_size=224, twin="plain101")
+@register_model("resnet", "residual", input_size=224, twin="plain101", channel_agnostic=True)
 def resnet101(**kwargs) -> ResNet:
     """ResNet-101, bottleneck blocks, He et al. 2016 Table 1 (44.5M params at 1000 classes)."""
     return _imagenet_resnet(Bottleneck, (3, 4, 23, 3), **kwargs)
 
 
-@register_model("resnet", "residual", input_size=224, twin="plain152")
+@register_model("resnet", "residual", input_size=224, twin="plain152", channel_agnostic=True)
 def resnet152(**kwargs) -> ResNet:
     """ResNet-152, bottleneck blocks, He et al. 2016 Table 1 (60.2M params at 1000 classes)."""
     return _imagenet_resnet(Bottleneck, (3, 8, 36, 3), **kwargs)
 
 
-@register_model("resnet", "plain", input_size=224, twin="resnet18")
+@register_model("resnet", "plain", input_size=224, twin="resnet18", channel_agnostic=True)
 def plain18(**kwargs) -> ResNet:
     """Plain-18: ResNet-18's layers without shortcuts."""
     return _imagenet_resnet(BasicBlock, (2, 2, 2, 2), shortcut=False, **kwargs)
 
 
-@register_model("resnet", "plain", input_size=224, twin="resnet34")
+@register_model("resnet", "plain", input_size=224, twin="resnet34", channel_agnostic=True)
 def plain34(**kwargs) -> ResNet:
     """Plain-34: ResNet-34's layers without shortcuts (He et al. 2016 Fig. 3, middle)."""
     return _imagenet_resnet(BasicBlock, (3, 4, 6, 3), shortcut=False, **kwargs)
 
 
-@register_model("resnet", "plain", input_size=224, twin="resnet50")
+@register_model("resnet", "plain", input_size=224, twin="resnet50", channel_agnostic=True)
 def plain50(**kwargs) -> ResNet:
     """Plain-50: ResNet-50's bottleneck layers without shortcuts."""
     return _imagenet_resnet(Bottleneck, (3, 4, 6, 3), shortcut=False, **kwargs)
 
 
-@register_model("resnet", "plain", input_size=224, twin="resnet101")
+@register_model("resnet", "plain", input_size=224, twin="resnet101", channel_agnostic=True)
 def plain101(**kwargs) -> ResNet:
     """Plain-101: ResNet-101's bottleneck layers without shortcuts."""
     return _imagenet_resnet(Bottleneck, (3, 4, 23, 3), shortcut=False, **kwargs)
 
 
-@register_model("resnet", "plain", input_size=224, twin="resnet152")
+@register_model("resnet", "plain", input_size=224, twin="resnet152", channel_agnostic=True)
 def plain152(**kwargs) -> ResNet:
     """Plain-152: ResNet-152's bottleneck layers without shortcuts."""
     return _imagenet_resnet(Bottleneck, (3, 8, 36, 3), shortcut=False, **kwargs)
 
 
 # He et al.'s CIFAR ResNets (§4.2) and their plain twins.
-@register_model("cifar_resnet", "residual", twin="plain20")
+@register_model("cifar_resnet", "residual", twin="plain20", channel_agnostic=True)
 def resnet20(**kwargs) -> ResNet:
     """CIFAR ResNet-20, 6n+2 with n=3 (0.27M params)."""
     return _cifar_resnet(20, **kwargs)
 
 
-@register_model("cifar_resnet", "residual", twin="plain32")
+@register_model("cifar_resnet", "residual", twin="plain32", channel_agnostic=True)
 def resnet32(**kwargs) -> ResNet:
     """CIFAR ResNet-32, n=5 (0.46M params)."""
     return _cifar_resnet(32, **kwargs)
 
 
-@register_model("cifar_resnet", "residual", twin="plain44")
+@register_model("cifar_resnet", "residual", twin="plain44", channel_agnostic=True)
 def resnet44(**kwargs) -> ResNet:
     """CIFAR ResNet-44, n=7 (0.66M params)."""
     return _cifar_resnet(44, **kwargs)
 
 
-@register_model("cifar_resnet", "residual", twin="plain56")
+@register_model("cifar_resnet", "residual", twin="plain56", channel_agnostic=True)
 def resnet56(**kwargs) -> ResNet:
     """CIFAR ResNet-56, n=9 (0.85M params)."""
     return _cifar_resnet(56, **kwargs)
 
 
-@register_model("cifar_resnet", "residual", twin="plain110")
+@register_model("cifar_resnet", "residual", twin="plain110", channel_agnostic=True)
 def resnet110(**kwargs) -> ResNet:
     """CIFAR ResNet-110, n=18 (1.7M params)."""
     return _cifar_resnet(110, **kwargs)
 
 
-@register_model("cifar_resnet", "residual", twin="plain1202")
+@register_model("cifar_resnet", "residual", twin="plain1202", channel_agnostic=True)
 def resnet1202(**kwargs) -> ResNet:
     """CIFAR ResNet-1202, n=200 (19.4M params)."""
     return _cifar_resnet(1202, **kwargs)
 
 
-@register_model("cifar_resnet", "plain", twin="resnet20")
+@register_model("cifar_resnet", "plain", twin="resnet20", channel_agnostic=True)
 def plain20(**kwargs) -> ResNet:
     """CIFAR Plain-20: ResNet-20 without shortcuts."""
     return _cifar_resnet(20, shortcut=False, **kwargs)
 
 
-@register_model("cifar_resnet", "plain", twin="resnet32")
+@register_model("cifar_resnet", "plain", twin="resnet32", channel_agnostic=True)
 def plain32(**kwargs) -> ResNet:
     """CIFAR Plain-32: ResNet-32 without shortcuts."""
     return _cifar_resnet(32, shortcut=False, **kwargs)
 
 
-@register_model("cifar_resnet", "plain", twin="resnet44")
+@register_model("cifar_resnet", "plain", twin="resnet44", channel_agnostic=True)
 def plain44(**kwargs) -> ResNet:
     """CIFAR Plain-44: ResNet-44 without shortcuts."""
     return _cifar_resnet(44, shortcut=False, **kwargs)
 
 
-@register_model("cifar_resnet", "plain", twin="resnet56")
+@register_model("cifar_resnet", "plain", twin="resnet56", channel_agnostic=True)
 def plain56(**kwargs) -> ResNet:
     """CIFAR Plain-56: ResNet-56 without shortcuts."""
     return _cifar_resnet(56, shortcut=False, **kwargs)
 
 
-@register_model("cifar_resnet", "plain", twin="resnet110")
+@register_model("cifar_resnet", "plain", twin="resnet110", channel_agnostic=True)
 def plain110(**kwargs) -> ResNet:
     """CIFAR Plain-110: ResNet-110 without shortcuts."""
     return _cifar_resnet(110, shortcut=False, **kwargs)
 
 
-@register_model("cifar_resnet", "plain", twin="resnet1202")
+@register_model("cifar_resnet", "plain", twin="resnet1202", channel_agnostic=True)
 def plain1202(**kwargs) -> ResNet:
     """CIFAR Plain-1202: ResNet-1202 without shortcuts."""
     return _cifar_resnet(1202, shortcut=False, **kwargs)

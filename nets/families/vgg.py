@@ -15,6 +15,9 @@ Two heads:
 Both heads run on 28x28 and 32x32 inputs: the max-pools use ``ceil_mode=True``, so five
 halvings take 28 to 1x1 (28, 14, 7, 4, 2, 1) instead of to 0x0. At any multiple of 32, 224
 included, ceil and floor agree, so the net is torchvision's exactly.
+
+``in_chans="any"`` swaps the first conv for a channel-agnostic stem (`nets.channel_agnostic`): one
+net for any number of input channels; the trunk and heads are unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from nets._registry import register_model
+from nets.channel_agnostic import ANY_CHANNELS, channel_agnostic_layer
 from nets.layers import create_act
 
 #: Table 1 of the paper: numbers are 3x3 conv widths, "M" a 2x2 max-pool.
@@ -39,20 +43,26 @@ cfgs: dict[str, list[int | str]] = {
 DEPTHS = {11: "A", 13: "B", 16: "D", 19: "E"}
 
 
-def make_layers(cfg: Sequence[int | str], batch_norm: bool = False, in_chans: int = 3, act: str = "relu",
-                conv_layer: Callable[..., nn.Module] = nn.Conv2d) -> nn.Sequential:
+def make_layers(cfg: Sequence[int | str], batch_norm: bool = False, in_chans: int | str = 3, act: str = "relu",
+                conv_layer: Callable[..., nn.Module] = nn.Conv2d,
+                stem_layer: Callable[..., nn.Module] | None = None) -> nn.Sequential:
     """The conv trunk of a configuration: conv3x3 [+ BN] + act per number, max-pool per "M".
 
     `conv_layer` builds every conv but the first, which stays nn.Conv2d: dynamic nets keep the
     first layer static (Chen et al. 2020 §4), and for a static net it makes no difference.
+    With ``in_chans="any"`` the first conv is `stem_layer` (default: the static channel-agnostic
+    stem, `nets.channel_agnostic`), which takes any number of channels.
     """
     layers: list[nn.Module] = []
     channels = in_chans
+    first_conv = nn.Conv2d
+    if in_chans == ANY_CHANNELS:
+        first_conv = stem_layer or channel_agnostic_layer(act=act)
     for i, v in enumerate(cfg):
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True))
             continue
-        make_conv = nn.Conv2d if i == 0 else conv_layer
+        make_conv = first_conv if i == 0 else conv_layer
         layers.append(make_conv(channels, int(v), kernel_size=3, padding=1))
         if batch_norm:
             layers.append(nn.BatchNorm2d(int(v)))
@@ -111,55 +121,57 @@ class VGG(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _vgg(depth: int, batch_norm: bool, in_chans: int = 3, act: str = "relu", num_classes: int = 1000,
-         conv_layer: Callable[..., nn.Module] = nn.Conv2d, **kwargs) -> VGG:
-    features = make_layers(cfgs[DEPTHS[depth]], batch_norm, in_chans=in_chans, act=act, conv_layer=conv_layer)
+def _vgg(depth: int, batch_norm: bool, in_chans: int | str = 3, act: str = "relu", num_classes: int = 1000,
+         conv_layer: Callable[..., nn.Module] = nn.Conv2d, stem_layer: Callable[..., nn.Module] | None = None,
+         **kwargs) -> VGG:
+    features = make_layers(cfgs[DEPTHS[depth]], batch_norm, in_chans=in_chans, act=act, conv_layer=conv_layer,
+                           stem_layer=stem_layer)
     return VGG(features, num_classes=num_classes, act=act, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg11(**kwargs) -> VGG:
     """VGG-11 (configuration A), 132.9M params at 1000 classes."""
     return _vgg(11, False, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg11_bn(**kwargs) -> VGG:
     """VGG-11 with BatchNorm."""
     return _vgg(11, True, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg13(**kwargs) -> VGG:
     """VGG-13 (configuration B), 133.0M params at 1000 classes."""
     return _vgg(13, False, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg13_bn(**kwargs) -> VGG:
     """VGG-13 with BatchNorm."""
     return _vgg(13, True, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg16(**kwargs) -> VGG:
     """VGG-16 (configuration D), 138.4M params at 1000 classes."""
     return _vgg(16, False, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg16_bn(**kwargs) -> VGG:
     """VGG-16 with BatchNorm."""
     return _vgg(16, True, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg19(**kwargs) -> VGG:
     """VGG-19 (configuration E), 143.7M params at 1000 classes."""
     return _vgg(19, False, **kwargs)
 
 
-@register_model("vgg", "static", input_size=224)
+@register_model("vgg", "static", input_size=224, channel_agnostic=True)
 def vgg19_bn(**kwargs) -> VGG:
     """VGG-19 with BatchNorm."""
     return _vgg(19, True, **kwargs)

@@ -98,8 +98,8 @@ def test_report_has_tables_findings_and_readable_plots(records, tmp_path):
     assert "Degradation shown here: plain56 ends with 40.0% training error vs 22.0% for plain20" in md
     # The coursework target: 0.70 / 0.80 = 87.5% < 90% -> NOT MET, said plainly.
     assert "**NOT MET**" in md and "87.5%" in md
-    assert "K ablation" in md and "| model | RGB | RG | GB | R | G | B |" in md
-    assert "| dy_resnet20 K=4 | 70.0% | n/a | n/a | 60.0% | n/a | n/a |" in md
+    assert "K ablation" in md and "| model | way | RGB | RG | GB | R | G | B |" in md
+    assert "| dy_resnet20 K=4 | naive | 70.0% | n/a | n/a | 60.0% | n/a | n/a |" in md
     assert "greyscale" in md, "channel subsets on grey data must be flagged"
     assert "| resnet20 | residual |" in md
     for line in md.splitlines():

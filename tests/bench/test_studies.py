@@ -62,7 +62,7 @@ def test_quick_preset_covers_what_the_studies_promise():
     assert {u.spec.model for u in study_plan("depth", get_preset("full")).units} >= {"resnet110", "plain110"}
     dynamic = study_plan("dynamic", quick)
     ks = sorted(dict(u.spec.kwargs)["kernels"] for u in dynamic.units if u.spec.model == "dy_resnet20"
-                and not u.spec.channels)
+                and not u.spec.channels and not u.spec.any_chans)
     assert ks == [3, 4, 5, 6]
     assert any(u.spec.model.startswith("dy_vgg") for u in dynamic.units)
     assert any(u.spec.channels for u in dynamic.units), "nets whose in_chans matches a subset"
@@ -201,3 +201,79 @@ def test_a_run_folder_refuses_other_settings_and_no_resume_starts_over(tmp_path)
     runner.check_run_folder(tmp_path, _ctx("quick"), resume=False)
     assert not (tmp_path / "units").exists()
     assert json.loads((tmp_path / "settings.json").read_text())["preset"]["name"] == "quick"
+
+
+# --------------------------------------------------------------------------- the dynamic study's third way (issue 17)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_dynamic_study_evaluates_one_channel_agnostic_pair_on_every_subset(preset):
+    plan = study_plan("dynamic", get_preset(preset))
+    agnostic = [u for u in plan.units if u.spec.any_chans]
+    assert sorted(u.spec.model for u in agnostic) == ["dy_resnet20", "resnet20"], "a DY net and its static twin"
+    for unit in agnostic:
+        assert unit.spec.eval_subsets == get_preset(preset).channel_subsets and unit.spec.rgb
+        assert 0 < unit.spec.channel_dropout < 1 and "in_chans=any" in unit.label
+        assert not unit.spec.channels, "trained once, on every channel"
+    ids = [u.spec.unit_id for u in plan.units]
+    assert len(set(ids)) == len(ids), "the any-channel nets are units of their own"
+    assert any("three ways" in note and "channel-agnostic" in note for note in plan.notes)
+
+
+def test_an_any_channel_unit_builds_a_channel_agnostic_net():
+    spec = next(u.spec for u in study_plan("dynamic", get_preset("smoke")).units if u.spec.any_chans)
+    bundle = _ctx().bundle(channels="RGB")
+    model = runner.build_unit_model(spec, bundle)
+    assert model.config["in_chans"] == "any" and nets.is_channel_agnostic(model)
+
+
+def test_dynamic_report_says_which_way_each_subset_row_used(tmp_path):
+    from bench.report import dynamic_section
+
+    data = {"name": "digits"}
+
+    def acc(label, unit, top1, **fields):
+        return {**record_of("accuracy", study="dynamic", label=label, unit=unit, engine="torch", top1=top1,
+                            dataset=data, samples=64, model=fields.pop("model", "resnet20")), **fields}
+
+    records = [
+        acc("resnet20", "r", 0.9, group="ResNet static"),
+        acc("resnet20", "r", 0.5, group="ResNet static", eval_channels="R", eval_channel_mode="average"),
+        acc("resnet20 in_chans=any", "ra", 0.8, group="ResNet static, any channels"),
+        acc("resnet20 in_chans=any", "ra", 0.7, group="ResNet static, any channels", eval_channels="R",
+            eval_channel_mode="select"),
+        acc("resnet20 in_chans=1 (R)", "r1", 0.6, group="subset net", channels="R"),
+    ]
+    text, _ = dynamic_section(records, tmp_path, ["torch"], ["RGB", "R"])
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| resnet20")}
+    assert "naive" in lines["resnet20"] and "50.0" in lines["resnet20"]
+    assert "channel-agnostic" in lines["resnet20 in_chans=any"] and "70.0" in lines["resnet20 in_chans=any"]
+    assert "retrained per subset" in lines["resnet20 in_chans=len(subset)"]
+    assert "60.0" in lines["resnet20 in_chans=len(subset)"]
+    assert "every subset carries the same information" in text
+
+
+@pytest.mark.parametrize("engine", ["torch", "ort"])
+def test_any_channel_unit_is_fed_each_subset_natively(engine, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from bench.sources import resolve_source
+
+    spec = UnitSpec("resnet20", rgb=True, eval_subsets=("RGB", "RG", "B"), any_chans=True, channel_dropout=0.5)
+    ctx = runner.RunContext(dataset="digits", preset=dataclasses.replace(get_preset("smoke"), input_size=8),
+                            engines=(engine,))
+    bundle = ctx.bundle(channels="RGB")
+    model = runner.build_unit_model(spec, bundle).eval()
+    source = resolve_source(model, input_shape=tuple(bundle.input_shape), name=spec.model)
+    if engine == "ort":  # as measure_unit leaves it: one export, its channel axis symbolic, serves every subset
+        import export
+
+        path = tmp_path / "model.onnx"
+        export.to_onnx(model, path, source.input_shape, exporter="torchscript", opset=17)
+        source.exported[("fp32", None)] = path
+    records = runner._accuracy_on_native_subsets(source, spec, ctx, bundle, engine, {"unit": spec.unit_id},
+                                                 lambda stage: None)
+    assert [r["eval_channels"] for r in records] == ["RGB", "RG", "B"]
+    assert [r["input_shape"][0] for r in records] == [3, 2, 1], "each subset reaches the net as its kept planes"
+    assert {r["eval_channel_mode"] for r in records} == {"select"}
+    # digits is grey: every plane is the same, so the channel-agnostic net scores the same on every subset.
+    assert len({r["top1"] for r in records}) == 1
