@@ -825,6 +825,9 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              "interval and says faster or slower only when the whole interval lies beyond 1 \u00b1 3%; otherwise "
              "'no measurable difference'. Accuracy comes from one short training run per net (seed 0).\n",
              contention_note(records)]
+    from bench.studies.shard import merge_note
+
+    lines.append(merge_note(run))
     all_findings: list[tuple[str, list[str]]] = []
     body = []
     for study in studies:

@@ -34,6 +34,15 @@ Presets: smoke (seconds, CI), quick (the suite in under 15 minutes on a 2-core C
 full (the whole data set, meant for a GPU).
 """
 
+SHARD_HELP = """
+\b
+Across hosts (a Slurm array, a Kubernetes Indexed Job): each host runs
+  rbench suite --shard I/N --out runs/shard-I
+and, when all are done, one host merges them:
+  rbench report runs/shard-* --out runs/merged
+A shard holds whole studies, since a study's nets are timed together on one machine.
+"""
+
 
 def _parse_engines(text: str | None) -> list[str] | None:
     if not text:
@@ -43,10 +52,10 @@ def _parse_engines(text: str | None) -> list[str] | None:
     return parse_engines(text)
 
 
-def _default_out(kind: str, preset: str) -> Path:
+def _default_out(kind: str, preset: str, shard=None) -> Path:
     from bench.results import machine_slug
 
-    return Path("results") / f"{kind}-{preset}-{machine_slug()}"
+    return Path("results") / f"{kind}-{preset}-{machine_slug()}{'-' + shard.slug if shard else ''}"
 
 
 def _device(device: str) -> str:
@@ -59,8 +68,12 @@ def _device(device: str) -> str:
 
 def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
                 engines: str | None, resume: bool, device: str, keep_artifacts: bool, title: str,
-                kind: str) -> Path:
-    """Check every input, run the studies' units (resuming), write records.jsonl and report.md."""
+                kind: str, shard: str | None = None, shard_costs: str | None = None) -> Path:
+    """Check every input, run the studies' units (resuming), write records.jsonl and report.md.
+
+    With `shard` ('I/N'), only the studies of that shard (`bench.studies.shard.shard_plans`) run;
+    `rbench report` merges the shards' folders into one report.
+    """
     from rich.console import Console
 
     from bench.results import current_command
@@ -74,26 +87,38 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
     device = _device(device)
     check_device(device)  # a GPU asked for and missing: refused here, not at the first unit
     plans = [study_plan(name, preset) for name in studies]
+    all_studies = [plan.name for plan in plans]
+    shard_spec = None
+    if shard is not None:
+        from bench.studies.shard import parse_shard, read_costs, shard_plans
+
+        shard_spec = parse_shard(shard)
+        plans = shard_plans(plans, shard_spec, preset, read_costs(shard_costs) if shard_costs else None)
+    elif shard_costs:
+        raise UsageProblem("--shard-costs balances shards: give it with --shard I/N")
     engine_names = available_engines(_parse_engines(engines), device)
-    out_dir = Path(out) if out else _default_out(kind, preset.name)
+    out_dir = Path(out) if out else _default_out(kind, preset.name, shard_spec)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageProblem(f"--out {out_dir} is a file, not a folder")
     ctx = RunContext(dataset=dataset_name, preset=preset, engines=engine_names, device=device,
-                     data_root=data_root, command=current_command())
+                     data_root=data_root, command=current_command(), shard=str(shard_spec) if shard_spec else None)
     ctx.bundle()  # load the data now: a missing data set fails before anything is written
 
     note = check_run_folder(out_dir, ctx, resume, plans)
     if note:
         console.print(note)
     units = unique_units(plans)
-    console.print(f"[bold]rbench {kind}[/bold]: {', '.join(studies)} at preset [bold]{preset.name}[/bold]; "
+    part = f" (shard {shard_spec} of {', '.join(all_studies)})" if shard_spec else ""
+    console.print(f"[bold]rbench {kind}[/bold]: {', '.join(p.name for p in plans)}{part} at preset [bold]{preset.name}[/bold]; "
                   f"data: {dataset_why}; engines: {', '.join(engine_names)} on {device}; "
                   f"{len(units)} units -> {out_dir}")
     start = time.perf_counter()
     unit_seconds: dict[str, float] = {}
     records = _run_with_progress(plans, ctx, out_dir, keep_artifacts, console, unit_seconds)
     elapsed = time.perf_counter() - start
-    _write_outputs(records, plans, out_dir, ctx, dataset_why, title, elapsed, unit_seconds)
+    shard_info = ({"spec": str(shard_spec), "index": shard_spec.index, "count": shard_spec.count,
+                   "studies": [p.name for p in plans], "all_studies": all_studies} if shard_spec else None)
+    _write_outputs(records, plans, out_dir, ctx, dataset_why, title, elapsed, unit_seconds, shard_info)
     console.print(f"[green]done[/green] in {elapsed / 60:.1f} min: {out_dir / 'report.md'}")
     click.echo(str(out_dir / "report.md"))
     return out_dir
@@ -139,7 +164,7 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
 
 
 def _write_outputs(records, plans, out_dir: Path, ctx, dataset_why: str, title: str, elapsed: float,
-                   unit_seconds: dict) -> None:
+                   unit_seconds: dict, shard_info: dict | None = None) -> None:
     from dataclasses import asdict
 
     from bench import report
@@ -161,6 +186,9 @@ def _write_outputs(records, plans, out_dir: Path, ctx, dataset_why: str, title: 
         "command": ctx.command, "studies": [asdict(p) for p in plans], "preset_settings": asdict(ctx.preset),
         "machine": describe_machine(),
     }
+    if shard_info:
+        run["shard"] = shard_info
+        run["title"] = f"{title} (shard {shard_info['spec']}: {', '.join(shard_info['studies'])})"
     write_text(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
     markdown = report.render_report(records, run, out_dir)
     write_text(out_dir / "report.md", markdown)
@@ -206,9 +234,15 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
                 title=f"rbench study {name}", kind=f"study-{name}")
 
 
-@click.command("suite", epilog=STUDY_HELP)
+@click.command("suite", epilog=STUDY_HELP + SHARD_HELP)
 @_common_options
-def suite_command(preset, dataset, data_root, out, engines, resume, device, keep_artifacts):
+@click.option("--shard", default=None, metavar="I/N",
+              help="Run only shard I of N (1-based): whole studies, balanced by estimated cost, the same split on "
+                   "every host. Merge the shards' folders with `rbench report DIR...`.")
+@click.option("--shard-costs", default=None, metavar="RUN.json", type=click.Path(dir_okay=False),
+              help="Balance the shards by a finished run's measured unit seconds (its run.json) instead of "
+                   "estimates; give every shard the same file.")
+def suite_command(preset, dataset, data_root, out, engines, resume, device, keep_artifacts, shard, shard_costs):
     """The main job: every study (depth, dynamic, activation, family, ladder), one report.
 
     Interrupt it at any time: a rerun with the same --out resumes after the last finished unit.
@@ -216,4 +250,62 @@ def suite_command(preset, dataset, data_root, out, engines, resume, device, keep
     from bench.studies import STUDIES
 
     run_studies(list(STUDIES), preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
-                title="rbench suite", kind="suite")
+                title="rbench suite", kind="suite", shard=shard, shard_costs=shard_costs)
+
+
+
+@click.command("report")
+@click.argument("folders", nargs=-1, required=True, metavar="DIR...")
+@click.option("--out", default=None, metavar="DIR",
+              help="Where the merged records.jsonl, run.json, report.md and figures go (needed with several DIRs; "
+                   "with one DIR, default: DIR itself, its report rendered again).")
+@click.option("--partial", is_flag=True, help="Report what the folders hold even when studies are missing.")
+def report_command(folders, out, partial):
+    """Merge finished suite runs (the shards of `rbench suite --shard I/N`) into one report.
+
+    Refuses folders whose preset, data, engines, device or seed differ, and names the studies and
+    units no folder holds. Each study's latency comes from the one machine that timed it.
+    """
+    from bench.studies.shard import merge_runs
+
+    merged = merge_runs(folders, allow_missing=partial)
+    target = write_merged(merged, folders, out)
+    if merged.missing_studies:
+        click.echo(f"warning: missing studies {', '.join(merged.missing_studies)} "
+                   f"(units {', '.join(merged.missing_units) or 'none'})", err=True)
+    click.echo(str(target / "report.md"))
+
+
+def write_merged(merged, folders: Sequence[str], out: str | None) -> Path:
+    """Write a merged run's records.jsonl, run.json and report.md (atomically) into `out`; return it."""
+    from bench import report
+    from bench.atomic import write_text
+    from bench.results import to_json
+    from bench.studies.runner import RUN_JSON
+
+    sources = {Path(f).resolve() for f in folders}
+    if out is None:
+        if len(sources) > 1:
+            raise UsageProblem("several run folders: say where the merged report goes with --out DIR")
+        target = Path(folders[0])
+    else:
+        target = Path(out)
+        if len(sources) > 1 and target.resolve() in sources:
+            raise UsageProblem(f"--out {target} is one of the folders being merged; choose a new folder")
+        if target.exists() and not target.is_dir():
+            raise UsageProblem(f"--out {target} is a file, not a folder")
+        if target.resolve() not in sources and target.exists() and any(target.iterdir()):
+            previous = target / RUN_JSON
+            try:
+                ours = "merged_from" in json.loads(previous.read_text(encoding="utf-8"))
+            except (OSError, ValueError, TypeError):
+                ours = False
+            if not ours:
+                raise UsageProblem(f"--out {target} is not empty and holds no earlier merged report; choose a new "
+                                   "or empty folder")
+    target.mkdir(parents=True, exist_ok=True)
+    if len(sources) > 1 or target.resolve() not in sources:
+        write_text(target / "records.jsonl", "".join(to_json(r) + "\n" for r in merged.records))
+        write_text(target / RUN_JSON, json.dumps(merged.run, indent=1, default=str) + "\n")
+    write_text(target / "report.md", report.render_report(merged.records, merged.run, target))
+    return target

@@ -107,6 +107,7 @@ class RunContext:
     data_root: str | None = None
     seed: int = 0
     command: str | None = None
+    shard: str | None = None  # 'I/N' when this run is one shard of a suite (bench.studies.shard)
     _bundles: dict[tuple, Any] = field(default_factory=dict, repr=False)
 
     def bundle(self, channels: str | None = None, channel_mode: str = "select"):
@@ -129,8 +130,11 @@ class RunContext:
 
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a previous run's units to be reused."""
-        return {"dataset": self.dataset, "preset": dataclasses.asdict(self.preset), "device": self.device,
-                "engines": list(self.engines), "seed": self.seed}
+        fingerprint = {"dataset": self.dataset, "preset": dataclasses.asdict(self.preset), "device": self.device,
+                       "engines": list(self.engines), "seed": self.seed}
+        if self.shard:  # only then: run folders written before sharding existed still resume
+            fingerprint["shard"] = self.shard
+        return fingerprint
 
 
 # --------------------------------------------------------------------------- measuring one unit

@@ -150,3 +150,45 @@ def test_suite_records_and_cli_records_carry_the_same_keys(smoke_run, run_cli, t
     for kind in ("latency", "throughput", "flops", "export"):
         (cli_record, *_) = read_records(cli_out / f"{kind}.jsonl")
         assert set(cli_record) - ignore == suite[kind], kind
+
+
+def test_the_smoke_suite_in_two_shards_merges_into_the_unsharded_run(smoke_run, run_cli, tmp_path):
+    """Two shards as two processes (two hosts of a job array), merged: the same units, studies, findings and
+    accuracy as the one unsharded run (training is seeded, so each net's top-1 is the same wherever it ran)."""
+    import subprocess
+    import sys
+
+    code, output, whole = smoke_run
+    assert code == 0, output
+    shards = [tmp_path / f"shard-{i}" for i in (1, 2)]
+    jobs = [subprocess.Popen([sys.executable, "-m", "bench", "suite", "--preset", "smoke", "--dataset", "digits",
+                              "--engines", "torch,ort", "--shard", f"{i}/2", "--out", str(folder)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for i, folder in enumerate(shards, 1)]
+    for job in jobs:
+        _, stderr = job.communicate(timeout=900)
+        assert job.returncode == 0, stderr[-2000:]
+    studies = [[s["name"] for s in json.loads((folder / "run.json").read_text())["studies"]] for folder in shards]
+    assert sorted(studies[0] + studies[1]) == sorted(STUDIES) and all(studies)
+    merged = tmp_path / "merged"
+    code, _, stderr = run_cli("report", *shards, "--out", merged)
+    assert code == 0, stderr
+
+    def top1(records):
+        return {(r["study"], r["unit"], r["engine"], r.get("rung"), r.get("eval_channels")): r["top1"]
+                for r in records if r["kind"] == "accuracy"}
+
+    ours, theirs = read_records(merged / "records.jsonl"), read_records(whole / "records.jsonl")
+    assert {r["unit"] for r in ours} == {r["unit"] for r in theirs}
+    assert {(r["study"], r["kind"]) for r in ours} == {(r["study"], r["kind"]) for r in theirs}
+    ours_top1, theirs_top1 = top1(ours), top1(theirs)
+    assert ours_top1.keys() == theirs_top1.keys()
+    for key, value in ours_top1.items():
+        # int8 rungs are calibrated anew in each process; a borderline image can flip (seen: 1 of 100). fp32 is exact.
+        assert value == pytest.approx(theirs_top1[key], abs=0.03 if "int8" in str(key[3]) else 0), key
+
+    def findings(path):  # each finding line's subject (its first words): which comparisons the report makes
+        text = path.read_text().split("## Key findings", 1)[1]
+        return [" ".join(line.split(":")[0].split()[:3]) for line in text.splitlines() if line.startswith(("- ", "  - "))]
+
+    assert findings(merged / "report.md") == findings(whole / "report.md")
