@@ -53,7 +53,7 @@ import torch
 import torch.nn as nn
 
 from nets.errors import ModelConfigError
-from nets.layers import create_act
+from nets.layers import check_dynamic_settings, create_act
 
 #: The `in_chans` value that asks for a channel-agnostic stem.
 ANY_CHANNELS = "any"
@@ -80,10 +80,7 @@ class ChannelAgnosticStem(nn.Module):
         super().__init__()
         if in_channels != ANY_CHANNELS:
             raise ModelConfigError(f"ChannelAgnosticStem takes in_channels={ANY_CHANNELS!r}, got {in_channels!r}")
-        if kernels < 1:
-            raise ModelConfigError(f"kernels must be a positive integer, got {kernels!r}")
-        if temperature <= 0:
-            raise ModelConfigError(f"temperature must be positive, got {temperature!r}")
+        check_dynamic_settings(kernels, temperature)
         self.out_channels = out_channels
         self.kernels = kernels
         self.temperature = float(temperature)

@@ -53,6 +53,14 @@ DYNAMIC_CONV_MODES = ("auto", "grouped", "unfold", "expand")
 EXPAND_MAX_EXTRA_MACS = 48
 
 
+def check_dynamic_settings(kernels: int, temperature: float) -> None:
+    """Refuse K < 1 kernels or a temperature <= 0 (dynamic convolution and the dynamic channel-agnostic stem)."""
+    if kernels < 1:
+        raise ModelConfigError(f"kernels must be a positive integer, got {kernels!r}")
+    if temperature <= 0:
+        raise ModelConfigError(f"temperature must be positive, got {temperature!r}")
+
+
 class DynamicConv2d(nn.Module):
     """Dynamic convolution: K kernels aggregated per sample by attention.
 
@@ -107,10 +115,7 @@ class DynamicConv2d(nn.Module):
                  padding: int = 0, dilation: int = 1, bias: bool = True, *, kernels: int = 4,
                  temperature: float = 30.0, reduction: int = 4, act: str = "relu", mode: str = "auto"):
         super().__init__()
-        if kernels < 1:
-            raise ModelConfigError(f"kernels must be a positive integer, got {kernels!r}")
-        if temperature <= 0:
-            raise ModelConfigError(f"temperature must be positive, got {temperature!r}")
+        check_dynamic_settings(kernels, temperature)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = kernel_size
