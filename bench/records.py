@@ -51,6 +51,8 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "model", "model_config", "engine", "device", "dataset", "train_config", "batch", "history", "epochs",
         "best_epoch", "best_val_acc", "stopped_early", "train_img_s", "train_seconds", "train_images_per_epoch",
         "final_train_error", "final_val_error", "params", "checkpoint", "curves_png", "resumed",
+        # Data-parallel training (`bench.distributed`): 1 / None / batch in one process.
+        "world_size", "backend", "batch_per_process", "rank_train_img_s", "lr_rule",
     ),
     "device": ("slug", "peaks", "cache"),
     "engine_build": (
@@ -222,7 +224,11 @@ def train_record(result: Any, *, model: str, model_config: dict[str, Any] | None
               "final_train_error": 1.0 - last["train_acc"] if "train_acc" in last else None,
               "final_val_error": 1.0 - last["val_acc"] if "val_acc" in last else None,
               "params": params, "checkpoint": str(result.best_checkpoint),
-              "curves_png": str(result.curves_png) if result.curves_png else None, "resumed": resumed}
+              "curves_png": str(result.curves_png) if result.curves_png else None, "resumed": resumed,
+              "world_size": 1, "backend": None, "batch_per_process": train_config.get("batch_size"),
+              "rank_train_img_s": None, "lr_rule": None}
+    parallel = getattr(result, "distributed", None) or {}
+    values.update({k: v for k, v in parallel.items() if k in FIELDS["train"]})
     return _record("train", values, context, command)
 
 

@@ -738,8 +738,244 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str,
     return out
 
 
+# --------------------------------------------------------------------------- the training-recipe studies
+
+
+def seed_groups(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
+    """One entry per configuration of an accuracy study (its units' `group`), in plan order, over its seeds.
+
+    Each holds `group`, `model`, `train_config` (of its first seed), `top1` {seed: torch top-1 or None when the
+    training diverged}, `diverged` {seed: message}, `histories` [(seed, history)], `epochs_run` [epochs per seed],
+    `stopped_early` (seeds that stopped early), `classes` and `samples` (of the test split), and the summary
+    `mean`, `low`, `high`, `spread` (max - min over the seeds that trained; None with fewer than two) and `n`.
+    """
+    from bench.studies.runner import DIVERGED
+
+    groups: dict[str, dict[str, Any]] = {}
+    seed_of: dict[str, Any] = {}
+    for r in records:
+        if r.get("study") != study:
+            continue
+        key = str(r.get("group") or r.get("label") or r.get("unit") or "")
+        g = groups.setdefault(key, {"group": key, "model": r.get("model"), "train_config": None, "top1": {},
+                                    "diverged": {}, "histories": [], "epochs_run": [], "stopped_early": 0,
+                                    "classes": None, "samples": None, "label": r.get("label")})
+        if r["kind"] == "train":
+            config = r.get("train_config") or {}
+            seed = config.get("seed")
+            seed_of[r.get("unit")] = seed
+            g["train_config"] = g["train_config"] or config
+            g["histories"].append((seed, r.get("history") or []))
+            g["epochs_run"].append(r.get("epochs"))
+            g["stopped_early"] += bool(r.get("stopped_early"))
+            if config.get(DIVERGED):
+                g["diverged"][seed] = config[DIVERGED]
+                g["top1"][seed] = None
+            classes = (r.get("dataset") or {}).get("num_classes")
+            g["classes"] = g["classes"] or classes
+    for r in records:
+        if r.get("study") == study and r["kind"] == "accuracy" and not r.get("eval_channels"):
+            g = groups.get(str(r.get("group") or r.get("label") or r.get("unit") or ""))
+            if g is None:
+                continue
+            g["top1"][seed_of.get(r.get("unit"))] = r.get("top1")
+            g["samples"] = g["samples"] or r.get("samples")
+            g["classes"] = g["classes"] or (len(r["per_class"]) if r.get("per_class") else None)
+    for g in groups.values():
+        values = [v for v in g["top1"].values() if v is not None]
+        g["n"] = len(values)
+        g["mean"] = sum(values) / len(values) if values else None
+        g["low"], g["high"] = (min(values), max(values)) if values else (None, None)
+        g["spread"] = g["high"] - g["low"] if len(values) >= 2 else None
+    return list(groups.values())
+
+
+def chance_level(group: dict[str, Any]) -> float | None:
+    """The top-1 a net that did not train scores at most: 1/classes plus 3 binomial standard errors of the test
+    images (a guess's accuracy on `samples` images)."""
+    k, n = group.get("classes"), group.get("samples")
+    if not k or not n:
+        return None
+    p = 1.0 / k
+    return p + 3 * math.sqrt(p * (1 - p) / n)
+
+
+def training_outcome(group: dict[str, Any]) -> str:
+    """'trained', 'diverged (k of n seeds)', 'did not train (at chance)' or a mix, for tables and verdicts."""
+    parts = []
+    seeds = len(group["top1"])
+    if group["diverged"]:
+        parts.append(f"diverged ({len(group['diverged'])} of {seeds} seeds)")
+    chance = chance_level(group)
+    at_chance = [v for v in group["top1"].values() if v is not None and chance is not None and v <= chance]
+    if at_chance:
+        parts.append(f"did not train, at chance ({len(at_chance)} of {seeds} seeds)")
+    return "; ".join(parts) or "trained"
+
+
+def seed_difference(base: dict[str, Any], other: dict[str, Any]) -> tuple[float | None, str]:
+    """(other's mean top-1 minus base's, and what it supports): 'within seed noise' when the difference is no
+    larger than the wider of the two seed spreads (max - min); 'n/a' when one did not train at all."""
+    if base.get("mean") is None or other.get("mean") is None:
+        return None, "n/a (a configuration has no trained seed)"
+    diff = other["mean"] - base["mean"]
+    spreads = [s for s in (base.get("spread"), other.get("spread")) if s is not None]
+    if not spreads:
+        return diff, "one seed each: no spread to compare with"
+    noise = max(spreads)
+    if abs(diff) <= noise:
+        return diff, f"within seed noise (seed spread {100 * noise:.1f} pp)"
+    return diff, f"{'gain' if diff > 0 else 'loss'} beyond the seed spread ({100 * noise:.1f} pp)"
+
+
+def _seed_cell(group: dict[str, Any]) -> str:
+    if group.get("mean") is None:
+        return "failed"
+    if group.get("spread") is None:
+        return f"{fmt_pct(group['mean'])} (1 seed)"
+    return f"{fmt_pct(group['mean'])} ({fmt_pct(group['low'])}-{fmt_pct(group['high'])})"
+
+
+def _reference_cell(value: Any) -> str:
+    if value == "failed":
+        return "failed to train (about 1%)"
+    return "n/a" if value is None else f"{value:.1f}%"
+
+
+def _curves(groups: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Learning curves of each configuration's first seed that has any epochs."""
+    rows = []
+    for g in groups:
+        seed, history = next(((s, h) for s, h in g["histories"] if h), (None, []))
+        if history:
+            rows.append({"label": f"{g['group'].split('|')[-1]} (seed {seed})", "history": history})
+    return plot_learning_curves(rows, path, title) if rows else None
+
+
+def recipe_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
+    """The 001 ladder: top-1 per rung over its seeds, the gain over the previous rung and whether it exceeds the
+    seed spread, the curves, and the seed report's figures as a reference."""
+    from bench.studies.plans import RECIPE_SEED_TOP1, SEED_REPORT_LABEL
+
+    groups = seed_groups(records, "recipe")
+    rows, findings, previous = [], [], None
+    for index, g in enumerate(groups):
+        diff, verdict = seed_difference(previous, g) if previous else (None, "")
+        rows.append({"rung": g["group"], "top1": _seed_cell(g), "seeds": f"{g['n']} of {len(g['top1'])}",
+                     "gain": "" if previous is None else _pp(g.get("mean"), previous.get("mean")),
+                     "verdict": verdict, "outcome": training_outcome(g),
+                     "epochs": ", ".join(str(e) for e in g["epochs_run"]) + (
+                         f" ({g['stopped_early']} stopped early)" if g["stopped_early"] else ""),
+                     "reference": _reference_cell(RECIPE_SEED_TOP1[index] if index < len(RECIPE_SEED_TOP1) else None)})
+        seed_ref = RECIPE_SEED_TOP1[index] if index < len(RECIPE_SEED_TOP1) else None
+        spread = "n/a" if g.get("spread") is None else f"{100 * g['spread']:.1f} pp"
+        line = (f"{g['group']}: top-1 {fmt_pct(g.get('mean'))} over {g['n']} seed(s) (spread {spread})"
+                f"{'' if seed_ref is None else f'; seed report {seed_ref:.1f}% ({SEED_REPORT_LABEL})'}")
+        if previous is not None:
+            line += f"; {_pp(g.get('mean'), previous.get('mean'))} over the previous rung: {verdict}"
+        if training_outcome(g) != "trained":
+            line += f"; {training_outcome(g)}"
+        findings.append(line + ".")
+        previous = g
+    cols = [("rung", "rung", fmt_text), ("test top-1, mean (min-max over seeds)", "top1", fmt_text),
+            ("seeds trained", "seeds", fmt_text), ("gain over previous rung", "gain", fmt_text),
+            ("vs seed spread", "verdict", fmt_text), ("outcome", "outcome", fmt_text),
+            ("epochs run per seed", "epochs", fmt_text), (f"seed report ({SEED_REPORT_LABEL})", "reference", fmt_text)]
+    parts = [markdown_table(rows, cols) + "\n\n"]
+    parts.append(_img(_curves(groups, out_dir / "figures" / "recipe_curves.png", "001 ladder: training curves"),
+                      out_dir, "recipe ladder curves"))
+    return "".join(parts), findings
+
+
+def _sweep_role(group: dict[str, Any]) -> str:
+    return group["group"].split("|", 1)[0]
+
+
+def _sweep_rows(groups: Sequence[dict[str, Any]], role: str, sweep: str) -> list[tuple[object, dict[str, Any]]]:
+    """(swept value, group) of `role`'s configurations that belong to `sweep` (one setting of SWEEP_BASE varied)."""
+    from bench.studies.plans import SWEEP_BASE
+
+    out = []
+    for g in groups:
+        if _sweep_role(g) != role or not g["train_config"]:
+            continue
+        config = g["train_config"]
+        same = {k: (config.get(k) == SWEEP_BASE[k] if k != "augment" else bool(config.get(k)))
+                for k in ("optimizer", "lr", "augment")}
+        varied = {"lr": "lr", "optimizer": "optimizer", "augment": "augment"}[sweep]
+        if all(v for k, v in same.items() if k != varied):
+            value = bool(config.get("augment")) if sweep == "augment" else config.get(varied)
+            out.append((value, g))
+    return out
+
+
+def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
+    """The 004 sweeps per net: top-1 over seeds for each swept value, its difference from the base configuration
+    (SGD, lr 0.001, augmentation on) against the seed spread, the seed report's figures, and whether VGG without
+    BatchNorm fails under Adam."""
+    from bench.studies.plans import SEED_REPORT_LABEL, SWEEP_BASE, SWEEP_SEED_TOP1, SWEEPS
+
+    groups = seed_groups(records, "optimizer")
+    roles = list(dict.fromkeys(_sweep_role(g) for g in groups if _sweep_role(g) != "sweep_vgg_nobn"))
+    parts, findings = [], []
+    names = {"lr": "Learning rate (SGD, augmentation on)", "optimizer": "Optimizer (lr 0.001, augmentation on)",
+             "augment": "Augmentation: flips and 90/180/270 rotations on vs off (SGD, lr 0.001)"}
+    for sweep in SWEEPS[:3]:
+        rows = []
+        for role in roles:
+            points = _sweep_rows(groups, role, sweep)
+            if len(points) < 2:
+                continue
+            base_value = bool(SWEEP_BASE["augment"]) if sweep == "augment" else SWEEP_BASE[sweep]
+            base = next((g for v, g in points if v == base_value), None)
+            kind = "vgg" if role.startswith("sweep_vgg") else "resnet"
+            for value, g in points:
+                diff, verdict = (None, "the base") if g is base else seed_difference(base, g) if base else (None, "")
+                ref = SWEEP_SEED_TOP1.get((kind, sweep, value), "n/a")
+                rows.append({"net": g["model"], "value": "on" if value is True else "off" if value is False else value,
+                             "top1": _seed_cell(g), "outcome": training_outcome(g),
+                             "diff": "" if g is base or not base else _pp(g.get("mean"), base.get("mean")),
+                             "verdict": verdict,
+                             "reference": "failed" if ref is None else None if ref == "n/a" else ref})
+                if g is not base and base is not None:
+                    findings.append(f"{g['model']}, {sweep} {rows[-1]['value']}: top-1 {fmt_pct(g.get('mean'))} vs "
+                                    f"{fmt_pct(base.get('mean'))} at the base ({rows[-1]['diff'] or 'n/a'}): {verdict}"
+                                    f"{'' if training_outcome(g) == 'trained' else '; ' + training_outcome(g)}.")
+        if not rows:
+            continue
+        cols = [("net", "net", fmt_text), (sweep, "value", fmt_num if sweep == "lr" else fmt_text),
+                ("test top-1, mean (min-max over seeds)", "top1", fmt_text), ("outcome", "outcome", fmt_text),
+                ("vs base", "diff", fmt_text), ("vs seed spread", "verdict", fmt_text),
+                (f"seed report ({SEED_REPORT_LABEL})", "reference", _reference_cell)]
+        parts.append(f"**{names[sweep]}**\n\n" + markdown_table(rows, cols) + "\n\n")
+    nobn = next((g for g in groups if _sweep_role(g) == "sweep_vgg_nobn"), None)
+    if nobn is not None:
+        bn = next((g for g in groups if _sweep_role(g) == "sweep_vgg" and (g["train_config"] or {}).get("optimizer")
+                   == "adam"), None)
+        failed = training_outcome(nobn) != "trained"
+        bn_trained = bn is not None and training_outcome(bn) == "trained"
+        line = (f"VGG without BatchNorm ({nobn['model']}) under Adam: top-1 {_seed_cell(nobn)}, "
+                f"{training_outcome(nobn)}")
+        if bn is not None:
+            line += f"; with BatchNorm ({bn['model']}) under Adam: {_seed_cell(bn)}, {training_outcome(bn)}"
+        if not failed:
+            line += ". The seed report's failure of VGG19 under Adam (about 1%) does not reproduce here."
+        elif bn_trained:
+            line += (". The seed report's failure under Adam reproduces here for the net without BatchNorm only, as "
+                     "its vanishing-gradient explanation predicts; gradients were not measured, so this shows that "
+                     "BatchNorm separates the two, not why.")
+        else:
+            line += (". Whether the seed report's failure under Adam reproduces cannot be told here: the net with "
+                     "BatchNorm did not train either (too little training at this preset, or Adam fails for both).")
+        parts.append(f"**VGG without BatchNorm under Adam**\n\n{line}\n\n")
+        findings.append(line)
+    parts.append(_img(_curves(groups, out_dir / "figures" / "optimizer_curves.png", "004 sweeps: training curves"),
+                      out_dir, "optimizer sweep curves"))
+    return "".join(parts), findings
+
+
 SECTIONS = {"depth": depth_section, "activation": activation_section, "family": family_section,
-            "ladder": ladder_section}
+            "ladder": ladder_section, "recipe": recipe_section, "optimizer": optimizer_section}
 
 
 def parity_table(records: Sequence[Record]) -> str:
@@ -823,7 +1059,10 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              "Timing: each study's nets are timed together, per engine, interleaved in rounds (a new random order "
              "each round), after all of them are trained and exported. A latency ratio comes with its bootstrap 95% "
              "interval and says faster or slower only when the whole interval lies beyond 1 \u00b1 3%; otherwise "
-             "'no measurable difference'. Accuracy comes from one short training run per net (seed 0).\n",
+             "'no measurable difference'. Accuracy comes from one short training run per net (seed 0)"
+             + ("; the training-recipe studies (recipe, optimizer) train every configuration with several seeds and "
+                "call a difference no larger than the spread between seeds 'within seed noise'"
+                if any(s.get("name") in ("recipe", "optimizer") for s in studies) else "") + ".\n",
              contention_note(records)]
     from bench.studies.shard import merge_note
 
@@ -854,5 +1093,6 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
         summary += [f"- {title}:"] + [f"  - {f}" for f in findings]
     lines.append("\n".join(summary) + "\n")
     lines += body
-    lines.append("## Export parity and engine agreement\n\n" + parity_table(records) + "\n")
+    if records_of(records, "export"):  # the training-recipe studies export nothing
+        lines.append("## Export parity and engine agreement\n\n" + parity_table(records) + "\n")
     return "\n".join(lines)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from bench import distributed
 from bench.atomic import atomic_path, write_text
 from bench.data import DatasetBundle, make_loaders, parse_augment
 from bench.errors import DataProblem, RbenchError, UsageProblem
@@ -56,8 +57,10 @@ class TrainConfig:
     schedule: str = "cosine"        # cosine | step | onecycle | plateau | constant
     step_size: int = 30             # step: epochs between decays (capped to a third of the run)
     gamma: float = 0.1              # step / plateau decay factor
-    augment: tuple[str, ...] = ()   # crop, flip, erase
+    plateau_patience: int = 2       # plateau: epochs without a better val accuracy before the rate drops
+    augment: tuple[str, ...] = ()   # crop, flip, vflip, rotate[:DEG], rotate90, translate[:F], scale[:F], erase
     early_stop: int | None = None   # stop after this many epochs without a better val accuracy
+    restore_best: bool = True       # end with the best val epoch's weights in the model (Keras' restore_best_weights)
     label_smoothing: float = 0.0
     amp: bool = False               # bf16 autocast on CPU, fp16 + GradScaler on CUDA
     device: str = "cpu"
@@ -66,6 +69,7 @@ class TrainConfig:
     max_batches: int | None = None  # cap batches per epoch (smoke tests)
     grad_clip: float | None = None
     channel_dropout: float = 0.0    # drop each input channel with this probability, per sample (in_chans="any" nets)
+    sync_bn: bool = False           # distributed runs on GPUs: SyncBatchNorm, batch statistics over every process
 
     def __post_init__(self) -> None:
         self.augment = parse_augment(self.augment)
@@ -84,7 +88,22 @@ class TrainConfig:
                                f"at least one is always kept), got {self.channel_dropout}")
         if self.early_stop is not None and self.early_stop < 1:
             raise UsageProblem(f"early-stop patience must be at least 1 epoch, got {self.early_stop}")
+        if not 0.0 < self.gamma < 1.0:
+            raise UsageProblem(f"the decay factor must be in (0, 1) (the rate is multiplied by it), got {self.gamma}")
+        if self.plateau_patience < 0:
+            raise UsageProblem(f"plateau patience must be 0 or more epochs, got {self.plateau_patience}")
         self.device = parse_device(self.device)
+
+    def advice(self) -> list[str]:
+        """Settings that are legal but do nothing in this run (one line each), for the caller to show."""
+        out = []
+        if self.schedule == "plateau" and self.plateau_patience >= self.epochs:
+            out.append(f"plateau patience {self.plateau_patience} >= {self.epochs} epoch(s): the learning rate can "
+                       "never drop in this run; lower --plateau-patience or train longer")
+        if self.early_stop is not None and self.early_stop >= self.epochs:
+            out.append(f"early-stop patience {self.early_stop} >= {self.epochs} epoch(s): the run can never stop "
+                       "early; lower --early-stop or train longer")
+        return out
 
     @property
     def learning_rate(self) -> float:
@@ -95,6 +114,23 @@ class TrainConfig:
         d["augment"] = list(self.augment)
         d["lr"] = self.learning_rate
         return d
+
+
+def plateau_settings(schedule: str, factor: float | None, patience: int | None) -> dict[str, Any]:
+    """TrainConfig fields for `--plateau-factor/--plateau-patience`; refused (one line) with another schedule."""
+    given = {k: v for k, v in (("gamma", factor), ("plateau_patience", patience)) if v is not None}
+    if given and schedule != "plateau":
+        raise UsageProblem(f"--plateau-factor and --plateau-patience set the plateau schedule; add --schedule plateau "
+                           f"(the schedule is {schedule})")
+    return given
+
+
+def check_drop_rate(drop_rate: float) -> float:
+    """`drop_rate` when it is a dropout probability in [0, 1); else a one-line UsageProblem."""
+    if not 0.0 <= drop_rate < 1.0:
+        raise UsageProblem(f"--drop-rate must be in [0, 1) (the dropout probability before the classifier), "
+                           f"got {drop_rate}")
+    return float(drop_rate)
 
 
 @dataclass
@@ -112,6 +148,7 @@ class TrainResult:
     seconds: float
     train_img_s: float
     config: dict[str, Any] = field(default_factory=dict)
+    distributed: dict[str, Any] | None = None  # world_size, backend, per-rank img/s, ... (`bench.distributed`)
 
     @property
     def checkpoint(self) -> Path:
@@ -148,7 +185,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.learning_rate,
                                                    total_steps=config.epochs * steps_per_epoch), True
     if s == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.gamma, patience=2), False
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=config.gamma,
+                                                          patience=config.plateau_patience), False
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0), False
 
 
@@ -428,11 +466,13 @@ def _setup_optimization(model: nn.Module, config: TrainConfig, device: torch.dev
         plateau=config.schedule == "plateau")
 
 
-def _resume(model: nn.Module, opt: _Optimization, config: TrainConfig, last_path: Path, steps: int) -> _RunState:
-    """Load `last_path` into the model, optimizer, schedule and scaler; the state of the run it left."""
-    if not last_path.is_file():
+def _resume(model: nn.Module, opt: _Optimization, config: TrainConfig, last_path: Path, steps: int,
+            payload: dict[str, Any] | None = None) -> _RunState:
+    """Load `last_path` (or its `payload`, read already) into the model, optimizer, schedule and scaler; the
+    state of the run it left."""
+    if payload is None and not last_path.is_file():
         raise UsageProblem(f"nothing to resume: {last_path} does not exist")
-    state = load_training_checkpoint(last_path)
+    state = load_training_checkpoint(last_path) if payload is None else payload
     if state["config"] != dict(getattr(model, "config", {})):
         raise UsageProblem(f"{last_path} holds {state['config'].get('name')} {state['config']}, "
                            f"not this {getattr(model, 'config', {}).get('name')} run's model")
@@ -504,9 +544,12 @@ def _dropped_channels(model: nn.Module, x: torch.Tensor, p: float, generator: to
     return channel_mask(model, mask)
 
 
-def _validate(model: nn.Module, batches, device: torch.device, config: TrainConfig, epoch: int) -> tuple[float, float]:
-    """(val loss, val accuracy); a non-finite loss stops the run before anything of this epoch is saved."""
-    val_loss, val_acc = evaluate(model, batches, device, config.amp)
+def _validate(model: nn.Module, batches, device: torch.device, config: TrainConfig, epoch: int,
+              parallel=None) -> tuple[float, float]:
+    """(val loss, val accuracy); a non-finite loss stops the run before anything of this epoch is saved.
+    Distributed (`parallel`), each rank scores its share and every rank gets the whole split's figures."""
+    val_loss, val_acc = (parallel.evaluate(model, batches, config.amp) if parallel
+                         else evaluate(model, batches, device, config.amp))
     if not math.isfinite(val_loss):
         raise TrainingDiverged(f"training diverged: validation loss is {val_loss} after epoch {epoch + 1}; "
                                "lower --lr")
@@ -514,11 +557,15 @@ def _validate(model: nn.Module, batches, device: torch.device, config: TrainConf
 
 
 def _save_epoch(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, opt: _Optimization, state: _RunState,
-                entry: dict[str, float], out_dir: Path) -> None:
-    """best.pt and best.json when the epoch is the best yet; always last.pt and history.json."""
+                entry: dict[str, float], out_dir: Path, write: bool = True) -> None:
+    """best.pt and best.json when the epoch is the best yet; always last.pt and history.json. Without `write`
+    (a distributed run's ranks other than 0) only the best epoch is noted."""
     epoch, val_acc = int(entry["epoch"]), entry["val_acc"]
     if val_acc > state.best_acc:
         state.best_acc, state.best_epoch = val_acc, epoch
+    if not write:
+        return
+    if state.best_epoch == epoch:
         payload = checkpoint_payload(model, bundle, epoch, val_acc, config, state.history)
         save_checkpoint(payload, out_dir / "best.pt")
         write_text(out_dir / "best.json", json.dumps({k: v for k, v in payload.items() if k != "state_dict"},
@@ -560,22 +607,29 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
     check_splits(bundle)  # an empty validation split would otherwise look like a diverged run
     _check_model_fits(model, bundle, config)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = _training_device(config)
+    parallel = distributed.data_parallel(config.batch_size, config.sync_bn)  # None: one process, as always
+    writes = parallel is None or parallel.is_main  # only rank 0 writes files and shows progress
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    device = parallel.device if parallel else _training_device(config)
     torch.manual_seed(config.seed)
     model.to(device)
     loaders = make_loaders(bundle, config.batch_size, augment=config.augment, workers=config.workers,
                            seed=config.seed, device=device)
+    if parallel:
+        loaders = parallel.shard(loaders)
     steps = len(loaders.train) if config.max_batches is None else min(len(loaders.train), config.max_batches)
     if steps == 0:
         raise DataProblem(f"the training split of {bundle.name} is empty")
+    trained = parallel.wrap(model) if parallel else model  # DDP syncs gradients; `model` is what is saved
     opt = _setup_optimization(model, config, device, steps)
     last_path = out_dir / "last.pt"
-    state = _resume(model, opt, config, last_path, steps) if resume else _RunState()
+    payload = parallel.read_checkpoint(last_path) if parallel and resume else None
+    state = _resume(model, opt, config, last_path, steps, payload) if resume else _RunState()
 
     t_run = time.perf_counter()
     stopped_early = False
-    with _Progress(progress) as bar:
+    with _Progress(progress and writes) as bar:
         for epoch in range(state.start_epoch, config.epochs):
             if _should_stop_early(config, state, epoch):
                 stopped_early = True
@@ -585,8 +639,11 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
             task = bar.start(f"epoch {epoch + 1}/{config.epochs}", steps)
             t0 = time.perf_counter()
             train_loss, train_acc, seen, train_seconds = _train_one_epoch(
-                model, loaders.train, opt, config, device, epoch, steps, bar, task)
-            val_loss, val_acc = _validate(model, loaders.val, device, config, epoch)
+                trained, loaders.train, opt, config, device, epoch, steps, bar, task)
+            if parallel:
+                train_loss, train_acc, seen, train_seconds = parallel.epoch_totals(train_loss, train_acc, seen,
+                                                                                   train_seconds)
+            val_loss, val_acc = _validate(model, loaders.val, device, config, epoch, parallel)
             lr = opt.lr  # the rate this epoch trained at, before the per-epoch step changes it
             if not opt.per_batch:
                 opt.step_schedule(val_acc)
@@ -594,18 +651,25 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
                      "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
                      "seconds": round(time.perf_counter() - t0, 3), "img_s": round(seen / train_seconds, 1)}
             state.history.append(entry)
-            _save_epoch(model, bundle, config, opt, state, entry, out_dir)
+            _save_epoch(model, bundle, config, opt, state, entry, out_dir, write=writes)
             bar.done(task, _epoch_line(entry, config.epochs))
-            if on_epoch:
+            if on_epoch and writes:
                 on_epoch(entry)
     if not state.history:
         raise UsageProblem(f"nothing to train: {last_path} already finished {state.start_epoch} of {config.epochs} epochs")
+    if parallel:
+        parallel.unwrap(model)
     curves = None
     try:
         curves = plot_history(state.history, out_dir / "curves.png",
-                              title=str(getattr(model, "config", {}).get("name", "")))
+                              title=str(getattr(model, "config", {}).get("name", ""))) if writes else None
     except Exception:  # a plot is a convenience; never lose a finished run over it
         curves = None
+    if config.restore_best and writes and state.best_epoch != state.history[-1]["epoch"]:
+        # The model ends holding what best.pt holds (train_config.restore_best says so in the record); only the
+        # process that wrote best.pt reads it back.
+        model.load_state_dict(load_training_checkpoint(out_dir / "best.pt")["state_dict"])
     img_s = [h["img_s"] for h in state.history]
     return TrainResult(state.history, state.best_epoch, state.best_acc, out_dir / "best.pt", last_path, curves,
-                       stopped_early, time.perf_counter() - t_run, sum(img_s) / len(img_s), config.to_dict())
+                       stopped_early, time.perf_counter() - t_run, sum(img_s) / len(img_s), config.to_dict(),
+                       parallel.describe() if parallel else None)

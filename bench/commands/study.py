@@ -19,7 +19,7 @@ import click
 
 from bench.errors import UsageProblem
 
-PRESET_CHOICES = ("smoke", "quick", "full")
+PRESET_CHOICES = ("smoke", "quick", "standard", "full")
 
 STUDY_HELP = """
 \b
@@ -29,9 +29,13 @@ every engine: latency (batch 1, p50/p90/p99), throughput (images/s at the preset
 params, MACs (thop) and FLOPs (torch counter, 2 per MAC), and test top-1 / macro-F1.
 The ladder study runs `rbench ladder` on its trained nets: every engine and precision
 (fp32, bf16, int8, fp16) here, speedup over torch fp32 with its interval, top-1 per rung.
+The training-recipe studies (recipe, optimizer) only train and score test top-1 through torch,
+every configuration with 2 seeds (3 at full); a difference no larger than the seed spread is
+reported as "within seed noise", and a configuration that diverges is recorded as failed.
 \b
-Presets: smoke (seconds, CI), quick (the suite in under 15 minutes on a 2-core CPU),
-full (the whole data set, meant for a GPU).
+Presets: smoke (seconds, CI), quick (the suite in under 15 minutes on a 2-core CPU; the recipe
+studies reduced to a few tiny units), standard (recipe + optimizer in about 45 minutes on a
+2-core CPU, every rung and sweep), full (the whole data set and the seed reports' nets, for a GPU).
 """
 
 SHARD_HELP = """
@@ -139,9 +143,9 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
             unit = payload.get("unit")
             if kind == "unit-skip":
                 progress.advance(task)
-                progress.console.print(f"  {unit}: already measured, skipped")
+                progress.console.print(f"  {unit}: already measured, skipped", soft_wrap=True)
             elif kind == "unit-redo":
-                progress.console.print(f"  {unit}: {payload['reason']}; measuring it again")
+                progress.console.print(f"  {unit}: {payload['reason']}; measuring it again", soft_wrap=True)
             elif kind == "unit-start":
                 progress.update(task, description=f"{unit}: start")
             elif kind == "stage":
@@ -149,7 +153,7 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
             elif kind == "unit-done":
                 unit_seconds[unit] = round(payload["seconds"], 1)
                 progress.advance(task)
-                progress.console.print(f"  {unit}: done in {payload['seconds']:.1f} s")
+                progress.console.print(f"  {unit}: done in {payload['seconds']:.1f} s", soft_wrap=True)
             elif kind == "timing-skip":
                 progress.console.print(f"  {payload['study']}: already timed, skipped")
             elif kind == "timing-redo":
@@ -217,7 +221,7 @@ def _common_options(fn):
 @click.argument("name", metavar="NAME")
 @_common_options
 def study_command(name, preset, dataset, data_root, out, engines, resume, device, keep_artifacts):
-    """Run one study end to end: NAME is depth, dynamic, activation, family or ladder.
+    """Run one study end to end: NAME is depth, dynamic, activation, family, ladder, recipe or optimizer.
 
     \b
     depth       residual vs plain CIFAR ResNets at 20/56(/110) layers: the degradation problem
@@ -225,6 +229,10 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
     activation  ReLU vs LeakyReLU vs SiLU on ResNet-20
     family      VGG vs ResNet vs the plain template CNN vs the 4-layer RRDB+attention net
     ladder      precision ladder of ResNet-20 and -56: every engine x precision, speed vs accuracy
+    recipe      the 001 ladder on the Keras-style ResNet: augmentation, deeper + early stopping,
+                plateau schedule, deeper + dropout, one rung at a time, over seeds
+    optimizer   the 004 sweeps for a VGG-BN and a ResNet: lr, SGD/Adagrad/Adam, augmentation
+                on/off, plus VGG without BN under Adam, over seeds
     """
     from bench.studies import STUDIES
 
@@ -243,7 +251,7 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
               help="Balance the shards by a finished run's measured unit seconds (its run.json) instead of "
                    "estimates; give every shard the same file.")
 def suite_command(preset, dataset, data_root, out, engines, resume, device, keep_artifacts, shard, shard_costs):
-    """The main job: every study (depth, dynamic, activation, family, ladder), one report.
+    """The main job: every study (depth, dynamic, activation, family, ladder, recipe, optimizer), one report.
 
     Interrupt it at any time: a rerun with the same --out resumes after the last finished unit.
     """

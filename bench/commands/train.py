@@ -38,9 +38,21 @@ def _data_options(f):
 @click.option("--schedule", type=click.Choice(["cosine", "step", "onecycle", "plateau", "constant"]), default="cosine",
               show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
-@click.option("--augment", default="", metavar="crop,flip,erase", help="Training augmentations, comma-separated.")
+@click.option("--augment", default="", metavar="crop,flip,vflip,rotate[:DEG],rotate90,translate[:F],scale[:F],erase",
+              help="Training augmentations, comma-separated: rotate by up to +-DEG degrees (15), rotate90 by a random "
+                   "multiple of 90, translate by up to F of the size (0.1), scale (zoom) by 1 +- F (0.1).")
 @click.option("--early-stop", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
               help="Stop after PATIENCE epochs without a better validation accuracy.")
+@click.option("--restore-best/--keep-last", default=True, show_default=True,
+              help="End with the best validation epoch's weights in the model (as best.pt), or the last epoch's; "
+                   "the train record says which (train_config.restore_best).")
+@click.option("--plateau-factor", type=float, default=None, metavar="F",
+              help="--schedule plateau: multiply the learning rate by F (0 < F < 1) when validation accuracy "
+                   "stops improving. [default: 0.1]")
+@click.option("--plateau-patience", type=click.IntRange(min=0), default=None, metavar="EPOCHS",
+              help="--schedule plateau: epochs without a better validation accuracy before the rate drops. [default: 2]")
+@click.option("--drop-rate", type=float, default=None, metavar="P",
+              help="Dropout probability before the classifier of a ResNet (0 <= P < 1; timm's drop_rate). [default: 0]")
 @click.option("--act", type=click.Choice(["relu", "leaky_relu", "silu"]), default="relu", show_default=True)
 @click.option("--in-chans", "in_chans", default=None, metavar="any",
               help="'any': build the net with a channel-agnostic stem, one model for any channel subset "
@@ -61,9 +73,15 @@ def _data_options(f):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
+@click.option("--nproc", type=click.IntRange(min=1), default=None,
+              help="Train data-parallel in N processes on this host (torchrun, DDP; gloo on CPU, nccl on GPUs). "
+                   "--batch-size stays the global batch and --lr is unchanged; --threads is per process "
+                   "[default: cores / N]. Under torchrun leave it out: `torchrun ... -m bench train ...`.")
+@click.option("--sync-bn", is_flag=True, help="Distributed on GPUs: SyncBatchNorm, batch statistics over every process.")
 def train_command(model, dataset, data_root, subset, input_size, channels, channel_mode, download, epochs, batch_size,
-                  optimizer, lr, schedule, weight_decay, augment, early_stop, act, in_chans, channel_dropout, amp,
-                  device, seed, val_fraction, workers, out_dir, results_dir, resume, quiet, threads):
+                  optimizer, lr, schedule, weight_decay, augment, early_stop, restore_best, plateau_factor,
+                  plateau_patience, drop_rate, act, in_chans, channel_dropout, amp,
+                  device, seed, val_fraction, workers, out_dir, results_dir, resume, quiet, threads, nproc, sync_bn):
     """Train MODEL briefly on real data; keep the best validation checkpoint.
 
     \b
@@ -85,7 +103,15 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     from bench.errors import UsageProblem
     from bench.records import train_record
     from bench.results import append_record
-    from bench.train import TrainConfig, check_splits, parse_in_chans, train_model, training_device
+    from bench.train import (
+        TrainConfig,
+        check_drop_rate,
+        check_splits,
+        parse_in_chans,
+        plateau_settings,
+        train_model,
+        training_device,
+    )
 
     if threads:
         torch.set_num_threads(threads)
@@ -95,16 +121,39 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
         nets.check_in_chans(model, in_chans)  # 'any' on a net without a channel-agnostic stem: one line, now
     config = TrainConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr, schedule=schedule,
                          weight_decay=weight_decay, augment=augment, early_stop=early_stop, amp=amp, device=device,
-                         seed=seed, workers=workers, channel_dropout=channel_dropout)
+                         seed=seed, workers=workers, channel_dropout=channel_dropout, restore_best=restore_best,
+                         sync_bn=sync_bn,
+                         **plateau_settings(schedule, plateau_factor, plateau_patience))
+    for line in config.advice():
+        click.echo(f"rbench: warning: {line}", err=True)
+    model_kwargs = {} if drop_rate is None else {"drop_rate": check_drop_rate(drop_rate)}
     if config.channel_dropout and in_chans != "any":
         raise UsageProblem("--channel-dropout needs --in-chans any (a net that takes any number of channels)")
     training_device(config.device)  # tpu, mps, a missing GPU: one line before the data loads
+    from bench import distributed
+    from bench.results import current_command
+
+    if nproc is not None and nproc > 1:  # this process only launches: torchrun starts N that each train
+        distributed.check_launch(nproc, batch_size, config.device, sync_bn)
+        ctx = click.get_current_context()
+        per_process = threads or max(1, distributed.available_cores() // nproc)
+        distributed.launch(nproc, distributed.command_argv(ctx.command, ctx.params, drop=("nproc",),
+                                                           threads=per_process),
+                           per_process, command=current_command())
+        return
+    if distributed.launched_by_torchrun() and distributed.active() is None:
+        with distributed.session(config.device) as dist_ctx:
+            if dist_ctx is not None:  # one rank of several: run this same command inside the process group
+                return train_command.callback(**click.get_current_context().params)
+    if distributed.active() is not None and not distributed.active().is_main:
+        quiet = True  # rank 0 alone reports
     bundle = load_dataset(dataset, root=data_root, subset=subset, seed=seed, val_fraction=val_fraction,
                           input_size=input_size, channels=channels, channel_mode=channel_mode or "select",
                           download=download)
     check_splits(bundle)  # a --subset that leaves a split empty, before the model is built
     torch.manual_seed(seed)
-    net = nets.create_model(model, num_classes=bundle.num_classes, in_chans=in_chans or bundle.in_chans, act=act)
+    net = nets.create_model(model, num_classes=bundle.num_classes, in_chans=in_chans or bundle.in_chans, act=act,
+                            **model_kwargs)
     short = bundle.name.split(":", 1)[0] if not bundle.name.startswith("imagefolder:") else \
         "imagefolder-" + Path(bundle.name.split(":", 1)[1]).name
     out = Path(out_dir) if out_dir else Path("runs") / f"{model}-{short}-s{seed}"
@@ -114,6 +163,8 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
                    f"input {bundle.input_shape}, {config.epochs} epochs {config.optimizer} lr {config.learning_rate:g}",
                    err=True)
     result = train_model(net, bundle, config, out, progress=not quiet, resume=resume)
+    if distributed.active() is not None and not distributed.active().is_main:
+        return  # rank 0 writes the record
     record = train_record(result, model=model, model_config=dict(net.config), dataset=bundle.describe(),
                           train_config=config.to_dict(), params=sum(p.numel() for p in net.parameters()),
                           train_images_per_epoch=len(bundle.train), resumed=resume)

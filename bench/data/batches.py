@@ -12,10 +12,11 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import Dataset
 
+from bench.data.augment import AUGMENTATIONS, augment_batch, erase_batch, parse_augment
 from bench.data.common import DatasetBundle, TensorImages
 from bench.errors import DataProblem, UsageProblem
 
-AUGMENTATIONS = ("crop", "flip", "erase")
+__all__ = ["AUGMENTATIONS", "Batches", "Loaders", "augment_batch", "make_loaders", "normalize_batch", "parse_augment"]
 
 
 def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
@@ -26,49 +27,6 @@ def normalize_batch(images: torch.Tensor, mean: Sequence[float], std: Sequence[f
     if m.shape[1] != x.shape[1]:
         raise DataProblem(f"normalization has {m.shape[1]} channels, the images {x.shape[1]}")
     return x.sub_(m).div_(s)
-
-
-def parse_augment(augment: str | Sequence[str] | None) -> tuple[str, ...]:
-    """'crop,flip' or ['crop', 'flip'] -> ('crop', 'flip'); unknown names are a UsageProblem."""
-    if not augment:
-        return ()
-    names = [a.strip().lower() for a in (augment.split(",") if isinstance(augment, str) else augment) if a.strip()]
-    names = [n for n in names if n != "none"]
-    bad = [n for n in names if n not in AUGMENTATIONS]
-    if bad:
-        raise UsageProblem(f"unknown augmentation {', '.join(bad)}; choose from {', '.join(AUGMENTATIONS)}")
-    return tuple(dict.fromkeys(names))
-
-
-def augment_batch(images: torch.Tensor, augment: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-    """Random crop (4-px zero padding, size/8 for large inputs) and horizontal flip of uint8 images, per image."""
-    n, _, h, w = images.shape
-    if "crop" in augment:
-        pad = max(1, min(h, w) // 8)
-        padded = torch.nn.functional.pad(images, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-        # Gather each image's window with index arithmetic instead of a Python loop.
-        rows = (dy.view(n, 1) + torch.arange(h).view(1, h))  # (N, H)
-        cols = (dx.view(n, 1) + torch.arange(w).view(1, w))  # (N, W)
-        batch = torch.arange(n).view(n, 1, 1)
-        images = padded.permute(0, 2, 3, 1)[batch, rows.view(n, h, 1), cols.view(n, 1, w)].permute(0, 3, 1, 2)
-        images = images.contiguous()
-    if "flip" in augment:
-        flip = torch.rand(n, generator=generator) < 0.5
-        images = torch.where(flip.view(n, 1, 1, 1), images.flip(-1), images)
-    return images
-
-
-def _erase(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random erasing (Zhong et al. 2020): a random rectangle of half the images set to 0 (the mean)."""
-    from torchvision.transforms.v2 import RandomErasing
-
-    erase = RandomErasing(p=1.0, value=0)
-    chosen = torch.rand(len(x), generator=generator) < 0.5
-    for i in torch.nonzero(chosen).flatten().tolist():
-        x[i] = erase(x[i])
-    return x
 
 
 class Batches:
@@ -113,16 +71,20 @@ class Batches:
         for images, labels in loader:
             yield images, torch.as_tensor(labels, dtype=torch.int64)
 
+    def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
+        """This epoch's item indices in batching order (`bench.distributed.ShardedBatches` takes a rank's share)."""
+        n = len(self.dataset)
+        return torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        n = len(self.dataset)
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order = self.epoch_order(generator)
         for images, labels in self._uint8_batches(order):
             if self.augment:
                 images = augment_batch(images, self.augment, generator)
             x = normalize_batch(images.to(self.device, non_blocking=True), self.mean, self.std)
             if "erase" in self.augment:
-                x = _erase(x, generator)
+                x = erase_batch(x, generator)
             yield x, labels.to(self.device, non_blocking=True)
 
 

@@ -5,6 +5,10 @@
     >>> [u.label for u in plan.units]
     ['resnet20', 'plain20', 'resnet56', 'plain56']
 
+The training-recipe studies (`recipe`: the 001 ladder; `optimizer`: the 004 sweeps) train the same net
+under several recipes and seeds (`UnitSpec.train`, `UnitSpec.seed`) and only score accuracy
+(`UnitSpec.accuracy_only`, `StudyPlan.timed=False`).
+
 `presets` says how much each run spends, `plans` what each study trains and measures (as data),
 `runner` measures units and keeps the run folder resumable; `bench.report` turns the records into
 Markdown and plots.

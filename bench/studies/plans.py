@@ -2,7 +2,8 @@
 
 A unit is one model trained, exported and measured once; units that several studies share
 (ResNet-20 with ReLU appears in three) are measured once and reused, because a unit's id is
-a function of everything that makes it (model, activation, builder kwargs, input channels).
+a function of everything that makes it (model, activation, builder kwargs, input channels, and for the
+training-recipe studies its training overrides and seed).
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ from dataclasses import dataclass, field
 
 from bench.errors import UsageProblem
 from bench.studies.presets import Preset
+
+#: The TrainConfig fields a unit may override (`UnitSpec.train`), and the prefix each has in a unit id.
+TRAIN_OVERRIDES: dict[str, str] = {
+    "optimizer": "", "lr": "lr", "augment": "aug", "schedule": "", "gamma": "factor", "plateau_patience": "pat",
+    "early_stop": "es", "restore_best": "best", "epochs": "ep", "weight_decay": "wd",
+}
 
 
 @dataclass(frozen=True)
@@ -26,10 +33,21 @@ class UnitSpec:
     max_batches: int | None = None  # cap on training batches per epoch (the expensive nets of a preset)
     any_chans: bool = False  # build with in_chans="any" (channel-agnostic stem): subsets are fed natively
     channel_dropout: float = 0.0  # training drops each input channel with this probability (any_chans nets)
+    train: tuple[tuple[str, object], ...] = ()  # TrainConfig overrides of the preset's training, sorted (`_kw`)
+    seed: int | None = None  # the unit's own seed (weights, shuffling, augmentation); None: the run's
+    accuracy_only: bool = False  # train and test through torch only: no FLOPs, export, other engines or timing
+
+    def __post_init__(self) -> None:
+        unknown = sorted({k for k, _ in self.train} - set(TRAIN_OVERRIDES))
+        if unknown:  # a plan's typo would silently change nothing
+            raise UsageProblem(f"unit {self.model}: unknown training override(s) {', '.join(unknown)}; "
+                               f"overridable: {', '.join(TRAIN_OVERRIDES)}")
 
     @property
     def unit_id(self) -> str:
-        """A file-name-safe id that changes whenever anything that makes the unit changes."""
+        """A file-name-safe id that changes whenever anything that makes the unit changes.
+
+        A unit without training overrides, seed or `accuracy_only` keeps the id it always had."""
         parts = [self.model, self.act]
         parts += [f"{k}{v}" for k, v in self.kwargs]
         if self.max_batches:
@@ -40,7 +58,19 @@ class UnitSpec:
             parts.append(f"ch{self.channels}")
         elif self.rgb:
             parts.append("rgb")
-        return "-".join(str(p).replace("_", "").replace(".", "p") for p in parts)
+        for key, value in self.train:
+            if isinstance(value, (tuple, list)):
+                value = "+".join(map(str, value)) or "none"
+            parts.append(f"{TRAIN_OVERRIDES[key]}{value:g}" if isinstance(value, float)
+                         else f"{TRAIN_OVERRIDES[key]}{value}")
+        if self.accuracy_only:
+            parts.append("acc")
+        if self.seed is not None:
+            parts.append(f"seed{self.seed}")
+        return "-".join(str(p).replace("_", "").replace(".", "p").replace(":", "") for p in parts)
+
+    def train_overrides(self) -> dict[str, object]:
+        return dict(self.train)
 
     def builder_kwargs(self) -> dict[str, object]:
         return dict(self.kwargs)
@@ -64,9 +94,10 @@ class StudyPlan:
     question: str
     units: tuple[StudyUnit, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    timed: bool = True  # False: an accuracy study (its units `accuracy_only`), no latency/throughput phase
 
 
-STUDIES = ("depth", "dynamic", "activation", "family", "ladder")
+STUDIES = ("depth", "dynamic", "activation", "family", "ladder", "recipe", "optimizer")
 
 #: How the dynamic study reaches a channel subset: the way each of its subset figures used.
 SUBSET_WAYS = {
@@ -87,6 +118,9 @@ ROLE_MODELS: dict[str, str] = {
     "template": "template_cnn",  # the coursework's plain template CNN
     "rrdb": "rrdb_attention_net",  # the 4-layer RRDB + self-attention net
     "keras_resnet": "keras_resnet",  # the Keras-style CIFAR bottleneck ResNet
+    "sweep_vgg": "vgg19_bn",  # the optimizer study's VGG-BN (the 004 seed's VGG19-BN)
+    "sweep_vgg_nobn": "vgg19",  # ... and the same VGG without BatchNorm (the vanishing-gradient test)
+    "sweep_resnet": "resnet50",  # the optimizer study's ResNet (the 004 seed's ResNet-50)
 }
 
 
@@ -254,8 +288,163 @@ def ladder_plan(preset: Preset) -> StudyPlan:
     )
 
 
+# --------------------------------------------------------------------------- the training-recipe studies
+
+#: The 001 seed's augmentation (Keras ImageDataGenerator style): rotation, shift, horizontal flip, zoom.
+RECIPE_AUGMENT = ("rotate:15", "translate:0.1", "flip", "scale:0.1")
+#: Stands for the preset's patience (`Preset.recipe_patience`) in a rung's training overrides.
+PRESET_PATIENCE = "preset"
+#: The 001 ladder: (label, what the rung adds, builder kwargs, training overrides); each rung keeps the previous
+#: rung's settings and adds its own. '{es}' and '{plateau}' in the text are the preset's patiences.
+RECIPE_RUNGS: tuple[tuple[str, str, dict[str, object], dict[str, object]], ...] = (
+    ("baseline", "Keras-style bottleneck ResNet, Adam at a constant rate, no augmentation, the last epoch's weights",
+     {}, {"optimizer": "adam", "lr": 1e-3, "schedule": "constant", "augment": (), "restore_best": False}),
+    ("+ augmentation", "rotation +-15 deg, shift 10%, horizontal flip, zoom +-10%", {}, {"augment": RECIPE_AUGMENT}),
+    ("+ deeper, early stopping", "one more block per stage; early stopping (patience {es}) restoring the best weights",
+     {"extra_blocks": 1}, {"early_stop": PRESET_PATIENCE, "restore_best": True}),
+    ("+ plateau schedule", "reduce the rate on plateau (factor 0.2, patience {plateau})", {},
+     {"schedule": "plateau", "gamma": 0.2, "plateau_patience": PRESET_PATIENCE}),
+    ("+ deeper, dropout 0.5", "two more blocks per stage than the baseline; dropout 0.5 before the classifier",
+     {"extra_blocks": 2, "drop_rate": 0.5}, {}),
+)
+#: The seed reports' accuracies (%): CIFAR-10, not comparable with another data set's.
+RECIPE_SEED_TOP1 = (72.3, 82.9, 83.4, 87.3, 89.2)
+SEED_REPORT_LABEL = "CIFAR-10, from the seed report, not comparable across data sets"
+
+#: The 004 sweeps, each varying one setting of SWEEP_BASE (SGD, lr 0.001, augmentation on).
+SWEEPS = ("lr", "optimizer", "augment", "no_bn")
+SWEEP_AUGMENT = ("flip", "rotate90")  # the 004 seed's random flips and rotations by 90/180/270
+SWEEP_BASE: dict[str, object] = {"optimizer": "sgd", "lr": 1e-3, "augment": SWEEP_AUGMENT, "schedule": "constant"}
+SWEEP_LRS = (2e-3, 1e-3, 8e-4)
+SWEEP_OPTIMIZERS = ("sgd", "adagrad", "adam")
+#: The 004 seed's figures (%), per (net kind, sweep, value); None: failed to train (about 1%).
+SWEEP_SEED_TOP1: dict[tuple[str, str, object], float | None] = {
+    ("vgg", "lr", 2e-3): 88.6, ("vgg", "lr", 1e-3): 94.6, ("vgg", "lr", 8e-4): 92.6,
+    ("resnet", "lr", 2e-3): 85.0, ("resnet", "lr", 1e-3): 91.8, ("resnet", "lr", 8e-4): 89.4,
+    ("vgg", "optimizer", "sgd"): 94.6, ("vgg", "optimizer", "adagrad"): 90.8, ("vgg", "optimizer", "adam"): None,
+    ("resnet", "optimizer", "sgd"): 91.8, ("resnet", "optimizer", "adagrad"): 88.2, ("resnet", "optimizer", "adam"): 86.0,
+    ("vgg", "augment", True): 94.6, ("vgg", "augment", False): 92.2,
+    ("resnet", "augment", True): 91.8, ("resnet", "augment", False): 89.2,
+}
+
+
+def _test_images(preset: Preset) -> str:
+    size = preset.recipe_test_size or preset.test_size
+    return "the whole test split" if size is None else f"{size} test images (the run's test split, cut to that size)"
+
+
+def _seeds(count: int) -> range:
+    return range(count)
+
+
+def recipe_plan(preset: Preset) -> StudyPlan:
+    """The 001 ladder on the Keras-style ResNet: each rung adds one thing to the previous, every rung per seed."""
+    from bench.data import parse_augment
+
+    name = resolve_role("keras_resnet", preset)
+    es, plateau = preset.recipe_patience
+    patience = {"es": es, "plateau": plateau}
+    preset_patience = {"early_stop": es, "plateau_patience": plateau}
+    rungs = RECIPE_RUNGS[:max(1, min(preset.recipe_rungs, len(RECIPE_RUNGS)))]
+    units, kwargs, train = [], dict(preset.model_kwargs.get("keras_resnet", {})), {"epochs": preset.recipe_epochs}
+    for index, (label, _, rung_kwargs, rung_train) in enumerate(rungs):
+        kwargs.update(rung_kwargs)
+        train.update({k: preset_patience[k] if v == PRESET_PATIENCE else v for k, v in rung_train.items()})
+        train["augment"] = parse_augment(train.get("augment", ()))
+        for seed in _seeds(preset.recipe_seeds):
+            spec = UnitSpec(name, kwargs=_kw(**kwargs), train=_kw(**train), seed=seed, accuracy_only=True,
+                            max_batches=preset.recipe_max_batches)
+            units.append(StudyUnit(f"{index + 1}. {label} (seed {seed})", spec, group=f"{index + 1}. {label}"))
+    images = f"at most {preset.recipe_max_batches} batches of {preset.batch_size}" if preset.recipe_max_batches \
+        else "the whole training split"
+    notes = [
+        f"Rungs: {'; '.join(f'{i + 1}. {label}: {what.format(**patience)}' for i, (label, what, _, _) in enumerate(rungs))}.",
+        f"Each rung trains {name} for {preset.recipe_epochs} epoch(s) of {images} per epoch, with "
+        f"{preset.recipe_seeds} seeds (initial weights, shuffling, augmentation; the data split is the run's), and is "
+        f"scored by torch top-1 on {_test_images(preset)}; nothing is exported or timed. Reference column: "
+        f"{SEED_REPORT_LABEL}.",
+    ]
+    if len(rungs) < len(RECIPE_RUNGS):
+        notes.append(f"Reduced at this preset: only the first {len(rungs)} of the {len(RECIPE_RUNGS)} rungs, "
+                     f"{preset.recipe_epochs} epoch(s) of {images}; the numbers show the study runs, not what the "
+                     "recipe is worth (`--preset standard` runs every rung long enough to separate them).")
+    for what, value in (("early stopping", es), ("plateau", plateau)):
+        if len(rungs) >= (3 if what == "early stopping" else 4) and value >= preset.recipe_epochs:
+            notes.append(f"The {what} patience ({value}) is not below the {preset.recipe_epochs} epoch(s) of this "
+                         f"preset: that rung's {what} never acts here.")
+    return StudyPlan("recipe", "Training recipe: the 001 ladder on a Keras-style ResNet",
+                     "How much does each trick of the 001 seed report (augmentation, a deeper net with early stopping, "
+                     "a plateau schedule, more depth with dropout) add to test accuracy, and is each gain larger than "
+                     "the spread between seeds?", tuple(units), notes=tuple(notes), timed=False)
+
+
+def _sweep_configs(preset: Preset) -> list[tuple[str, str, dict[str, object]]]:
+    """(role, config label, training overrides) of every configuration the preset's sweeps need, each once."""
+    configs: dict[tuple[str, str], dict[str, object]] = {}
+
+    def add(role: str, **changes: object) -> None:
+        train = {**SWEEP_BASE, **changes}
+        aug = "aug" if train["augment"] else "no aug"
+        configs.setdefault((role, f"{train['optimizer']} lr {train['lr']:g} {aug}"), train)
+
+    for role in preset.sweep_roles:
+        if "lr" in preset.sweeps:
+            for lr in SWEEP_LRS:
+                add(role, lr=lr)
+        if "optimizer" in preset.sweeps:
+            for optimizer in SWEEP_OPTIMIZERS:
+                add(role, optimizer=optimizer)
+        if "augment" in preset.sweeps:
+            add(role)
+            add(role, augment=())
+    if "no_bn" in preset.sweeps:
+        if "sweep_vgg" in preset.sweep_roles:
+            add("sweep_vgg", optimizer="adam")  # the BN twin under the same optimizer
+        add("sweep_vgg_nobn", optimizer="adam")
+    return [(role, label, train) for (role, label), train in configs.items()]
+
+
+def optimizer_plan(preset: Preset) -> StudyPlan:
+    """The 004 sweeps (learning rate; SGD/Adagrad/Adam; augmentation on/off) for a VGG-BN and a ResNet, plus the
+    VGG without BN under Adam, every configuration per seed."""
+    from bench.data import parse_augment
+
+    unknown = sorted(set(preset.sweeps) - set(SWEEPS))
+    if unknown:
+        raise UsageProblem(f"preset {preset.name!r} names unknown sweep(s) {', '.join(unknown)}; sweeps: {', '.join(SWEEPS)}")
+    units = []
+    for role, label, train in _sweep_configs(preset):
+        name = resolve_role(role, preset)
+        overrides = {**train, "augment": parse_augment(train["augment"]), "epochs": preset.sweep_epochs}
+        for seed in _seeds(preset.sweep_seeds):
+            spec = UnitSpec(name, kwargs=_role_kw(preset, role), train=_kw(**overrides), seed=seed, accuracy_only=True,
+                            max_batches=preset.sweep_max_batches)
+            units.append(StudyUnit(f"{name} {label} (seed {seed})", spec, group=f"{role}|{name} {label}"))
+    images = f"at most {preset.sweep_max_batches} batches of {preset.batch_size}" if preset.sweep_max_batches \
+        else "the whole training split"
+    nets = ", ".join(resolve_role(r, preset) for r in (*preset.sweep_roles, *(("sweep_vgg_nobn",)
+                                                                            if "no_bn" in preset.sweeps else ())))
+    notes = [f"Every configuration varies one setting of the base (SGD with Nesterov momentum 0.9, lr 0.001, a "
+             f"constant rate, random horizontal flips and 90/180/270-degree rotations) and trains {nets} for "
+             f"{preset.sweep_epochs} epoch(s) of {images} per epoch, with {preset.sweep_seeds} seeds; torch top-1 on "
+             f"{_test_images(preset)}; nothing is exported or timed. Reference column: {SEED_REPORT_LABEL} "
+             "(VGG19-BN and ResNet-50, 50 epochs).",
+             "A configuration whose loss becomes nan is recorded as failed (diverged) and the study goes on; one whose "
+             "test accuracy is not above chance (1/classes plus 3 binomial standard errors) 'did not train'."]
+    if set(preset.sweeps) != set(SWEEPS) or set(preset.sweep_roles) != {"sweep_vgg", "sweep_resnet"}:
+        notes.append(f"Reduced at this preset: sweeps {', '.join(preset.sweeps)} only, on "
+                     f"{', '.join(resolve_role(r, preset) for r in preset.sweep_roles)}, {preset.sweep_epochs} "
+                     f"epoch(s) of {images}; the numbers show the study runs, not an answer (`--preset standard` runs "
+                     "every sweep on both nets).")
+    return StudyPlan("optimizer", "Learning rate x optimizer x augmentation: the 004 sweeps for VGG vs ResNet",
+                     "How do learning rate, optimizer (SGD, Adagrad, Adam) and augmentation change a VGG-BN's and a "
+                     "ResNet's test accuracy, which differences exceed the seed spread, and does VGG without BatchNorm "
+                     "fail under Adam as the seed report's VGG19 did (its explanation: vanishing gradients)?",
+                     tuple(units), notes=tuple(notes), timed=False)
+
+
 _PLANS = {"depth": depth_plan, "dynamic": dynamic_plan, "activation": activation_plan, "family": family_plan,
-          "ladder": ladder_plan}
+          "ladder": ladder_plan, "recipe": recipe_plan, "optimizer": optimizer_plan}
 
 
 def study_plan(name: str, preset: Preset) -> StudyPlan:

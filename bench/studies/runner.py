@@ -158,15 +158,25 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
     """
     import torch
 
-    torch.manual_seed(ctx.seed)
+    from bench.sources import resolve_source
+    from bench.train import TrainingDiverged
+
+    torch.manual_seed(unit_seed(spec, ctx))
     bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
     model = build_unit_model(spec, bundle)
     context = unit_context(spec, ctx)
-    records = [_train_unit(spec, ctx, model, bundle, work_dir, context, on_stage)]
+    try:
+        records = [_train_unit(spec, ctx, model, bundle, work_dir, context, on_stage)]
+    except TrainingDiverged as exc:
+        if not spec.accuracy_only:
+            raise  # a net every engine must measure cannot be measured without weights
+        # A recipe that diverges is a result (the 004 seed's Adam/VGG19 case): recorded, and the study goes on.
+        return [_diverged_record(spec, ctx, model, bundle, work_dir, context, str(exc))]
     torch.save(model.state_dict(), work_dir / WEIGHTS)
-    from bench.sources import resolve_source
-
     source = resolve_source(model, input_shape=tuple(bundle.input_shape), name=spec.model)
+    if spec.accuracy_only:
+        return records + _accuracy_per_engine(source, ctx, bundle, context, on_stage, engines=("torch",),
+                                              test_size=ctx.preset.recipe_test_size)
     records += _measure_costs_and_export(source, ctx, work_dir, context, on_stage)
     accuracy = _accuracy_per_engine(source, ctx, bundle, context, on_stage)
     records += accuracy
@@ -194,6 +204,51 @@ def build_unit_model(spec: UnitSpec, bundle):
                              **spec.builder_kwargs())
 
 
+def unit_seed(spec: UnitSpec, ctx: RunContext) -> int:
+    """The seed of a unit's weights, shuffling and augmentation: its own, else the run's (the data split is the run's)."""
+    return ctx.seed if spec.seed is None else spec.seed
+
+
+def unit_train_config(spec: UnitSpec, ctx: RunContext):
+    """The preset's training with the unit's overrides (`UnitSpec.train`) and seed: a `bench.train.TrainConfig`."""
+    from bench.train import TrainConfig
+
+    preset = ctx.preset
+    base = dict(epochs=preset.epochs, batch_size=preset.batch_size, optimizer=preset.optimizer, lr=preset.lr,
+                device=ctx.device, max_batches=spec.max_batches, channel_dropout=spec.channel_dropout)
+    return TrainConfig(**{**base, **spec.train_overrides(), "seed": unit_seed(spec, ctx)})
+
+
+def _diverged_record(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, context: dict[str, Any],
+                     message: str) -> dict[str, Any]:
+    """The train record of a unit whose loss became nan/inf: the epochs it finished, and why it stopped
+    (`train_config.diverged`; no weights, so no accuracy record)."""
+    from types import SimpleNamespace
+
+    from bench.records import train_record
+
+    history_file = work_dir / "train" / "history.json"
+    history = json.loads(history_file.read_text(encoding="utf-8")) if history_file.is_file() else []
+    best = max(history, key=lambda h: h["val_acc"], default=None)
+    result = SimpleNamespace(history=history, best_epoch=best["epoch"] if best else 0,
+                             best_val_acc=best["val_acc"] if best else None, stopped_early=False,
+                             train_img_s=sum(h["img_s"] for h in history) / len(history) if history else 0.0,
+                             seconds=sum(h["seconds"] for h in history), best_checkpoint=None, curves_png=None)
+    config = unit_train_config(spec, ctx)
+    data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
+    record = train_record(result, model=spec.model, model_config=_plain(model.config), dataset=data,
+                          train_config={**config.to_dict(), DIVERGED: message},
+                          params=sum(p.numel() for p in model.parameters()),
+                          train_images_per_epoch=min(len(bundle.train), config.batch_size * (spec.max_batches or 10**9)),
+                          context=context, command=ctx.command)
+    record["checkpoint"] = None
+    return record
+
+
+#: The key of a train record's `train_config` that says the training diverged (nan/inf loss), and where.
+DIVERGED = "diverged"
+
+
 def unit_context(spec: UnitSpec, ctx: RunContext) -> dict[str, Any]:
     """The study fields every record of a unit carries."""
     return {"unit": spec.unit_id, "preset": ctx.preset.name, "act": spec.act, "channels": spec.channels}
@@ -202,22 +257,21 @@ def unit_context(spec: UnitSpec, ctx: RunContext) -> dict[str, Any]:
 def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, context: dict[str, Any],
                 on_stage: Callable[[str], None]) -> dict[str, Any]:
     from bench.records import train_record
-    from bench.train import TrainConfig, load_training_checkpoint, train_model
+    from bench.train import load_training_checkpoint, train_model
 
     on_stage("train")
-    preset = ctx.preset
-    config = TrainConfig(epochs=preset.epochs, batch_size=preset.batch_size, optimizer=preset.optimizer, lr=preset.lr,
-                         seed=ctx.seed, device=ctx.device, max_batches=spec.max_batches,
-                         channel_dropout=spec.channel_dropout)
+    config = unit_train_config(spec, ctx)
     result = train_model(model, bundle, config, work_dir / "train", progress=False)
-    # Measure the best validation epoch's weights, as `rbench train` keeps them.
-    model.load_state_dict(load_training_checkpoint(result.best_checkpoint)["state_dict"])
+    # Measure the best validation epoch's weights, as `rbench train` keeps them, unless the unit's recipe keeps the
+    # last epoch's (`restore_best=False`: the 001 ladder's rungs before early stopping, as Keras without it).
+    if config.restore_best:
+        model.load_state_dict(load_training_checkpoint(result.best_checkpoint)["state_dict"])
     model.eval()
     shutil.copyfile(result.best_checkpoint, work_dir / CHECKPOINT)
     data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
     return train_record(result, model=spec.model, model_config=_plain(model.config), dataset=data,
                         train_config=config.to_dict(), params=sum(p.numel() for p in model.parameters()),
-                        train_images_per_epoch=min(len(bundle.train), preset.batch_size * (spec.max_batches or 10**9)),
+                        train_images_per_epoch=min(len(bundle.train), config.batch_size * (spec.max_batches or 10**9)),
                         context=context, command=ctx.command)
 
 
@@ -250,6 +304,8 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
     """
     if plan.name == LADDER:
         return time_ladder(plan, ctx, out_dir, on_stage)
+    if not plan.timed:
+        return []
     import torch
 
     from bench.measure import Settings, compare, throughput_records
@@ -373,8 +429,10 @@ def _with_context(record: dict[str, Any], context: dict[str, Any]) -> dict[str, 
 
 
 def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any],
-                         on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
-    """Test accuracy through each engine, the first engine the reference."""
+                         on_stage: Callable[[str], None], engines: Sequence[str] | None = None,
+                         test_size: int | None = None) -> list[dict[str, Any]]:
+    """Test accuracy through each engine (default: the run's) on `test_size` test images (default: the preset's),
+    the first engine the reference."""
     from bench.accuracy import evaluate_engine, reference_differences
     from bench.data import Batches
     from bench.engines import create_engine
@@ -382,10 +440,10 @@ def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any
 
     data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
     records, reference = [], None
-    for name in ctx.engines:
+    for name in engines or ctx.engines:
         on_stage(f"accuracy/{name}")
         with create_engine(name, source, device=ctx.device) as engine:
-            test = Batches(ctx.test_split(bundle), 256, bundle.mean, bundle.std)
+            test = Batches(ctx.test_split(bundle, test_size), 256, bundle.mean, bundle.std)
             metrics, logits = evaluate_engine(engine, test, bundle.num_classes, bundle.class_names)
             info = engine.describe()
         reference = reference or (name, metrics, logits)
@@ -536,6 +594,8 @@ def unit_state(out_dir: Path, spec: UnitSpec) -> tuple[list[dict[str, Any]] | No
 
 def timing_state(out_dir: Path, plan: StudyPlan) -> tuple[list[dict[str, Any]] | None, str | None]:
     """A study's timing records and None when its file is sound (every unit of the study timed); else as `unit_state`."""
+    if not plan.timed:
+        return [], None  # an accuracy study times nothing: never missing
     ids = list(dict.fromkeys(unit.spec.unit_id for unit in plan.units))
     return _read_records_file(timing_path(out_dir, plan), ids, every_unit=True)
 
@@ -778,6 +838,8 @@ def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
                       keep_checkpoint=spec.unit_id in laddered)
         on_event("unit-done", {**payload, "seconds": time.perf_counter() - start})
     for plan in plans:
+        if not plan.timed:
+            continue
         payload = {"study": plan.name, "units": len(plan.units)}
         records, bad = timing_state(out_dir, plan)
         if records is not None:

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from nets._registry import register_model
 from nets.channel_agnostic import ANY_CHANNELS, channel_agnostic_layer
+from nets.errors import ModelConfigError
 from nets.layers import create_act
 
 #: Builds a conv with nn.Conv2d's signature; injected so dynamic nets reuse these blocks.
@@ -148,14 +149,19 @@ class ResNet(nn.Module):
         stem_width: channels of the stem conv (default widths[0]); the Keras CIFAR ResNet uses 64.
         stem_layer: builds the stem conv when in_chans="any" (default: the static channel-agnostic stem;
             the dynamic nets pass the dynamic one).
+        drop_rate: dropout probability on the pooled features before the classifier (timm's name; 0: none;
+            the Keras recipe of the 001 seed report uses 0.5). Must be in [0, 1).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],
                  widths: Sequence[int] = (64, 128, 256, 512), num_classes: int = 1000, in_chans: int | str = 3,
                  act: str = "relu", shortcut: bool = True, shortcut_type: str = "B", stem: str = "imagenet",
                  zero_init_residual: bool = False, conv_layer: ConvLayer = nn.Conv2d, stem_width: int | None = None,
-                 stem_layer: ConvLayer | None = None):
+                 stem_layer: ConvLayer | None = None, drop_rate: float = 0.0):
         super().__init__()
+        if isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float)) or not 0.0 <= drop_rate < 1.0:
+            raise ModelConfigError(f"drop_rate must be in [0, 1) (the dropout probability before the classifier), "
+                                   f"got {drop_rate!r}")
         if shortcut_type not in ("A", "B"):
             raise ValueError(f"shortcut_type must be 'A' or 'B', got {shortcut_type!r}")
         stem = STEM_ALIASES.get(stem, stem)
@@ -189,6 +195,7 @@ class ResNet(nn.Module):
         self.num_stages = len(stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.num_features = widths[-1] * block.expansion
+        self.drop_rate = float(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
 
         for m in self.modules():
@@ -225,7 +232,10 @@ class ResNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        x = torch.flatten(self.avgpool(x), 1)
+        if self.drop_rate:  # timm's head: dropout on the pooled features, only while training
+            x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -37,8 +37,16 @@ def test_smoke_suite_writes_a_report_and_valid_records(smoke_run):
     assert {r["engine"] for r in records if r["kind"] == "latency"} == {"torch", "ort"}
     assert all(r["parity_passed"] for r in records if r["kind"] == "export")
     assert all(r["dataset"]["name"] == "digits" for r in records if r["kind"] in ("train", "accuracy"))
-    for study in ("Depth", "Dynamic", "Activation", "Families", "Precision ladder", "Key findings"):
+    for study in ("Depth", "Dynamic", "Activation", "Families", "Precision ladder", "Training recipe",
+                  "Learning rate x optimizer x augmentation", "Key findings"):
         assert f"## {study}" in report
+    # The training-recipe studies: accuracy only (torch), every configuration with two seeds, nothing timed.
+    recipe = [r for r in records if r["study"] in ("recipe", "optimizer")]
+    assert {r["kind"] for r in recipe} == {"train", "accuracy"}
+    assert {r["train_config"]["seed"] for r in recipe if r["kind"] == "train"} == {0, 1}
+    assert "CIFAR-10, from the seed report, not comparable across data sets" in report
+    assert "72.3%" in report and "86.0%" in report  # the 001 baseline; ResNet-50 under Adam in 004
+    assert "VGG without BatchNorm under Adam" in report
     ladder = [r for r in records if r["study"] == "ladder" and r.get("rung")]
     assert {r["rung"] for r in ladder if r["kind"] == "accuracy"} == {"torch fp32", "ort fp32", "ort int8"}
     assert (out / "figures" / "ladder_resnet20.png").is_file()
