@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "accuracy": ("bench.commands.train:accuracy_command", "Test-split accuracy of a checkpoint through every engine."),
     "ladder": ("bench.commands.ladder:ladder_command",
                "Speed vs task accuracy of a trained model for every engine and precision (int8, bf16, ...)."),
-    "study": ("bench.commands.study:study_command", "Run one study (depth, dynamic, activation, family, ladder) end to end."),
+    "study": ("bench.commands.study:study_command", "Run one study (depth, dynamic, activation, family, ladder, recipe, optimizer) end to end."),
     "suite": ("bench.commands.study:suite_command", "The main job: every study at the quick preset, one report."),
     "report": ("bench.commands.study:report_command",
                "Merge finished suite runs (the shards of `suite --shard I/N`) into one report."),
