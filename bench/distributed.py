@@ -166,6 +166,9 @@ def session(device: str) -> Iterator[DistContext | None]:
         bench.results.COMMAND_OVERRIDE = os.environ["RBENCH_COMMAND"]
     try:
         yield ctx
+        # Leave together: rank 0 still writes the record while the others would already tear gloo down, and a
+        # teardown racing a peer's open connection can abort the process ("terminate called ...", SIGABRT).
+        dist.barrier()
     except Exception as exc:
         if _is_collective_failure(exc):
             raise DistributedFailure(f"{ctx.tag}: lost the other processes ({_first_line(exc)}); another rank "
