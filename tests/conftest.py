@@ -33,6 +33,17 @@ def private_flops_cache(tmp_path, monkeypatch):
     model_flops.cache_clear()
 
 
+@pytest.fixture(scope="session")
+def tv_resnet18(tmp_path_factory):
+    """A torchvision resnet18 state dict (3 classes, random weights, seed 0), saved as torchvision's .pth files are."""
+    import torchvision
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tv") / "resnet18-3class.pth"
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
+    return path
+
+
 @pytest.fixture
 def results_dir(tmp_path):
     """A fresh results/ folder for commands that write records."""

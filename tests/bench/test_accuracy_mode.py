@@ -5,22 +5,11 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
 
 from bench.errors import UsageProblem
 from tests.bench.test_eval_folder import SMALL, make_eval_folder
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
-
-
-@pytest.fixture(scope="module")
-def tv_resnet18(tmp_path_factory):
-    import torchvision
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tv") / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
-    return path
 
 
 def test_ladder_on_eval_only_folder_calibrates_on_another(tv_resnet18, tmp_path):

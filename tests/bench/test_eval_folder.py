@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from bench.accuracy import accuracy_mode, dataset_for_checkpoint, evaluate_checkpoint, load_trained_model
 from bench.data import EvalImages, load_dataset, read_class_index, scan_eval_folder
@@ -51,30 +50,19 @@ def make_eval_folder(root: Path, split: str | None = "val", seed: int = 0) -> Pa
     return root
 
 
-@pytest.fixture(scope="module")
-def tv_checkpoint(tmp_path_factory) -> Path:
-    """A torchvision resnet18 state dict (3 classes, random weights), as torchvision's .pth files are."""
-    import torchvision
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tv") / "resnet18-3class.pth"
-    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
-    return path
-
-
 @pytest.fixture
 def eval_folder(tmp_path) -> Path:
     return make_eval_folder(tmp_path / "imagenet")
 
 
-def test_torchvision_checkpoint_is_recognised(tv_checkpoint):
-    ckpt = load_trained_model(tv_checkpoint, "resnet18")
+def test_torchvision_checkpoint_is_recognised(tv_resnet18):
+    ckpt = load_trained_model(tv_resnet18, "resnet18")
     assert ckpt.config == {"name": "resnet18", "num_classes": 3, "in_chans": 3}
     assert ckpt.torchvision["architecture"] == "resnet18" and ckpt.torchvision["published"] is None
     assert ckpt.normalization["mean"] == [0.485, 0.456, 0.406] and ckpt.eval_transform["resize_size"] == 256
     assert len(ckpt.sha256) == 64 and ckpt.input_shape == (3, 224, 224)
     with pytest.raises(UsageProblem, match="torchvision resnet18 state dict, not resnet50"):
-        load_trained_model(tv_checkpoint, "resnet50")
+        load_trained_model(tv_resnet18, "resnet50")
 
 
 def test_scan_orders_classes_as_torchvision(eval_folder):
@@ -87,9 +75,9 @@ def test_scan_orders_classes_as_torchvision(eval_folder):
 
 
 @needs_ort
-def test_eval_only_folder_torch_and_ort_agree(tv_checkpoint, eval_folder):
+def test_eval_only_folder_torch_and_ort_agree(tv_resnet18, eval_folder):
     """The issue's 'done when': a val/-only folder through torch and onnxruntime, identical predictions."""
-    ckpt = load_trained_model(tv_checkpoint, "resnet18")
+    ckpt = load_trained_model(tv_resnet18, "resnet18")
     bundle = dataset_for_checkpoint(ckpt, f"imagefolder:{eval_folder}", eval_transform=SMALL)
     assert isinstance(bundle.test, EvalImages) and len(bundle.test) == 12 and len(bundle.train) == 0
     assert bundle.input_size == 32 and ckpt.input_shape == (3, 32, 32)
@@ -147,8 +135,8 @@ def _one_line_error(code: int, err: str, expected_code: int) -> str:
     return lines[0]
 
 
-def test_cli_accuracy_on_eval_folder(run_cli, tv_checkpoint, eval_folder, results_dir):
-    code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_checkpoint, "--dataset",
+def test_cli_accuracy_on_eval_folder(run_cli, tv_resnet18, eval_folder, results_dir):
+    code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset",
                              f"imagefolder:{eval_folder}", "--eval-transform", SMALL, "--engine", "torch",
                              "--workers", "0", "--batch-size", "8", "--json", "--out", results_dir)
     assert code == 0, err
@@ -158,17 +146,17 @@ def test_cli_accuracy_on_eval_folder(run_cli, tv_checkpoint, eval_folder, result
     assert stored["passed"] is True and stored["threshold"] == 0.99 and stored["images_per_s"] > 0, "the verdict is kept"
     assert stored["dataset"]["eval_transform"]["resize_size"] == 40 and stored["dataset"]["eval_only"] is True
     assert stored["input_shape"] == [3, 32, 32]
-    code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_checkpoint, "--dataset",
+    code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset",
                              f"imagefolder:{eval_folder}", "--eval-transform", SMALL, "--engine", "torch",
                              "--workers", "0", "--out", results_dir)
     assert code == 0, err
     assert "top-1 ratio" in out and "pass" in out and "12 images in" in out
 
 
-def test_cli_unreadable_image_and_skip(run_cli, tv_checkpoint, eval_folder, results_dir):
+def test_cli_unreadable_image_and_skip(run_cli, tv_resnet18, eval_folder, results_dir):
     broken = eval_folder / "val" / CLASSES[1] / "broken.JPEG"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    args = ("accuracy", "resnet18", "--checkpoint", tv_checkpoint, "--dataset", f"imagefolder:{eval_folder}",
+    args = ("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset", f"imagefolder:{eval_folder}",
             "--eval-transform", SMALL, "--engine", "torch", "--workers", "0", "--out", results_dir)
     line = _one_line_error(*run_cli(*args)[::2], 1)
     assert "broken.JPEG" in line and "--skip-bad-images" in line
@@ -187,35 +175,35 @@ def test_cli_unreadable_image_and_skip(run_cli, tv_checkpoint, eval_folder, resu
     (("--eval-transform", "inception"), "unknown --eval-transform", 2),
     (("--engine", "torch,torch"), "listed twice", 2),
 ])
-def test_cli_bad_options(run_cli, tv_checkpoint, eval_folder, results_dir, args, expected, code):
-    line = _one_line_error(*run_cli("accuracy", "resnet18", "--checkpoint", tv_checkpoint, "--dataset",
+def test_cli_bad_options(run_cli, tv_resnet18, eval_folder, results_dir, args, expected, code):
+    line = _one_line_error(*run_cli("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset",
                                     f"imagefolder:{eval_folder}", *args, "--out", results_dir)[::2], code)
     assert expected in line
 
 
-def test_cli_other_architecture_and_bad_index(run_cli, tv_checkpoint, eval_folder, tmp_path, results_dir):
-    line = _one_line_error(*run_cli("accuracy", "resnet50", "--checkpoint", tv_checkpoint, "--dataset",
+def test_cli_other_architecture_and_bad_index(run_cli, tv_resnet18, eval_folder, tmp_path, results_dir):
+    line = _one_line_error(*run_cli("accuracy", "resnet50", "--checkpoint", tv_resnet18, "--dataset",
                                     f"imagefolder:{eval_folder}", "--out", results_dir)[::2], 2)
     assert "resnet18" in line and "resnet50" in line
     index = tmp_path / "index.json"
     index.write_text(json.dumps([CLASSES[0], "n00000001", "n00000002"]))
-    line = _one_line_error(*run_cli("accuracy", "resnet18", "--checkpoint", tv_checkpoint, "--dataset",
+    line = _one_line_error(*run_cli("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset",
                                     f"imagefolder:{eval_folder}", "--class-index", index, "--eval-transform", SMALL,
                                     "--out", results_dir)[::2], 1)
     assert "does not match" in line and CLASSES[1] in line
     assert not list(results_dir.iterdir())
 
 
-def test_cli_published_weights_are_named(run_cli, tv_checkpoint, eval_folder, results_dir, monkeypatch):
+def test_cli_published_weights_are_named(run_cli, tv_resnet18, eval_folder, results_dir, monkeypatch):
     """A file recognised as published weights (table patched to this file's hash): its figures are printed, and
     a transform other than the weights' own is pointed out."""
     from export import checkpoint as ckpt_module
     from export.checkpoint import load_checkpoint, published_weights
 
-    entry = dict(published_weights("f37072fd" + "0" * 56), hash_prefix=load_checkpoint(tv_checkpoint).sha256[:8],
+    entry = dict(published_weights("f37072fd" + "0" * 56), hash_prefix=load_checkpoint(tv_resnet18).sha256[:8],
                  num_classes=3)
     monkeypatch.setattr(ckpt_module, "_published_table", lambda: (entry,))
-    code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_checkpoint, "--dataset",
+    code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset",
                              f"imagefolder:{eval_folder}", "--eval-transform", SMALL, "--engine", "torch",
                              "--workers", "0", "--out", results_dir)
     assert code == 0, err

@@ -19,14 +19,6 @@ def _in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture(scope="module")
-def resnet18_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tv") / "resnet18-3class.pth"
-    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), path)
-    return path
-
-
 @pytest.mark.parametrize("name", TORCHVISION_ARCHITECTURES)
 def test_zoo_nets_have_torchvision_keys_and_shapes(name):
     """Every recognised architecture is a zoo net that loads torchvision's state dict strictly (checked on meta)."""
@@ -60,48 +52,48 @@ def test_published_table_is_torchvision_metadata():
     assert published_weights("deadbeef" * 8) is None
 
 
-def test_plain_state_dict_loads_as_torchvision(resnet18_file, tmp_path):
-    loaded = load_checkpoint(resnet18_file)
+def test_plain_state_dict_loads_as_torchvision(tv_resnet18, tmp_path):
+    loaded = load_checkpoint(tv_resnet18)
     assert loaded.config == {"name": "resnet18", "num_classes": 3, "in_chans": 3}
     assert loaded.extra["torchvision"] == {"architecture": "resnet18", "num_classes": 3, "published": None}
     assert loaded.extra["eval_transform"]["resize_size"] == 256 and len(loaded.sha256) == 64
     wrapped = tmp_path / "wrapped.pth"  # as saved from DataParallel, under "model"
-    state = torch.load(resnet18_file, weights_only=True)
+    state = torch.load(tv_resnet18, weights_only=True)
     torch.save({"model": {f"module.{k}": v for k, v in state.items()}}, wrapped)
     assert load_checkpoint(wrapped).config["name"] == "resnet18"
 
 
-def test_published_weights_recognised_by_hash(resnet18_file, monkeypatch):
+def test_published_weights_recognised_by_hash(tv_resnet18, monkeypatch):
     """A file whose sha256 starts with a published file's hash is those weights (the table patched to this file)."""
-    sha = load_checkpoint(resnet18_file).sha256
+    sha = load_checkpoint(tv_resnet18).sha256
     entry = dict(published_weights("f37072fd" + "0" * 56), hash_prefix=sha[:8], num_classes=3)
     entry["eval_transform"] = dict(entry["eval_transform"], resize_size=232)
     monkeypatch.setattr(ckpt_module, "_published_table", lambda: (entry,))
-    loaded = load_checkpoint(resnet18_file)
+    loaded = load_checkpoint(tv_resnet18)
     assert loaded.extra["torchvision"]["published"]["weights"] == "ResNet18_Weights.IMAGENET1K_V1"
     assert loaded.extra["eval_transform"]["resize_size"] == 232
 
 
-def test_export_cli_torchvision_checkpoint(run_cli, resnet18_file, tmp_path):
-    code, out, err = run_cli("export", "resnet18", "--checkpoint", resnet18_file, "--input-size", "64",
+def test_export_cli_torchvision_checkpoint(run_cli, tv_resnet18, tmp_path):
+    code, out, err = run_cli("export", "resnet18", "--checkpoint", tv_resnet18, "--input-size", "64",
                              "--out", tmp_path / "exp")
     assert code == 0, err
     manifest = json.loads((tmp_path / "exp" / "resnet18.onnx.json").read_text())
     assert manifest["parity"]["passed"] and manifest["model_config"]["num_classes"] == 3
-    assert manifest["checkpoint"]["sha256"] == load_checkpoint(resnet18_file).sha256
+    assert manifest["checkpoint"]["sha256"] == load_checkpoint(tv_resnet18).sha256
     assert manifest["checkpoint"]["torchvision"]["architecture"] == "resnet18"
-    code, _, err = run_cli("export", "resnet50", "--checkpoint", resnet18_file, "--out", tmp_path / "exp50")
+    code, _, err = run_cli("export", "resnet50", "--checkpoint", tv_resnet18, "--out", tmp_path / "exp50")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "resnet18" in lines[0] and "resnet50" in lines[0]
 
 
-def test_export_int8_with_eval_transform(run_cli, resnet18_file, tmp_path):
+def test_export_int8_with_eval_transform(run_cli, tv_resnet18, tmp_path):
     """int8 of torchvision weights: calibrated on train/, checked on val/, both through the eval transform."""
     from tests.bench.test_eval_folder import make_eval_folder
 
     folder = make_eval_folder(tmp_path / "data", split="train")
     make_eval_folder(folder, split="val", seed=1)
-    code, out, err = run_cli("export", "resnet18", "--checkpoint", resnet18_file, "--input-size", "32",
+    code, out, err = run_cli("export", "resnet18", "--checkpoint", tv_resnet18, "--input-size", "32",
                              "--precision", "int8", "--calibration", f"imagefolder:{folder}:6",
                              "--eval-transform", "imagenet:40:32", "--min-agreement", "0.5",
                              "--min-accuracy-ratio", "0.5", "--out", tmp_path / "exp")
@@ -109,5 +101,5 @@ def test_export_int8_with_eval_transform(run_cli, resnet18_file, tmp_path):
     int8 = json.loads((tmp_path / "exp" / "resnet18-int8.onnx.json").read_text())["int8"]
     assert int8["calibration"]["split"] == "train" and int8["calibration_images"] == 6
     assert int8["calibration"]["eval_transform"]["crop_size"] == 32 and int8["check"]["images"] == 12
-    code, _, err = run_cli("export", "resnet18", "--checkpoint", resnet18_file, "--eval-transform", "imagenet")
+    code, _, err = run_cli("export", "resnet18", "--checkpoint", tv_resnet18, "--eval-transform", "imagenet")
     assert code == 2 and "applies to --precision int8" in err
