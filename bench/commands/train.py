@@ -216,7 +216,8 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
 
     \b
     Per engine: top-1 and top-5, the ratio of each to the reference (the first engine), pass or
-    fail against --threshold (MLPerf: 99% of the fp32 reference's top-1), the images evaluated,
+    fail against --threshold (MLPerf: 99% of the fp32 reference's top-1; any fail exits 1 after
+    the records are written, so the command gates CI), the images evaluated,
     the inference seconds and images/s; macro precision / recall / F1, per-class figures and the
     confusion matrix in the records; against the reference: the top-1 difference, the share of
     identical predictions and the largest logit difference. Every engine sees the same images,
@@ -268,9 +269,11 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
                                checkpoint=str(ckpt.path), checkpoint_epoch=ckpt.epoch) for r in results]
     for record in records:  # measured everything first: an engine failure leaves no partial records
         path = append_record(record, results_dir)
+    failed = [f"{r['engine']} {r['precision']}" for r in results if not r["passed"]]
     if as_json:
         for record in records:
             click.echo(to_json(record))
+        _exit_on_failed(failed, threshold, results[0])
         return
     from rich.console import Console
     from rich.table import Table
@@ -297,8 +300,13 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
         files = ref["skipped_files"]
         click.echo(f"skipped {ref['skipped_images']} unreadable image(s): {', '.join(files[:5])}"
                    f"{', ...' if len(files) > 5 else ''}")
-    failed = [f"{r['engine']} {r['precision']}" for r in results if not r["passed"]]
-    if failed:
-        console.print(f"[yellow]below {threshold:.0%} of {ref['engine']} {ref['precision']}'s top-1: "
-                      f"{', '.join(failed)}[/yellow]")
     click.echo(f"{ref['samples']} images in {ref['wall_s']:.1f} s (decoding included); records appended to {path}")
+    _exit_on_failed(failed, threshold, ref)
+
+
+def _exit_on_failed(failed: list[str], threshold: float, ref: dict) -> None:
+    """Exit 1 when an engine kept less than `threshold` of the reference's top-1: `rbench accuracy` is a CI gate."""
+    if failed:
+        click.echo(f"rbench: accuracy: below {threshold:.0%} of {ref['engine']} {ref['precision']}'s top-1: "
+                   f"{', '.join(failed)} (records kept; exit 1)", err=True)
+        raise click.exceptions.Exit(1)

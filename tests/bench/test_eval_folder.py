@@ -153,6 +153,27 @@ def test_cli_accuracy_on_eval_folder(run_cli, tv_resnet18, eval_folder, results_
     assert "top-1 ratio" in out and "pass" in out and "12 images in" in out
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_cli_accuracy_exits_1_when_an_engine_fails_the_threshold(run_cli, tv_resnet18, eval_folder, results_dir,
+                                                                   monkeypatch, as_json):
+    """A FAIL verdict is a CI gate: the records are written, one line names the engine, and the exit code is 1."""
+    import bench.accuracy
+
+    real = bench.accuracy.evaluate_checkpoint
+
+    def one_fails(*args, **kwargs):  # torch twice (same numbers); the second is marked below the threshold
+        results = real(*args, **kwargs)
+        return [results[0], {**results[0], "precision": "bf16", "passed": False}]
+
+    monkeypatch.setattr(bench.accuracy, "evaluate_checkpoint", one_fails)
+    code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset",
+                             f"imagefolder:{eval_folder}", "--eval-transform", SMALL, "--engine", "torch",
+                             "--workers", "0", "--out", results_dir, *(["--json"] if as_json else []))
+    assert code == 1
+    assert err.strip().splitlines()[-1].startswith("rbench: accuracy: below 99% of torch fp32's top-1: torch bf16")
+    assert [r["passed"] for r in read_records(results_dir / "accuracy.jsonl")] == [True, False]
+
+
 def test_cli_unreadable_image_and_skip(run_cli, tv_resnet18, eval_folder, results_dir):
     broken = eval_folder / "val" / CLASSES[1] / "broken.JPEG"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
