@@ -46,7 +46,10 @@ def measure_latency(engine, batch: np.ndarray, *, warmup: int = DEFAULT_WARMUP, 
 
     Returns raw latencies in ms (`latencies_ms`), the counts, the timer used and the peak memory:
     `torch.cuda.max_memory_allocated` for a CUDA engine, the process's peak RSS on the CPU (a
-    high-water mark since the process started, so an upper bound for this run).
+    high-water mark since the process started, so an upper bound for this run). An engine that
+    knows its own device memory better (`Engine.memory_usage`: TensorRT's context and buffers,
+    onnxruntime's free-memory difference) replaces this figure in the record; `memory_kind` says
+    which one it is.
     """
     if iters is not None and iters < 1:
         raise ValueError("iters must be at least 1")

@@ -35,7 +35,9 @@ What a measurement means:
   throughput  images per second over the timed window at that batch size.
   GFLOP/s     FLOPs per image (torch flop counter, 2 per MAC) x batch / p50 latency;
               '% peak' divides it by this machine's measured matmul peak (`rbench device`).
-  memory      peak torch.cuda.max_memory_allocated on a GPU; the process's peak RSS on CPU.
+  memory      on a GPU: TensorRT's context + IO buffers + engine, onnxruntime's device
+              memory taken (free bytes before and after), torch's max_memory_allocated;
+              on CPU the process's peak RSS. The record's peak_memory_source names it.
               Before any run, each batch's memory need is estimated (a lower bound: input,
               weights, the activations one op holds); a batch that cannot fit is refused,
               and in a sweep recorded as out of memory, as is one that fails to allocate.
