@@ -1,0 +1,109 @@
+"""The studies under torchrun (`bench.studies.data_parallel`), gloo and 2 processes on the CPU: the run folder a
+single process writes, trained by both, one report; resume; and a bad input said once, not once per rank."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import distributed
+from bench.errors import UsageProblem
+from bench.results import read_records
+from tests.bench.test_distributed import REPO, _env, _rbench, free_port
+
+STUDY = ("study", "depth", "--preset", "smoke", "--dataset", "digits", "--engines", "torch")
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def test_two_process_study_writes_the_one_process_folder_and_resumes(run_cli, tmp_path):
+    code, _, err = run_cli(*STUDY, "--out", tmp_path / "one")
+    assert code == 0, err
+    two = _rbench(*STUDY, "--out", tmp_path / "two", "--nproc", "2", timeout=300)
+    assert two.returncode == 0, two.stderr
+    assert two.stdout.splitlines() == [str(tmp_path / "two" / "report.md")]  # rank 0 alone reports
+    assert two.stderr.count("done in") == 3 and "training 2 unit(s) with 2 processes (gloo)" in two.stderr
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+    records = read_records(tmp_path / "two" / "records.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    assert {r["unit"] for r in train} == {"resnet20-relu", "plain20-relu"}
+    assert all(r["world_size"] == 2 and r["backend"] == "gloo" and r["batch_per_process"] == 32 for r in train)
+    assert all("--nproc 2" in r["command"] for r in records)
+    run = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert run["unit_seconds"]["resnet20-relu"] > 0
+
+    # An interrupted run: run.json (written last) and one unit missing. Only that unit is trained again.
+    (tmp_path / "two" / "run.json").unlink()
+    (tmp_path / "two" / "units" / "plain20-relu.jsonl").unlink()
+    kept = (tmp_path / "two" / "units" / "resnet20-relu.jsonl").read_text()
+    again = _rbench(*STUDY, "--out", tmp_path / "two", "--nproc", "2", timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "training 1 unit(s)" in again.stderr and "plain20-relu: trained" in again.stderr
+    assert "resnet20-relu: already measured, skipped" in again.stderr
+    assert (tmp_path / "two" / "units" / "resnet20-relu.jsonl").read_text() == kept
+    (redone,) = [r for r in read_records(tmp_path / "two" / "units" / "plain20-relu.jsonl") if r["kind"] == "train"]
+    assert redone["world_size"] == 2
+    assert _files(tmp_path / "two") == _files(tmp_path / "one")
+
+
+def test_a_usage_error_under_torchrun_is_printed_by_rank_0_alone(tmp_path):
+    """Every rank is given the same command line and refuses it alike: one line, and each rank's error file."""
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", "study", "depth", "--preset", "huge", "--out",
+                               str(tmp_path / "out")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank),
+                                                  MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+                                                  TORCHELASTIC_ERROR_FILE=str(tmp_path / f"error{rank}.json")))
+             for rank in range(2)]
+    (out0, err0), (out1, err1) = (p.communicate(timeout=120) for p in procs)
+    assert [p.returncode for p in procs] == [2, 2]
+    lines = err0.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rbench: error: unknown preset 'huge'"), err0
+    assert err1 == "" and out1 == ""
+    for rank in range(2):  # what torchrun's summary (and `--nproc`'s launcher) reads
+        message = json.loads((tmp_path / f"error{rank}.json").read_text())["message"]
+        assert "unknown preset 'huge'" in message["message"] and message["extraInfo"]["rbench_exit_code"] == 2
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refusal_inside_the_ranks_is_printed_once_under_nproc(tmp_path):
+    """A run folder holding someone else's file: rank 0 refuses it for every rank; the launcher says it once."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    proc = _rbench(*STUDY, "--out", out, "--nproc", "2", timeout=180)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("rbench: error: --out") and "not an rbench run folder" in lines[0]
+    assert _files(out) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("env, exc, printed", [
+    ({}, UsageProblem("x"), True),                                          # one process
+    ({"RANK": "0", "WORLD_SIZE": "2"}, UsageProblem("x"), True),           # rank 0 speaks for the run
+    ({"RANK": "1", "WORLD_SIZE": "2"}, UsageProblem("x"), False),          # the same command line: said by rank 0
+    ({"RANK": "1", "WORLD_SIZE": "2"}, distributed.DistributedFailure("x"), True),  # its own failure
+    ({"RANK": "1", "WORLD_SIZE": "2"}, distributed._this_rank(UsageProblem("x")), True),  # its own GPU
+    ({"RANK": "1", "WORLD_SIZE": "2"}, distributed._every_rank(distributed.DistributedFailure("x")), False),
+    ({"RANK": "0", "WORLD_SIZE": "2", distributed.LAUNCHED_ENV: "1"}, UsageProblem("x"), False),  # the launcher does
+])
+def test_who_prints_an_error(monkeypatch, env, exc, printed):
+    for name in ("RANK", "WORLD_SIZE", distributed.LAUNCHED_ENV):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.prints_error(exc, getattr(exc, "exit_code", 2)) is printed
+
+
+def test_a_process_count_the_batch_does_not_split_over_is_refused_before_launching(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(distributed, "available_cores", lambda: 3)
+    code, _, err = run_cli(*STUDY, "--out", tmp_path / "out", "--nproc", "3")
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "does not split evenly over 3 processes" in lines[0], err
+    assert not (tmp_path / "out").exists()
