@@ -107,3 +107,62 @@ def test_a_process_count_the_batch_does_not_split_over_is_refused_before_launchi
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "does not split evenly over 3 processes" in lines[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_data_set_missing_on_every_rank_is_said_once(tmp_path):
+    """`rbench train` under torchrun: every rank loads its data; a failure there is agreed on and said by rank 0."""
+    port = str(free_port())
+    procs = [subprocess.Popen([sys.executable, "-m", "bench", "train", "resnet20", "--dataset", "fashion-mnist",
+                               "--data-root", str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "-q"],
+                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                                       MASTER_PORT=port, RBENCH_DIST_TIMEOUT="60"))
+             for rank in range(2)]
+    (_, err0), (_, err1) = (p.communicate(timeout=120) for p in procs)
+    assert [p.returncode for p in procs] == [1, 1], (err0, err1)
+    lines = err0.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rbench: error: Fashion-MNIST not found"), err0
+    assert err1 == ""
+    assert not (tmp_path / "run").exists()
+
+
+def _agreeing_rank(rank: int, port: int, out: str) -> None:
+    import os
+
+    import torch
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port), RBENCH_DIST_TIMEOUT="60")
+    seen = {}
+
+    def only_rank_1_fails():
+        if rank == 1:
+            raise UsageProblem("no data here")
+        return "loaded"
+
+    def refuse():
+        raise UsageProblem("bad run folder")
+
+    with distributed.session("cpu"):
+        for name, call in [("together", lambda: distributed.together(only_rank_1_fails)),
+                           ("decided", lambda: distributed.decided_by_main(lambda: rank * 10 + 7)),
+                           ("refused", lambda: distributed.decided_by_main(refuse))]:  # rank 0 alone calls it
+            try:
+                seen[name] = call()
+            except UsageProblem as exc:
+                seen[name] = [str(exc), getattr(exc, "every_rank", False)]
+        seen["finite"] = distributed.all_finite(torch.tensor(float("nan") if rank else 1.0))
+    Path(out, f"rank{rank}.json").write_text(json.dumps(seen))
+
+
+def test_ranks_agree_on_a_check_and_on_a_non_finite_loss(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_agreeing_rank, args=(free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    # Rank 1 alone failed: both raise its line, which rank 0 prints and rank 1 keeps to itself.
+    assert rank0["together"] == ["rank 1 of 2: no data here", False]
+    assert rank1["together"] == ["rank 1 of 2: no data here", True]
+    assert rank0["decided"] == rank1["decided"] == 7  # rank 0's answer, everywhere
+    assert rank0["refused"] == ["bad run folder", False] and rank1["refused"] == ["bad run folder", True]
+    assert rank0["finite"] is False and rank1["finite"] is False  # both stop, neither waits for the other
