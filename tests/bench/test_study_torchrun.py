@@ -166,3 +166,44 @@ def test_ranks_agree_on_a_check_and_on_a_non_finite_loss(tmp_path):
     assert rank0["decided"] == rank1["decided"] == 7  # rank 0's answer, everywhere
     assert rank0["refused"] == ["bad run folder", False] and rank1["refused"] == ["bad run folder", True]
     assert rank0["finite"] is False and rank1["finite"] is False  # both stop, neither waits for the other
+
+
+def test_units_trained_beforehand_are_measured_as_if_trained_in_place(tmp_path):
+    """The hand-over from the training phase to `run_plans` (one process here): the same records as a plain run,
+    a unit that diverged included; per-unit seeds kept; nothing of the training phase left in the folder."""
+    import contextlib
+
+    from bench.studies import get_preset
+    from bench.studies.data_parallel import train_units
+    from bench.studies.plans import StudyPlan, StudyUnit, UnitSpec
+    from bench.studies.runner import DIVERGED, RunContext, check_run_folder, pending_units, run_plans
+
+    units = (StudyUnit("seed 1", UnitSpec("resnet20", seed=1, accuracy_only=True, max_batches=2)),
+             StudyUnit("keep last", UnitSpec("resnet20", seed=0, accuracy_only=True, max_batches=2,
+                                             train=(("restore_best", False),))),
+             StudyUnit("diverges", UnitSpec("resnet20", seed=0, accuracy_only=True, max_batches=2,
+                                            train=(("lr", 1e12), ("optimizer", "sgd")))))
+    plans = [StudyPlan("optimizer", "t", "q", units, timed=False)]
+
+    def run(folder: Path, beforehand: bool):
+        ctx = RunContext(dataset="digits", preset=get_preset("smoke"), engines=("torch",), command="test")
+        check_run_folder(folder, ctx, resume=True, plans=plans)
+        with contextlib.ExitStack() as stack:
+            if beforehand:
+                train_units(pending_units(plans, folder), ctx, folder, stack)
+                assert set(ctx.trained) == {u.spec.unit_id for u in units}
+            records = run_plans(plans, ctx, folder)
+            assert not ctx.trained  # every one handed over
+        return records
+
+    def comparable(records):  # less the clock: seconds, img/s
+        return [{k: r.get(k) for k in ("unit", "kind", "best_val_acc", "top1", "confusion_matrix", "train_config")}
+                | {"history": [{k: v for k, v in h.items() if k not in ("seconds", "img_s")}
+                               for h in r.get("history") or []]} for r in records]
+
+    plain, handed = run(tmp_path / "plain", False), run(tmp_path / "handed", True)
+    assert comparable(handed) == comparable(plain)
+    diverged = [r for r in handed if r["kind"] == "train" and r["train_config"].get(DIVERGED)]
+    assert [r["unit"] for r in diverged] == [units[2].spec.unit_id]
+    assert {r["train_config"]["seed"] for r in handed if r["kind"] == "train"} == {0, 1}
+    assert _files(tmp_path / "handed") == _files(tmp_path / "plain")
