@@ -290,7 +290,8 @@ def _trained_before(spec: UnitSpec, ctx: RunContext, model, folder: Path):
     done = ctx.trained.pop(spec.unit_id, None)
     if done is None:
         return None
-    shutil.move(str(done.folder), folder)
+    if done.folder.exists():  # a training that diverged in its first batch may have written nothing
+        shutil.move(str(done.folder), folder)
     if done.error is not None:
         raise done.error
     model.load_state_dict(done.model.state_dict())
