@@ -229,18 +229,18 @@ def session(device: str) -> Iterator[DistContext | None]:
             dist.destroy_process_group()
 
 
-def _outcome(call: Callable[[], Any]) -> tuple[str, Any]:
-    """('ok', result) or ('error', (class, message, exit code)) of `call()`; an rbench error becomes data every rank
-    can raise again, and anything else a DistributedFailure naming it."""
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any, BaseException | None]:
+    """('ok', result, None) or ('error', (class, message, exit code), the exception) of `call()`: an rbench error
+    becomes data every rank can raise again, anything else a DistributedFailure naming it."""
     from nets.errors import ModelError
 
     try:
-        return "ok", call()
+        return "ok", call(), None
     except (RbenchError, ModelError) as exc:
-        return "error", (type(exc), str(exc), getattr(exc, "exit_code", 2))
+        return "error", (type(exc), str(exc), getattr(exc, "exit_code", 2)), exc
     except Exception as exc:
         return "error", (DistributedFailure, f"rank {_ACTIVE.rank if _ACTIVE else 0} failed: "
-                                             f"{type(exc).__name__}: {_first_line(exc)}", 1)
+                                             f"{type(exc).__name__}: {_first_line(exc)}", 1), exc
 
 
 def _raise(error: tuple[type, str, int]) -> BaseException:
@@ -259,11 +259,14 @@ def decided_by_main(decide: Callable[[], T]) -> T:
     ctx = active()
     if ctx is None:
         return decide()
-    box: list[Any] = [_outcome(decide) if ctx.is_main else None]
+    status, value, exc = _outcome(decide) if ctx.is_main else (None, None, None)
+    box: list[Any] = [(status, value)]
     dist.broadcast_object_list(box, src=0)
     status, value = box[0]
     if status == "error":
-        raise _every_rank(_raise(value)) if not ctx.is_main else _raise(value)
+        if exc is not None:
+            raise exc  # rank 0: its own error, traceback and all
+        raise _every_rank(_raise(value))
     return value
 
 
@@ -274,13 +277,15 @@ def together(call: Callable[[], T]) -> T:
     ctx = active()
     if ctx is None:
         return call()
-    status, value = _outcome(call)
+    status, value, own = _outcome(call)
     outcomes: list[Any] = [None] * ctx.world_size
     dist.all_gather_object(outcomes, (status, None if status == "ok" else value))
     failed = [(rank, error) for rank, (state, error) in enumerate(outcomes) if state == "error"]
     if not failed:
         return value
     rank, (kind, message, code) = failed[0]
+    if rank == 0 and ctx.is_main and own is not None:
+        raise own  # rank 0's own error, traceback and all
     if rank:
         message = f"rank {rank} of {ctx.world_size}: {message}"
     exc = _raise((kind, message, code))
