@@ -315,7 +315,8 @@ def _common_options(fn):
     fn = click.option("--nproc", type=click.IntRange(min=1), default=None,
                       help="Train the units data-parallel in N processes on this host (torchrun, DDP), then measure "
                            "in one; the run folder is the one a single process writes. Under torchrun leave it out: "
-                           "`torchrun --nproc-per-node N ... -m bench study ...`.")(fn)
+                           "`torchrun --nproc-per-node N ... -m bench study|suite ...` (rank 0 measures with "
+                           "$RBENCH_MEASURE_THREADS torch threads when set).")(fn)
     fn = click.option("--keep-artifacts", is_flag=True, help="Keep each unit's checkpoint and ONNX file in OUT/artifacts/.")(fn)
     fn = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                       help="Where to train and measure (auto: cuda when torch sees a GPU).")(fn)

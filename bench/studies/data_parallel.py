@@ -13,6 +13,10 @@ peers. So a distributed study run goes in two phases:
    process-group timeout would fire). Ranks other than 0 are done; rank 0 runs `run_plans`, which finds each
    unit trained (`RunContext.trained`) and measures it, writing the run folder exactly as a one-process run does.
 
+Rank 0 measures with the torch threads one process would use here when `rbench ... --nproc N` started the run
+($RBENCH_MEASURE_THREADS, set by the launcher; set it by hand under torchrun, which starts every process with
+OMP_NUM_THREADS=1 unless told otherwise). The records say the threads each engine ran with.
+
 A resumed run skips the units already measured on every rank alike (rank 0 decided). A unit trained but not yet
 measured when the run was interrupted is trained again, as in one process.
 """
