@@ -133,6 +133,16 @@ def timeout_seconds() -> float:
     return value
 
 
+def measure_threads() -> int | None:
+    """$RBENCH_MEASURE_THREADS: the torch threads rank 0 measures with once the other processes have left."""
+    text = os.environ.get(MEASURE_THREADS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UsageProblem(f"{MEASURE_THREADS_ENV}={text!r} must be a positive whole number of threads")
+    return int(text)
+
+
 def backend_for(device: torch.device) -> str:
     """nccl for CUDA devices, gloo for the CPU."""
     return "nccl" if device.type == "cuda" else "gloo"

@@ -168,7 +168,6 @@ def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: s
     process, leave the group; rank 0 then measures and reports alone (`bench.studies.data_parallel`)."""
     import contextlib
     import dataclasses
-    import os
 
     from rich.console import Console
 
@@ -187,6 +186,7 @@ def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: s
             mine: list[_Setup] = []
 
             def decide():
+                distributed.measure_threads()  # a bad value is refused now, not after the training
                 setup = _setup(*inputs)
                 note = check_run_folder(setup.out_dir, setup.ctx, resume, setup.plans)
                 pending = pending_units(setup.plans, setup.out_dir)
@@ -208,11 +208,11 @@ def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: s
             train_units(pending, setup.ctx, setup.out_dir, stack, on_event)
         if not group.is_main:
             return None  # rank 0 measures and writes the rest alone
-        threads = os.environ.get(distributed.MEASURE_THREADS_ENV)
+        threads = distributed.measure_threads()
         if threads:  # the peers are gone: measure with the threads one process would have used
             import torch
 
-            torch.set_num_threads(int(threads))
+            torch.set_num_threads(threads)
         return _run(setup, note, keep_artifacts, title, kind, console)
 
 
