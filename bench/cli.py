@@ -127,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         return _run(argv, debug)
 
 
-def _fail(line: str, code: int, debug: bool) -> int:
+def _fail(line: str, code: int, debug: bool, exc: BaseException | None = None) -> int:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # one of several processes (torchrun)
+        from bench import distributed
+
+        distributed.write_error_file(line, code, type(exc).__name__ if exc is not None else "")
+        if not debug and not distributed.prints_error(exc, code):
+            return code  # another process (rank 0, or the launcher) prints this line
     if debug:
         traceback.print_exc()
     click.echo(line, err=True)
@@ -149,9 +155,9 @@ def _run(argv: list[str] | None, debug: bool) -> int:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
             hint = f" (see `{exc.ctx.command_path} --help`)"
-        return _fail(f"rbench: error: {_one_line(exc.format_message())}{hint}", exc.exit_code, debug)
+        return _fail(f"rbench: error: {_one_line(exc.format_message())}{hint}", exc.exit_code, debug, exc)
     except _known_errors() as exc:
-        return _fail(f"rbench: error: {_one_line(exc)}", getattr(exc, "exit_code", 2), debug)
+        return _fail(f"rbench: error: {_one_line(exc)}", getattr(exc, "exit_code", 2), debug, exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,9 +20,9 @@ import datetime
 import math
 import os
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,13 @@ import torch.nn as nn
 from bench.data.batches import Batches, Loaders
 from bench.errors import DataProblem, RbenchError, UsageProblem
 
+T = TypeVar("T")
 TIMEOUT_ENV = "RBENCH_DIST_TIMEOUT"
+#: Set by `launch` in the processes it starts: their errors are printed once, by the launcher.
+LAUNCHED_ENV = "RBENCH_LAUNCHED"
+#: Set by `launch`: the torch threads a single process would use here; rank 0 measures with them once the others
+#: have left (the studies' timing phase).
+MEASURE_THREADS_ENV = "RBENCH_MEASURE_THREADS"
 DEFAULT_TIMEOUT_S = 300.0
 LR_RULE = "global batch = --batch-size, split evenly over the processes; lr unchanged"
 
@@ -42,6 +48,48 @@ class DistributedFailure(RbenchError):
     """The process group could not be joined, or broke during the run (a peer failed, was killed, timed out)."""
 
     exit_code = 1
+    rank_specific = True  # each rank's own view of the failure: every rank that has one says it
+
+
+def _this_rank(exc: BaseException) -> BaseException:
+    """Mark `exc` as this rank's own (its GPU, its environment): printed by whichever rank raises it."""
+    exc.rank_specific = True  # type: ignore[attr-defined]
+    return exc
+
+
+def _every_rank(exc: BaseException) -> BaseException:
+    """Mark `exc` as one every rank raises alike: rank 0 alone prints it (`bench.cli`)."""
+    exc.every_rank = True  # type: ignore[attr-defined]
+    return exc
+
+
+def prints_error(exc: BaseException, exit_code: int) -> bool:
+    """Whether this process prints `exc`'s one line. In a run of several processes an error every rank hits alike
+    (a usage error: every rank was given the same command line; or a decision rank 0 made for all) is printed by
+    rank 0 alone, and under `launch` by the launcher alone; a rank's own failure by the rank that has it."""
+    if os.environ.get(LAUNCHED_ENV):
+        return False  # `launch` prints the failing rank's line, read from its error file
+    if not launched_by_torchrun() or os.environ.get("RANK") == "0":
+        return True
+    if getattr(exc, "every_rank", False):
+        return False
+    return getattr(exc, "rank_specific", False) or exit_code != 2
+
+
+def write_error_file(line: str, exit_code: int, kind: str = "") -> None:
+    """Leave this rank's one-line error where torchrun's agent reads a worker's failure ($TORCHELASTIC_ERROR_FILE,
+    in torch's format): torchrun's summary then names the cause, and `launch` prints it."""
+    import json
+    import time
+
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path or not launched_by_torchrun():
+        return
+    data = {"message": {"message": line, "extraInfo": {"timestamp": str(int(time.time())), "rbench_exit_code": exit_code,
+                                                       "rbench_error": kind}}}
+    with contextlib.suppress(OSError):
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(data, f)
 
 
 @dataclass(frozen=True)
@@ -85,6 +133,16 @@ def timeout_seconds() -> float:
     return value
 
 
+def measure_threads() -> int | None:
+    """$RBENCH_MEASURE_THREADS: the torch threads rank 0 measures with once the other processes have left."""
+    text = os.environ.get(MEASURE_THREADS_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise UsageProblem(f"{MEASURE_THREADS_ENV}={text!r} must be a positive whole number of threads")
+    return int(text)
+
+
 def backend_for(device: torch.device) -> str:
     """nccl for CUDA devices, gloo for the CPU."""
     return "nccl" if device.type == "cuda" else "gloo"
@@ -96,8 +154,8 @@ def process_device(device: str, local_rank: int) -> torch.device:
         return torch.device("cpu")
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if local_rank >= count:
-        raise UsageProblem(f"local rank {local_rank} needs GPU {local_rank}, but torch sees {count} GPU(s) on this "
-                           f"host; start at most {count} processes per host")
+        raise _this_rank(UsageProblem(f"local rank {local_rank} needs GPU {local_rank}, but torch sees {count} GPU(s) "
+                                      f"on this host; start at most {count} processes per host"))
     return torch.device("cuda", local_rank)
 
 
@@ -108,7 +166,8 @@ def _env_int(name: str, default: int | None = None) -> int:
     try:
         return int(str(text))
     except ValueError:
-        raise UsageProblem(f"environment variable {name}={text!r} is not an integer (set by torchrun)") from None
+        raise _this_rank(UsageProblem(f"environment variable {name}={text!r} is not an integer (set by torchrun)")) \
+            from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -121,7 +180,7 @@ def init(device: str) -> DistContext:
     rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world:
-        raise UsageProblem(f"RANK={rank} is outside WORLD_SIZE={world}")
+        raise _this_rank(UsageProblem(f"RANK={rank} is outside WORLD_SIZE={world}"))
     dev = process_device(device, local_rank)
     backend = backend_for(dev)
     if dev.type == "cuda":
@@ -178,6 +237,80 @@ def session(device: str) -> Iterator[DistContext | None]:
         _ACTIVE = None
         with contextlib.suppress(Exception):
             dist.destroy_process_group()
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[str, Any, BaseException | None]:
+    """('ok', result, None) or ('error', (class, message, exit code), the exception) of `call()`: an rbench error
+    becomes data every rank can raise again, anything else a DistributedFailure naming it."""
+    from nets.errors import ModelError
+
+    try:
+        return "ok", call(), None
+    except (RbenchError, ModelError) as exc:
+        return "error", (type(exc), str(exc), getattr(exc, "exit_code", 2)), exc
+    except Exception as exc:
+        return "error", (DistributedFailure, f"rank {_ACTIVE.rank if _ACTIVE else 0} failed: "
+                                             f"{type(exc).__name__}: {_first_line(exc)}", 1), exc
+
+
+def _raise(error: tuple[type, str, int]) -> BaseException:
+    kind, message, code = error
+    try:
+        exc = kind(message)
+    except TypeError:  # an error class built from other arguments: the line is what counts
+        exc = RbenchError(message)
+    exc.exit_code = code
+    return exc
+
+
+def decided_by_main(decide: Callable[[], T]) -> T:
+    """Inside `session`: rank 0 calls `decide` (it alone reads and writes the run folder) and every rank gets its
+    result, or raises its error: the same one line on every rank, printed by rank 0 alone. Outside: `decide()`."""
+    ctx = active()
+    if ctx is None:
+        return decide()
+    status, value, exc = _outcome(decide) if ctx.is_main else (None, None, None)
+    box: list[Any] = [(status, value)]
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        if exc is not None:
+            raise exc  # rank 0: its own error, traceback and all
+        raise _every_rank(_raise(value))
+    return value
+
+
+def together(call: Callable[[], T]) -> T:
+    """Inside `session`: every rank calls `call` (each loads its own data, say) and they agree on how it went: when
+    any rank failed, every rank raises the first failing rank's error ('rank R of N: ...' when R is not 0), which
+    rank 0 alone prints. Outside: `call()`."""
+    ctx = active()
+    if ctx is None:
+        return call()
+    status, value, own = _outcome(call)
+    outcomes: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(outcomes, (status, None if status == "ok" else value))
+    failed = [(rank, error) for rank, (state, error) in enumerate(outcomes) if state == "error"]
+    if not failed:
+        return value
+    rank, (kind, message, code) = failed[0]
+    if rank == 0 and ctx.is_main and own is not None:
+        raise own  # rank 0's own error, traceback and all
+    if rank:
+        message = f"rank {rank} of {ctx.world_size}: {message}"
+    exc = _raise((kind, message, code))
+    raise _every_rank(exc) if not ctx.is_main else exc
+
+
+def all_finite(value: torch.Tensor) -> bool:
+    """Whether `value` is finite on this rank and, inside `session`, on every rank (all stop together)."""
+    finite = bool(torch.isfinite(value).all())
+    ctx = active()
+    if ctx is None:
+        return finite
+    flag = torch.tensor([1.0 if finite else 0.0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 # --------------------------------------------------------------------------- each rank's share of the data
@@ -426,7 +559,8 @@ def launch(nproc: int, argv: Sequence[str], threads: int, command: str | None = 
 
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--max-restarts=0",
                                          "--module", "bench", *argv])
-    env = {"OMP_NUM_THREADS": str(threads), "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "FATAL")}
+    env = {"OMP_NUM_THREADS": str(threads), "TORCH_CPP_LOG_LEVEL": os.environ.get("TORCH_CPP_LOG_LEVEL", "FATAL"),
+           LAUNCHED_ENV: "1", MEASURE_THREADS_ENV: str(torch.get_num_threads())}
     if command:
         env["RBENCH_COMMAND"] = command
     import logging
@@ -440,14 +574,31 @@ def launch(nproc: int, argv: Sequence[str], threads: int, command: str | None = 
             run(args)
     except ChildFailedError as exc:
         # The cause, not the ranks the agent then stopped with SIGTERM.
-        rank, failure = min(exc.failures.items(), key=lambda kv: (kv[1].exitcode == -signal.SIGTERM, kv[1].timestamp))
+        rank, failure = min(exc.failures.items(), key=lambda kv: (kv[1].exitcode == -signal.SIGTERM,
+                                                                  _lost_the_others(kv[1]), kv[1].timestamp))
         how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
                else f"exited with code {failure.exitcode}")
-        error = DistributedFailure(f"rank {rank} of {nproc} (pid {failure.pid}) {how}; every rank was stopped")
+        line = _rank_line(failure)  # the rank's own one-line error, when it could say one
+        error = DistributedFailure(line or f"rank {rank} of {nproc} (pid {failure.pid}) {how}; every rank was stopped")
         error.exit_code = failure.exitcode if failure.exitcode > 0 else 1
         raise error from None
     finally:
         agent_log.setLevel(level)
+
+
+def _lost_the_others(failure) -> bool:
+    """Whether a rank failed only because another did (its collective broke): a consequence, not the cause."""
+    message = getattr(failure, "error_file_data", {}).get("message")
+    info = message.get("extraInfo", {}) if isinstance(message, dict) else {}
+    return info.get("rbench_error") == DistributedFailure.__name__ and "lost the other processes" in message["message"]
+
+
+def _rank_line(failure) -> str | None:
+    """The one-line error a failed rank left in its error file (`write_error_file`), without 'rbench: error: '."""
+    message = getattr(failure, "error_file_data", {}).get("message")
+    if not isinstance(message, dict) or "rbench_exit_code" not in message.get("extraInfo", {}):
+        return None
+    return str(message.get("message", "")).removeprefix("rbench: error: ") or None
 
 
 def check_launch(nproc: int, batch_size: int, device: str, sync_bn: bool) -> None:

@@ -42,6 +42,7 @@ class TrainingDiverged(RbenchError):
     """The loss became nan or infinite; training stopped."""
 
     exit_code = 1
+    every_rank = True  # distributed, every rank stops at the same batch: rank 0 alone says so (bench.cli)
 
 
 @dataclass
@@ -511,10 +512,10 @@ def _train_one_epoch(model: nn.Module, batches, opt: _Optimization, config: Trai
         with _amp_context(config, device), _dropped_channels(model, x, config.channel_dropout, drops):
             logits = model(x)
             loss = opt.criterion(logits.float(), y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"training diverged: loss is {loss.item()} at epoch {epoch + 1}, batch {i + 1} "
-                f"(lr {opt.lr:g}); lower --lr or change the optimizer")
+        if not distributed.all_finite(loss):  # distributed: every rank stops at the same batch, none waits
+            what = f"loss is {loss.item()}" if not torch.isfinite(loss) else "another process's loss is not finite"
+            raise TrainingDiverged(f"training diverged: {what} at epoch {epoch + 1}, batch {i + 1} (lr {opt.lr:g}); "
+                                   "lower --lr or change the optimizer")
         opt.optimizer.zero_grad(set_to_none=True)
         opt.scaler.scale(loss).backward()
         if config.grad_clip:

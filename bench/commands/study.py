@@ -13,7 +13,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -70,25 +72,27 @@ def _device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
-                engines: str | None, resume: bool, device: str, keep_artifacts: bool, title: str,
-                kind: str, shard: str | None = None, shard_costs: str | None = None) -> Path:
-    """Check every input, run the studies' units (resuming), write records.jsonl and report.md.
+@dataclass
+class _Setup:
+    """A run's inputs, every one checked; nothing written yet."""
 
-    With `shard` ('I/N'), only the studies of that shard (`bench.studies.shard.shard_plans`) run;
-    `rbench report` merges the shards' folders into one report.
-    """
-    from rich.console import Console
+    plans: list
+    all_studies: list[str]
+    shard_spec: Any
+    ctx: Any  # bench.studies.runner.RunContext
+    out_dir: Path
+    dataset_why: str
 
+
+def _setup(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
+           engines: str | None, device: str, kind: str, shard: str | None, shard_costs: str | None) -> _Setup:
+    """Check every input before the first write: a bad input leaves nothing behind."""
     from bench.results import current_command
     from bench.studies import get_preset, study_plan
-    from bench.studies.runner import RunContext, available_engines, check_device, check_run_folder, resolve_dataset, unique_units
+    from bench.studies.runner import RunContext, available_engines, check_device, resolve_dataset
 
-    console = Console(stderr=True)
-    # Every check before the first write: a bad input leaves nothing behind.
     preset = get_preset(preset_name)
     dataset_name, dataset_why = resolve_dataset(dataset, data_root)
-    device = _device(device)
     check_device(device)  # a GPU asked for and missing: refused here, not at the first unit
     plans = [study_plan(name, preset) for name in studies]
     all_studies = [plan.name for plan in plans]
@@ -107,22 +111,131 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
     ctx = RunContext(dataset=dataset_name, preset=preset, engines=engine_names, device=device,
                      data_root=data_root, command=current_command(), shard=str(shard_spec) if shard_spec else None)
     ctx.bundle()  # load the data now: a missing data set fails before anything is written
+    return _Setup(plans, all_studies, shard_spec, ctx, out_dir, dataset_why)
 
-    note = check_run_folder(out_dir, ctx, resume, plans)
+
+def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
+                engines: str | None, resume: bool, device: str, keep_artifacts: bool, title: str,
+                kind: str, shard: str | None = None, shard_costs: str | None = None,
+                nproc: int | None = None) -> Path | None:
+    """Check every input, run the studies' units (resuming), write records.jsonl and report.md.
+
+    With `shard` ('I/N'), only the studies of that shard (`bench.studies.shard.shard_plans`) run;
+    `rbench report` merges the shards' folders into one report. Under torchrun with several processes, every
+    process trains the units together and rank 0 alone does the rest (`bench.studies.data_parallel`); ranks other
+    than 0 return None. `nproc` > 1 starts that on this host (torchrun) and waits for it.
+    """
+    from rich.console import Console
+
+    from bench import distributed
+    from bench.studies.runner import check_run_folder
+
+    device = _device(device)
+    inputs = (studies, preset_name, dataset, data_root, out, engines, device, kind, shard, shard_costs)
+    if nproc is not None and nproc > 1:
+        return _launch(nproc, inputs)
+    if distributed.launched_by_torchrun() and distributed.active() is None:
+        return _run_distributed(inputs, resume, keep_artifacts, title, kind)
+    console = Console(stderr=True)
+    setup = _setup(*inputs)
+    note = check_run_folder(setup.out_dir, setup.ctx, resume, setup.plans)
+    return _run(setup, note, keep_artifacts, title, kind, console)
+
+
+def _launch(nproc: int, inputs: tuple) -> Path:
+    """`--nproc N`: check what every rank would refuse, then run this command in N processes (torchrun)."""
+    from bench import distributed
+    from bench.results import current_command
+    from bench.studies.data_parallel import check_batches
+    from bench.studies.runner import unique_units
+
+    if distributed.launched_by_torchrun():
+        raise UsageProblem("--nproc starts torchrun itself; under torchrun leave it out (torchrun's --nproc-per-node "
+                           "says how many processes)")
+    device = inputs[6]
+    distributed.check_nproc(nproc, device)
+    setup = _setup(*inputs)
+    check_batches(unique_units(setup.plans), setup.ctx, nproc)
+    ctx = click.get_current_context()
+    threads = max(1, distributed.available_cores() // nproc)
+    distributed.launch(nproc, distributed.command_argv(ctx.command, ctx.params, drop=("nproc",)), threads,
+                       command=current_command())
+    return setup.out_dir
+
+
+def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: str, kind: str) -> Path | None:
+    """One rank of a study run under torchrun: agree on the run, train the units that need it with every
+    process, leave the group; rank 0 then measures and reports alone (`bench.studies.data_parallel`)."""
+    import contextlib
+    import dataclasses
+
+    from rich.console import Console
+
+    from bench import distributed
+    from bench.studies.data_parallel import check_batches, train_units
+    from bench.studies.runner import check_run_folder, pending_units
+
+    with contextlib.ExitStack() as stack:  # rank 0's trained units, until they are measured
+        with distributed.session(inputs[6]) as group:
+            if group is None:  # torchrun with one process: a plain run
+                console = Console(stderr=True)
+                setup = _setup(*inputs)
+                return _run(setup, check_run_folder(setup.out_dir, setup.ctx, resume, setup.plans),
+                            keep_artifacts, title, kind, console)
+            console = Console(stderr=True, quiet=not group.is_main)  # rank 0 alone reports
+            mine: list[_Setup] = []
+
+            def decide():
+                distributed.measure_threads()  # a bad value is refused now, not after the training
+                setup = _setup(*inputs)
+                note = check_run_folder(setup.out_dir, setup.ctx, resume, setup.plans)
+                pending = pending_units(setup.plans, setup.out_dir)
+                check_batches(pending, setup.ctx, group.world_size)
+                mine.append(setup)
+                # The others get the run without rank 0's loaded data: each loads its own.
+                return dataclasses.replace(setup, ctx=dataclasses.replace(setup.ctx, _bundles={})), note, pending
+
+            shared, note, pending = distributed.decided_by_main(decide)
+            setup = mine[0] if mine else shared
+            if pending:
+                console.print(f"training {len(pending)} unit(s) with {group.world_size} processes "
+                              f"({group.backend}); then rank 0 measures them")
+
+            def on_event(what: str, payload: dict) -> None:
+                if what == "train-done":
+                    console.print(f"  {payload['unit']}: trained in {payload['seconds']:.1f} s", soft_wrap=True)
+
+            train_units(pending, setup.ctx, setup.out_dir, stack, on_event)
+        if not group.is_main:
+            return None  # rank 0 measures and writes the rest alone
+        threads = distributed.measure_threads()
+        if threads:  # the peers are gone: measure with the threads one process would have used
+            import torch
+
+            torch.set_num_threads(threads)
+        return _run(setup, note, keep_artifacts, title, kind, console)
+
+
+def _run(setup: _Setup, note: str | None, keep_artifacts: bool, title: str, kind: str, console) -> Path:
+    """Measure every unit not yet measured (resuming), time the studies, write the outputs."""
+    from bench.studies.runner import unique_units
+
+    plans, ctx, out_dir, shard_spec = setup.plans, setup.ctx, setup.out_dir, setup.shard_spec
     if note:
         console.print(note)
     units = unique_units(plans)
-    part = f" (shard {shard_spec} of {', '.join(all_studies)})" if shard_spec else ""
-    console.print(f"[bold]rbench {kind}[/bold]: {', '.join(p.name for p in plans)}{part} at preset [bold]{preset.name}[/bold]; "
-                  f"data: {dataset_why}; engines: {', '.join(engine_names)} on {device}; "
-                  f"{len(units)} units -> {out_dir}")
+    part = f" (shard {shard_spec} of {', '.join(setup.all_studies)})" if shard_spec else ""
+    engine_names = ctx.engines
+    console.print(f"[bold]rbench {kind}[/bold]: {', '.join(p.name for p in plans)}{part} at preset "
+                  f"[bold]{ctx.preset.name}[/bold]; data: {setup.dataset_why}; engines: {', '.join(engine_names)} "
+                  f"on {ctx.device}; {len(units)} units -> {out_dir}")
     start = time.perf_counter()
     unit_seconds: dict[str, float] = {}
     records = _run_with_progress(plans, ctx, out_dir, keep_artifacts, console, unit_seconds)
     elapsed = time.perf_counter() - start
     shard_info = ({"spec": str(shard_spec), "index": shard_spec.index, "count": shard_spec.count,
-                   "studies": [p.name for p in plans], "all_studies": all_studies} if shard_spec else None)
-    _write_outputs(records, plans, out_dir, ctx, dataset_why, title, elapsed, unit_seconds, shard_info)
+                   "studies": [p.name for p in plans], "all_studies": setup.all_studies} if shard_spec else None)
+    _write_outputs(records, plans, out_dir, ctx, setup.dataset_why, title, elapsed, unit_seconds, shard_info)
     console.print(f"[green]done[/green] in {elapsed / 60:.1f} min: {out_dir / 'report.md'}")
     click.echo(str(out_dir / "report.md"))
     return out_dir
@@ -199,6 +312,11 @@ def _write_outputs(records, plans, out_dir: Path, ctx, dataset_why: str, title: 
 
 
 def _common_options(fn):
+    fn = click.option("--nproc", type=click.IntRange(min=1), default=None,
+                      help="Train the units data-parallel in N processes on this host (torchrun, DDP), then measure "
+                           "in one; the run folder is the one a single process writes. Under torchrun leave it out: "
+                           "`torchrun --nproc-per-node N ... -m bench study|suite ...` (rank 0 measures with "
+                           "$RBENCH_MEASURE_THREADS torch threads when set).")(fn)
     fn = click.option("--keep-artifacts", is_flag=True, help="Keep each unit's checkpoint and ONNX file in OUT/artifacts/.")(fn)
     fn = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
                       help="Where to train and measure (auto: cuda when torch sees a GPU).")(fn)
@@ -220,7 +338,7 @@ def _common_options(fn):
 @click.command("study", epilog=STUDY_HELP)
 @click.argument("name", metavar="NAME")
 @_common_options
-def study_command(name, preset, dataset, data_root, out, engines, resume, device, keep_artifacts):
+def study_command(name, preset, dataset, data_root, out, engines, resume, device, keep_artifacts, nproc):
     """Run one study end to end: NAME is depth, dynamic, activation, family, ladder, recipe or optimizer.
 
     \b
@@ -239,7 +357,7 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
     if name not in STUDIES:
         raise UsageProblem(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
     run_studies([name], preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
-                title=f"rbench study {name}", kind=f"study-{name}")
+                title=f"rbench study {name}", kind=f"study-{name}", nproc=nproc)
 
 
 @click.command("suite", epilog=STUDY_HELP + SHARD_HELP)
@@ -250,7 +368,8 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
 @click.option("--shard-costs", default=None, metavar="RUN.json", type=click.Path(dir_okay=False),
               help="Balance the shards by a finished run's measured unit seconds (its run.json) instead of "
                    "estimates; give every shard the same file.")
-def suite_command(preset, dataset, data_root, out, engines, resume, device, keep_artifacts, shard, shard_costs):
+def suite_command(preset, dataset, data_root, out, engines, resume, device, keep_artifacts, shard, shard_costs,
+                  nproc):
     """The main job: every study (depth, dynamic, activation, family, ladder, recipe, optimizer), one report.
 
     Interrupt it at any time: a rerun with the same --out resumes after the last finished unit.
@@ -258,7 +377,7 @@ def suite_command(preset, dataset, data_root, out, engines, resume, device, keep
     from bench.studies import STUDIES
 
     run_studies(list(STUDIES), preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
-                title="rbench suite", kind="suite", shard=shard, shard_costs=shard_costs)
+                title="rbench suite", kind="suite", shard=shard, shard_costs=shard_costs, nproc=nproc)
 
 
 

@@ -147,10 +147,15 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
                 return train_command.callback(**click.get_current_context().params)
     if distributed.active() is not None and not distributed.active().is_main:
         quiet = True  # rank 0 alone reports
-    bundle = load_dataset(dataset, root=data_root, subset=subset, seed=seed, val_fraction=val_fraction,
-                          input_size=input_size, channels=channels, channel_mode=channel_mode or "select",
-                          download=download)
-    check_splits(bundle)  # a --subset that leaves a split empty, before the model is built
+
+    def load():
+        bundle = load_dataset(dataset, root=data_root, subset=subset, seed=seed, val_fraction=val_fraction,
+                              input_size=input_size, channels=channels, channel_mode=channel_mode or "select",
+                              download=download)
+        check_splits(bundle)  # a --subset that leaves a split empty, before the model is built
+        return bundle
+
+    bundle = distributed.together(load)  # distributed: a data set missing everywhere is said once, by rank 0
     torch.manual_seed(seed)
     net = nets.create_model(model, num_classes=bundle.num_classes, in_chans=in_chans or bundle.in_chans, act=act,
                             **model_kwargs)

@@ -109,6 +109,8 @@ class RunContext:
     command: str | None = None
     shard: str | None = None  # 'I/N' when this run is one shard of a suite (bench.studies.shard)
     _bundles: dict[tuple, Any] = field(default_factory=dict, repr=False)
+    #: unit id -> its training, done before by every process of a distributed run (`bench.studies.data_parallel`)
+    trained: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def bundle(self, channels: str | None = None, channel_mode: str = "select"):
         """The data set at this preset (cached): native channels, or a channel subset."""
@@ -261,7 +263,8 @@ def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, 
 
     on_stage("train")
     config = unit_train_config(spec, ctx)
-    result = train_model(model, bundle, config, work_dir / "train", progress=False)
+    result = (_trained_before(spec, ctx, model, work_dir / "train")
+              or train_model(model, bundle, config, work_dir / "train", progress=False))
     # Measure the best validation epoch's weights, as `rbench train` keeps them, unless the unit's recipe keeps the
     # last epoch's (`restore_best=False`: the 001 ladder's rungs before early stopping, as Keras without it).
     if config.restore_best:
@@ -273,6 +276,31 @@ def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, 
                         train_config=config.to_dict(), params=sum(p.numel() for p in model.parameters()),
                         train_images_per_epoch=min(len(bundle.train), config.batch_size * (spec.max_batches or 10**9)),
                         context=context, command=ctx.command)
+
+
+def _trained_before(spec: UnitSpec, ctx: RunContext, model, folder: Path):
+    """The unit's training that every process of a distributed run did before (`ctx.trained`): its files moved to
+    `folder` and `model` left as `train_model` leaves it; None when it was not trained so. A training that diverged
+    raises its TrainingDiverged here, as `train_model` would have."""
+    from dataclasses import replace
+
+    from bench.train import current_temperature
+    from nets.layers import set_temperature
+
+    done = ctx.trained.pop(spec.unit_id, None)
+    if done is None:
+        return None
+    if done.folder.exists():  # a training that diverged in its first batch may have written nothing
+        shutil.move(str(done.folder), folder)
+    if done.error is not None:
+        raise done.error
+    model.load_state_dict(done.model.state_dict())
+    temperature = current_temperature(done.model)  # a dynamic-conv net's, a plain attribute
+    if temperature is not None:
+        set_temperature(model, temperature)
+    curves = folder / done.result.curves_png.name if done.result.curves_png else None
+    return replace(done.result, best_checkpoint=folder / "best.pt", last_checkpoint=folder / "last.pt",
+                   curves_png=curves)
 
 
 def _measure_costs_and_export(source, ctx: RunContext, work_dir: Path, context: dict[str, Any],
@@ -817,23 +845,18 @@ def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
     out_dir = Path(out_dir)
     _sweep(out_dir)
     units = unique_units(plans)
-    # A prepared unit's weights are needed again only by studies not timed yet; its checkpoint only by a ladder.
-    untimed_plans = [plan for plan in plans if timing_state(out_dir, plan)[0] is None]
-    untimed = {unit.spec.unit_id for plan in untimed_plans for unit in plan.units}
-    laddered = {unit.spec.unit_id for plan in untimed_plans if plan.name == LADDER for unit in plan.units}
+    pending = {spec.unit_id for spec in pending_units(plans, out_dir)}
+    laddered = _laddered(plans, out_dir)
     for index, spec in enumerate(units):
         payload = {"unit": spec.unit_id, "index": index, "total": len(units)}
         records, bad = unit_state(out_dir, spec)
-        folder = artifact_path(out_dir, spec)
-        needs_weights = spec.unit_id in untimed and not (folder / WEIGHTS).exists()
-        needs_weights |= spec.unit_id in laddered and not (folder / CHECKPOINT).exists()
-        if records is not None and not needs_weights:
+        if spec.unit_id not in pending:
             on_event("unit-skip", payload)
             continue
         if bad:
             on_event("unit-redo", {**payload, "reason": f"units/{bad}"})
         on_event("unit-start", payload)
-        start = time.perf_counter()
+        start = time.perf_counter() - _seconds_trained_before(ctx, spec)
         _prepare_unit(spec, ctx, out_dir, lambda stage, p=payload: on_event("stage", {**p, "stage": stage}),
                       keep_checkpoint=spec.unit_id in laddered)
         on_event("unit-done", {**payload, "seconds": time.perf_counter() - start})
@@ -858,6 +881,34 @@ def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
     return collect_records(plans, out_dir)
 
 
+def _laddered(plans: Sequence[StudyPlan], out_dir: Path) -> set[str]:
+    """The units whose training checkpoint a ladder still to run needs."""
+    return {unit.spec.unit_id for plan in plans if plan.name == LADDER and timing_state(out_dir, plan)[0] is None
+            for unit in plan.units}
+
+
+def pending_units(plans: Sequence[StudyPlan], out_dir: Path) -> list[UnitSpec]:
+    """The units `run_plans` prepares (trains, then measures): those not measured yet, and those whose weights or
+    checkpoint a study still to time needs and no longer has."""
+    # A prepared unit's weights are needed again only by studies not timed yet; its checkpoint only by a ladder.
+    untimed = {unit.spec.unit_id for plan in plans if timing_state(out_dir, plan)[0] is None for unit in plan.units}
+    laddered = _laddered(plans, out_dir)
+    pending = []
+    for spec in unique_units(plans):
+        folder = artifact_path(out_dir, spec)
+        needs_weights = spec.unit_id in untimed and not (folder / WEIGHTS).exists()
+        needs_weights |= spec.unit_id in laddered and not (folder / CHECKPOINT).exists()
+        if unit_state(out_dir, spec)[0] is None or needs_weights:
+            pending.append(spec)
+    return pending
+
+
+def _seconds_trained_before(ctx: RunContext, spec: UnitSpec) -> float:
+    """How long the unit's distributed training took (`ctx.trained`), counted in its preparation's time."""
+    done = ctx.trained.get(spec.unit_id)
+    return done.seconds if done is not None else 0.0
+
+
 def _remove_artifacts(out_dir: Path, units: Sequence[UnitSpec]) -> None:
     """Remove every artifacts/<unit>/ folder rbench made (of these units or earlier ones), then artifacts/ if empty."""
     folder = out_dir / "artifacts"
@@ -878,7 +929,7 @@ def _prepare_unit(spec: UnitSpec, ctx: RunContext, out_dir: Path, on_stage: Call
     The training checkpoint is kept only with `keep_checkpoint` (a ladder still to run needs it)."""
     from bench.atomic import work_dir
 
-    start = time.perf_counter()
+    start = time.perf_counter() - _seconds_trained_before(ctx, spec)
     with work_dir(out_dir / "units", spec.unit_id) as work:
         records = measure_unit(spec, ctx, work, on_stage=on_stage)
         for record in records:
