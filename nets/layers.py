@@ -185,32 +185,56 @@ class DynamicConv2d(nn.Module):
             return self._forward_expand(x, attn)
         return self._forward_unfold(x, attn)
 
-    def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    # Each form is two named parts, so that `bench.dynamic_cost` can time and count the same calls apart:
+    # "grouped" and "unfold" aggregate the kernels (`aggregate_kernels`) then convolve with them; "expand"
+    # convolves with all K kernels (`expand_conv`) then aggregates the outputs (`mix_outputs`).
+
+    def aggregate_kernels(self, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each sample's kernel and bias from the K kernels: (B, C_out*C_in*k*k) and (B, C_out) or None."""
+        weight = attn @ self.weight.flatten(1)  # (B, K) @ (K, C_out*C_in*k*k)
+        bias = attn @ self.bias if self.bias is not None else None  # (B, K) @ (K, C_out)
+        return weight, bias
+
+    def grouped_conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Convolve each sample with its own aggregated kernel in one grouped conv (mode "grouped")."""
         batch, channels, height, width = x.shape
         k = self.kernel_size
-        weight = (attn @ self.weight.flatten(1)).view(-1, channels, k, k)  # (B*C_out, C_in, k, k)
-        bias = (attn @ self.bias).flatten() if self.bias is not None else None  # (B*C_out,)
+        weight = weight.view(-1, channels, k, k)  # (B*C_out, C_in, k, k)
+        bias = bias.flatten() if bias is not None else None  # (B*C_out,)
         # Sample b's channels form group b, so group b meets only sample b's kernel.
         out = F.conv2d(x.reshape(1, -1, height, width), weight, bias, self.stride, self.padding, self.dilation,
                        groups=batch)  # (1, B*C_out, H', W')
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
 
-    def _forward_expand(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        # sum_k a_k (W_k * x + b_k) = (sum_k a_k W_k) * x + sum_k a_k b_k: the conv is linear in its kernel.
-        bias = self.bias.flatten() if self.bias is not None else None  # (K*C_out,)
-        out = F.conv2d(x, self.weight.flatten(0, 1), bias, self.stride, self.padding, self.dilation)  # (B, K*C_out, H', W')
-        out_hw = out.shape[-2:]
-        out = torch.bmm(attn.unsqueeze(1), out.flatten(1).unflatten(1, (self.kernels, -1)))  # (B, 1, K) @ (B, K, C_out*L)
-        return out.view(-1, self.out_channels, *out_hw)  # (B, C_out, H', W')
-
-    def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    def unfold_conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Convolve each sample with its own aggregated kernel as im2col + one batched matmul (mode "unfold")."""
         cols = self._columns(x)  # (B, C_in*k*k, H', W')
         out_hw = cols.shape[-2:]
-        weight = (attn @ self.weight.flatten(1)).view(-1, self.out_channels, cols.shape[1])  # (B, C_out, C_in*k*k)
-        out = torch.bmm(weight, cols.flatten(2))  # (B, C_out, L)
-        if self.bias is not None:
-            out = out + (attn @ self.bias).unsqueeze(-1)  # (B, C_out, 1)
+        out = torch.bmm(weight.view(-1, self.out_channels, cols.shape[1]), cols.flatten(2))  # (B, C_out, L)
+        if bias is not None:
+            out = out + bias.unsqueeze(-1)  # (B, C_out, 1)
         return out.unflatten(2, out_hw)  # (B, C_out, H', W')
+
+    def expand_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """One static conv of `x` with all K kernels: (B, K*C_out, H', W') (mode "expand")."""
+        bias = self.bias.flatten() if self.bias is not None else None  # (K*C_out,)
+        return F.conv2d(x, self.weight.flatten(0, 1), bias, self.stride, self.padding, self.dilation)
+
+    def mix_outputs(self, out: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """The attention-weighted sum of `expand_conv`'s K outputs: (B, C_out, H', W')."""
+        # sum_k a_k (W_k * x + b_k) = (sum_k a_k W_k) * x + sum_k a_k b_k: the conv is linear in its kernel.
+        out_hw = out.shape[-2:]
+        out = torch.bmm(attn.unsqueeze(1), out.flatten(1).unflatten(1, (self.kernels, -1)))  # (B, 1, K) @ (B, K, C_out*L)
+        return out.view(-1, self.out_channels, *out_hw)
+
+    def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return self.grouped_conv(x, *self.aggregate_kernels(attn))
+
+    def _forward_expand(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return self.mix_outputs(self.expand_conv(x), attn)
+
+    def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return self.unfold_conv(x, *self.aggregate_kernels(attn))
 
     def _columns(self, x: torch.Tensor) -> torch.Tensor:
         """im2col as F.unfold orders it, (B, C_in*k*k, H', W'), from strided slices of the padded input.
