@@ -4,11 +4,12 @@ Every `nets.layers.DynamicConv2d` of a net is run on the input it sees in one fo
 its parts are timed apart, interleaved in rounds on the same inputs (eager PyTorch, the engine
 "torch" at this batch): the attention branch (`attention`), the aggregation (the per-sample
 kernels, `aggregate_kernels`; in mode "expand" the attention-weighted sum of the K outputs,
-`mix_outputs`), the convolution in the form the layer runs at this batch, the whole layer, and the
-static convolution the static twin runs in its place (the layer's first kernel, same shape). The
-layer's extra cost over the static twin is then attention + aggregation + (convolution - static
-convolution). FLOPs per part come from `torch.utils.flop_counter.FlopCounterMode` on the same calls
-(2 per multiply-accumulate; thop's rule in `bench.flops` counts the same conv and aggregation MACs).
+`mix_outputs`; in mode "chunked" the kernel blocks, `chunk_kernel`), the convolution in the form
+the layer runs at this batch, the whole layer, and the static convolution the static twin runs
+in its place (the layer's first kernel, same shape). The layer's extra cost over the static twin
+is then attention + aggregation + (convolution - static convolution). FLOPs per part come from
+`torch.utils.flop_counter.FlopCounterMode` on the same calls (2 per multiply-accumulate; thop's rule
+in `bench.flops` counts the same conv and aggregation MACs).
 Returns data; prints nothing.
 """
 
@@ -52,13 +53,24 @@ def layer_parts(layer, x) -> tuple[str, dict[str, Callable[[], Any]]]:
     The aggregation and convolution callables start from the attention (and the kernels) computed
     once here, so each times its own work only.
     """
+    import torch
     import torch.nn.functional as F
 
     mode = layer.resolved_mode(x)
     attn = layer.attention(x)
     static_bias = layer.bias[0] if layer.bias is not None else None
     parts: dict[str, Callable[[], Any]] = {"attention": lambda: layer.attention(x)}
-    if mode == "expand":
+    if mode == "chunked":
+        # Aggregation and matmul alternate block by block; timed apart, each over all the blocks.
+        bounds = layer.chunk_bounds(x)
+        kernels = [layer.chunk_kernel(attn, start, stop) for start, stop in bounds]
+
+        def conv():
+            cols_t, out_hw = layer.chunk_columns(x)
+            return layer.chunk_output([torch.bmm(cols_t, k.transpose(1, 2)) for k in kernels], attn, out_hw)
+        parts["aggregation"] = lambda: [layer.chunk_kernel(attn, start, stop) for start, stop in bounds]
+        parts["conv"] = conv
+    elif mode == "expand":
         expanded = layer.expand_conv(x)
         parts["aggregation"] = lambda: layer.mix_outputs(expanded, attn)
         parts["conv"] = lambda: layer.expand_conv(x)

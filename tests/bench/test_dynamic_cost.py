@@ -117,3 +117,16 @@ def test_record_and_report_table():
     assert "Where the extra latency goes" in text and "dy_resnet20 K=4" in text
     assert len(findings) == (1 if split["extra_ms"] > 0 else 0)
     assert report.cost_split_table([]) == ("", [])
+
+
+def test_chunked_form_splits_into_kernel_blocks_and_their_matmuls():
+    layer = DynamicConv2d(4, 20, 3, padding=1, kernels=3, mode="chunked").eval()
+    x = torch.randn(2, 4, 2, 2)
+    with torch.no_grad():
+        form, parts = layer_parts(layer, x)
+        assert form == "chunked" and len(layer.chunk_bounds(x)) >= 1
+        torch.testing.assert_close(parts["conv"](), layer(x))
+        blocks = parts["aggregation"]()
+        assert sum(b.shape[1] for b in blocks) == 20
+    split = summarize_split([{"ms": dict.fromkeys(PARTS, 1.0), "flops": dict.fromkeys(PARTS, 0)}])
+    assert split["parts_sum_ms"] == 3.0
