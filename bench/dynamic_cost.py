@@ -61,7 +61,8 @@ def layer_parts(layer, x) -> tuple[str, dict[str, Callable[[], Any]]]:
     static_bias = layer.bias[0] if layer.bias is not None else None
     parts: dict[str, Callable[[], Any]] = {"attention": lambda: layer.attention(x)}
     if mode == "chunked":
-        # Aggregation and matmul alternate block by block; timed apart, each over all the blocks.
+        # Aggregation and matmul alternate block by block; timed apart, each over all the blocks, so the kernel
+        # blocks no longer meet in cache and the parts may add up to more than the layer ("other" below zero).
         bounds = layer.chunk_bounds(x)
         kernels = [layer.chunk_kernel(attn, start, stop) for start, stop in bounds]
 
