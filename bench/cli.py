@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "device": ("bench.commands.measure:device_command", "Describe this machine and measure its peak FLOP/s and memory bandwidth."),
     "compare": ("bench.commands.measure:compare_command",
                 "Time models x engines interleaved; ratios with intervals and verdicts."),
+    "dynamic": ("bench.commands.dynamic:dynamic_command",
+                "Dynamic vs static convolution timed interleaved: latency and training ratios, cost split."),
     "diff": ("bench.commands.diff:diff_command", "Latency regressions between two records files or folders (exit 1)."),
     "train": ("bench.commands.train:train_command", "Train a model briefly on real data; keep the best checkpoint."),
     "accuracy": ("bench.commands.train:accuracy_command", "Test-split accuracy of a checkpoint through every engine."),

@@ -60,6 +60,11 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "compute_capability", "batch_range", "cache_key", "reused", "engine_build_seconds", "timing_cache_hit",
         "warnings",
     ),
+    # Where a dynamic-conv net's latency goes, per DynamicConv2d part (`bench.dynamic_cost`).
+    "cost_split": (
+        "model", "model_config", "engine", "device", "batch", "input_shape", "threads", "iters", "rounds", "layers",
+        "total_ms", "total_flops", "parts_sum_ms", "other_ms", "extra_ms", "extra_ms_by_part", "extra_share",
+    ),
     "comparison": (
         "baseline", "candidate", "batch", "precision", "device", "metric", "ratio", "ratio_ci", "ci_method",
         "verdict", "threshold", "rounds", "interleaved", "settings_differ",
@@ -255,3 +260,11 @@ def comparison_record(baseline: dict[str, Any], candidate: dict[str, Any], *, ra
               "threshold": threshold, "rounds": rounds, "interleaved": interleaved,
               "settings_differ": settings_differ or {}}
     return _record("comparison", values, context, command)
+
+
+def cost_split_record(split: dict[str, Any], *, model: str, model_config: dict[str, Any] | None, device: str = "cpu",
+                      context: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+    """A `bench.dynamic_cost.dynamic_cost_split` result (eager PyTorch: engine "torch") as a record."""
+    values = {key: split[key] for key in FIELDS["cost_split"] if key in split}
+    values.update(model=model, model_config=model_config, engine="torch", device=device)
+    return _record("cost_split", values, context, command)

@@ -467,6 +467,9 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
                 f"{d['label']} vs {s['label']}: {_ratio(d.get('params'), s.get('params'))} the params, "
                 f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs; p50 latency, timed together: {lat}; "
                 f"top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({_pp(d.get('top1'), s.get('top1'))}).")
+    split_text, split_findings = cost_split_table(records, rows)
+    parts.append(split_text)
+    findings += split_findings
     with_subsets = [r for r in rows if r.get("subsets")]
     if with_subsets:
         sub_rows = [{"label": r["label"], "way": "channel-agnostic" if r.get("subset_mode") == "select" else "naive",
@@ -507,6 +510,53 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
     parts.append(_img(plot_accuracy_vs_flops(rows, figs / "dynamic_acc_flops.png", "Static vs dynamic: accuracy vs FLOPs"),
                       out_dir, "accuracy vs FLOPs"))
     return "".join(parts), findings
+
+
+def cost_split_rows(records: Sequence[Record], rows: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """One row per cost_split record of the dynamic study: ms per part summed over the net's dynamic layers."""
+    p50 = {r.get("unit"): r.get("latency_p50_torch") for r in rows}
+    out = []
+    for r in records_of(records, "cost_split", "dynamic"):
+        total, extra, share = r.get("total_ms") or {}, r.get("extra_ms_by_part") or {}, r.get("extra_share") or {}
+        modes = sorted({layer.get("mode") for layer in r.get("layers") or []})
+        out.append({"label": r.get("label") or r.get("model"), "batch": r.get("batch"), "forms": ", ".join(modes),
+                    "layers": len(r.get("layers") or []), "attention": total.get("attention"),
+                    "aggregation": total.get("aggregation"), "conv": total.get("conv"), "other": r.get("other_ms"),
+                    "layer": total.get("layer"), "static_conv": total.get("static_conv"),
+                    "extra": r.get("extra_ms"), "conv_extra": extra.get("conv"),
+                    "share_attention": share.get("attention"), "share_aggregation": share.get("aggregation"),
+                    "share_conv": share.get("conv"), "net_p50": p50.get(r.get("unit"))})
+    return out
+
+
+def cost_split_table(records: Sequence[Record], rows: Sequence[dict[str, Any]] = ()) -> tuple[str, list[str]]:
+    """The dynamic study's "where the extra latency goes" table and one finding per net ('' without records)."""
+    split = cost_split_rows(records, rows)
+    if not split:
+        return "", []
+    text = ("**Where the extra latency goes** (eager torch, batch 1; every DynamicConv2d's parts timed apart on the "
+            "input it sees, interleaved in rounds; medians in ms summed over the net's dynamic layers. "
+            "*static conv* is the static twin's conv at the same shapes; the extra cost is attention + aggregation + "
+            "(conv - static conv); *other* is the layer minus its three parts: choosing the form, reshapes, "
+            "allocation)\n\n")
+    text += markdown_table(split, [
+        ("model", "label", fmt_text), ("form", "forms", fmt_text), ("layers", "layers", fmt_num),
+        ("attention", "attention", fmt_ms), ("aggregation", "aggregation", fmt_ms), ("conv", "conv", fmt_ms),
+        ("other", "other", fmt_ms), ("layers total", "layer", fmt_ms), ("static conv", "static_conv", fmt_ms),
+        ("extra", "extra", fmt_ms), ("attention share", "share_attention", fmt_pct),
+        ("aggregation share", "share_aggregation", fmt_pct), ("conv share", "share_conv", fmt_pct),
+        ("net p50 ms torch", "net_p50", fmt_ms)]) + "\n\n"
+    findings = []
+    for r in split:
+        shares = {k: r.get(f"share_{k}") for k in ("attention", "aggregation", "conv")}
+        if any(v is None for v in shares.values()):
+            continue
+        top = max(shares, key=lambda k: shares[k])
+        findings.append(f"{r['label']}: of the {fmt_ms(r['extra'])} ms its dynamic layers add over static convs "
+                        f"(torch, batch 1), {fmt_pct(shares['attention'])} is the attention, "
+                        f"{fmt_pct(shares['aggregation'])} the kernel aggregation and {fmt_pct(shares['conv'])} the "
+                        f"convolution's own excess; the {top} dominates.")
+    return text, findings
 
 
 def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:

@@ -44,7 +44,7 @@ NUMERIC_METRIC = re.compile(
 )
 
 KINDS = {"export", "engine_build", "latency", "throughput", "flops", "accuracy", "train", "device", "parity",
-         "comparison"}
+         "comparison", "cost_split"}
 
 DEFAULT_RESULTS_DIR = Path("results")
 

@@ -44,13 +44,22 @@ def create_act(act: str, inplace: bool = True) -> nn.Module:
 
 
 #: How DynamicConv2d computes its output (see the class docstring); every mode gives the same numbers.
-DYNAMIC_CONV_MODES = ("auto", "grouped", "unfold", "expand")
+DYNAMIC_CONV_MODES = ("auto", "grouped", "unfold", "expand", "chunked")
+
+#: Mode "chunked" aggregates the kernels of this many floats at a time (B * chunk * C_in*k*k), 1 MiB: a block
+#: that stays in cache between being written and being multiplied.
+CHUNK_FLOATS = 1 << 18
 
 #: In PyTorch, "auto" takes "expand" at a batch of 2 or more where (K - 1) * H' * W' <= this: (K - 1) * L is
 #: expand's extra MACs per element of a per-sample kernel, which grouped must write and read instead (tens
 #: of MACs' worth on a CPU). Measured with K=4 on one CPU core: expand won at 2x2 and 4x4 outputs, grouped
 #: at 8x8 and larger.
 EXPAND_MAX_EXTRA_MACS = 48
+
+#: In PyTorch, "auto" takes "chunked" at a batch of 1 where H' * W' <= this. Measured on one CPU core (DY-VGG-11
+#: at 32x32, 512 channels): at 2x2 grouped's aggregated kernel plus a conv at that size cost about 3x chunked's
+#: time; at 4x4 and larger grouped was as fast or faster.
+CHUNKED_MAX_POSITIONS = 4
 
 
 def check_dynamic_settings(kernels: int, temperature: float) -> None:
@@ -70,7 +79,7 @@ class DynamicConv2d(nn.Module):
     kernel (and bias) this sample is convolved with. BatchNorm and the activation follow, as for
     a static conv, outside this layer.
 
-    Three forms compute the same numbers (`mode`), and the default picks among them:
+    Four forms compute the same numbers (`mode`), and the default picks among them:
 
     - "grouped": every sample's kernel is aggregated, attention (B, K) @ kernels (K, C_out*C_in*k*k),
       the batch is folded into the channels, (1, B*C_in, H, W), and ONE grouped conv with
@@ -88,8 +97,12 @@ class DynamicConv2d(nn.Module):
       B kernels of C_out*C_in*k*k costs far more than the extra MACs (DY-VGG-11 at 32x32, batch 8,
       PyTorch: 11x vgg11_bn's latency in "grouped", 2.8x with "expand" on its 4x4 and 2x2 layers).
       A static conv: exports with a dynamic batch through either exporter.
+    - "chunked": im2col once, then per block of output channels that block of every sample's kernel
+      and one batched matmul, so no full per-sample kernel goes through memory (see `chunked_conv`).
+      Exports with a dynamic batch, but as a loop of blocks: meant for eager PyTorch.
     - "auto" (the default): in PyTorch (eager, torch.compile, training) "grouped", except "expand"
-      at a batch of 2 or more where (K - 1) * L <= EXPAND_MAX_EXTRA_MACS; in a fixed-batch dynamo
+      at a batch of 2 or more where (K - 1) * L <= EXPAND_MAX_EXTRA_MACS and "chunked" at a batch
+      of 1 where L <= CHUNKED_MAX_POSITIONS (VGG's 2x2 layers at 32x32); in a fixed-batch dynamo
       export "grouped"; where an export keeps the batch symbolic, or the TorchScript exporter
       traces, "unfold". Choose by hand with `set_dynamic_conv_mode` / `dynamic_conv_mode`.
       (torch.compile specializes the grouped conv on the batch size: a new size recompiles.)
@@ -161,8 +174,12 @@ class DynamicConv2d(nn.Module):
                 return "unfold"
             # Expand pays where PyTorch itself runs: onnxruntime makes the per-sample kernels cheaply (its
             # arena reuses their memory) and ran expand's wide convs slower (DY-VGG-11, batch 8: 4.6x, not 2.2x).
-            small = (self.kernels - 1) * self._positions(x) <= EXPAND_MAX_EXTRA_MACS
-            return "expand" if batch > 1 and small and not torch.compiler.is_exporting() else "grouped"
+            if torch.compiler.is_exporting():
+                return "grouped"
+            positions = self._positions(x)
+            if batch == 1:
+                return "chunked" if positions <= CHUNKED_MAX_POSITIONS else "grouped"
+            return "expand" if (self.kernels - 1) * positions <= EXPAND_MAX_EXTRA_MACS else "grouped"
         if self.mode == "grouped" and (symbolic or (tracing and torch.onnx.is_in_onnx_export())):
             # Said here: the exporters' own errors point deep into the graph, not at the remedy.
             raise ModelConfigError("DynamicConv2d mode 'grouped' fixes the batch size and needs the dynamo exporter; "
@@ -183,34 +200,98 @@ class DynamicConv2d(nn.Module):
             return self._forward_grouped(x, attn)
         if mode == "expand":
             return self._forward_expand(x, attn)
+        if mode == "chunked":
+            return self.chunked_conv(x, attn)
         return self._forward_unfold(x, attn)
 
-    def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    # Each form is two named parts, so that `bench.dynamic_cost` can time and count the same calls apart:
+    # "grouped" and "unfold" aggregate the kernels (`aggregate_kernels`) then convolve with them; "expand"
+    # convolves with all K kernels (`expand_conv`) then aggregates the outputs (`mix_outputs`).
+
+    def aggregate_kernels(self, attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each sample's kernel and bias from the K kernels: (B, C_out*C_in*k*k) and (B, C_out) or None."""
+        weight = attn @ self.weight.flatten(1)  # (B, K) @ (K, C_out*C_in*k*k)
+        bias = attn @ self.bias if self.bias is not None else None  # (B, K) @ (K, C_out)
+        return weight, bias
+
+    def grouped_conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Convolve each sample with its own aggregated kernel in one grouped conv (mode "grouped")."""
         batch, channels, height, width = x.shape
         k = self.kernel_size
-        weight = (attn @ self.weight.flatten(1)).view(-1, channels, k, k)  # (B*C_out, C_in, k, k)
-        bias = (attn @ self.bias).flatten() if self.bias is not None else None  # (B*C_out,)
+        weight = weight.view(-1, channels, k, k)  # (B*C_out, C_in, k, k)
+        bias = bias.flatten() if bias is not None else None  # (B*C_out,)
         # Sample b's channels form group b, so group b meets only sample b's kernel.
         out = F.conv2d(x.reshape(1, -1, height, width), weight, bias, self.stride, self.padding, self.dilation,
                        groups=batch)  # (1, B*C_out, H', W')
         return out.view(batch, self.out_channels, out.shape[-2], out.shape[-1])
 
-    def _forward_expand(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        # sum_k a_k (W_k * x + b_k) = (sum_k a_k W_k) * x + sum_k a_k b_k: the conv is linear in its kernel.
-        bias = self.bias.flatten() if self.bias is not None else None  # (K*C_out,)
-        out = F.conv2d(x, self.weight.flatten(0, 1), bias, self.stride, self.padding, self.dilation)  # (B, K*C_out, H', W')
-        out_hw = out.shape[-2:]
-        out = torch.bmm(attn.unsqueeze(1), out.flatten(1).unflatten(1, (self.kernels, -1)))  # (B, 1, K) @ (B, K, C_out*L)
-        return out.view(-1, self.out_channels, *out_hw)  # (B, C_out, H', W')
-
-    def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    def unfold_conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Convolve each sample with its own aggregated kernel as im2col + one batched matmul (mode "unfold")."""
         cols = self._columns(x)  # (B, C_in*k*k, H', W')
         out_hw = cols.shape[-2:]
-        weight = (attn @ self.weight.flatten(1)).view(-1, self.out_channels, cols.shape[1])  # (B, C_out, C_in*k*k)
-        out = torch.bmm(weight, cols.flatten(2))  # (B, C_out, L)
-        if self.bias is not None:
-            out = out + (attn @ self.bias).unsqueeze(-1)  # (B, C_out, 1)
+        out = torch.bmm(weight.view(-1, self.out_channels, cols.shape[1]), cols.flatten(2))  # (B, C_out, L)
+        if bias is not None:
+            out = out + bias.unsqueeze(-1)  # (B, C_out, 1)
         return out.unflatten(2, out_hw)  # (B, C_out, H', W')
+
+    def expand_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """One static conv of `x` with all K kernels: (B, K*C_out, H', W') (mode "expand")."""
+        bias = self.bias.flatten() if self.bias is not None else None  # (K*C_out,)
+        return F.conv2d(x, self.weight.flatten(0, 1), bias, self.stride, self.padding, self.dilation)
+
+    def mix_outputs(self, out: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """The attention-weighted sum of `expand_conv`'s K outputs: (B, C_out, H', W')."""
+        # sum_k a_k (W_k * x + b_k) = (sum_k a_k W_k) * x + sum_k a_k b_k: the conv is linear in its kernel.
+        out_hw = out.shape[-2:]
+        out = torch.bmm(attn.unsqueeze(1), out.flatten(1).unflatten(1, (self.kernels, -1)))  # (B, 1, K) @ (B, K, C_out*L)
+        return out.view(-1, self.out_channels, *out_hw)
+
+    def chunked_conv(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """Aggregate and apply the kernels a block of output channels at a time (mode "chunked").
+
+        im2col once, then per block of output channels: that block of every sample's kernel (small enough
+        to stay in cache) and one batched matmul (B, L, C_in*k*k) @ (B, C_in*k*k, block). No B full-size
+        kernels are written to memory and read back (grouped) and no K-fold MACs are spent (expand): on
+        VGG's 512-channel 2x2 layers grouped cost about 3x this form. The (L, C_in*k*k) @ (C_in*k*k, block)
+        orientation matters: with the tiny L as the matmul's last dimension it ran 6x slower on one CPU core.
+        """
+        cols_t, out_hw = self.chunk_columns(x)
+        blocks = [torch.bmm(cols_t, self.chunk_kernel(attn, start, stop).transpose(1, 2))  # (B, L, block)
+                  for start, stop in self.chunk_bounds(x)]
+        return self.chunk_output(blocks, attn, out_hw)
+
+    def chunk_columns(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+        """im2col as (B, L, C_in*k*k), and (H', W')."""
+        cols = self._columns(x)  # (B, C_in*k*k, H', W')
+        return cols.flatten(2).transpose(1, 2), cols.shape[-2:]
+
+    def chunk_bounds(self, x: torch.Tensor) -> list[tuple[int, int]]:
+        """The blocks of output channels "chunked" aggregates at a time: B * block * C_in*k*k <= CHUNK_FLOATS."""
+        taps = self.in_channels * self.kernel_size * self.kernel_size
+        step = max(8, CHUNK_FLOATS // (x.shape[0] * taps))
+        return [(start, min(start + step, self.out_channels)) for start in range(0, self.out_channels, step)]
+
+    def chunk_kernel(self, attn: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Output channels start..stop of every sample's kernel: (B, block, C_in*k*k)."""
+        taps = self.in_channels * self.kernel_size * self.kernel_size
+        weight = self.weight.view(self.kernels, -1)[:, start * taps:stop * taps]  # (K, block*C_in*k*k)
+        return (attn @ weight).view(-1, stop - start, taps)
+
+    def chunk_output(self, blocks: list[torch.Tensor], attn: torch.Tensor, out_hw: torch.Size) -> torch.Tensor:
+        """The blocks (B, L, block) joined, plus the aggregated bias: (B, C_out, H', W')."""
+        out = torch.cat(blocks, 2) if len(blocks) > 1 else blocks[0]  # (B, L, C_out)
+        if self.bias is not None:
+            out = out + (attn @ self.bias).unsqueeze(1)  # (B, 1, C_out)
+        return out.transpose(1, 2).unflatten(2, out_hw)  # (B, C_out, H', W')
+
+    def _forward_grouped(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return self.grouped_conv(x, *self.aggregate_kernels(attn))
+
+    def _forward_expand(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return self.mix_outputs(self.expand_conv(x), attn)
+
+    def _forward_unfold(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        return self.unfold_conv(x, *self.aggregate_kernels(attn))
 
     def _columns(self, x: torch.Tensor) -> torch.Tensor:
         """im2col as F.unfold orders it, (B, C_in*k*k, H', W'), from strided slices of the padded input.

@@ -97,7 +97,10 @@ PRESETS: dict[str, Preset] = {
         input_size=28,
         warmup=20, iters=200, throughput_batch=32, throughput_iters=10,
         depths=(20, 56), kernels=(3, 4, 5, 6), channel_subsets=ALL_SUBSETS, subset_nets=("R",),
-        dynamic_max_batches=10, subset_test_size=500, exporter="torchscript",
+        # 15 of the 42 training batches an epoch: one more batch costs the 11 nets of the dynamic study about 11.7 s
+        # over 3 epochs (64 images / each net's train img/s in results/suite-quick-amd-epyc-2c/records.jsonl, summed:
+        # dy_vgg11 alone is nearly half), so 5 more than the 10 before add about 59 s to the 12.9-minute suite.
+        dynamic_max_batches=15, subset_test_size=500, exporter="torchscript",
         models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet34", **_CPU_SWEEP_NETS},
         model_kwargs=_SMALL_VGG,
         # resnet20 and resnet56 on every rung: the preset's 1000 test images, 30 runs per rung in 5 rounds, images/s

@@ -363,6 +363,31 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
                             rounds=max(1, min(10, preset.throughput_iters // 2)))
         sweep, _ = compare(sources, [engine], preset.throughput_batch, settings, command=ctx.command)
         records += [_with_context(throughput_records([r], command=ctx.command)[0], c) for r, c in zip(sweep, contexts)]
+    if plan.name == "dynamic" and "torch" in ctx.engines:
+        on_stage("cost-split/torch")
+        records += dynamic_cost_records(plan, sources, contexts, ctx)
+    return records
+
+
+#: The dynamic study's units whose latency the report splits into attention, aggregation and convolution.
+COST_SPLIT_GROUPS = ("VGG dynamic", "ResNet dynamic")
+
+
+def dynamic_cost_records(plan: StudyPlan, sources, contexts: list[dict[str, Any]], ctx: RunContext) -> list[dict[str, Any]]:
+    """The cost split (`bench.dynamic_cost`) of the dynamic study's main dynamic nets at batch 1, eager torch."""
+    from bench.dynamic_cost import dynamic_cost_split
+    from bench.records import cost_split_record
+
+    wanted = {unit.spec.unit_id for unit in plan.units if unit.group in COST_SPLIT_GROUPS}
+    iters = max(2, ctx.preset.iters // 20)  # quick: 10 calls of each part per round, 5 rounds
+    records = []
+    for source, context in zip(sources, contexts):
+        if context["unit"] not in wanted:
+            continue
+        split = dynamic_cost_split(source.module(), source.input_shape, 1, warmup=min(3, ctx.preset.warmup),
+                                   iters=iters, rounds=5 if iters >= 5 else 2)
+        records.append(cost_split_record(split, model=source.name, model_config=_plain(source.config),
+                                         device=ctx.device, context=context, command=ctx.command))
     return records
 
 

@@ -200,3 +200,13 @@ def test_the_smoke_suite_in_two_shards_merges_into_the_unsharded_run(smoke_run, 
         return [" ".join(line.split(":")[0].split()[:3]) for line in text.splitlines() if line.startswith(("- ", "  - "))]
 
     assert findings(merged / "report.md") == findings(whole / "report.md")
+
+
+def test_smoke_dynamic_study_says_where_the_extra_latency_goes(smoke_run):
+    """Issue 10: the dynamic study splits its dynamic ResNet's latency into attention, aggregation and conv."""
+    code, output, out = smoke_run
+    assert code == 0, output
+    splits = [r for r in read_records(out / "records.jsonl") if r["kind"] == "cost_split"]
+    assert [(r["study"], r["group"], r["engine"], r["batch"]) for r in splits] == [("dynamic", "ResNet dynamic", "torch", 1)]
+    assert splits[0]["layers"] and set(splits[0]["total_ms"]) >= {"attention", "aggregation", "conv", "static_conv"}
+    assert "**Where the extra latency goes**" in (out / "report.md").read_text()

@@ -29,7 +29,7 @@ from nets.layers import (
 )
 
 #: Every form DynamicConv2d computes by; "auto" picks one of them.
-FORMS = ("grouped", "unfold", "expand")
+FORMS = ("grouped", "unfold", "expand", "chunked")
 
 
 def unfold_reference(dy: DynamicConv2d, x: torch.Tensor) -> torch.Tensor:
@@ -124,12 +124,15 @@ def test_every_form_computes_what_unfold_computed(kernel_size, stride, padding, 
 
 
 def test_auto_picks_grouped_at_batch_one_and_expand_where_the_output_is_small():
-    """Expand where (K-1) * H'*W' <= EXPAND_MAX_EXTRA_MACS at a batch of 2 or more, grouped elsewhere."""
+    """Expand where (K-1) * H'*W' <= EXPAND_MAX_EXTRA_MACS at a batch of 2 or more, chunked at batch 1 where
+    H'*W' <= CHUNKED_MAX_POSITIONS, grouped elsewhere."""
     dy = DynamicConv2d(4, 8, 3, padding=1, kernels=4)
     assert dy.mode == "auto"
     small = 4  # 4x4 output: (4 - 1) * 16 = 48
     assert (dy.kernels - 1) * small * small <= EXPAND_MAX_EXTRA_MACS < (dy.kernels - 1) * 5 * 5
     assert dy.resolved_mode(torch.randn(1, 4, small, small)) == "grouped"
+    assert (dy.resolved_mode(torch.randn(1, 4, 2, 2)), dy.resolved_mode(torch.randn(1, 4, 3, 3))) == ("chunked", "grouped")
+    assert dy.resolved_mode(torch.randn(2, 4, 2, 2)) == "expand"
     assert dy.resolved_mode(torch.randn(2, 4, small, small)) == "expand"
     assert dy.resolved_mode(torch.randn(2, 4, 5, 5)) == "grouped"
     assert DynamicConv2d(4, 8, 3, stride=2, padding=1).resolved_mode(torch.randn(8, 4, 8, 8)) == "expand"  # 4x4 out

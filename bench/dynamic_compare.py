@@ -1,0 +1,154 @@
+"""Dynamic vs static convolution, timed interleaved: latency ratio per pair, batch and engine, and training speed.
+
+Issue 10's table: each dynamic net against its static twin (same family, same input), at each
+batch and on each engine, the two timed together in rounds (`bench.measure.time_pairs`), so the
+ratio's bootstrap interval is over paired rounds. On onnxruntime the loader exports each net for
+that one batch (the dynamic net's fast fixed-batch graph; `engine_info.artifact` says which).
+Training speed: one optimizer step (forward, backward, Adam) at a training batch on random data,
+both nets stepped in alternation, round by round, its ratio the same way. Returns records;
+prints and writes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bench.errors import UsageProblem
+
+#: The pairs issue 10 sets targets for: (dynamic, static, builder kwargs, input side).
+DEFAULT_PAIRS = (("dy_resnet20", "resnet20", (), 32), ("dy_vgg11", "vgg11_bn", (("small_input", True),), 32))
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A dynamic net and its static twin, built with the same kwargs, timed at one input side."""
+
+    dynamic: str
+    static: str
+    kwargs: tuple[tuple[str, object], ...] = ()
+    input_size: int = 32
+    num_classes: int = 10
+
+    @property
+    def label(self) -> str:
+        extra = "".join(f", {k}={v}" for k, v in self.kwargs)
+        return f"{self.dynamic} / {self.static} ({self.input_size}x{self.input_size}{extra})"
+
+    def build(self, name: str):
+        import nets
+
+        return nets.create_model(name, num_classes=self.num_classes, **dict(self.kwargs)).eval()
+
+
+@dataclass
+class TrainTiming:
+    """How the training speed is timed: steps per round, rounds, the batch and optimizer."""
+
+    batch: int = 64
+    steps: int = 3
+    rounds: int = 5
+    warmup: int = 2
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int | None = None  # torch's intra-op threads while timing (restored after)
+
+
+def default_pairs() -> list[Pair]:
+    return [Pair(d, s, kw, size) for d, s, kw, size in DEFAULT_PAIRS]
+
+
+def latency_table(pairs: Sequence[Pair], batches: Sequence[int], engines: Sequence[str], settings, *,
+                  threshold: float | None = None, command: str | None = None,
+                  on_progress: Callable | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(latency records, comparison records): for every pair, batch and engine, the dynamic net's p50 over its
+    static twin's, the two timed interleaved in `settings.rounds` rounds (one `time_pairs` call each)."""
+    from bench.measure import time_pairs
+    from bench.sources import resolve_source
+
+    if not pairs or not batches or not engines:
+        raise UsageProblem("name at least one pair, batch and engine")
+    latencies, comparisons = [], []
+    for pair in pairs:
+        shape = (3, pair.input_size, pair.input_size)
+        static = resolve_source(pair.build(pair.static), input_shape=shape, name=pair.static)
+        dynamic = resolve_source(pair.build(pair.dynamic), input_shape=shape, name=pair.dynamic)
+        for batch in batches:
+            for engine in engines:
+                context = {"label": pair.label, "group": f"{engine} batch {batch}"}
+                records, compared = time_pairs([(static, engine, settings.precision),
+                                                (dynamic, engine, settings.precision)], batch, settings,
+                                               threshold=threshold, command=command, context=context,
+                                               on_progress=on_progress)
+                latencies += records
+                comparisons += compared
+    return latencies, comparisons
+
+
+def _train_step(model, batch: int, shape: tuple[int, ...], classes: int, lr: float, seed: int) -> Callable[[], None]:
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, *shape, generator=generator)
+    y = torch.randint(0, classes, (batch,), generator=generator)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+    return step
+
+
+def training_ratio(pair: Pair, timing: TrainTiming | None = None) -> dict[str, Any]:
+    """The dynamic net's training images/s over its static twin's, timed in alternating rounds.
+
+    Returns {"label", "batch", "steps", "rounds", "static_img_s", "dynamic_img_s", "ratio", "ratio_ci"} where
+    ratio = dynamic img/s / static img/s (the static step time over the dynamic one; below 1: slower).
+    """
+    timing = timing or TrainTiming()
+    if min(timing.batch, timing.steps, timing.rounds) < 1:
+        raise UsageProblem(f"training batch, steps and rounds must be positive; got {timing}")
+    import torch
+
+    previous = torch.get_num_threads()
+    if timing.threads:
+        torch.set_num_threads(timing.threads)
+    try:
+        return _training_ratio(pair, timing)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _training_ratio(pair: Pair, timing: TrainTiming) -> dict[str, Any]:
+    from bench.stats import ratio_interval
+
+    shape = (3, pair.input_size, pair.input_size)
+    steps = {name: _train_step(pair.build(name), timing.batch, shape, pair.num_classes, timing.lr, timing.seed)
+             for name in (pair.static, pair.dynamic)}
+    for step in steps.values():
+        for _ in range(timing.warmup):
+            step()
+    times: dict[str, list[list[float]]] = {name: [] for name in steps}
+    order = list(steps)
+    rng = random.Random(timing.seed)
+    for _ in range(timing.rounds):
+        rng.shuffle(order)
+        for name in order:
+            samples = []
+            for _ in range(timing.steps):
+                start = time.perf_counter()
+                steps[name]()
+                samples.append(time.perf_counter() - start)
+            times[name].append(samples)
+    # img/s is batch over step time, so dynamic/static img/s is static/dynamic step time.
+    ratio, low, high = ratio_interval(times[pair.dynamic], times[pair.static])
+    median = {name: sorted(sum(t, []))[len(sum(t, [])) // 2] for name, t in times.items()}
+    return {"label": pair.label, "batch": timing.batch, "steps": timing.steps, "rounds": timing.rounds,
+            "static_img_s": timing.batch / median[pair.static], "dynamic_img_s": timing.batch / median[pair.dynamic],
+            "ratio": ratio, "ratio_ci": [low, high]}

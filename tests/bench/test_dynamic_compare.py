@@ -1,0 +1,53 @@
+"""bench.dynamic_compare and `rbench dynamic`: the interleaved dynamic-vs-static table (tiny nets, few runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.commands.dynamic import dynamic_markdown
+from bench.dynamic_compare import Pair, TrainTiming, default_pairs, latency_table, training_ratio
+from bench.errors import UsageProblem
+from bench.measure import Settings
+
+TINY = Pair("dy_resnet20", "resnet20", (), 8)
+
+
+def test_default_pairs_are_the_issue_pairs_and_build():
+    pairs = default_pairs()
+    assert [(p.dynamic, p.static) for p in pairs] == [("dy_resnet20", "resnet20"), ("dy_vgg11", "vgg11_bn")]
+    vgg = pairs[1]
+    assert "small_input=True" in vgg.label and vgg.build(vgg.static).config.get("small_input") is True
+
+
+def test_latency_table_compares_the_dynamic_net_with_its_twin_per_engine():
+    settings = Settings(warmup=0, iters=4, rounds=2, threads=1)
+    latencies, comparisons = latency_table([TINY], [1], ["torch"], settings, command="test")
+    assert [r["model"] for r in latencies] == ["resnet20", "dy_resnet20"]
+    (c,) = comparisons
+    assert c["baseline"]["model"] == "resnet20" and c["candidate"]["model"] == "dy_resnet20"
+    assert c["label"] == TINY.label and c["ratio_ci"][0] <= c["ratio_ci"][1]
+    text = dynamic_markdown(latencies, comparisons, [], [], 1, "test")
+    assert TINY.label in text and "| torch | 1 |" in text
+
+
+def test_latency_table_refuses_an_empty_request():
+    with pytest.raises(UsageProblem):
+        latency_table([], [1], ["torch"], Settings())
+
+
+def test_training_ratio_is_dynamic_over_static_img_s():
+    row = training_ratio(TINY, TrainTiming(batch=2, steps=1, rounds=2, warmup=0, threads=1))
+    assert row["ratio"] == pytest.approx(row["dynamic_img_s"] / row["static_img_s"], rel=0.5)
+    assert row["static_img_s"] > 0 and row["dynamic_img_s"] > 0
+    assert row["ratio_ci"][0] <= row["ratio_ci"][1]
+
+
+def test_training_ratio_refuses_zero_steps():
+    with pytest.raises(UsageProblem):
+        training_ratio(TINY, TrainTiming(steps=0))
+
+
+def test_cli_refuses_a_bad_batch_in_one_line(run_cli, tmp_path):
+    code, _, err = run_cli("dynamic", "--batch", "0", "--out", tmp_path / "d")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "d").exists()
