@@ -456,18 +456,20 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
                 f"{fmt_pct(r_lo['final_train_error'])} for resnet{lo} "
                 f"(test error {fmt_pct(r_hi.get('test_error'))} vs {fmt_pct(r_lo.get('test_error'))}; test error "
                 f"{accuracy_gap(r_hi, r_lo, as_error=True)}).")
-        for d in depths:
-            r, p = by.get(f"resnet{d}"), by.get(f"plain{d}")
-            if r and p:
-                lat = _latency_ratios(r, p, engines)
-                findings.append(
-                    f"At {d} layers the shortcuts change test error by {accuracy_gap(r, p, as_error=True)}; "
-                    f"p50 latency of the residual net over the plain net's, timed together: {lat}; "
-                    f"FLOPs ratio {_ratio(r.get('flops'), p.get('flops'))}.")
-        if r_lo and r_hi:
-            lat = _latency_ratios(r_hi, r_lo, engines)
-            findings.append(f"Going from resnet{lo} to resnet{hi} multiplies FLOPs by "
-                            f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))}; p50 latency: {lat}.")
+    for d in depths:  # at one depth too (smoke): a pair's accuracy and latency need no second depth
+        r, p = by.get(f"resnet{d}"), by.get(f"plain{d}")
+        if r and p:
+            lat = _latency_ratios(r, p, engines)
+            findings.append(
+                f"At {d} layers the shortcuts change test error by {accuracy_gap(r, p, as_error=True)}; "
+                f"p50 latency of the residual net over the plain net's, timed together: {lat}; "
+                f"FLOPs ratio {_ratio(r.get('flops'), p.get('flops'))}.")
+    if len(depths) >= 2 and by.get(f"resnet{depths[0]}") and by.get(f"resnet{depths[-1]}"):
+        lo, hi = depths[0], depths[-1]
+        r_lo, r_hi = by[f"resnet{lo}"], by[f"resnet{hi}"]
+        lat = _latency_ratios(r_hi, r_lo, engines)
+        findings.append(f"Going from resnet{lo} to resnet{hi} multiplies FLOPs by "
+                        f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))}; p50 latency: {lat}.")
     return "".join(parts), findings
 
 
