@@ -121,8 +121,10 @@ PRESETS: dict[str, Preset] = {
         # A second seed only for the depth study's 20-layer pair: its residual-vs-plain accuracy gap is the finding the
         # report leans on most, and the pair fits what is left of the 15 minutes (about 45 s). Estimate: the pair's
         # whole units took 18.7 s and 14.9 s in results/suite-quick-amd-epyc-2c/run.json (unit_seconds), of which
-        # training is the bulk; an accuracy-only unit skips FLOPs, export and the onnxruntime evaluation (measured:
-        # see the README). Every other timed net stays one training run, and the report says so.
+        # training is the bulk; an accuracy-only unit skips FLOPs, export and the onnxruntime evaluation: resnet20's took
+        # 0.82x its full unit back to back on the same 2-core EPYC (23.8 s vs 29.2 s, load average 1.5-2, measure_unit
+        # on each), so the pair adds about 0.82 x (18.7 + 14.9) = 28 s. Every other timed net stays one training run,
+        # and the report says so.
         accuracy_seeds=2, accuracy_seed_units=("depth:resnet20", "depth:plain20"),
     ),
     "standard": Preset(
