@@ -73,7 +73,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 
 #: What a study adds to any record: which unit, study and settings it belongs to.
 STUDY_FIELDS = ("unit", "study", "label", "group", "preset", "act", "channels", "eval_channels", "eval_channel_mode",
-                "unit_seconds")
+                "unit_seconds", "accuracy_only")
 
 _LATENCY_SUMMARY = ("latency_ms_min", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
                     "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv", "latency_ms_p50_ci",

@@ -102,7 +102,7 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
     """One row per unit of `study` (in plan order): everything its tables and plots need."""
     rows: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.get("study") != study:
+        if r.get("study") != study or r.get("accuracy_only"):  # an extra seed: only in the seed summary below
             continue
         label = r.get("label") or r.get("unit")
         row = rows.setdefault(label, {"label": label, "model": r.get("model"), "group": r.get("group", ""),
@@ -140,6 +140,10 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
                 row.setdefault("test_error", 1.0 - r["top1"])
             if r.get("agreement") is not None and r.get("engine") != r.get("reference_engine"):
                 row[f"agreement_{r['engine']}"] = r.get("agreement")
+    seeds = {g["label"]: g for g in seed_groups(records, study, by="label", engine="torch")}
+    for row in rows.values():
+        row["seeds"] = seeds.get(row["label"])
+        row["top1_seeds"] = seed_cell(row["seeds"]) if row["seeds"] else "n/a"
     return list(rows.values())
 
 
@@ -149,6 +153,7 @@ def measurement_columns(engines: Sequence[str]) -> list[Column]:
                           ("FLOPs", "flops", fmt_count)]
     for e in engines:
         cols.append((f"top-1 {e}", f"top1_{e}", fmt_pct))
+    cols.append(SEED_COLUMN)
     for e in engines:
         cols.append((f"p50 ms {e}", f"latency_p50_{e}", fmt_ms))
     for e in engines:
@@ -384,6 +389,32 @@ def _pp(a: Any, b: Any) -> str:
     return "n/a" if a is None or b is None else f"{100 * (a - b):+.1f} pp"
 
 
+#: Torch top-1 over the seeds a net was trained with (`Preset.accuracy_seeds`): what an accuracy comparison rests on.
+SEED_COLUMN: Column = ("top-1 torch over seeds: mean (min-max)", "top1_seeds", fmt_text)
+
+
+def accuracy_gap(a: dict[str, Any], b: dict[str, Any], *, as_error: bool = False) -> str:
+    """`a`'s torch top-1 minus `b`'s (rows of `unit_rows`), in pp, with what the seeds support: the means over seeds
+    and 'within seed noise' when the gap is no larger than the seed spread (as the recipe studies judge a gain), or
+    'one training run each' when neither has a second seed. `as_error`: the gap in test error (the sign flipped)."""
+    ga, gb = a.get("seeds"), b.get("seeds")
+    if not ga or not gb:
+        return _pp(b.get("top1"), a.get("top1")) if as_error else _pp(a.get("top1"), b.get("top1"))
+    diff, verdict = seed_difference(gb, ga)
+    if diff is None:
+        return verdict
+    gap = f"{100 * (-diff if as_error else diff):+.1f} pp"
+    if ga.get("spread") is None and gb.get("spread") is None:
+        return f"{gap}, one training run each: no seed spread to judge it by"
+    return f"{gap} between the means over {ga['n']} and {gb['n']} seeds, {verdict}"
+
+
+def _mean_top1(row: dict[str, Any]) -> float:
+    """A row's mean torch top-1 over its seeds, else its own top-1."""
+    mean = (row.get("seeds") or {}).get("mean")
+    return mean if mean is not None else row.get("top1") or 0.0
+
+
 def _training_line(rows: Sequence[dict[str, Any]]) -> str:
     r = next((r for r in rows if r.get("epochs")), None)
     if not r:
@@ -399,7 +430,7 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
     parts = [_training_line(rows)]
     cols = [("model", "label", fmt_text), ("shortcuts", "group", fmt_text), ("params", "params", fmt_count),
             ("FLOPs", "flops", fmt_count), ("final train error", "final_train_error", fmt_pct),
-            ("final val error", "final_val_error", fmt_pct), ("test error", "test_error", fmt_pct)]
+            ("final val error", "final_val_error", fmt_pct), ("test error", "test_error", fmt_pct), SEED_COLUMN]
     cols += [(f"p50 ms {e}", f"latency_p50_{e}", fmt_ms) for e in engines]
     parts.append(markdown_table(rows, cols) + "\n\n")
     parts.append(_img(plot_learning_curves(rows, figs / "depth_curves.png", "Residual vs plain: training curves"),
@@ -417,24 +448,28 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
             findings.append(
                 f"Degradation {'shown' if worse else 'not shown'} here: plain{hi} ends with {fmt_pct(p_hi['final_train_error'])} "
                 f"training error vs {fmt_pct(p_lo['final_train_error'])} for plain{lo} "
-                f"(test error {fmt_pct(p_hi.get('test_error'))} vs {fmt_pct(p_lo.get('test_error'))}).")
+                f"(test error {fmt_pct(p_hi.get('test_error'))} vs {fmt_pct(p_lo.get('test_error'))}; test error "
+                f"{accuracy_gap(p_hi, p_lo, as_error=True)}).")
         if r_lo and r_hi and r_lo.get("final_train_error") is not None and r_hi.get("final_train_error") is not None:
             findings.append(
                 f"With shortcuts: resnet{hi} {fmt_pct(r_hi['final_train_error'])} training error vs "
                 f"{fmt_pct(r_lo['final_train_error'])} for resnet{lo} "
-                f"(test error {fmt_pct(r_hi.get('test_error'))} vs {fmt_pct(r_lo.get('test_error'))}).")
-        for d in depths:
-            r, p = by.get(f"resnet{d}"), by.get(f"plain{d}")
-            if r and p:
-                lat = _latency_ratios(r, p, engines)
-                findings.append(
-                    f"At {d} layers the shortcuts change test error by {_pp(r.get('test_error'), p.get('test_error'))}; "
-                    f"p50 latency of the residual net over the plain net's, timed together: {lat}; "
-                    f"FLOPs ratio {_ratio(r.get('flops'), p.get('flops'))}.")
-        if r_lo and r_hi:
-            lat = _latency_ratios(r_hi, r_lo, engines)
-            findings.append(f"Going from resnet{lo} to resnet{hi} multiplies FLOPs by "
-                            f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))}; p50 latency: {lat}.")
+                f"(test error {fmt_pct(r_hi.get('test_error'))} vs {fmt_pct(r_lo.get('test_error'))}; test error "
+                f"{accuracy_gap(r_hi, r_lo, as_error=True)}).")
+    for d in depths:  # at one depth too (smoke): a pair's accuracy and latency need no second depth
+        r, p = by.get(f"resnet{d}"), by.get(f"plain{d}")
+        if r and p:
+            lat = _latency_ratios(r, p, engines)
+            findings.append(
+                f"At {d} layers the shortcuts change test error by {accuracy_gap(r, p, as_error=True)}; "
+                f"p50 latency of the residual net over the plain net's, timed together: {lat}; "
+                f"FLOPs ratio {_ratio(r.get('flops'), p.get('flops'))}.")
+    if len(depths) >= 2 and by.get(f"resnet{depths[0]}") and by.get(f"resnet{depths[-1]}"):
+        lo, hi = depths[0], depths[-1]
+        r_lo, r_hi = by[f"resnet{lo}"], by[f"resnet{hi}"]
+        lat = _latency_ratios(r_hi, r_lo, engines)
+        findings.append(f"Going from resnet{lo} to resnet{hi} multiplies FLOPs by "
+                        f"{_ratio(r_hi.get('flops'), r_lo.get('flops'))}; p50 latency: {lat}.")
     return "".join(parts), findings
 
 
@@ -466,7 +501,7 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
             findings.append(
                 f"{d['label']} vs {s['label']}: {_ratio(d.get('params'), s.get('params'))} the params, "
                 f"{_ratio(d.get('flops'), s.get('flops'))} the FLOPs; p50 latency, timed together: {lat}; "
-                f"top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({_pp(d.get('top1'), s.get('top1'))}).")
+                f"top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({accuracy_gap(d, s)}).")
     split_text, split_findings = cost_split_table(records, rows)
     parts.append(split_text)
     findings += split_findings
@@ -570,14 +605,17 @@ def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequen
     findings = []
     scored = [r for r in rows if r.get("top1") is not None]
     if scored:
-        best = max(scored, key=lambda r: r["top1"])
-        findings.append(f"Highest top-1 here: {best['label']} ({fmt_pct(best['top1'])}), from one short training "
-                        "run per activation (seed 0): a gap of a few points can be the seed, not the activation.")
+        best = max(scored, key=lambda r: _mean_top1(r))
+        if all((r.get("seeds") or {}).get("spread") is None for r in scored):
+            findings.append(f"Highest top-1 here: {best['label']} ({fmt_pct(best['top1'])}), from one short training "
+                            "run per activation (seed 0): a gap of a few points can be the seed, not the activation.")
+        else:
+            findings.append(f"Highest mean top-1 over seeds here: {best['label']} ({seed_cell(best['seeds'])}).")
         relu = next((r for r in rows if r["label"] == "relu"), None)
         for r in rows:
             if relu is not None and r is not relu:
-                findings.append(f"p50 latency of {r['label']} over relu, timed together: "
-                                f"{_latency_ratios(r, relu, engines)}.")
+                findings.append(f"{r['label']} vs relu: top-1 {accuracy_gap(r, relu)}; p50 latency of {r['label']} "
+                                f"over relu, timed together: {_latency_ratios(r, relu, engines)}.")
     return "".join(parts), findings
 
 
@@ -602,15 +640,16 @@ def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
             f"Coursework target (4-layer net >= 90% of {target['label']}'s accuracy): **{verdict}**: "
             f"{rrdb['label']} {fmt_pct(rrdb['top1'])} vs {target['label']} {fmt_pct(target['top1'])} = {100 * share:.1f}% "
             f"of it, with {_ratio(rrdb.get('params'), target.get('params'))} the params and "
-            f"{_ratio(rrdb.get('flops'), target.get('flops'))} the FLOPs.")
+            f"{_ratio(rrdb.get('flops'), target.get('flops'))} the FLOPs; top-1 {accuracy_gap(rrdb, target)}.")
     elif target and not rrdb:
         findings.append("The 4-layer RRDB + attention net is not in the model zoo, so the 90% target could not be checked.")
     scored = [r for r in rows if r.get("top1") is not None and r.get("flops")]
     if scored:
         best = max(scored, key=lambda r: r["top1"])
         cheapest = min(scored, key=lambda r: r["flops"])
-        findings.append(f"Most accurate: {best['label']} ({fmt_pct(best['top1'])}, {fmt_count(best['flops'])} FLOPs); "
-                        f"cheapest: {cheapest['label']} ({fmt_count(cheapest['flops'])} FLOPs, {fmt_pct(cheapest['top1'])}).")
+        findings.append(f"Most accurate: {best['label']} ({fmt_pct(best['top1'])}, {fmt_count(best['flops'])} FLOPs; over "
+                        f"seeds {best['top1_seeds']}); cheapest: {cheapest['label']} ({fmt_count(cheapest['flops'])} "
+                        f"FLOPs, {fmt_pct(cheapest['top1'])}).")
     return "".join(parts), findings
 
 
@@ -618,7 +657,7 @@ def retrained_subset_rows(records: Sequence[Record], engine: str) -> list[dict[s
     """The dynamic study's nets built for one subset, one row per architecture: its top-1 under each subset."""
     rows: dict[str, dict[str, Any]] = {}
     for r in records_of(records, "accuracy", "dynamic"):
-        if not r.get("channels") or r.get("eval_channels") or r.get("engine") != engine:
+        if not r.get("channels") or r.get("eval_channels") or r.get("engine") != engine or r.get("accuracy_only"):
             continue
         kernels = dict(r.get("model_config") or {}).get("kernels")
         label = f"{r.get('model')} K={kernels}" if kernels else str(r.get("model"))
@@ -791,8 +830,11 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str,
 # --------------------------------------------------------------------------- the training-recipe studies
 
 
-def seed_groups(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
-    """One entry per configuration of an accuracy study (its units' `group`), in plan order, over its seeds.
+def seed_groups(records: Sequence[Record], study: str, by: str = "group", engine: str | None = None,
+                ) -> list[dict[str, Any]]:
+    """One entry per configuration of an accuracy study (its units' `group`; `by="label"`: per label, as a timed
+    study's extra seeds share their net's label), in plan order, over its seeds; `engine`: only that engine's
+    accuracy records (a timed net has one per engine, its extra seeds torch's alone).
 
     Each holds `group`, `model`, `train_config` (of its first seed), `top1` {seed: torch top-1 or None when the
     training diverged}, `diverged` {seed: message}, `histories` [(seed, history)], `epochs_run` [epochs per seed],
@@ -806,7 +848,7 @@ def seed_groups(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
     for r in records:
         if r.get("study") != study:
             continue
-        key = str(r.get("group") or r.get("label") or r.get("unit") or "")
+        key = _seed_key(r, by)
         g = groups.setdefault(key, {"group": key, "model": r.get("model"), "train_config": None, "top1": {},
                                     "diverged": {}, "histories": [], "epochs_run": [], "stopped_early": 0,
                                     "classes": None, "samples": None, "label": r.get("label")})
@@ -824,8 +866,9 @@ def seed_groups(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
             classes = (r.get("dataset") or {}).get("num_classes")
             g["classes"] = g["classes"] or classes
     for r in records:
-        if r.get("study") == study and r["kind"] == "accuracy" and not r.get("eval_channels"):
-            g = groups.get(str(r.get("group") or r.get("label") or r.get("unit") or ""))
+        if r.get("study") == study and r["kind"] == "accuracy" and not r.get("eval_channels") \
+                and engine in (None, r.get("engine")):
+            g = groups.get(_seed_key(r, by))
             if g is None:
                 continue
             g["top1"][seed_of.get(r.get("unit"))] = r.get("top1")
@@ -838,6 +881,10 @@ def seed_groups(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
         g["low"], g["high"] = (min(values), max(values)) if values else (None, None)
         g["spread"] = g["high"] - g["low"] if len(values) >= 2 else None
     return list(groups.values())
+
+
+def _seed_key(record: Record, by: str) -> str:
+    return str(record.get(by) or record.get("label") or record.get("unit") or "")
 
 
 def chance_level(group: dict[str, Any]) -> float | None:
@@ -878,11 +925,12 @@ def seed_difference(base: dict[str, Any], other: dict[str, Any]) -> tuple[float 
     return diff, f"{'gain' if diff > 0 else 'loss'} beyond the seed spread ({100 * noise:.1f} pp)"
 
 
-def _seed_cell(group: dict[str, Any]) -> str:
+def seed_cell(group: dict[str, Any]) -> str:
+    """'81.2% (80.1-82.3%)': the mean top-1 and its min-max over the seeds; '81.2% (one training run)' with one."""
     if group.get("mean") is None:
         return "failed"
     if group.get("spread") is None:
-        return f"{fmt_pct(group['mean'])} (1 seed)"
+        return f"{fmt_pct(group['mean'])} (one training run)"
     return f"{fmt_pct(group['mean'])} ({fmt_pct(group['low'])}-{fmt_pct(group['high'])})"
 
 
@@ -911,7 +959,7 @@ def recipe_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     rows, findings, previous = [], [], None
     for index, g in enumerate(groups):
         diff, verdict = seed_difference(previous, g) if previous else (None, "")
-        rows.append({"rung": g["group"], "top1": _seed_cell(g), "seeds": f"{g['n']} of {len(g['top1'])}",
+        rows.append({"rung": g["group"], "top1": seed_cell(g), "seeds": f"{g['n']} of {len(g['top1'])}",
                      "gain": "" if previous is None else _pp(g.get("mean"), previous.get("mean")),
                      "verdict": verdict, "outcome": training_outcome(g),
                      "epochs": ", ".join(str(e) for e in g["epochs_run"]) + (
@@ -983,7 +1031,7 @@ def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequenc
                 diff, verdict = (None, "the base") if g is base else seed_difference(base, g) if base else (None, "")
                 ref = SWEEP_SEED_TOP1.get((kind, sweep, value), "n/a")
                 rows.append({"net": g["model"], "value": "on" if value is True else "off" if value is False else value,
-                             "top1": _seed_cell(g), "outcome": training_outcome(g),
+                             "top1": seed_cell(g), "outcome": training_outcome(g),
                              "diff": "" if g is base or not base else _pp(g.get("mean"), base.get("mean")),
                              "verdict": verdict,
                              "reference": "failed" if ref is None else None if ref == "n/a" else ref})
@@ -1004,10 +1052,10 @@ def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequenc
                    == "adam"), None)
         failed = training_outcome(nobn) != "trained"
         bn_trained = bn is not None and training_outcome(bn) == "trained"
-        line = (f"VGG without BatchNorm ({nobn['model']}) under Adam: top-1 {_seed_cell(nobn)}, "
+        line = (f"VGG without BatchNorm ({nobn['model']}) under Adam: top-1 {seed_cell(nobn)}, "
                 f"{training_outcome(nobn)}")
         if bn is not None:
-            line += f"; with BatchNorm ({bn['model']}) under Adam: {_seed_cell(bn)}, {training_outcome(bn)}"
+            line += f"; with BatchNorm ({bn['model']}) under Adam: {seed_cell(bn)}, {training_outcome(bn)}"
         if not failed:
             line += ". The seed report's failure of VGG19 under Adam (about 1%) does not reproduce here."
         elif bn_trained:
@@ -1109,7 +1157,10 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              "Timing: each study's nets are timed together, per engine, interleaved in rounds (a new random order "
              "each round), after all of them are trained and exported. A latency ratio comes with its bootstrap 95% "
              "interval and says faster or slower only when the whole interval lies beyond 1 \u00b1 3%; otherwise "
-             "'no measurable difference'. Accuracy comes from one short training run per net (seed 0)"
+             "'no measurable difference'. Accuracy comes from one short training run per net (seed 0) unless the "
+             "'over seeds' column gives a mean and min-max over several (the preset's accuracy_seeds: the extra seeds "
+             "are trained and scored by torch only, not exported or timed); an accuracy difference no larger than the "
+             "spread between seeds is 'within seed noise', and one without a second seed says 'one training run'"
              + ("; the training-recipe studies (recipe, optimizer) train every configuration with several seeds and "
                 "call a difference no larger than the spread between seeds 'within seed noise'"
                 if any(s.get("name") in ("recipe", "optimizer") for s in studies) else "") + ".\n",

@@ -12,6 +12,7 @@ Polygraphy style: public methods check state; subclasses override only the `_*_i
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,11 @@ class Engine:
 
     def synchronize(self) -> None:
         """Wait until the work queued so far is done (a no-op for synchronous backends)."""
+
+    def timing_context(self) -> contextlib.AbstractContextManager:
+        """A context the timing loop enters once around its warm-up and timed runs, untimed: what a bare loop
+        would set up once and each `run_prepared` call would otherwise set up inside the timed region."""
+        return contextlib.nullcontext()
 
     def memory_usage(self) -> dict[str, Any] | None:
         """{"memory_peak_bytes", "memory_kind"} where the engine knows its device memory better than

@@ -8,7 +8,7 @@ training-recipe studies its training overrides and seed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.errors import UsageProblem
 from bench.studies.presets import Preset
@@ -36,6 +36,7 @@ class UnitSpec:
     train: tuple[tuple[str, object], ...] = ()  # TrainConfig overrides of the preset's training, sorted (`_kw`)
     seed: int | None = None  # the unit's own seed (weights, shuffling, augmentation); None: the run's
     accuracy_only: bool = False  # train and test through torch only: no FLOPs, export, other engines or timing
+    test_size: int | None = None  # test images an accuracy_only unit is scored on (None: the preset's test_size)
 
     def __post_init__(self) -> None:
         unknown = sorted({k for k, _ in self.train} - set(TRAIN_OVERRIDES))
@@ -337,6 +338,38 @@ def _seeds(count: int) -> range:
     return range(count)
 
 
+#: The timed studies whose accuracy figures may get extra training seeds (`Preset.accuracy_seeds`).
+SEEDED_STUDIES = ("depth", "dynamic", "activation", "family")
+
+
+def with_accuracy_seeds(plan: StudyPlan, preset: Preset) -> StudyPlan:
+    """`plan` plus, for each unit `preset.accuracy_seed_units` names (every unit when None), the unit trained again
+    with seeds 1 .. accuracy_seeds-1, accuracy only (torch top-1; not exported, not timed), under the same label and
+    group: the report gives each label's mean and min-max top-1 over its seeds.
+
+    Raises:
+        UsageProblem: the preset names a unit ('study:label') this study does not have.
+    """
+    if plan.name not in SEEDED_STUDIES or preset.accuracy_seeds < 2:
+        return plan
+    wanted = None if preset.accuracy_seed_units is None else \
+        {entry.split(":", 1)[1] for entry in preset.accuracy_seed_units if entry.split(":", 1)[0] == plan.name}
+    labels = {unit.label for unit in plan.units}
+    unknown = sorted((wanted or set()) - labels)
+    if unknown:
+        raise UsageProblem(f"preset {preset.name!r}: accuracy_seed_units names no unit {', '.join(unknown)} of the "
+                           f"{plan.name} study; its units: {', '.join(sorted(labels))}")
+    extra = [StudyUnit(unit.label, replace(unit.spec, seed=seed, accuracy_only=True, eval_subsets=()), unit.group)
+             for unit in plan.units if wanted is None or unit.label in wanted
+             for seed in range(1, preset.accuracy_seeds)]
+    return replace(plan, units=plan.units + tuple(extra))
+
+
+def timed_units(plan: StudyPlan) -> tuple[StudyUnit, ...]:
+    """The units of `plan` its timing phase measures: none for an accuracy study, never an accuracy-only extra seed."""
+    return tuple(unit for unit in plan.units if plan.timed and not unit.spec.accuracy_only)
+
+
 def recipe_plan(preset: Preset) -> StudyPlan:
     """The 001 ladder on the Keras-style ResNet: each rung adds one thing to the previous, every rung per seed."""
     from bench.data import parse_augment
@@ -353,7 +386,7 @@ def recipe_plan(preset: Preset) -> StudyPlan:
         train["augment"] = parse_augment(train.get("augment", ()))
         for seed in _seeds(preset.recipe_seeds):
             spec = UnitSpec(name, kwargs=_kw(**kwargs), train=_kw(**train), seed=seed, accuracy_only=True,
-                            max_batches=preset.recipe_max_batches)
+                            max_batches=preset.recipe_max_batches, test_size=preset.recipe_test_size)
             units.append(StudyUnit(f"{index + 1}. {label} (seed {seed})", spec, group=f"{index + 1}. {label}"))
     images = f"at most {preset.recipe_max_batches} batches of {preset.batch_size}" if preset.recipe_max_batches \
         else "the whole training split"
@@ -418,7 +451,7 @@ def optimizer_plan(preset: Preset) -> StudyPlan:
         overrides = {**train, "augment": parse_augment(train["augment"]), "epochs": preset.sweep_epochs}
         for seed in _seeds(preset.sweep_seeds):
             spec = UnitSpec(name, kwargs=_role_kw(preset, role), train=_kw(**overrides), seed=seed, accuracy_only=True,
-                            max_batches=preset.sweep_max_batches)
+                            max_batches=preset.sweep_max_batches, test_size=preset.recipe_test_size)
             units.append(StudyUnit(f"{name} {label} (seed {seed})", spec, group=f"{role}|{name} {label}"))
     images = f"at most {preset.sweep_max_batches} batches of {preset.batch_size}" if preset.sweep_max_batches \
         else "the whole training split"
@@ -454,7 +487,19 @@ def study_plan(name: str, preset: Preset) -> StudyPlan:
     except KeyError:
         raise UsageProblem(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}") from None
     _check_roles(preset)
-    return build(preset)
+    _check_seed_units(preset)
+    return with_accuracy_seeds(build(preset), preset)
+
+
+def _check_seed_units(preset: Preset) -> None:
+    """Every `accuracy_seed_units` entry is 'study:label' of a study that takes extra seeds (a typo changes nothing)."""
+    if preset.accuracy_seeds < 1:
+        raise UsageProblem(f"preset {preset.name!r}: accuracy_seeds must be at least 1, not {preset.accuracy_seeds}")
+    for entry in preset.accuracy_seed_units or ():
+        study, _, label = entry.partition(":")
+        if study not in SEEDED_STUDIES or not label:
+            raise UsageProblem(f"preset {preset.name!r}: accuracy_seed_units entry {entry!r} is not 'study:label' "
+                               f"with a study of {', '.join(SEEDED_STUDIES)}")
 
 
 def _check_roles(preset: Preset) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DataProblem, EnvironmentProblem, UsageProblem
-from bench.studies.plans import StudyPlan, UnitSpec
+from bench.studies.plans import StudyPlan, UnitSpec, timed_units
 from bench.studies.presets import Preset
 
 #: on_event(kind, payload): 'unit-start', 'unit-skip', 'unit-redo' (payload 'reason'), 'stage', 'unit-done',
@@ -178,7 +178,7 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
     source = resolve_source(model, input_shape=tuple(bundle.input_shape), name=spec.model)
     if spec.accuracy_only:
         return records + _accuracy_per_engine(source, ctx, bundle, context, on_stage, engines=("torch",),
-                                              test_size=ctx.preset.recipe_test_size)
+                                              test_size=spec.test_size)
     records += _measure_costs_and_export(source, ctx, work_dir, context, on_stage)
     accuracy = _accuracy_per_engine(source, ctx, bundle, context, on_stage)
     records += accuracy
@@ -252,8 +252,10 @@ DIVERGED = "diverged"
 
 
 def unit_context(spec: UnitSpec, ctx: RunContext) -> dict[str, Any]:
-    """The study fields every record of a unit carries."""
-    return {"unit": spec.unit_id, "preset": ctx.preset.name, "act": spec.act, "channels": spec.channels}
+    """The study fields every record of a unit carries (`accuracy_only` marks a unit trained for its accuracy alone,
+    such as a timed study's extra seed, so that tables of measured nets leave its records out)."""
+    context = {"unit": spec.unit_id, "preset": ctx.preset.name, "act": spec.act, "channels": spec.channels}
+    return {**context, "accuracy_only": True} if spec.accuracy_only else context
 
 
 def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, context: dict[str, Any],
@@ -339,7 +341,7 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
     from bench.measure import Settings, compare, throughput_records
     from bench.sources import resolve_source
 
-    specs = list({unit.spec.unit_id: unit.spec for unit in plan.units}.values())
+    specs = list({unit.spec.unit_id: unit.spec for unit in timed_units(plan)}.values())
     sources, contexts = [], []
     for spec in specs:
         folder = artifact_path(out_dir, spec)
@@ -649,7 +651,7 @@ def timing_state(out_dir: Path, plan: StudyPlan) -> tuple[list[dict[str, Any]] |
     """A study's timing records and None when its file is sound (every unit of the study timed); else as `unit_state`."""
     if not plan.timed:
         return [], None  # an accuracy study times nothing: never missing
-    ids = list(dict.fromkeys(unit.spec.unit_id for unit in plan.units))
+    ids = list(dict.fromkeys(unit.spec.unit_id for unit in timed_units(plan)))
     return _read_records_file(timing_path(out_dir, plan), ids, every_unit=True)
 
 
@@ -916,7 +918,8 @@ def pending_units(plans: Sequence[StudyPlan], out_dir: Path) -> list[UnitSpec]:
     """The units `run_plans` prepares (trains, then measures): those not measured yet, and those whose weights or
     checkpoint a study still to time needs and no longer has."""
     # A prepared unit's weights are needed again only by studies not timed yet; its checkpoint only by a ladder.
-    untimed = {unit.spec.unit_id for plan in plans if timing_state(out_dir, plan)[0] is None for unit in plan.units}
+    untimed = {unit.spec.unit_id for plan in plans if timing_state(out_dir, plan)[0] is None
+               for unit in timed_units(plan)}  # an extra seed is never timed: its weights are not kept
     laddered = _laddered(plans, out_dir)
     pending = []
     for spec in unique_units(plans):

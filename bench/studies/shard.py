@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DataProblem, UsageProblem
-from bench.studies.plans import StudyPlan, UnitSpec
+from bench.studies.plans import StudyPlan, UnitSpec, timed_units
 from bench.studies.presets import Preset
 
 # A rough cost model, fitted on the quick suite committed in results/ (2-core EPYC): preparing a unit
@@ -82,11 +82,12 @@ def unit_cost(spec: UnitSpec, preset: Preset) -> float:
 
 
 def timing_cost(plan: StudyPlan, preset: Preset) -> float:
-    """Estimated seconds to time a study's units (a ladder also evaluates every rung on its test images)."""
+    """Estimated seconds to time a study's units (a ladder also evaluates every rung on its test images; an
+    accuracy-only unit, such as an extra seed, is not timed)."""
     from bench.flops import model_flops
 
     seconds = 0.0
-    for unit in plan.units:
+    for unit in plan.units if plan.name == "ladder" else timed_units(plan):
         seconds += TIMING_FIXED_SECONDS
         if plan.name == "ladder":
             try:

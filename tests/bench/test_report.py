@@ -242,3 +242,49 @@ def test_a_ladder_with_no_faster_rung_says_so(tmp_path):
     _, findings = report.ladder_section(ladder, tmp_path, [])
     assert "resnet20: no rung is measurably faster than torch fp32 here." in findings
     assert not any("faster than torch fp32 at batch 1" in f for f in findings)
+
+
+# --------------------------------------------------------------------------- extra training seeds (accuracy only)
+
+
+def _extra_seed(study, label, model, group, seed, top1):
+    """The records an accuracy-only extra seed of a timed net leaves: its train record and torch's accuracy."""
+    common = dict(command="test", study=study, label=label, group=group, unit=f"{model}-{label}-acc-seed{seed}",
+                  model=model, act="relu", accuracy_only=True, dataset={"name": "fashion-mnist"})
+    return [record_of("train", **common, history=[], epochs=3, final_train_error=0.5, final_val_error=0.5,
+                      train_config={"epochs": 3, "seed": seed}),
+            record_of("accuracy", **common, engine="torch", top1=top1, f1_macro=top1)]
+
+
+@pytest.mark.parametrize("resnet_seed1, plain_seed1, cell, verdict", [
+    (0.74, 0.75, "76.0% (74.0%-78.0%)", "within seed noise (seed spread 4.0 pp)"),
+    (0.77, 0.745, "77.5% (77.0%-78.0%)", "gain beyond the seed spread (1.5 pp)"),
+])
+def test_accuracy_findings_give_the_seed_spread_and_say_within_seed_noise(records, tmp_path, resnet_seed1, plain_seed1,
+                                                                          cell, verdict):
+    records = records + _extra_seed("depth", "resnet20", "resnet20", "residual", 1, resnet_seed1) \
+        + _extra_seed("depth", "plain20", "plain20", "plain", 1, plain_seed1)
+    rows = {r["label"]: r for r in report.unit_rows(records, "depth")}
+    # The measured net's own row is untouched by its extra seed; the seed column summarises both.
+    assert rows["resnet20"]["top1_torch"] == 0.78 and rows["resnet20"]["final_train_error"] == 0.20
+    assert rows["resnet20"]["top1_seeds"] == cell
+    assert rows["resnet56"]["top1_seeds"] == "80.0% (one training run)"
+    text, findings = report.depth_section(records, tmp_path, list(ENGINES))
+    assert f"| {cell} |" in text
+    at20 = next(f for f in findings if f.startswith("At 20 layers"))
+    assert "between the means over 2 and 2 seeds" in at20 and verdict in at20
+    at56 = next(f for f in findings if f.startswith("At 56 layers"))
+    assert "-20.0 pp, one training run each" in at56
+    gap = (0.78 + resnet_seed1) / 2 - (0.76 + plain_seed1) / 2
+    assert report.accuracy_gap(rows["resnet20"], rows["plain20"]).startswith(f"{100 * gap:+.1f} pp")
+
+
+def test_single_run_accuracy_findings_say_so(records, tmp_path):
+    _, findings = report.activation_section(records, tmp_path, list(ENGINES))
+    assert any("from one short training run per activation" in f for f in findings)
+    assert any(f.startswith("silu vs relu: top-1 -1.0 pp, one training run each") for f in findings)
+    extra = _extra_seed("activation", "relu", "resnet20", "", 1, 0.70)
+    _, findings = report.activation_section(records + extra, tmp_path, list(ENGINES))
+    assert any(f.startswith("Highest mean top-1 over seeds here: leaky_relu (79.0% (one training run))") for f in findings)
+    assert any(f.startswith("silu vs relu: top-1 +3.0 pp between the means over 1 and 2 seeds, within seed noise")
+               for f in findings)

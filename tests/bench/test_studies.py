@@ -12,7 +12,7 @@ import nets
 from bench.errors import UsageProblem
 from bench.results import read_records
 from bench.studies import PRESETS, STUDIES, get_preset, runner, study_plan
-from bench.studies.plans import ROLE_MODELS, UnitSpec, resolve_role
+from bench.studies.plans import ROLE_MODELS, UnitSpec, depth_plan, resolve_role
 from tests.conftest import record_of
 
 
@@ -24,8 +24,11 @@ def test_every_plan_uses_registered_models(study, preset):
     registered = set(nets.list_models())
     for unit in plan.units:
         assert unit.spec.model in registered
-    labels = [u.label for u in plan.units]
+    # An extra training seed (accuracy only) shares its net's label: the report's seed spread is keyed by it.
+    labels = [u.label for u in plan.units if not (plan.timed and u.spec.accuracy_only)]
     assert len(labels) == len(set(labels)), "labels must be unique within a study (they key the tables)"
+    extra = {u.label for u in plan.units if plan.timed and u.spec.accuracy_only}
+    assert extra <= set(labels), "an extra seed of a net the study does not measure"
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -152,10 +155,11 @@ def _fake_measure(calls, fail_on=None):
 
 
 def _fake_time(timed):
-    """A stand-in for time_study: one latency record per unit of the study (a timing file must cover them all)."""
+    """A stand-in for time_study: one latency record per timed unit of the study (a timing file must cover them all;
+    an extra seed is never timed)."""
     def time_study(plan, ctx, out, on_stage=lambda s: None):
         timed.append(plan.name)
-        specs = runner.unique_units([plan])
+        specs = [spec for spec in runner.unique_units([plan]) if not spec.accuracy_only]
         return [record_of("latency", unit=spec.unit_id, model=spec.model, engine="torch") for spec in specs]
     return time_study
 
@@ -209,7 +213,7 @@ def test_a_run_folder_refuses_other_settings_and_no_resume_starts_over(tmp_path)
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_dynamic_study_evaluates_one_channel_agnostic_pair_on_every_subset(preset):
     plan = study_plan("dynamic", get_preset(preset))
-    agnostic = [u for u in plan.units if u.spec.any_chans]
+    agnostic = [u for u in plan.units if u.spec.any_chans and not u.spec.accuracy_only]  # not an extra seed
     assert sorted(u.spec.model for u in agnostic) == ["dy_resnet20", "resnet20"], "a DY net and its static twin"
     for unit in agnostic:
         assert unit.spec.eval_subsets == get_preset(preset).channel_subsets and unit.spec.rgb
@@ -277,3 +281,43 @@ def test_any_channel_unit_is_fed_each_subset_natively(engine, tmp_path):
     assert {r["eval_channel_mode"] for r in records} == {"select"}
     # digits is grey: every plane is the same, so the channel-agnostic net scores the same on every subset.
     assert len({r["top1"] for r in records}) == 1
+
+
+# --------------------------------------------------------------------------- extra training seeds of the timed studies
+
+
+def _extra_seeds(plan):
+    return sorted((u.label, u.spec.seed) for u in plan.units if plan.timed and u.spec.accuracy_only)
+
+
+@pytest.mark.parametrize("preset", ["smoke", "quick"])
+def test_small_presets_train_a_second_seed_of_the_twenty_layer_pair_only(preset):
+    plans = {name: study_plan(name, get_preset(preset)) for name in STUDIES}
+    assert _extra_seeds(plans["depth"]) == [("plain20", 1), ("resnet20", 1)]
+    for name in ("dynamic", "activation", "family", "ladder"):
+        assert _extra_seeds(plans[name]) == [], f"{name}: one training run at {preset}"
+    for unit in plans["depth"].units:
+        if unit.spec.accuracy_only:
+            twin = next(u for u in runner.timed_units(plans["depth"]) if u.label == unit.label)
+            assert unit.spec == dataclasses.replace(twin.spec, seed=1, accuracy_only=True), "the same net, another seed"
+            assert unit.group == twin.group
+    assert [u.label for u in runner.timed_units(plans["depth"])] == [u.label for u in depth_plan(get_preset(preset)).units]
+
+
+@pytest.mark.parametrize("preset, seeds", [("standard", [1]), ("full", [1, 2])])
+def test_larger_presets_train_extra_seeds_of_every_timed_net(preset, seeds):
+    for name in ("depth", "dynamic", "activation", "family"):
+        plan = study_plan(name, get_preset(preset))
+        timed = runner.timed_units(plan)
+        assert _extra_seeds(plan) == sorted((u.label, s) for u in timed for s in seeds)
+        assert all(not u.spec.eval_subsets for u in plan.units if u.spec.accuracy_only), "top-1 only"
+    for name in ("ladder", "recipe", "optimizer"):  # the ladder times the depth nets; the recipe studies have seeds
+        plan = study_plan(name, get_preset(preset))
+        assert not any(u.spec.accuracy_only and u.spec.seed and plan.timed for u in plan.units)
+
+
+def test_an_accuracy_seed_entry_that_names_no_unit_is_refused():
+    for entries in (("depth:resnet21",), ("width:resnet20",), ("resnet20",)):
+        preset = dataclasses.replace(get_preset("smoke"), accuracy_seed_units=entries)
+        with pytest.raises(UsageProblem, match="accuracy_seed_units"):
+            study_plan("depth", preset)

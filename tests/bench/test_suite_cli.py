@@ -59,6 +59,24 @@ def test_smoke_suite_writes_a_report_and_valid_records(smoke_run):
     assert not (out / "artifacts").exists(), "scratch checkpoints and ONNX files are removed by default"
 
 
+def test_the_smoke_suite_trains_a_second_seed_and_reports_its_spread(smoke_run):
+    code, output, out = smoke_run
+    assert code == 0, output
+    records = read_records(out / "records.jsonl")
+    extra = [r for r in records if r["study"] == "depth" and r.get("accuracy_only")]
+    assert {(r["label"], r["kind"]) for r in extra} == {(label, kind) for label in ("resnet20", "plain20")
+                                                        for kind in ("train", "accuracy")}
+    assert {r["engine"] for r in extra if r["kind"] == "accuracy"} == {"torch"}, "scored by torch only"
+    assert {r["train_config"]["seed"] for r in extra if r["kind"] == "train"} == {1}
+    units = {r["unit"] for r in extra}
+    assert not [r for r in records if r["unit"] in units and r["kind"] in ("flops", "export", "latency", "throughput")]
+    report = (out / "report.md").read_text()
+    assert "top-1 torch over seeds: mean (min-max)" in report
+    finding = next(line for line in report.splitlines() if line.startswith("- At 20 layers the shortcuts"))
+    assert "between the means over 2 and 2 seeds" in finding
+    assert "within seed noise" in finding or "beyond the seed spread" in finding
+
+
 def test_an_interrupted_suite_resumes_and_measures_only_what_is_missing(smoke_run, run_cli):
     code, _, out = smoke_run
     assert code == 0
