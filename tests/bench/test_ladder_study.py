@@ -16,7 +16,7 @@ from bench.errors import DataProblem
 from bench.ladder import LADDER_COLUMNS
 from bench.results import read_records, validate_record
 from bench.studies import get_preset, runner, study_plan
-from bench.studies.plans import UnitSpec
+from bench.studies.plans import UnitSpec, timed_units
 from tests.conftest import record_of
 
 LADDER_STUDY = ("study", "ladder", "--preset", "smoke", "--dataset", "digits", "--engines", "torch")
@@ -122,8 +122,9 @@ def fake(monkeypatch):
         return [record_of("flops", unit=spec.unit_id, model=spec.model, params=1, macs=1, flops=2)]
 
     def time_study(plan, ctx, out, on_stage=lambda s: None):
-        return [record_of("latency", unit=spec.unit_id, model=spec.model, engine="torch")
-                for spec in runner.unique_units([plan])]
+        # As the real one: the units the timing phase measures, never a study's extra (accuracy-only) seeds.
+        return [record_of("latency", unit=unit.spec.unit_id, model=unit.spec.model, engine="torch")
+                for unit in timed_units(plan)]
 
     monkeypatch.setattr(runner, "measure_unit", measure)
     monkeypatch.setattr(runner, "time_study", time_study)

@@ -13,6 +13,8 @@ import pytest
 from bench import distributed
 from bench.errors import UsageProblem
 from bench.results import read_records
+from bench.studies import get_preset, study_plan
+from bench.studies.runner import unique_units
 from tests.bench.test_distributed import REPO, _env, _rbench, free_port
 
 STUDY = ("study", "depth", "--preset", "smoke", "--dataset", "digits", "--engines", "torch")
@@ -28,11 +30,15 @@ def test_two_process_study_writes_the_one_process_folder_and_resumes(run_cli, tm
     two = _rbench(*STUDY, "--out", tmp_path / "two", "--nproc", "2", timeout=300)
     assert two.returncode == 0, two.stderr
     assert two.stdout.splitlines() == [str(tmp_path / "two" / "report.md")]  # rank 0 alone reports
-    assert two.stderr.count("done in") == 3 and "training 2 unit(s) with 2 processes (gloo)" in two.stderr
+    # The smoke depth study: resnet20 and plain20, each with its extra (accuracy-only) seed.
+    units = {spec.unit_id for spec in unique_units([study_plan("depth", get_preset("smoke"))])}
+    assert {"resnet20-relu", "plain20-relu"} < units
+    assert two.stderr.count("done in") == len(units) + 1
+    assert f"training {len(units)} unit(s) with 2 processes (gloo)" in two.stderr
     assert _files(tmp_path / "two") == _files(tmp_path / "one")
     records = read_records(tmp_path / "two" / "records.jsonl")
     train = [r for r in records if r["kind"] == "train"]
-    assert {r["unit"] for r in train} == {"resnet20-relu", "plain20-relu"}
+    assert {r["unit"] for r in train} == units
     assert all(r["world_size"] == 2 and r["backend"] == "gloo" and r["batch_per_process"] == 32 for r in train)
     assert all("--nproc 2" in r["command"] for r in records)
     run = json.loads((tmp_path / "two" / "run.json").read_text())
