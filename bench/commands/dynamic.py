@@ -114,8 +114,11 @@ def dynamic_markdown(latencies: list[dict[str, Any]], comparisons: list[dict[str
                          f"{t['conv']:.2f} | {s['other_ms']:.2f} | {t['layer']:.2f} | {t['static_conv']:.2f} | "
                          f"{s['extra_ms']:.2f} | {shares} |")
     loads = [r["load_average_after"][0] for r in latencies if r.get("load_average_after")]
+    contended = sum(bool((r.get("contention") or {}).get("contended")) for r in latencies)
     if loads:
+        verdict = (f"{contended} of {len(latencies)} timings flagged as contended (bench.contention): the ratios are "
+                   "interleaved, so both sides were hit alike, but intervals widen" if contended else
+                   "no timing flagged as contended (bench.contention)")
         lines += ["", f"1-minute load average after each latency run: {min(loads):.1f} to {max(loads):.1f} on "
-                      f"{machine['cores_usable']} cores (above {threads}, other work shared the CPU; the ratios are "
-                      "interleaved, the absolute times are not comparable across runs)."]
+                      f"{machine['cores_usable']} cores, {threads} thread(s) timed; {verdict}."]
     return "\n".join(lines)
