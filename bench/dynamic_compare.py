@@ -152,3 +152,97 @@ def _training_ratio(pair: Pair, timing: TrainTiming) -> dict[str, Any]:
     return {"label": pair.label, "batch": timing.batch, "steps": timing.steps, "rounds": timing.rounds,
             "static_img_s": timing.batch / median[pair.static], "dynamic_img_s": timing.batch / median[pair.dynamic],
             "ratio": ratio, "ratio_ci": [low, high]}
+
+
+@dataclass
+class DynamicComparison:
+    """What `rbench dynamic` measures: latency and comparison records per pair, batch and engine; each dynamic
+    net's cost split per batch (records); each pair's training-speed row."""
+
+    latencies: list[dict[str, Any]]
+    comparisons: list[dict[str, Any]]
+    splits: list[dict[str, Any]]
+    training: list[dict[str, Any]]
+
+
+def compare_dynamic(batches: Sequence[int], engines: Sequence[str], *, threads: int = 1, warmup: int = 10,
+                    iters: int = 60, rounds: int = 10, train_batch: int = 64, train_steps: int = 2,
+                    pairs: Sequence[Pair] | None = None, command: str | None = None,
+                    on_stage: Callable[[str], None] = lambda message: None) -> DynamicComparison:
+    """Issue 10's table: every pair timed together per batch and engine (`iters` runs per entry at batch 1 in
+    `rounds` rounds, iters / batch at larger batches, at least 2 a round), each dynamic net's cost split per batch
+    (eager torch), and the training img/s ratio (`train_steps` Adam steps per net per round; 0 skips it)."""
+    import torch
+
+    from bench.dynamic_cost import dynamic_cost_split
+    from bench.measure import Settings
+    from bench.records import cost_split_record
+
+    pairs = list(pairs) if pairs is not None else default_pairs()
+    torch.set_num_threads(threads)
+    latencies, comparisons = [], []
+    for batch in batches:
+        per_round = max(2, iters // (rounds * batch))
+        settings = Settings(threads=threads, warmup=max(2, warmup // batch), iters=per_round * rounds, rounds=rounds)
+        on_stage(f"timing batch {batch} ({per_round * rounds} runs per entry in {rounds} rounds) ...")
+        lat, comp = latency_table(pairs, [batch], engines, settings, command=command)
+        latencies += lat
+        comparisons += comp
+    splits = []
+    for pair in pairs:
+        model = pair.build(pair.dynamic)
+        for batch in batches:
+            split = dynamic_cost_split(model, (3, pair.input_size, pair.input_size), batch, threads=threads)
+            splits.append(cost_split_record(split, model=pair.dynamic, model_config=dict(model.config),
+                                            context={"label": pair.label}, command=command))
+    training = []
+    if train_steps:
+        on_stage("timing training steps ...")
+        timing = TrainTiming(batch=train_batch, steps=train_steps, threads=threads)
+        training = [training_ratio(pair, timing) for pair in pairs]
+    return DynamicComparison(latencies, comparisons, splits, training)
+
+
+def dynamic_markdown(latencies: list[dict[str, Any]], comparisons: list[dict[str, Any]], splits: list[dict[str, Any]],
+                     training: list[dict[str, Any]], threads: int, command: str | None) -> str:
+    """The latency ratios, training ratios and cost split as Markdown, the command and load above them."""
+    from bench.results import describe_machine
+
+    machine = describe_machine()
+    lines = [f"<!-- made by: {command} -->",
+             f"Machine: {machine['cpu']}, {machine['cores_usable']} cores; torch {machine['versions']['torch']}, "
+             f"onnxruntime {machine['versions']['onnxruntime']}; {threads} intra-op thread(s).", "",
+             "| pair | engine | batch | static p50 ms | dynamic p50 ms | ratio (95% CI) | verdict |",
+             "|---|---|---:|---:|---:|---:|---|"]
+    for c in comparisons:
+        lines.append(f"| {c.get('label')} | {c['candidate']['engine']} | {c['batch']} | "
+                     f"{c['baseline']['latency_ms_p50']:.3f} | {c['candidate']['latency_ms_p50']:.3f} | "
+                     f"{c['ratio']:.2f}x ({c['ratio_ci'][0]:.2f}-{c['ratio_ci'][1]:.2f}) | {c['verdict']} |")
+    if training:
+        lines += ["", "| pair | training batch | static img/s | dynamic img/s | dynamic / static img/s (95% CI) |",
+                  "|---|---:|---:|---:|---:|"]
+        for t in training:
+            lines.append(f"| {t['label']} | {t['batch']} | {t['static_img_s']:.1f} | {t['dynamic_img_s']:.1f} | "
+                         f"{t['ratio']:.2f} ({t['ratio_ci'][0]:.2f}-{t['ratio_ci'][1]:.2f}) |")
+    if splits:
+        lines += ["", "Cost split (eager torch; ms summed over the dynamic layers, each part timed apart; extra = "
+                      "attention + aggregation + conv - static conv):", "",
+                  "| net | batch | form | attention | aggregation | conv | other | layers total | static conv | "
+                  "extra | shares attention / aggregation / conv |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for s in splits:
+            t, share = s["total_ms"], s["extra_share"]
+            forms = ", ".join(sorted({layer["mode"] for layer in s["layers"]}))
+            shares = " / ".join("n/a" if share[k] is None else f"{100 * share[k]:.0f}%"
+                                for k in ("attention", "aggregation", "conv"))
+            lines.append(f"| {s['model']} | {s['batch']} | {forms} | {t['attention']:.2f} | {t['aggregation']:.2f} | "
+                         f"{t['conv']:.2f} | {s['other_ms']:.2f} | {t['layer']:.2f} | {t['static_conv']:.2f} | "
+                         f"{s['extra_ms']:.2f} | {shares} |")
+    loads = [r["load_average_after"][0] for r in latencies if r.get("load_average_after")]
+    contended = sum(bool((r.get("contention") or {}).get("contended")) for r in latencies)
+    if loads:
+        verdict = (f"{contended} of {len(latencies)} timings flagged as contended (bench.contention): the ratios are "
+                   "interleaved, so both sides were hit alike, but intervals widen" if contended else
+                   "no timing flagged as contended (bench.contention)")
+        lines += ["", f"1-minute load average after each latency run: {min(loads):.1f} to {max(loads):.1f} on "
+                      f"{machine['cores_usable']} cores, {threads} thread(s) timed; {verdict}."]
+    return "\n".join(lines)

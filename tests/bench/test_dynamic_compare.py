@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.commands.dynamic import dynamic_markdown
-from bench.dynamic_compare import Pair, TrainTiming, default_pairs, latency_table, training_ratio
+from bench.dynamic_compare import Pair, TrainTiming, default_pairs, dynamic_markdown, latency_table, training_ratio
 from bench.errors import UsageProblem
 from bench.measure import Settings
 
@@ -51,3 +50,20 @@ def test_cli_refuses_a_bad_batch_in_one_line(run_cli, tmp_path):
     code, _, err = run_cli("dynamic", "--batch", "0", "--out", tmp_path / "d")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "d").exists()
+
+
+def test_compare_dynamic_returns_every_part_of_the_table():
+    from bench.dynamic_compare import compare_dynamic
+
+    stages = []
+    result = compare_dynamic([1], ["torch"], warmup=0, iters=4, rounds=2, train_batch=2, train_steps=1, pairs=[TINY],
+                             command="test", on_stage=stages.append)
+    assert [r["model"] for r in result.latencies] == ["resnet20", "dy_resnet20"]
+    assert len(result.comparisons) == 1 and result.comparisons[0]["label"] == TINY.label
+    (split,) = result.splits
+    assert split["kind"] == "cost_split" and split["model"] == "dy_resnet20" and split["batch"] == 1
+    (train,) = result.training
+    assert train["label"] == TINY.label and train["ratio"] > 0
+    assert stages == ["timing batch 1 (4 runs per entry in 2 rounds) ...", "timing training steps ..."]
+    text = dynamic_markdown(result.latencies, result.comparisons, result.splits, result.training, 1, "test")
+    assert "Cost split" in text and "| dy_resnet20 | 1 |" in text
