@@ -11,8 +11,6 @@ prints and writes nothing.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,43 +112,26 @@ def training_ratio(pair: Pair, timing: TrainTiming | None = None) -> dict[str, A
     timing = timing or TrainTiming()
     if min(timing.batch, timing.steps, timing.rounds) < 1:
         raise UsageProblem(f"training batch, steps and rounds must be positive; got {timing}")
-    import torch
+    from bench.timing import torch_threads
 
-    previous = torch.get_num_threads()
-    if timing.threads:
-        torch.set_num_threads(timing.threads)
-    try:
+    with torch_threads(timing.threads):
         return _training_ratio(pair, timing)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _training_ratio(pair: Pair, timing: TrainTiming) -> dict[str, Any]:
-    from bench.stats import ratio_interval
+    from bench.stats import percentile, ratio_interval
+    from bench.timing import time_interleaved
 
     shape = (3, pair.input_size, pair.input_size)
     steps = {name: _train_step(pair.build(name), timing.batch, shape, pair.num_classes, timing.lr, timing.seed)
              for name in (pair.static, pair.dynamic)}
-    for step in steps.values():
-        for _ in range(timing.warmup):
-            step()
-    times: dict[str, list[list[float]]] = {name: [] for name in steps}
-    order = list(steps)
-    rng = random.Random(timing.seed)
-    for _ in range(timing.rounds):
-        rng.shuffle(order)
-        for name in order:
-            samples = []
-            for _ in range(timing.steps):
-                start = time.perf_counter()
-                steps[name]()
-                samples.append(time.perf_counter() - start)
-            times[name].append(samples)
+    times = time_interleaved(steps, warmup=timing.warmup, iters=timing.steps, rounds=timing.rounds, seed=timing.seed)
     # img/s is batch over step time, so dynamic/static img/s is static/dynamic step time.
     ratio, low, high = ratio_interval(times[pair.dynamic], times[pair.static])
-    median = {name: sorted(sum(t, []))[len(sum(t, [])) // 2] for name, t in times.items()}
+    median_s = {name: percentile([ms for samples in rounds for ms in samples], 50) / 1000.0
+                for name, rounds in times.items()}
     return {"label": pair.label, "batch": timing.batch, "steps": timing.steps, "rounds": timing.rounds,
-            "static_img_s": timing.batch / median[pair.static], "dynamic_img_s": timing.batch / median[pair.dynamic],
+            "static_img_s": timing.batch / median_s[pair.static], "dynamic_img_s": timing.batch / median_s[pair.dynamic],
             "ratio": ratio, "ratio_ci": [low, high]}
 
 
@@ -172,14 +153,20 @@ def compare_dynamic(batches: Sequence[int], engines: Sequence[str], *, threads: 
     """Issue 10's table: every pair timed together per batch and engine (`iters` runs per entry at batch 1 in
     `rounds` rounds, iters / batch at larger batches, at least 2 a round), each dynamic net's cost split per batch
     (eager torch), and the training img/s ratio (`train_steps` Adam steps per net per round; 0 skips it)."""
-    import torch
+    from bench.timing import torch_threads
 
+    pairs = list(pairs) if pairs is not None else default_pairs()
+    with torch_threads(threads):
+        return _compare_dynamic(pairs, batches, engines, threads, warmup, iters, rounds, train_batch, train_steps,
+                                command, on_stage)
+
+
+def _compare_dynamic(pairs, batches, engines, threads, warmup, iters, rounds, train_batch, train_steps, command,
+                     on_stage) -> DynamicComparison:
     from bench.dynamic_cost import dynamic_cost_split
     from bench.measure import Settings
     from bench.records import cost_split_record
 
-    pairs = list(pairs) if pairs is not None else default_pairs()
-    torch.set_num_threads(threads)
     latencies, comparisons = [], []
     for batch in batches:
         per_round = max(2, iters // (rounds * batch))

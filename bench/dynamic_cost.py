@@ -15,7 +15,6 @@ Returns data; prints nothing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -103,26 +102,6 @@ def _synchronized(fn: Callable[[], Any]) -> Callable[[], Any]:
     return call
 
 
-def _time_rounds(calls: dict[tuple[int, str], Callable[[], Any]], warmup: int, iters: int, rounds: int,
-                 rng) -> dict[tuple[int, str], list[float]]:
-    """Milliseconds per call of every callable: each round runs every callable `iters` times, in a new
-    random order, so drift and other work hit them alike."""
-    for fn in calls.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[tuple[int, str], list[float]] = {key: [] for key in calls}
-    keys = list(calls)
-    for _ in range(rounds):
-        rng.shuffle(keys)
-        for key in keys:
-            fn = calls[key]
-            for _ in range(iters):
-                start = time.perf_counter()
-                fn()
-                times[key].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def dynamic_cost_split(model, input_shape: Sequence[int], batch: int = 1, *, warmup: int = 3, iters: int = 10,
                        rounds: int = 5, threads: int | None = None, seed: int = 0) -> dict[str, Any]:
     """Time and count the parts of every DynamicConv2d of `model` (eval mode, eager PyTorch, CPU or its device).
@@ -146,10 +125,9 @@ def dynamic_cost_split(model, input_shape: Sequence[int], batch: int = 1, *, war
     Raises:
         UsageProblem: `model` holds no DynamicConv2d, or the settings are not positive.
     """
-    import random
-
     import torch
 
+    from bench.timing import time_interleaved, torch_threads
     from nets.layers import uses_dynamic_conv
 
     if not uses_dynamic_conv(model):
@@ -160,31 +138,30 @@ def dynamic_cost_split(model, input_shape: Sequence[int], batch: int = 1, *, war
                            f"iters={iters}, rounds={rounds}, warmup={warmup}")
     if len(input_shape) != 3:
         raise UsageProblem(f"input_shape is (C, H, W) of one image; got {tuple(input_shape)}")
-    previous_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     was_training = model.training
     model.eval()
     try:
-        param = next(model.parameters())
-        generator = torch.Generator().manual_seed(seed)
-        x = torch.randn(batch, *input_shape, generator=generator).to(param.device, param.dtype)
-        with torch.no_grad():
-            layers = _layer_inputs(model, x)
-            found = [(name, layer, inp, *layer_parts(layer, inp)) for name, layer, inp in layers]
-            calls = {(i, part): _synchronized(fn) if x.is_cuda else fn
-                     for i, (*_, parts) in enumerate(found) for part, fn in parts.items()}
-            times = _time_rounds(calls, warmup, iters, rounds, random.Random(seed))
-            rows = []
-            for i, (name, layer, inp, mode, parts) in enumerate(found):
-                rows.append({"name": name, "mode": mode, "input_shape": list(inp.shape),
-                             "kernels": layer.kernels, "out_channels": layer.out_channels,
-                             "ms": {part: percentile(times[(i, part)], 50) for part in PARTS},
-                             "flops": {part: _flops(parts[part]) for part in PARTS}})
+        with torch_threads(threads):
+            used_threads = torch.get_num_threads()
+            param = next(model.parameters())
+            generator = torch.Generator().manual_seed(seed)
+            x = torch.randn(batch, *input_shape, generator=generator).to(param.device, param.dtype)
+            with torch.no_grad():
+                layers = _layer_inputs(model, x)
+                found = [(name, layer, inp, *layer_parts(layer, inp)) for name, layer, inp in layers]
+                calls = {(i, part): _synchronized(fn) if x.is_cuda else fn
+                         for i, (*_, parts) in enumerate(found) for part, fn in parts.items()}
+                rounds_ms = time_interleaved(calls, warmup=warmup, iters=iters, rounds=rounds, seed=seed)
+                times = {key: [ms for samples in per_round for ms in samples] for key, per_round in rounds_ms.items()}
+                rows = []
+                for i, (name, layer, inp, mode, parts) in enumerate(found):
+                    rows.append({"name": name, "mode": mode, "input_shape": list(inp.shape),
+                                 "kernels": layer.kernels, "out_channels": layer.out_channels,
+                                 "ms": {part: percentile(times[(i, part)], 50) for part in PARTS},
+                                 "flops": {part: _flops(parts[part]) for part in PARTS}})
     finally:
         model.train(was_training)
-        torch.set_num_threads(previous_threads)
-    return summarize_split(rows, batch=batch, input_shape=list(input_shape), threads=threads or previous_threads,
+    return summarize_split(rows, batch=batch, input_shape=list(input_shape), threads=used_threads,
                            iters=iters, rounds=rounds)
 
 

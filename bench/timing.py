@@ -9,10 +9,11 @@ ended by `engine.synchronize()` so queued GPU work is inside the time. With
 from __future__ import annotations
 
 import contextlib
+import random
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,46 @@ OUT_OF_MEMORY_PHRASES = (
     "failed to allocate memory", "bad_alloc", "bfcarena", "cudaerrormemoryallocation", "alloc_failed",
     "outofmemory", "unable to allocate",
 )
+
+
+def time_interleaved(calls: Mapping[Hashable, Callable[[], Any]], *, warmup: int, iters: int, rounds: int,
+                     seed: int = 0) -> dict[Hashable, list[list[float]]]:
+    """Milliseconds per call of every callable, one list per round: each gets `warmup` untimed calls, then every
+    round runs each `iters` times, in a new seeded random order, so drift and other work hit all of them alike.
+
+    For callables that are not engines (the parts of a layer, training steps); `bench.measure` interleaves engines.
+    """
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[Hashable, list[list[float]]] = {key: [] for key in calls}
+    order = list(calls)
+    rng = random.Random(seed)
+    clock = time.perf_counter
+    for _ in range(rounds):
+        rng.shuffle(order)
+        for key in order:
+            fn, samples = calls[key], []
+            for _ in range(iters):
+                start = clock()
+                fn()
+                samples.append((clock() - start) * 1000.0)
+            times[key].append(samples)
+    return times
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` inside the block and put back after it (None: left as they are)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

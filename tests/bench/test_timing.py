@@ -85,3 +85,35 @@ def test_out_of_memory_detection():
     assert is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
     assert is_out_of_memory(RuntimeError("onnxruntime: Failed to allocate memory for requested buffer"))
     assert not is_out_of_memory(ValueError("shape mismatch"))
+
+
+def test_time_interleaved_runs_every_callable_per_round_in_a_seeded_order():
+    from bench.timing import time_interleaved
+
+    log: list[str] = []
+    calls = {name: (lambda name=name: log.append(name)) for name in "abc"}
+    times = time_interleaved(calls, warmup=2, iters=3, rounds=4, seed=7)
+    assert log[:6] == ["a", "a", "b", "b", "c", "c"], "warm-up first, untimed"
+    timed = log[6:]
+    assert len(timed) == 4 * 3 * 3 and all(timed[i] == timed[i - i % 3] for i in range(len(timed))), "iters in a row"
+    orders = [tuple(timed[r * 9:(r + 1) * 9:3]) for r in range(4)]
+    assert all(sorted(o) == ["a", "b", "c"] for o in orders) and len(set(orders)) > 1, "each round, a new order"
+    assert {k: [len(r) for r in v] for k, v in times.items()} == {k: [3, 3, 3, 3] for k in "abc"}
+    assert all(ms >= 0 for v in times.values() for r in v for ms in r)
+    log.clear()
+    time_interleaved(calls, warmup=0, iters=3, rounds=4, seed=7)
+    assert log == timed, "the same seed, the same order"
+
+
+def test_torch_threads_are_put_back():
+    import torch
+
+    from bench.timing import torch_threads
+
+    before = torch.get_num_threads()
+    with pytest.raises(RuntimeError), torch_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
