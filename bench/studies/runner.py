@@ -876,10 +876,10 @@ def run_plans(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path,
     laddered = _laddered(plans, out_dir)
     for index, spec in enumerate(units):
         payload = {"unit": spec.unit_id, "index": index, "total": len(units)}
-        records, bad = unit_state(out_dir, spec)
         if spec.unit_id not in pending:
             on_event("unit-skip", payload)
             continue
+        bad = unit_state(out_dir, spec)[1]
         if bad:
             on_event("unit-redo", {**payload, "reason": f"units/{bad}"})
         on_event("unit-start", payload)
