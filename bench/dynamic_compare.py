@@ -198,7 +198,9 @@ def dynamic_markdown(latencies: list[dict[str, Any]], comparisons: list[dict[str
     machine = describe_machine()
     lines = [f"<!-- made by: {command} -->",
              f"Machine: {machine['cpu']}, {machine['cores_usable']} cores; torch {machine['versions']['torch']}, "
-             f"onnxruntime {machine['versions']['onnxruntime']}; {threads} intra-op thread(s).", "",
+             f"onnxruntime {machine['versions']['onnxruntime']}; {threads} intra-op thread(s); "
+             + (f"tuning environment: {', '.join(f'{k}={v}' for k, v in machine['tuning_env'].items())}."
+                if machine.get("tuning_env") else "no allocator or thread-pool environment variables set."), "",
              "| pair | engine | batch | static p50 ms | dynamic p50 ms | ratio (95% CI) | verdict |",
              "|---|---|---:|---:|---:|---:|---|"]
     for c in comparisons:

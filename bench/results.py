@@ -108,6 +108,16 @@ def _gpu() -> dict[str, Any] | None:
     }
 
 
+#: Environment variables that change how fast the same code runs (memory allocator, thread pools); the machine
+#: description carries the ones set, so two runs that differ only there are not read as a code change.
+TUNING_ENV_PREFIXES = ("MALLOC_", "LD_PRELOAD", "OMP_", "MKL_", "KMP_", "ONEDNN_", "DNNL_")
+
+
+def tuning_env() -> dict[str, str]:
+    """The set environment variables that tune allocation or threading (TUNING_ENV_PREFIXES), by name."""
+    return {k: v for k, v in sorted(os.environ.items()) if k.startswith(TUNING_ENV_PREFIXES)}
+
+
 @functools.lru_cache(maxsize=1)
 def describe_machine() -> dict[str, Any]:
     """What the numbers ran on: CPU, cores, memory, GPU, OS and the versions that matter."""
@@ -120,6 +130,7 @@ def describe_machine() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "gpu": _gpu(),
+        "tuning_env": tuning_env(),
         "versions": {
             "rbench": __version__,
             "torch": _version("torch"),

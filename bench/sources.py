@@ -277,6 +277,10 @@ def _apply_checkpoint(source: ModelSource, path: Path) -> None:
 
 
 # -- loaders: the artifact each engine runs ---------------------------------------------------
+#: Bumped when rbench exports the same net as a different graph, so cached ONNX files of the old form are not reused.
+EXPORT_FORM = 2
+
+
 def graph_batch(source: ModelSource, batch: int | None) -> int | None:
     """The batch to export a fixed-batch graph for, or None for a dynamic-batch graph.
 
@@ -323,7 +327,8 @@ def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None
     if source.kind == "zoo" and source.checkpoint is None:
         params = sum(p.numel() for p in model.parameters())  # a changed definition gets a new file
         config = "-".join(f"{k}={v}" for k, v in sorted(source.config.items()) if k not in ("name", "input_size"))
-        key = hashlib.sha256(config.encode()).hexdigest()[:8]
+        # EXPORT_FORM: a new graph form of the same net (e.g. BatchNorm folded) is exported anew, not reused.
+        key = hashlib.sha256(f"{config}|{EXPORT_FORM}".encode()).hexdigest()[:8]
         path = cache_root() / "onnx" / f"{source.name}-{c}x{h}x{w}-{params}p-{key}-{suffix}.onnx"
         if checked_entry(path, "cached ONNX file"):  # a cut-short or changed file is rebuilt, not trusted
             source.exported[(precision, fixed)] = path

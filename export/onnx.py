@@ -174,6 +174,7 @@ class ExportReport:
     parity: ParityReport | None = None
     fallback_reason: str | None = None  # why dynamo was not used, when it was not
     warnings: list[str] = field(default_factory=list)
+    folded_batchnorm: int = 0  # BatchNorms folded into the dynamic convs before them (nets.layers)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -530,6 +531,8 @@ def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int]
     """`to_onnx`'s work, in the locked scratch folder `stage` beside `path` (removed by the caller)."""
     import torch
 
+    from nets.layers import fold_dynamic_batchnorm
+
     c, h, w = input_shape
     traced_batch = (2 if batch == 1 else batch) if dynamic_batch else batch
     dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -538,7 +541,12 @@ def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int]
         on_cpu = all(t.device.type == "cpu" for t in [*model.parameters(), *model.buffers()])
         if not on_cpu:  # export, and check against, a CPU copy: the CPU provider is the reference runtime
             model = copy.deepcopy(model).cpu()
-        export_model = copy.deepcopy(model).to(dtype) if precision == "fp16" else model
+        # A dynamic conv's computed weight keeps its BatchNorm a node of its own: fold it in first (in fp32).
+        with _eval_mode(model):
+            graph_model, folded = fold_dynamic_batchnorm(model)
+        if precision == "fp16":
+            graph_model = (graph_model if folded else copy.deepcopy(model)).to(dtype)
+        export_model = graph_model
         example = torch.randn(traced_batch, c, h, w, generator=torch.Generator().manual_seed(seed)).to(dtype)
         raw = stage / path.name
         with _eval_mode(export_model), torch.no_grad():
@@ -565,7 +573,7 @@ def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int]
         path=str(path), exporter=used, opset=opset, precision=precision, **signature, traced_batch=traced_batch,
         export_seconds=round(export_seconds, 3), onnx_sha256=sha, onnx_bytes=size,
         external_data=str(final_data) if final_data else None, parity=parity, fallback_reason=fallback_reason,
-        warnings=notes,
+        warnings=notes, folded_batchnorm=folded,
     )
 
 

@@ -75,6 +75,7 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
             "outputs": [{"name": n, "shape": s} for n, s in zip(report.output_names, report.output_shapes)],
             "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in report.dynamic_axes.items()},
             "traced_batch": report.traced_batch,
+            "folded_batchnorm": report.folded_batchnorm,
             "export_seconds": report.export_seconds,
         },
         "parity": report.parity.to_dict() if report.parity is not None else None,

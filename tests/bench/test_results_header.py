@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -18,6 +19,22 @@ def test_make_record_has_header_and_machine():
     assert machine["cores_logical"] >= 1 and machine["cpu"]
     assert machine["versions"]["torch"]
     assert record["command"] == "rbench latency resnet20"
+
+
+def test_the_machine_says_which_allocator_and_thread_settings_were_set(monkeypatch):
+    """Allocator and thread-pool variables change timings without a code change (glibc's MALLOC_MMAP_MAX_ moves
+    dy_vgg11's batch-8 latency, see results/dynamic-conv-*): a result says which were set."""
+    for name in [k for k in os.environ if k.startswith(results.TUNING_ENV_PREFIXES)]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MALLOC_MMAP_MAX_", "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONHASHSEED", "0")  # not a tuning setting
+    assert results.tuning_env() == {"MALLOC_MMAP_MAX_": "0", "OMP_NUM_THREADS": "1"}
+    results.describe_machine.cache_clear()
+    try:
+        assert results.describe_machine()["tuning_env"] == {"MALLOC_MMAP_MAX_": "0", "OMP_NUM_THREADS": "1"}
+    finally:
+        results.describe_machine.cache_clear()  # later tests describe the machine as it really is
 
 
 def test_unknown_kind_and_nan_are_rejected():

@@ -103,6 +103,24 @@ def test_fp16_runs_dynamic_conv_and_attention_on_onnxruntime_cpu(tmp_path, name)
     assert report.parity.passed, report.parity.summary()
 
 
+@pytest.mark.parametrize("batch,dynamic_batch,precision,exporter", [
+    (1, False, "fp32", "dynamo"), (2, False, "fp16", "dynamo"), (1, True, "fp32", "torchscript")])
+def test_a_dynamic_conv_exports_with_its_batchnorms_folded(tmp_path, batch, dynamic_batch, precision, exporter):
+    """A computed conv weight keeps its BatchNorm a node of its own unless rbench folds it in before export;
+    parity is checked against the unfolded model, whose BatchNorms hold statistics far from the identity."""
+    from tests.nets.test_layers import random_statistics
+
+    model = random_statistics(nets.create_model("dy_resnet20"), seed=2)
+    report = export.to_onnx(model, tmp_path / "dy.onnx", SHAPE, batch=batch, dynamic_batch=dynamic_batch,
+                            precision=precision, exporter=exporter)
+    assert report.parity.passed, report.parity.summary()
+    assert report.folded_batchnorm == 18 and report.to_dict()["folded_batchnorm"] == 18
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "dy.onnx")).graph.node]
+    # A fixed batch runs every dynamic conv as a Conv; a dynamic batch as im2col + MatMul (the stem stays a Conv).
+    assert "BatchNormalization" not in ops and ops.count("Conv") == (1 if dynamic_batch else 19)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 19  # the caller's model keeps them
+
+
 def test_fp16_export_has_fp16_io_and_passes_fp16_tolerance(tmp_path):
     model = nets.create_model("resnet20", act="silu")
     report = export.to_onnx(model, tmp_path / "h.onnx", SHAPE, precision="fp16", exporter="torchscript")

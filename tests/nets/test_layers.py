@@ -22,6 +22,7 @@ from nets.layers import (
     SelfAttention2d,
     dynamic_conv_layer,
     dynamic_conv_mode,
+    fold_dynamic_batchnorm,
     set_dynamic_conv_mode,
     set_temperature,
     temperature_schedule,
@@ -241,6 +242,85 @@ def test_dynamic_conv_exports_to_onnx_with_a_dynamic_batch(tmp_path):
         want = model(x).numpy()
     assert got.shape == (3, 5)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def random_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give every BatchNorm2d statistics and an affine far from the identity, so that a wrong fold shows."""
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            for t, low, high in ((m.running_mean, -1, 1), (m.running_var, 0.3, 3), (m.weight.data, 0.5, 1.5),
+                                 (m.bias.data, -1, 1)):
+                t.copy_(torch.rand(t.shape, generator=gen) * (high - low) + low)
+    return model.eval()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mode", FORMS)
+def test_a_folded_batchnorm_gives_what_conv_then_batchnorm_gave(bias, mode):
+    dy = DynamicConv2d(4, 6, 3, padding=1, bias=bias, kernels=3, temperature=2.0, mode=mode).eval()
+    bn = random_statistics(nn.BatchNorm2d(6))
+    x = torch.randn(3, 4, 5, 5)
+    with torch.no_grad():
+        want = bn(dy(x))
+        keys = set(dy.state_dict())
+        dy.fold_batchnorm(bn)
+        assert_close_to_scale(dy(x), want)
+        assert_close_to_scale(dy(x[:1]), want[:1])  # batch 1 runs its own (reshape-free) path
+    assert set(dy.state_dict()) == keys  # the shift is not a checkpoint key
+    assert (dy.shift is None) == bias  # with biases the shift joins them; without, it is its own constant
+    with pytest.raises(ModelConfigError, match="inference-mode BatchNorm2d"):
+        dy.fold_batchnorm(nn.BatchNorm2d(6))  # training mode: its statistics are not the ones it would use
+    with pytest.raises(ModelConfigError, match="6 output channels"):
+        dy.fold_batchnorm(nn.BatchNorm2d(5).eval())
+
+
+@pytest.mark.parametrize("name,folds", [("dy_resnet20", 18), ("dy_vgg11", 7), ("dy_resnet18", 19)])
+def test_every_batchnorm_after_a_dynamic_conv_is_folded_and_outputs_stay(name, folds):
+    from nets import create_model
+
+    kwargs = {"small_input": True} if "vgg" in name else {}
+    model = random_statistics(create_model(name, num_classes=5, **kwargs), seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded, count = fold_dynamic_batchnorm(model)
+    def batchnorms(net):
+        return sum(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+
+    assert count == folds == batchnorms(model) - batchnorms(folded)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # the original is untouched
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert_close_to_scale(folded(x), model(x))
+        assert_close_to_scale(folded(x[:1]), model(x[:1]))
+
+
+def test_folding_leaves_static_training_and_shared_batchnorms_alone():
+    from nets import create_model
+
+    static = create_model("resnet20").eval()
+    assert fold_dynamic_batchnorm(static) == (static, 0)  # an exporter folds a static conv's BN itself
+    training = create_model("dy_resnet20").train()
+    assert fold_dynamic_batchnorm(training) == (training, 0)  # batch statistics, not running ones
+
+    class Shared(nn.Module):  # one BN after two convs: folding it into either would be wrong for the other
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = DynamicConv2d(3, 4, 3, padding=1), DynamicConv2d(3, 4, 3, padding=1)
+            self.bn = nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.a(x)) + self.bn(self.b(x))
+
+    shared = Shared().eval()
+    assert fold_dynamic_batchnorm(shared) == (shared, 0)
+
+
+def test_a_module_pickled_before_folding_existed_loads_without_a_shift():
+    dy = DynamicConv2d(4, 8, 3, padding=1)
+    del dy._buffers["shift"]
+    dy._non_persistent_buffers_set.discard("shift")
+    again = pickle.loads(pickle.dumps(dy))
+    assert again.shift is None and set(again.state_dict()) == set(DynamicConv2d(4, 8, 3, padding=1).state_dict())
 
 
 def test_self_attention_starts_as_identity_and_mixes_positions_once_gamma_grows():
