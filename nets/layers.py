@@ -56,6 +56,20 @@ CHUNK_FLOATS = 1 << 18
 #: at 8x8 and larger.
 EXPAND_MAX_EXTRA_MACS = 48
 
+#: In PyTorch, "auto" takes "unfold" instead of "grouped" at a batch of 2 or more where the batch's kernels
+#: (B * C_out * C_in*k*k elements) pass this many bytes: oneDNN's grouped conv copies its weight into its own
+#: layout on every call, and in training its backward is slow on such weights. Measured on one CPU core (DY-VGG-11's
+#: 8x8 layers, batch 64, forward + backward): 128->256 grouped 311 ms vs unfold 216, 256->256 603 vs 451; the
+#: 64->128 layer at 16x16 (19 MB of kernels) 113 vs 170, and every layer at batch 8 in inference, favour grouped.
+#: 32 MiB is also glibc's largest mmap threshold: a bigger temporary is fresh pages on every call.
+GROUPED_MAX_KERNEL_BYTES = 32 << 20
+
+#: "expand" computes its conv of all K kernels as im2col + one matrix product (B*L rows) where H' * W' <= this, and
+#: as F.conv2d above: at 2x2 and 4x4 outputs oneDNN's conv, its backward above all, ran far below GEMM speed
+#: (DY-VGG-11's 512->512 at 2x2, batch 64, forward + backward on one core: 453 ms as a conv, 193 as a GEMM;
+#: 4x4: 728 vs 660; at 8x8 the conv won, 589 vs 744).
+EXPAND_GEMM_MAX_POSITIONS = 16
+
 #: In PyTorch, "auto" takes "chunked" at a batch of 1 where H' * W' <= this. Measured on one CPU core (DY-VGG-11
 #: at 32x32, 512 channels): at 2x2 grouped's aggregated kernel plus a conv at that size cost about 3x chunked's
 #: time; at 4x4 and larger grouped was as fast or faster.
@@ -101,8 +115,9 @@ class DynamicConv2d(nn.Module):
       and one batched matmul, so no full per-sample kernel goes through memory (see `chunked_conv`).
       Exports with a dynamic batch, but as a loop of blocks: meant for eager PyTorch.
     - "auto" (the default): in PyTorch (eager, torch.compile, training) "grouped", except "expand"
-      at a batch of 2 or more where (K - 1) * L <= EXPAND_MAX_EXTRA_MACS and "chunked" at a batch
-      of 1 where L <= CHUNKED_MAX_POSITIONS (VGG's 2x2 layers at 32x32); in a fixed-batch dynamo
+      at a batch of 2 or more where (K - 1) * L <= EXPAND_MAX_EXTRA_MACS, "unfold" at a batch of 2
+      or more whose kernels pass GROUPED_MAX_KERNEL_BYTES (DY-VGG's 8x8 layers in training), and
+      "chunked" at a batch of 1 where L <= CHUNKED_MAX_POSITIONS (VGG's 2x2 layers at 32x32); in a fixed-batch dynamo
       export "grouped"; where an export keeps the batch symbolic, or the TorchScript exporter
       traces, "unfold". Choose by hand with `set_dynamic_conv_mode` / `dynamic_conv_mode`.
       (torch.compile specializes the grouped conv on the batch size: a new size recompiles.)
@@ -217,7 +232,10 @@ class DynamicConv2d(nn.Module):
             positions = self._positions(x)
             if batch == 1:
                 return "chunked" if positions <= CHUNKED_MAX_POSITIONS else "grouped"
-            return "expand" if (self.kernels - 1) * positions <= EXPAND_MAX_EXTRA_MACS else "grouped"
+            if (self.kernels - 1) * positions <= EXPAND_MAX_EXTRA_MACS:
+                return "expand"
+            kernel_bytes = batch * self.weight[0].numel() * self.weight.element_size()
+            return "grouped" if kernel_bytes <= GROUPED_MAX_KERNEL_BYTES else "unfold"
         if self.mode == "grouped" and (symbolic or (tracing and torch.onnx.is_in_onnx_export())):
             # Said here: the exporters' own errors point deep into the graph, not at the remedy.
             raise ModelConfigError("DynamicConv2d mode 'grouped' fixes the batch size and needs the dynamo exporter; "
@@ -279,9 +297,21 @@ class DynamicConv2d(nn.Module):
         return self._shifted(out.unflatten(2, out_hw))  # (B, C_out, H', W')
 
     def expand_conv(self, x: torch.Tensor) -> torch.Tensor:
-        """One static conv of `x` with all K kernels: (B, K*C_out, H', W') (mode "expand")."""
+        """One static conv of `x` with all K kernels: (B, K*C_out, H', W') (mode "expand").
+
+        On small outputs (H'*W' <= EXPAND_GEMM_MAX_POSITIONS) as im2col and one matrix product, (B*L, C_in*k*k)
+        @ (C_in*k*k, K*C_out): the same numbers, at GEMM speed where oneDNN's conv is slow.
+        """
         bias = self.bias.flatten() if self.bias is not None else None  # (K*C_out,)
-        return F.conv2d(x, self.weight.flatten(0, 1), bias, self.stride, self.padding, self.dilation)
+        weight = self.weight.flatten(0, 1)  # (K*C_out, C_in, k, k)
+        if self._positions(x) > EXPAND_GEMM_MAX_POSITIONS:
+            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
+        cols = self._columns(x)  # (B, C_in*k*k, H', W')
+        rows = cols.flatten(2).transpose(1, 2)  # (B, L, C_in*k*k)
+        out = rows @ weight.flatten(1).t()  # (B, L, K*C_out): one GEMM over B*L rows
+        if bias is not None:
+            out = out + bias
+        return out.transpose(1, 2).unflatten(2, cols.shape[-2:])  # (B, K*C_out, H', W')
 
     def mix_outputs(self, out: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """The attention-weighted sum of `expand_conv`'s K outputs: (B, C_out, H', W')."""

@@ -17,7 +17,7 @@ import export
 import nets
 from export.errors import DataProblem
 from nets.errors import ModelConfigError
-from nets.layers import DynamicConv2d, dynamic_conv_mode
+from nets.layers import EXPAND_GEMM_MAX_POSITIONS, DynamicConv2d, dynamic_conv_mode
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # the dynamo exporter's dependency
@@ -100,9 +100,12 @@ def test_expand_form_exports_with_a_dynamic_batch_through_torchscript(model, tmp
         report = export.to_onnx(model, path, SHAPE, exporter="torchscript")
     assert report.input_shapes == [["batch", *SHAPE]] and report.parity.passed, report.parity.summary()
     ops, groups = graph_ops(path)
-    # Every dynamic layer is one static conv with all K kernels: no per-sample kernel, no im2col.
-    assert ops["Conv"] == dynamic_layers(model) + 1 and groups <= {1}
-    assert ops["Pad"] == 2  # the two option-A shortcuts' channel padding; im2col would pad before every layer
+    # Every dynamic layer is one static product with all K kernels, no per-sample kernel: a Conv, or on outputs
+    # of at most EXPAND_GEMM_MAX_POSITIONS (stage 3's six layers at 4x4 here) im2col (one Pad each) + a MatMul.
+    gemm = 6
+    assert 4 * 4 <= EXPAND_GEMM_MAX_POSITIONS < 8 * 8
+    assert ops["Conv"] == dynamic_layers(model) - gemm + 1 and groups <= {1}
+    assert ops["Pad"] == 2 + gemm  # the two option-A shortcuts' channel padding, and im2col's
 
 def test_unfold_form_exports_at_a_fixed_batch_too(model, tmp_path):
     with dynamic_conv_mode(model, "unfold"):

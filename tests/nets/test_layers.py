@@ -102,7 +102,8 @@ def test_dynamic_conv_is_the_attention_weighted_kernel(mode):
     (5, 1, 2, 1, False), (5, 2, 2, 1, True), (3, 1, 2, 2, True), (3, 2, 3, 2, False), (2, 2, 1, 1, True),
 ])
 @pytest.mark.parametrize("temperature", [1.0, 30.0])
-def test_every_form_computes_what_unfold_computed(kernel_size, stride, padding, dilation, bias, temperature):
+@pytest.mark.parametrize("size", [(11, 9), (4, 3)])  # (4, 3): outputs of at most 4 positions, expand's GEMM path
+def test_every_form_computes_what_unfold_computed(kernel_size, stride, padding, dilation, bias, temperature, size):
     """Random weights, a non-square odd-sized input, K=4: each form (and auto) equals the old F.unfold form
     and a per-sample loop of plain convs with each sample's own kernel."""
     torch.manual_seed(kernel_size * 100 + stride * 10 + padding + dilation)
@@ -111,7 +112,7 @@ def test_every_form_computes_what_unfold_computed(kernel_size, stride, padding, 
         dy.attn_fc2.weight.mul_(20)  # attention far from uniform, so a wrong kernel mix shows
         if bias:
             dy.bias.normal_()
-    x = torch.randn(3, 5, 11, 9)
+    x = torch.randn(3, 5, *size)
     with torch.no_grad():
         want = unfold_reference(dy, x)
         attn = dy.attention(x)
@@ -141,6 +142,16 @@ def test_auto_picks_grouped_at_batch_one_and_expand_where_the_output_is_small():
     assert dy.resolved_mode(torch.randn(2, 4, small, small)) == "unfold"  # a mode set by hand is kept
 
 
+def test_auto_takes_unfold_over_grouped_once_the_batchs_kernels_are_large(monkeypatch):
+    import nets.layers as layers
+
+    dy = DynamicConv2d(4, 8, 3, padding=1, kernels=4)
+    kernel_bytes = 8 * 4 * 3 * 3 * 4  # one sample's kernel in fp32
+    monkeypatch.setattr(layers, "GROUPED_MAX_KERNEL_BYTES", 3 * kernel_bytes)
+    assert [dy.resolved_mode(torch.randn(b, 4, 6, 6)) for b in (1, 2, 3, 4)] == ["grouped"] * 3 + ["unfold"]
+    assert dy.resolved_mode(torch.randn(4, 4, 2, 2)) == "expand"  # small outputs expand whatever the batch
+
+
 def test_mode_leaves_the_state_dict_alone():
     dy = DynamicConv2d(4, 8, 3, padding=1)
     x = torch.randn(2, 4, 6, 6)
@@ -158,12 +169,14 @@ def test_mode_leaves_the_state_dict_alone():
 
 
 @pytest.mark.parametrize("bias", [True, False])
-def test_every_form_trains_with_the_same_gradients(bias):
+@pytest.mark.parametrize("size", [9, 5])  # outputs 5x5 and 3x3: expand as a conv and as a GEMM
+def test_every_form_trains_with_the_same_gradients(bias, size):
     """Backward works in each form and gives the input, the kernels and the attention the same gradients."""
     torch.manual_seed(1)
     dy = DynamicConv2d(4, 6, 3, stride=2, padding=1, bias=bias, kernels=4, temperature=1.0)
-    x = torch.randn(3, 4, 9, 9)
-    target = torch.randn(3, 6, 5, 5)
+    x = torch.randn(3, 4, size, size)
+    out = (size + 1) // 2
+    target = torch.randn(3, 6, out, out)
     grads = {}
     for mode in FORMS:
         dy.mode = mode
