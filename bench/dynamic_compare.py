@@ -12,7 +12,7 @@ prints and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.errors import UsageProblem
@@ -135,15 +135,48 @@ def _training_ratio(pair: Pair, timing: TrainTiming) -> dict[str, Any]:
             "ratio": ratio, "ratio_ci": [low, high]}
 
 
+def parameter_reads(pairs: Sequence[Pair], *, rounds: int = 10, iters: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+    """How long reading each net's parameters once takes (a sum over every parameter tensor), the nets of all pairs
+    timed interleaved: a floor under any form of the dynamic net, which must read all K kernels per inference.
+
+    Returns one row per net, {"model", "twin" (a dynamic net's static twin, else None), "bytes", "read_ms_p50"}.
+    """
+    import torch
+
+    from bench.stats import percentile
+    from bench.timing import time_interleaved
+
+    params, rows = {}, []
+    for pair in pairs:
+        for name, twin in ((pair.static, None), (pair.dynamic, pair.static)):
+            if name not in params:
+                params[name] = [p.detach() for p in pair.build(name).parameters()]
+                rows.append({"model": name, "twin": twin,
+                             "bytes": sum(p.numel() * p.element_size() for p in params[name])})
+
+    def reader(tensors):
+        def read() -> None:
+            with torch.inference_mode():
+                for t in tensors:
+                    t.sum()
+        return read
+    times = time_interleaved({name: reader(tensors) for name, tensors in params.items()}, warmup=2, iters=iters,
+                             rounds=rounds, seed=seed)
+    for row in rows:
+        row["read_ms_p50"] = percentile([ms for samples in times[row["model"]] for ms in samples], 50)
+    return rows
+
+
 @dataclass
 class DynamicComparison:
     """What `rbench dynamic` measures: latency and comparison records per pair, batch and engine; each dynamic
-    net's cost split per batch (records); each pair's training-speed row."""
+    net's cost split per batch (records); each pair's training-speed row; each net's parameter read time."""
 
     latencies: list[dict[str, Any]]
     comparisons: list[dict[str, Any]]
     splits: list[dict[str, Any]]
     training: list[dict[str, Any]]
+    reads: list[dict[str, Any]] = field(default_factory=list)
 
 
 def compare_dynamic(batches: Sequence[int], engines: Sequence[str], *, threads: int = 1, warmup: int = 10,
@@ -187,12 +220,14 @@ def _compare_dynamic(pairs, batches, engines, threads, warmup, iters, rounds, tr
         on_stage("timing training steps ...")
         timing = TrainTiming(batch=train_batch, steps=train_steps, threads=threads)
         training = [training_ratio(pair, timing) for pair in pairs]
-    return DynamicComparison(latencies, comparisons, splits, training)
+    on_stage("timing parameter reads ...")
+    return DynamicComparison(latencies, comparisons, splits, training, parameter_reads(pairs, rounds=rounds))
 
 
 def dynamic_markdown(latencies: list[dict[str, Any]], comparisons: list[dict[str, Any]], splits: list[dict[str, Any]],
-                     training: list[dict[str, Any]], threads: int, command: str | None) -> str:
-    """The latency ratios, training ratios and cost split as Markdown, the command and load above them."""
+                     training: list[dict[str, Any]], threads: int, command: str | None,
+                     reads: Sequence[dict[str, Any]] = ()) -> str:
+    """The latency ratios, training ratios, cost split and parameter reads as Markdown, the command and load above."""
     from bench.results import describe_machine
 
     machine = describe_machine()
@@ -226,6 +261,16 @@ def dynamic_markdown(latencies: list[dict[str, Any]], comparisons: list[dict[str
             lines.append(f"| {s['model']} | {s['batch']} | {forms} | {t['attention']:.2f} | {t['aggregation']:.2f} | "
                          f"{t['conv']:.2f} | {s['other_ms']:.2f} | {t['layer']:.2f} | {t['static_conv']:.2f} | "
                          f"{s['extra_ms']:.2f} | {shares} |")
+    if reads:
+        lines += ["", "Reading the parameters once (a sum over every parameter tensor, p50, the nets interleaved): "
+                      "every form of a dynamic conv reads all K kernels per inference.", "",
+                  "| net | parameters MB | read once, ms | vs the static twin's batch-1 p50 |", "|---|---:|---:|---|"]
+        twin_p50 = {(c["baseline"].get("model"), c["candidate"]["engine"]): c["baseline"]["latency_ms_p50"]
+                    for c in comparisons if c["batch"] == 1}
+        for r in reads:
+            versus = ", ".join(f"{r['read_ms_p50'] / ms:.2f}x {model}'s {engine} ({ms:.2f} ms)"
+                               for (model, engine), ms in twin_p50.items() if model == r["twin"])
+            lines.append(f"| {r['model']} | {r['bytes'] / 1e6:.1f} | {r['read_ms_p50']:.2f} | {versus} |")
     loads = [r["load_average_after"][0] for r in latencies if r.get("load_average_after")]
     contended = sum(bool((r.get("contention") or {}).get("contended")) for r in latencies)
     if loads:

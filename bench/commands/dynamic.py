@@ -24,7 +24,8 @@ from bench.commands.measure import check_out_folder
 @click.option("--train-steps", type=click.IntRange(min=0), default=2, show_default=True,
               help="Optimizer steps per net per round for the training-speed ratio (0: skip it).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results/dynamic-conv"),
-              show_default=True, help="Folder for latency.jsonl, comparison.jsonl, cost_split.jsonl, training.json, table.md.")
+              show_default=True, help="Folder for latency.jsonl, comparison.jsonl, cost_split.jsonl, training.json, parameter_reads.json, "
+                   "table.md.")
 def dynamic_command(batches: str, engines: str, threads: int, warmup: int, iters: int, rounds: int,
                     train_batch: int, train_steps: int, out: Path) -> None:
     """Time dy_resnet20 / resnet20 and dy_vgg11 / vgg11_bn (small_input, 32x32) interleaved: p50 ratios per batch
@@ -50,6 +51,8 @@ def dynamic_command(batches: str, engines: str, threads: int, warmup: int, iters
     for record in result.latencies + result.comparisons + result.splits:
         append_record(record, out)
     (out / "training.json").write_text(json.dumps({"command": command, "rows": result.training}, indent=1) + "\n")
-    table = dynamic_markdown(result.latencies, result.comparisons, result.splits, result.training, threads, command)
+    (out / "parameter_reads.json").write_text(json.dumps({"command": command, "rows": result.reads}, indent=1) + "\n")
+    table = dynamic_markdown(result.latencies, result.comparisons, result.splits, result.training, threads, command,
+                             result.reads)
     (out / "table.md").write_text(table + "\n")
     click.echo(table)

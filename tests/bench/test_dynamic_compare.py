@@ -64,6 +64,20 @@ def test_compare_dynamic_returns_every_part_of_the_table():
     assert split["kind"] == "cost_split" and split["model"] == "dy_resnet20" and split["batch"] == 1
     (train,) = result.training
     assert train["label"] == TINY.label and train["ratio"] > 0
-    assert stages == ["timing batch 1 (4 runs per entry in 2 rounds) ...", "timing training steps ..."]
-    text = dynamic_markdown(result.latencies, result.comparisons, result.splits, result.training, 1, "test")
+    assert stages == ["timing batch 1 (4 runs per entry in 2 rounds) ...", "timing training steps ...",
+                      "timing parameter reads ..."]
+    static, dynamic = result.reads
+    assert (static["model"], static["twin"], dynamic["model"], dynamic["twin"]) == ("resnet20", None, "dy_resnet20",
+                                                                                    "resnet20")
+    # K=4 kernels per dynamic conv plus its attention: about 4x the bytes (an independent count from the builders).
+    import nets
+
+    for row in result.reads:
+        assert row["bytes"] == 4 * sum(p.numel() for p in nets.create_model(row["model"], num_classes=10).parameters())
+        assert row["read_ms_p50"] > 0
+    assert 3.5 < dynamic["bytes"] / static["bytes"] < 4.5
+    text = dynamic_markdown(result.latencies, result.comparisons, result.splits, result.training, 1, "test", result.reads)
     assert "Cost split" in text and "| dy_resnet20 | 1 |" in text
+    static_p50 = result.comparisons[0]["baseline"]["latency_ms_p50"]
+    assert (f"| dy_resnet20 | {dynamic['bytes'] / 1e6:.1f} | {dynamic['read_ms_p50']:.2f} | "
+            f"{dynamic['read_ms_p50'] / static_p50:.2f}x resnet20's torch ({static_p50:.2f} ms) |") in text
