@@ -26,6 +26,7 @@ from nets.layers import (
     SelfAttention2d,
     create_act,
     dynamic_conv_mode,
+    fold_dynamic_batchnorm,
     get_act_layer,
     set_dynamic_conv_mode,
     set_temperature,
@@ -37,6 +38,6 @@ __all__ = [
     "ACTIVATIONS", "ANY_CHANNELS", "ChannelAgnosticStem", "DYNAMIC_CONV_MODES", "DynamicConv2d", "KINDS",
     "ModelConfigError", "ModelEntry", "ModelError", "RRDB", "SelfAttention2d", "UnknownModelError",
     "channel_agnostic_models", "channel_mask", "check_in_chans", "create_act", "create_model", "dynamic_conv_mode",
-    "get_act_layer", "is_channel_agnostic", "list_models", "model_entry", "register_model", "set_dynamic_conv_mode",
-    "set_temperature", "temperature_schedule", "uses_dynamic_conv",
+    "fold_dynamic_batchnorm", "get_act_layer", "is_channel_agnostic", "list_models", "model_entry", "register_model",
+    "set_dynamic_conv_mode", "set_temperature", "temperature_schedule", "uses_dynamic_conv",
 ]

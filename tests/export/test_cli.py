@@ -50,6 +50,25 @@ def test_export_writes_model_and_manifest(run_cli, tmp_path, results_dir):
     assert record["kind"] == "export" and record["model"] == "resnet20" and record["parity_passed"]
 
 
+def test_static_batch_export_of_a_dynamic_net_is_the_fast_form_with_its_batchnorms_folded(run_cli, tmp_path,
+                                                                                           results_dir):
+    out = tmp_path / "out"
+    code, _, err = run_cli("export", "dy_resnet20", "--input-size", "16", "--static-batch", "--batch", "2",
+                           "--out", out, "--results", results_dir)
+    assert code == 0, err
+    manifest = json.loads((out / "dy_resnet20.onnx.json").read_text())
+    onnx_part = manifest["onnx"]
+    assert onnx_part["inputs"] == [{"name": "input", "shape": [2, 3, 16, 16]}] and onnx_part["dynamic_axes"] == {}
+    assert onnx_part["folded_batchnorm"] == 18 and manifest["parity"]["passed"]
+    import onnx
+
+    nodes = onnx.load(str(out / "dy_resnet20.onnx")).graph.node
+    assert "BatchNormalization" not in [n.op_type for n in nodes]
+    # The fast form: one grouped Conv per dynamic layer, the batch folded into the groups.
+    groups = [a.i for n in nodes if n.op_type == "Conv" for a in n.attribute if a.name == "group"]
+    assert groups.count(2) == 18
+
+
 def test_trainer_checkpoint_gives_architecture_and_weights(run_cli, tmp_path):
     model = nets.create_model("resnet20", num_classes=5, in_chans=1, act="silu")
     with torch.no_grad():
