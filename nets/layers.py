@@ -440,9 +440,11 @@ def fold_dynamic_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     if model.training or not uses_dynamic_conv(model):
         return model, 0
 
-    class _Tracer(torch.fx.Tracer):
+    from nets.channel_agnostic import ChannelAgnosticStem  # it builds on this module's layers
+
+    class _Tracer(torch.fx.Tracer):  # the channel-agnostic stem loops over the input's channels: kept whole too
         def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-            return isinstance(m, DynamicConv2d) or super().is_leaf_module(m, qualname)
+            return isinstance(m, (DynamicConv2d, ChannelAgnosticStem)) or super().is_leaf_module(m, qualname)
 
     try:
         graph = _Tracer().trace(model)

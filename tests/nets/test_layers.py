@@ -288,12 +288,13 @@ def test_a_folded_batchnorm_gives_what_conv_then_batchnorm_gave(bias, mode):
         dy.fold_batchnorm(nn.BatchNorm2d(5).eval())
 
 
-@pytest.mark.parametrize("name,folds", [("dy_resnet20", 18), ("dy_vgg11", 7), ("dy_resnet18", 19)])
-def test_every_batchnorm_after_a_dynamic_conv_is_folded_and_outputs_stay(name, folds):
+@pytest.mark.parametrize("name,folds,in_chans", [("dy_resnet20", 18, 3), ("dy_vgg11", 7, 3), ("dy_resnet18", 19, 3),
+                                                 ("dy_resnet20", 18, "any"), ("dy_vgg11", 7, "any")])
+def test_every_batchnorm_after_a_dynamic_conv_is_folded_and_outputs_stay(name, folds, in_chans):
     from nets import create_model
 
     kwargs = {"small_input": True} if "vgg" in name else {}
-    model = random_statistics(create_model(name, num_classes=5, **kwargs), seed=1)
+    model = random_statistics(create_model(name, num_classes=5, in_chans=in_chans, **kwargs), seed=1)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     folded, count = fold_dynamic_batchnorm(model)
     def batchnorms(net):
