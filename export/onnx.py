@@ -543,7 +543,7 @@ def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int]
             model = copy.deepcopy(model).cpu()
         # A dynamic conv's computed weight keeps its BatchNorm a node of its own: fold it in first (in fp32).
         with _eval_mode(model):
-            graph_model, folded = fold_dynamic_batchnorm(model)
+            graph_model, folded = fold_dynamic_batchnorm(model, on_skip=notes.append)
         if precision == "fp16":
             graph_model = (graph_model if folded else copy.deepcopy(model)).to(dtype)
         export_model = graph_model

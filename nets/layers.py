@@ -424,7 +424,7 @@ def uses_dynamic_conv(model: nn.Module) -> bool:
     return any(isinstance(m, DynamicConv2d) for m in model.modules())
 
 
-def fold_dynamic_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
+def fold_dynamic_batchnorm(model: nn.Module, on_skip=None) -> tuple[nn.Module, int]:
     """A copy of the inference-mode `model` in which every BatchNorm2d that only ever follows one
     DynamicConv2d is folded into that layer's K kernels (`DynamicConv2d.fold_batchnorm`) and becomes an
     nn.Identity; returns (the copy, how many were folded). Outputs do not change (to rounding).
@@ -433,7 +433,7 @@ def fold_dynamic_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     is computed, so its BatchNorm stays a node of its own unless folded here. Which BatchNorm follows which
     layer is read from a torch.fx trace (the dynamic convs kept whole): a pair is folded only where the
     BatchNorm's one input is the conv's output and nothing else reads that output. A net the tracer cannot
-    follow is returned uncopied, with 0.
+    follow is returned uncopied, with 0, and `on_skip` (when given) is called with one line saying why.
     """
     import torch.fx
 
@@ -448,7 +448,10 @@ def fold_dynamic_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
 
     try:
         graph = _Tracer().trace(model)
-    except Exception:  # noqa: BLE001 - data-dependent control flow etc.: nothing folded, nothing broken
+    except Exception as exc:  # noqa: BLE001 - data-dependent control flow etc.: nothing folded, nothing broken
+        if on_skip is not None:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            on_skip(f"no BatchNorm was folded into the dynamic convs: torch.fx could not trace the net ({reason})")
         return model, 0
     modules = dict(model.named_modules())
     calls: dict[str, int] = {}

@@ -328,6 +328,15 @@ def test_folding_leaves_static_training_and_shared_batchnorms_alone():
     shared = Shared().eval()
     assert fold_dynamic_batchnorm(shared) == (shared, 0)
 
+    class Branchy(Shared):  # control flow on a tensor's value: torch.fx cannot trace it
+        def forward(self, x):
+            return self.bn(self.a(x)) if x.sum() > 0 else self.bn(self.b(x))
+
+    branchy, said = Branchy().eval(), []
+    assert fold_dynamic_batchnorm(branchy, on_skip=said.append) == (branchy, 0)
+    (line,) = said
+    assert line.startswith("no BatchNorm was folded into the dynamic convs: torch.fx could not trace the net (")
+
 
 def test_a_module_pickled_before_folding_existed_loads_without_a_shift():
     dy = DynamicConv2d(4, 8, 3, padding=1)
