@@ -7,6 +7,7 @@ ESRGAN's residual-in-residual dense block and SAGAN's self-attention.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 from collections.abc import Iterator
 
@@ -275,10 +276,8 @@ class DynamicConv2d(nn.Module):
         batch, channels, height, width = x.shape
         k = self.kernel_size
         weight = weight.view(-1, channels, k, k)  # (B*C_out, C_in, k, k)
-        if self.shift is not None and bias is None:
+        if self.shift is not None:  # (a folded BatchNorm's shift exists only in a layer without biases)
             bias = self.shift.repeat(batch) if batch != 1 else self.shift
-        elif self.shift is not None:
-            bias = bias + self.shift
         bias = bias.flatten() if bias is not None else None  # (B*C_out,)
         if isinstance(batch, int) and batch == 1:  # one sample: a plain conv, no reshape of x or out in the graph
             return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation)
@@ -470,8 +469,6 @@ def fold_dynamic_batchnorm(model: nn.Module, on_skip=None) -> tuple[nn.Module, i
         pairs.append((source.target, node.target))
     if not pairs:
         return model, 0
-    import copy
-
     folded = copy.deepcopy(model)
     for conv_name, bn_name in pairs:
         folded.get_submodule(conv_name).fold_batchnorm(folded.get_submodule(bn_name))
