@@ -29,7 +29,8 @@ from bench.commands.measure import check_out_folder
 def dynamic_command(batches: str, engines: str, threads: int, warmup: int, iters: int, rounds: int,
                     train_batch: int, train_steps: int, out: Path) -> None:
     """Time dy_resnet20 / resnet20 and dy_vgg11 / vgg11_bn (small_input, 32x32) interleaved: p50 ratios per batch
-    and engine with 95% intervals and verdicts, the training images/s ratio, and each dynamic net's cost split.
+    and engine with 95% intervals and verdicts, the training images/s ratio, each dynamic net's cost split, and
+    how long reading each net's parameters once takes (a floor under any form of the dynamic net).
 
     \b
     Each pair is timed together in --rounds rounds (bench.measure.time_pairs), per batch and engine; onnxruntime
