@@ -62,7 +62,7 @@ def regress(session: nox.Session) -> None:
     new = Path(session.create_tmp()) / "regress-new"
     shutil.rmtree(new, ignore_errors=True)
     session.run("rbench", *REGRESS_SET, "--out", str(new))
-    slug = session.run("python", "-c", "from bench.results import machine_slug; print(machine_slug())",
+    slug = session.run("python", "-c", "from bench.records.io import machine_slug; print(machine_slug())",
                        silent=True).strip()
     baseline = Path("results") / "baselines" / slug
     if not (baseline / "latency.jsonl").exists():

@@ -18,19 +18,50 @@ The public Python surface, loaded lazily (`rbench --help` must not pay for impor
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 from typing import Any
 
 __version__ = "0.1.0"
 
 #: public name -> module that defines it (imported on first use).
 _PUBLIC = {
-    "resolve_source": "bench.sources", "ModelSource": "bench.sources",
-    "latency": "bench.measure", "throughput": "bench.measure", "profile": "bench.measure", "Settings": "bench.measure",
+    "resolve_source": "bench.engines.sources", "ModelSource": "bench.engines.sources",
+    "latency": "bench.measure.run", "throughput": "bench.measure.run", "profile": "bench.measure.run", "Settings": "bench.measure.run",
     "create_engine": "bench.engines",
-    "read_records": "bench.results", "validate_record": "bench.results",
+    "read_records": "bench.records.io", "validate_record": "bench.records.io",
 }
 
 __all__ = ["__version__", *_PUBLIC]
+
+
+#: Module paths README once named, now elsewhere: importing the old path gives the new module.
+_MOVED_MODULES = {"bench.results": "bench.records.io", "bench.dynamic_cost": "bench.scenarios.dynamic_cost"}
+
+
+class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    _own_specs: dict[str, Any] = {}
+
+    def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001, ANN201 (importlib's protocol)
+        if fullname in _MOVED_MODULES:
+            return importlib.util.spec_from_loader(fullname, self)
+        return None
+
+    def create_module(self, spec):  # noqa: ANN001, ANN201
+        warnings.warn(f"{spec.name} moved to {_MOVED_MODULES[spec.name]}", DeprecationWarning, stacklevel=2)
+        module = importlib.import_module(_MOVED_MODULES[spec.name])
+        self._own_specs[module.__name__] = module.__spec__
+        return module
+
+    def exec_module(self, module) -> None:  # noqa: ANN001
+        # The import system stamped the old name's spec on the module; give it back its own.
+        module.__spec__ = self._own_specs[module.__name__]
+
+
+if not any(isinstance(finder, _MovedModuleFinder) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModuleFinder())
 
 
 def __getattr__(name: str) -> Any:

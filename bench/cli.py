@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv is not None:
         import shlex
 
-        import bench.results
+        import bench.records.io
 
-        bench.results.COMMAND_OVERRIDE = shlex.join(["rbench", *argv])
+        bench.records.io.COMMAND_OVERRIDE = shlex.join(["rbench", *argv])
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warnings(warnings.showwarning)
         return _run(argv, debug)
@@ -131,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fail(line: str, code: int, debug: bool, exc: BaseException | None = None) -> int:
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # one of several processes (torchrun)
-        from bench import distributed
-
+        from bench.train import distributed
         distributed.write_error_file(line, code, type(exc).__name__ if exc is not None else "")
         if not debug and not distributed.prints_error(exc, code):
             return code  # another process (rank 0, or the launcher) prints this line

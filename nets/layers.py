@@ -261,7 +261,7 @@ class DynamicConv2d(nn.Module):
             return self.chunked_conv(x, attn)
         return self._forward_unfold(x, attn)
 
-    # Each form is two named parts, so that `bench.dynamic_cost` can time and count the same calls apart:
+    # Each form is two named parts, so that `bench.scenarios.dynamic_cost` can time and count the same calls apart:
     # "grouped" and "unfold" aggregate the kernels (`aggregate_kernels`) then convolve with them; "expand"
     # convolves with all K kernels (`expand_conv`) then aggregates the outputs (`mix_outputs`).
 

@@ -25,7 +25,7 @@ def _private_count_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def private_flops_cache(tmp_path, monkeypatch):
     """A per-test FLOP-count cache: on-disk counts in tmp_path, the in-memory cache emptied."""
-    from bench.flops import model_flops
+    from bench.measure.flops import model_flops
 
     monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
     model_flops.cache_clear()
@@ -67,8 +67,8 @@ def run_cli(capsys):
 
 def record_of(kind: str, **fields):
     """A valid record of `kind` with only the given fields set (the rest None), for report and schema tests."""
-    from bench.records import FIELDS
-    from bench.results import make_record
+    from bench.records.builders import FIELDS
+    from bench.records.io import make_record
 
     fields.setdefault("command", "test")
     return make_record(kind, **{**dict.fromkeys(FIELDS.get(kind, ())), **fields})

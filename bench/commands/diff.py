@@ -32,7 +32,7 @@ def diff_command(baseline: Path, new: Path, threshold: float, cross_machine: boo
     Example:
       rbench latency resnet20 --engine torch,ort --out new/ && rbench diff results/baselines/ new/
     """
-    from bench.diff import diff_records, read_all
+    from bench.report.diff import diff_records, read_all
 
     report = diff_records(read_all(baseline), read_all(new), threshold=threshold, cross_machine=cross_machine)
     if as_json:

@@ -33,14 +33,14 @@ def dynamic_command(batches: str, engines: str, threads: int, warmup: int, iters
     how long reading each net's parameters once takes (a floor under any form of the dynamic net).
 
     \b
-    Each pair is timed together in --rounds rounds (bench.measure.time_pairs), per batch and engine; onnxruntime
+    Each pair is timed together in --rounds rounds (bench.measure.run.time_pairs), per batch and engine; onnxruntime
     runs each net exported for that batch (the dynamic net's fast fixed-batch graph). Training: one Adam step at
     --train-batch on random data per call, the two nets alternating round by round. The cost split times each
-    DynamicConv2d's attention, aggregation and convolution apart (bench.dynamic_cost), eager torch.
+    DynamicConv2d's attention, aggregation and convolution apart (bench.scenarios.dynamic_cost), eager torch.
     """
-    from bench.dynamic_compare import compare_dynamic, dynamic_markdown
-    from bench.measure import parse_batches, parse_engines
-    from bench.results import append_record, current_command
+    from bench.measure.run import parse_batches, parse_engines
+    from bench.records.io import append_record, current_command
+    from bench.scenarios.dynamic import compare_dynamic, dynamic_markdown
 
     batch_list, engine_list = parse_batches(batches), parse_engines(engines)
     check_out_folder(out, ("latency.jsonl", "comparison.jsonl", "cost_split.jsonl"))

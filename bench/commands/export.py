@@ -48,7 +48,7 @@ def _model_settings(model_name: str, checkpoint_config: dict[str, Any] | None, n
 def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint: Any, report: Any,
                    input_size: int, engine: Any = None) -> dict[str, Any]:
     """The JSON written beside the ONNX file: what was exported, how, and how well it matched."""
-    from bench.results import describe_machine
+    from bench.records.io import describe_machine
 
     machine = describe_machine()
     return {
@@ -207,7 +207,7 @@ def export_command(model_name: str, checkpoint: Path | None, input_size: int | N
                            "or export with --dynamic-batch")
     int8 = None
     if precision == "int8":
-        from bench.quantize import parse_calibration
+        from bench.accuracy.calibration import parse_calibration
 
         if checkpoint is None:
             raise UsageProblem("int8 needs trained weights and their data: calibrating random weights is meaningless; "
@@ -266,13 +266,13 @@ def _export_source(model_name: str, checkpoint: Path | None, input_size: int | N
     import torch
 
     import nets
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
     from export.checkpoint import apply_checkpoint, load_checkpoint
 
     if model_name.lower().endswith(".onnx") or ":" not in model_name and "/" in model_name:
         raise UsageProblem(f"{model_name} is already a file; `rbench export` takes a PyTorch model source "
                            "(a zoo name, torchvision:NAME or package.module:callable)")
-    from bench.train import parse_in_chans
+    from bench.train.loop import parse_in_chans
 
     in_chans = parse_in_chans(in_chans)  # a count, or 'any' (a zoo net with a channel-agnostic stem)
     if in_chans == "any" and ":" in model_name:
@@ -384,12 +384,12 @@ def _int8_file(source, ckpt, onnx_path: Path, int8: dict[str, Any], *, opset: in
     import dataclasses
     from types import SimpleNamespace
 
+    from bench.accuracy.calibration import int8_export
     from bench.atomic import work_dir
-    from bench.quantize import int8_export
     from export.onnx import to_onnx
 
     extra = dict(getattr(ckpt, "extra", None) or {})
-    # What bench.quantize needs of a checkpoint: its input, normalization and data set (rbench train writes them).
+    # What bench.accuracy.calibration needs of a checkpoint: its input, normalization and data set (rbench train writes them).
     trained = SimpleNamespace(input_shape=tuple(source.input_shape), normalization=dict(extra.get("normalization") or {}),
                               dataset=dict(extra.get("dataset") or {}), config=dict(source.config),
                               path=Path(ckpt.path), eval_transform=extra.get("eval_transform"))
@@ -431,8 +431,8 @@ def _print_summary(name: str, onnx_path: Path, manifest_path: Path, report, engi
 
 def _append_records(source, report, engine_report, engine_kind: str, dynamic_batch: bool, batch: int,
                     results_dir: Path) -> list[Path]:
-    from bench.records import engine_build_record, export_record
-    from bench.results import append_record
+    from bench.records.builders import engine_build_record, export_record
+    from bench.records.io import append_record
 
     record = export_record(report, source=source.describe(), model_config=dict(source.config), engine=engine_kind,
                            input_shape=source.input_shape, batch=None if dynamic_batch else batch,

@@ -85,11 +85,11 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, eval_trans
       rbench ladder resnet50 --checkpoint resnet50-0676ba61.pth --dataset imagefolder:/data/imagenet \\
           --eval-transform imagenet --calibration imagefolder:/data/imagenet-cal:500 --workers 8
     """
+    from bench.accuracy.calibration import parse_calibration
     from bench.commands.measure import _console, check_out_folder
     from bench.data import parse_eval_transform
-    from bench.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, run_ladder, write_ladder
-    from bench.measure import Settings
-    from bench.quantize import parse_calibration
+    from bench.measure.run import Settings
+    from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, run_ladder, write_ladder
 
     parse_calibration(calibration)  # a bad spec: one line before any work
     parse_eval_transform(eval_transform)

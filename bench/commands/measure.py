@@ -1,6 +1,6 @@
 """The measuring commands: engines, latency, throughput, flops, device, compare.
 
-They parse options, call the measurement library (`bench.measure`), print tables and append the
+They parse options, call the measurement library (`bench.measure.run`), print tables and append the
 records to results/; no measuring happens here. torch, onnxruntime and TensorRT are imported
 inside functions so `rbench --help` stays fast.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
+from bench.engines.sources import SOURCE_HELP
 from bench.errors import EnvironmentProblem, UsageProblem
-from bench.sources import SOURCE_HELP
 
 MEASUREMENT_HELP = f"""
 \b
@@ -138,7 +138,7 @@ def _warn_noise(records: list[dict[str, Any]]) -> None:
 
 
 def _emit(records: list[dict[str, Any]], out: Path, as_json: bool) -> None:
-    from bench.results import append_record, to_json
+    from bench.records.io import append_record, to_json
 
     for record in records:
         append_record(record, out)
@@ -241,7 +241,7 @@ def _measure_options(fn):
 
 def _settings(kw: dict[str, Any], default_iters: int):
     """The measurement Settings from the shared options (popped from `kw`)."""
-    from bench.measure import Settings
+    from bench.measure.run import Settings
 
     iters = kw.pop("iters")
     if iters is None and kw["duration_s"] is None:
@@ -261,8 +261,8 @@ def _source_options(kw: dict[str, Any]) -> dict[str, Any]:
 
 def _run(models: list[str], engines: list[str], batches: list[int], settings, kw: dict[str, Any]) -> list[dict[str, Any]]:
     """Latency records of every model (resolved and checked before any is measured)."""
-    from bench.measure import check_environment, latency
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
+    from bench.measure.run import check_environment, latency
 
     sources = [resolve_source(m, **_source_options(kw)) for m in models]  # a bad source fails before any work
     check_environment(engines, settings)
@@ -320,7 +320,7 @@ def latency_command(model: str, batch: str, **kw: Any) -> None:
       rbench latency mypackage.models:build_net --input-size 64
       rbench latency resnet50 --engine trt --precision fp16 --batch 1,32 --duration 10
     """
-    from bench.measure import parse_batches, parse_engines
+    from bench.measure.run import parse_batches, parse_engines
 
     engines = parse_engines(kw.pop("engine"))
     batches = parse_batches(batch)
@@ -345,7 +345,7 @@ def throughput_command(model: str, batch: str, **kw: Any) -> None:
     """Best images/s of MODEL over a batch sweep, per engine (one "throughput" record per engine)."""
     from rich.table import Table
 
-    from bench.measure import parse_batches, parse_engines, throughput_records
+    from bench.measure.run import parse_batches, parse_engines, throughput_records
 
     engines = parse_engines(kw.pop("engine"))
     batches = parse_batches(batch)
@@ -396,7 +396,7 @@ def flops_command(model: str, input_size: int | None, in_chans: int | None, num_
     """
     from rich.table import Table
 
-    from bench.measure import profile
+    from bench.measure.run import profile
 
     check_out_folder(out, ("flops.jsonl",))
     record = profile(model, detail=detail, input_size=input_size, in_chans=in_chans, num_classes=num_classes,
@@ -444,8 +444,8 @@ def device_command(refresh: bool, budget_s: float, as_json: bool, out: Path) -> 
     import torch
     from rich.table import Table
 
-    from bench.device import cache_path, describe_device, device_peak
-    from bench.records import device_record
+    from bench.measure.device import cache_path, describe_device, device_peak
+    from bench.records.builders import device_record
 
     if budget_s <= 0:
         raise UsageProblem(f"--budget-s must be positive, got {budget_s}")
@@ -508,7 +508,7 @@ def compare_command(models: tuple[str, ...], batch: int, threshold: float, markd
     Example:
       rbench compare resnet20 plain20 resnet56 plain56 --engine torch,ort --markdown
     """
-    from bench.measure import compare
+    from bench.measure.run import compare
 
     settings = _settings(kw, default_iters=30)
     check_out_folder(kw["out"], ("latency.jsonl", "comparison.jsonl"))
@@ -559,7 +559,7 @@ def compare_rows(records: list[dict[str, Any]], comparisons: list[dict[str, Any]
 
 def compare_markdown(rows, records, settings, batch: int) -> str:
     """A Markdown table with the machine and the exact command above it."""
-    from bench.results import current_command, describe_machine
+    from bench.records.io import current_command, describe_machine
 
     machine = describe_machine()
     gpu = machine.get("gpu")

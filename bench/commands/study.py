@@ -5,7 +5,7 @@ records in one atomic step to `OUT/units/`; a rerun skips finished units (and me
 whose file is unsound). OUT must be new, empty or an rbench run folder holding only rbench's
 files: rbench never deletes what it did not write. When every unit is
 done, `OUT/records.jsonl` (every record, tagged with its study) and `OUT/report.md` (tables and
-PNG plots from `bench.report`) are written, again atomically.
+PNG plots from `bench.report.render`) are written, again atomically.
 """
 
 from __future__ import annotations
@@ -53,13 +53,13 @@ A shard holds whole studies, since a study's nets are timed together on one mach
 def _parse_engines(text: str | None) -> list[str] | None:
     if not text:
         return None
-    from bench.measure import parse_engines
+    from bench.measure.run import parse_engines
 
     return parse_engines(text)
 
 
 def _default_out(kind: str, preset: str, shard=None) -> Path:
-    from bench.results import machine_slug
+    from bench.records.io import machine_slug
 
     return Path("results") / f"{kind}-{preset}-{machine_slug()}{'-' + shard.slug if shard else ''}"
 
@@ -87,7 +87,7 @@ class _Setup:
 def _setup(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
            engines: str | None, device: str, kind: str, shard: str | None, shard_costs: str | None) -> _Setup:
     """Check every input before the first write: a bad input leaves nothing behind."""
-    from bench.results import current_command
+    from bench.records.io import current_command
     from bench.studies import get_preset, study_plan
     from bench.studies.runner import RunContext, available_engines, check_device, resolve_dataset
 
@@ -127,8 +127,8 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
     """
     from rich.console import Console
 
-    from bench import distributed
     from bench.studies.runner import check_run_folder
+    from bench.train import distributed
 
     device = _device(device)
     inputs = (studies, preset_name, dataset, data_root, out, engines, device, kind, shard, shard_costs)
@@ -144,10 +144,10 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
 
 def _launch(nproc: int, inputs: tuple) -> Path:
     """`--nproc N`: check what every rank would refuse, then run this command in N processes (torchrun)."""
-    from bench import distributed
-    from bench.results import current_command
+    from bench.records.io import current_command
     from bench.studies.data_parallel import check_batches
     from bench.studies.runner import unique_units
+    from bench.train import distributed
 
     if distributed.launched_by_torchrun():
         raise UsageProblem("--nproc starts torchrun itself; under torchrun leave it out (torchrun's --nproc-per-node "
@@ -171,9 +171,9 @@ def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: s
 
     from rich.console import Console
 
-    from bench import distributed
     from bench.studies.data_parallel import check_batches, train_units
     from bench.studies.runner import check_run_folder, pending_units
+    from bench.train import distributed
 
     with contextlib.ExitStack() as stack:  # rank 0's trained units, until they are measured
         with distributed.session(inputs[6]) as group:
@@ -284,9 +284,9 @@ def _write_outputs(records, plans, out_dir: Path, ctx, dataset_why: str, title: 
                    unit_seconds: dict, shard_info: dict | None = None) -> None:
     from dataclasses import asdict
 
-    from bench import report
     from bench.atomic import write_text
-    from bench.results import describe_machine, to_json
+    from bench.records.io import describe_machine, to_json
+    from bench.report import render as report
     from bench.studies.runner import TOOL, run_seconds
 
     write_text(out_dir / "records.jsonl", "".join(to_json(r) + "\n" for r in records))
@@ -405,9 +405,9 @@ def report_command(folders, out, partial):
 
 def write_merged(merged, folders: Sequence[str], out: str | None) -> Path:
     """Write a merged run's records.jsonl, run.json and report.md (atomically) into `out`; return it."""
-    from bench import report
     from bench.atomic import write_text
-    from bench.results import to_json
+    from bench.records.io import to_json
+    from bench.report import render as report
     from bench.studies.runner import RUN_JSON
 
     sources = {Path(f).resolve() for f in folders}

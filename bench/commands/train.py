@@ -101,9 +101,9 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     import nets
     from bench.data import load_dataset
     from bench.errors import UsageProblem
-    from bench.records import train_record
-    from bench.results import append_record
-    from bench.train import (
+    from bench.records.builders import train_record
+    from bench.records.io import append_record
+    from bench.train.loop import (
         TrainConfig,
         check_drop_rate,
         check_splits,
@@ -130,8 +130,8 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     if config.channel_dropout and in_chans != "any":
         raise UsageProblem("--channel-dropout needs --in-chans any (a net that takes any number of channels)")
     training_device(config.device)  # tpu, mps, a missing GPU: one line before the data loads
-    from bench import distributed
-    from bench.results import current_command
+    from bench.records.io import current_command
+    from bench.train import distributed
 
     if nproc is not None and nproc > 1:  # this process only launches: torchrun starts N that each train
         distributed.check_launch(nproc, batch_size, config.device, sync_bn)
@@ -234,12 +234,12 @@ def accuracy_command(model, checkpoint_path, engines, precision, device, dataset
       rbench accuracy resnet50 --checkpoint resnet50-11ad3fa6.pth --dataset imagefolder:/data/imagenet \\
           --eval-transform imagenet:232:224 --engine torch,ort,trt
     """
-    from bench.accuracy import dataset_for_checkpoint, evaluate_checkpoint, load_trained_model, parse_engines
+    from bench.accuracy.evaluate import dataset_for_checkpoint, evaluate_checkpoint, load_trained_model, parse_engines
     from bench.commands._progress import image_progress
     from bench.data import EvalImages, default_workers, parse_eval_transform
     from bench.errors import UsageProblem
-    from bench.records import accuracy_record
-    from bench.results import append_record, to_json
+    from bench.records.builders import accuracy_record
+    from bench.records.io import append_record, to_json
 
     if threads:
         import torch

@@ -1,6 +1,6 @@
 """`rbench list` and `rbench info`: what the model zoo holds, counted without running a net.
 
-Both build models where counting is fastest (`bench.flops.counting_device`: PyTorch's meta
+Both build models where counting is fastest (`bench.measure.flops.counting_device`: PyTorch's meta
 device, no memory or arithmetic, for large inputs), so the whole zoo (resnet1202 and VGGs at
 224 included) is counted in seconds. MACs here are
 multiply-accumulates counted by thop (what papers call "FLOPs"), as everywhere in rbench;
@@ -36,7 +36,7 @@ def _mega(n: int | float | None) -> str:
 def zoo_rows(pattern: str | None = None, num_classes: int = 10, in_chans: int = 3) -> list[dict]:
     """One dict per registered model matching `pattern`: name, family, kind, input, params, MACs."""
     import nets
-    from bench.flops import model_counts
+    from bench.measure.flops import model_counts
 
     # The registry's own checks, before any shape is built from these numbers.
     for setting, value in (("num_classes", num_classes), ("in_chans", in_chans)):
@@ -95,10 +95,10 @@ def model_info(name: str, input_size: int | None = None, in_chans: int = 3, num_
 
     import nets
     from bench.errors import UsageProblem
-    from bench.flops import counting_device, profile_model
+    from bench.measure.flops import counting_device, profile_model
 
     if name not in nets.list_models():  # any other PyTorch source: torchvision:NAME, package.module:callable
-        from bench.sources import resolve_source
+        from bench.engines.sources import resolve_source
 
         source = resolve_source(name, input_size=input_size, in_chans=None if in_chans == 3 else in_chans,
                                 num_classes=None if num_classes == 10 else num_classes)

@@ -72,7 +72,7 @@ class Batches:
             yield images, torch.as_tensor(labels, dtype=torch.int64)
 
     def epoch_order(self, generator: torch.Generator) -> torch.Tensor:
-        """This epoch's item indices in batching order (`bench.distributed.ShardedBatches` takes a rank's share)."""
+        """This epoch's item indices in batching order (`bench.train.distributed.ShardedBatches` takes a rank's share)."""
         n = len(self.dataset)
         return torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
 

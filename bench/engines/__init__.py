@@ -5,7 +5,7 @@
         logits = engine.infer(batch)   # float32 NCHW numpy in, float32 numpy logits out
 
 Engines run finished artifacts (a module, an ONNX file or session, a TensorRT engine file);
-`create_engine` is the convenience that calls the loaders of `bench.sources` to make them.
+`create_engine` is the convenience that calls the loaders of `bench.engines.sources` to make them.
 
 Importing this package imports neither torch's CUDA parts, onnxruntime nor TensorRT.
 """
@@ -26,7 +26,7 @@ ENGINES: dict[str, str] = {
     "openvino": "bench.engines.openvino_engine:OpenVinoEngine",
 }
 ALIASES = {"pytorch": "torch", "onnxruntime": "ort", "tensorrt": "trt", "ov": "openvino"}
-#: Engines that run an ONNX file (made by `bench.sources.onnx_file` from a PyTorch source).
+#: Engines that run an ONNX file (made by `bench.engines.sources.onnx_file` from a PyTorch source).
 ONNX_ENGINES = ("ort", "openvino")
 
 
@@ -44,11 +44,11 @@ def engine_class(name: str) -> type[Engine]:
 def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cpu", precision: str = "fp32",
                   workdir: str | Path | None = None, max_batch: int = 64, batch: int | None = None,
                   **options: Any) -> Engine:
-    """An inactive engine `name` running `source`, made ready by the loaders in `bench.sources`.
+    """An inactive engine `name` running `source`, made ready by the loaders in `bench.engines.sources`.
 
     Args:
         name: torch | ort | trt | openvino.
-        source: anything `bench.sources.resolve_source` takes (a zoo name, an `nn.Module`,
+        source: anything `bench.engines.sources.resolve_source` takes (a zoo name, an `nn.Module`,
             `torchvision:NAME`, `package.module:callable`, an .onnx or engine path, a
             `ModelSource`), or an `onnxruntime.InferenceSession` for ort.
         input_shape: (C, H, W) of one image, for a module without a `config` or an ONNX file
@@ -58,12 +58,12 @@ def create_engine(name: str, source: Any, *, input_shape=None, device: str = "cp
             lives as long as the engine when None. A zoo model with random weights goes to the cache.
         max_batch: top of the TensorRT optimization profile when the engine is built here.
         batch: the one batch size the engine will run, when known: a net with dynamic convolution
-            then gets a fixed-batch graph of its fast form (`bench.sources.graph_batch`).
+            then gets a fixed-batch graph of its fast form (`bench.engines.sources.graph_batch`).
         options: the backend's own options (`Engine.OPTIONS`); any other name is a UsageProblem.
     """
     import tempfile
 
-    from bench.sources import check_engine_fits, engine_file, graph_batch, onnx_file, resolve_source
+    from bench.engines.sources import check_engine_fits, engine_file, graph_batch, onnx_file, resolve_source
 
     cls = engine_class(name)
     unknown = sorted(set(options) - set(cls.OPTIONS))

@@ -10,7 +10,7 @@ under several recipes and seeds (`UnitSpec.train`, `UnitSpec.seed`) and only sco
 (`UnitSpec.accuracy_only`, `StudyPlan.timed=False`).
 
 `presets` says how much each run spends, `plans` what each study trains and measures (as data),
-`runner` measures units and keeps the run folder resumable; `bench.report` turns the records into
+`runner` measures units and keeps the run folder resumable; `bench.report.render` turns the records into
 Markdown and plots.
 """
 

@@ -6,9 +6,9 @@ every engine, the interleaved timing) is one process's work, and timing must not
 peers. So a distributed study run goes in two phases:
 
 1. In the process group: rank 0 checks the inputs and the run folder and decides which units need preparing
-   (`bench.distributed.decided_by_main`: the same answer, or the same one-line error, on every rank). Every rank
-   then trains those units in the same order with DistributedDataParallel (`bench.train.train_model` does so
-   inside `bench.distributed.session`); rank 0 keeps each unit's training files in a locked work folder.
+   (`bench.train.distributed.decided_by_main`: the same answer, or the same one-line error, on every rank). Every rank
+   then trains those units in the same order with DistributedDataParallel (`bench.train.loop.train_model` does so
+   inside `bench.train.distributed.session`); rank 0 keeps each unit's training files in a locked work folder.
 2. The group is left, so no rank waits on a collective through rank 0's long export and timing phases (the
    process-group timeout would fire). Ranks other than 0 are done; rank 0 runs `run_plans`, which finds each
    unit trained (`RunContext.trained`) and measures it, writing the run folder exactly as a one-process run does.
@@ -61,7 +61,7 @@ def check_batches(specs: Sequence[UnitSpec], ctx: RunContext, world_size: int) -
 
 def train_units(specs: Sequence[UnitSpec], ctx: RunContext, out_dir: Path, stack: contextlib.ExitStack,
                 on_event: Callable[[str, dict[str, Any]], None] = lambda kind, payload: None) -> None:
-    """Inside `bench.distributed.session`, on every rank: train `specs` in order, each with every process (DDP).
+    """Inside `bench.train.distributed.session`, on every rank: train `specs` in order, each with every process (DDP).
 
     On rank 0 each unit's training files stay in a locked work folder under `out_dir/units/` that `stack` holds
     (closing it removes them) and `ctx.trained` says where; `run_plans` then measures them without training again.
@@ -69,10 +69,10 @@ def train_units(specs: Sequence[UnitSpec], ctx: RunContext, out_dir: Path, stack
     """
     import torch
 
-    from bench import distributed
     from bench.atomic import work_dir
     from bench.studies.runner import build_unit_model, unit_seed, unit_train_config
-    from bench.train import TrainingDiverged, train_model
+    from bench.train import distributed
+    from bench.train.loop import TrainingDiverged, train_model
 
     main = distributed.active() is None or distributed.active().is_main
     for index, spec in enumerate(specs):
@@ -92,7 +92,7 @@ def train_units(specs: Sequence[UnitSpec], ctx: RunContext, out_dir: Path, stack
         except TrainingDiverged as exc:
             if not spec.accuracy_only:
                 raise
-            done.error = exc  # every rank stopped at the same batch (bench.distributed.all_finite)
+            done.error = exc  # every rank stopped at the same batch (bench.train.distributed.all_finite)
         done.seconds = time.perf_counter() - start
         if main:
             ctx.trained[spec.unit_id] = done

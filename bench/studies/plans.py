@@ -262,7 +262,7 @@ def ladder_plan(preset: Preset) -> StudyPlan:
         except nets.UnknownModelError as exc:
             raise UsageProblem(f"ladder model of preset {preset.name!r} is no registered model: {exc}") from None
     if preset.ladder_rungs is not None:
-        from bench.ladder import parse_rungs
+        from bench.scenarios.ladder import parse_rungs
 
         parse_rungs(preset.ladder_rungs)  # a misspelt rung: refused before anything runs
     units = tuple(StudyUnit(name, UnitSpec(name)) for name in preset.ladder_models)

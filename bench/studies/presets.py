@@ -5,7 +5,7 @@ CPU; `smoke` runs end to end in seconds for CI; `standard` trains longer on more
 that the two training-recipe studies (recipe, optimizer) take about 45 minutes together on a 2-core
 CPU; `full` is for a GPU.
 
-The `ladder_*` fields size the precision-ladder study (`bench.ladder.run_ladder` per net): its
+The `ladder_*` fields size the precision-ladder study (`bench.scenarios.ladder.run_ladder` per net): its
 test images, calibration images, timed runs and throughput batch. Its cost is timing and
 evaluation only: its nets are the depth study's, trained once.
 """
@@ -26,7 +26,7 @@ class Preset:
     test_size: int | None  # test images used for every accuracy figure
     epochs: int
     batch_size: int
-    lr: float | None  # None: the optimizer's default (bench.train.DEFAULT_LR)
+    lr: float | None  # None: the optimizer's default (bench.train.loop.DEFAULT_LR)
     optimizer: str  # adam for the short presets: it gets far in few steps; sgd (the papers') for full
     input_size: int  # images are resized to input_size x input_size
     warmup: int  # untimed latency iterations
@@ -46,7 +46,7 @@ class Preset:
     model_kwargs: dict[str, dict] = field(default_factory=dict)  # role -> extra builder kwargs
     # The precision ladder: which nets (CIFAR ResNets trained as the depth study trains them) and its budget.
     ladder_models: tuple[str, ...] = ("resnet20", "resnet56")
-    ladder_rungs: tuple[str, ...] | None = None  # 'engine:precision' rungs (None: every rung of bench.ladder.RUNGS)
+    ladder_rungs: tuple[str, ...] | None = None  # 'engine:precision' rungs (None: every rung of bench.scenarios.ladder.RUNGS)
     ladder_test_limit: int | None = 1000  # test images each rung is evaluated on (stratified; None: all)
     ladder_calibration: int = 512  # int8 calibration images (from the training split)
     ladder_warmup: int = 5  # untimed runs per rung before its first timed round

@@ -155,13 +155,13 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
     Leaves `work_dir/weights.pt` (the best weights), `work_dir/model.onnx` (the verified export)
     and `work_dir/checkpoint.pt` (the training's best checkpoint, as `rbench train` writes it) for
     the timing phase (`time_study`), which times every unit of a study together.
-    Every record comes from the same builder (`bench.records`) and library calls
-    (`bench.measure`) as the CLI's, plus the unit's study context.
+    Every record comes from the same builder (`bench.records.builders`) and library calls
+    (`bench.measure.run`) as the CLI's, plus the unit's study context.
     """
     import torch
 
-    from bench.sources import resolve_source
-    from bench.train import TrainingDiverged
+    from bench.engines.sources import resolve_source
+    from bench.train.loop import TrainingDiverged
 
     torch.manual_seed(unit_seed(spec, ctx))
     bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
@@ -192,8 +192,8 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
 
 WEIGHTS = "weights.pt"
 ONNX = "model.onnx"
-#: The training's best-validation checkpoint (`bench.train` format: weights, model config, normalization,
-#: data set), kept for the ladder study, whose `bench.ladder.run_ladder` takes an `rbench train` checkpoint.
+#: The training's best-validation checkpoint (`bench.train.loop` format: weights, model config, normalization,
+#: data set), kept for the ladder study, whose `bench.scenarios.ladder.run_ladder` takes an `rbench train` checkpoint.
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -212,8 +212,8 @@ def unit_seed(spec: UnitSpec, ctx: RunContext) -> int:
 
 
 def unit_train_config(spec: UnitSpec, ctx: RunContext):
-    """The preset's training with the unit's overrides (`UnitSpec.train`) and seed: a `bench.train.TrainConfig`."""
-    from bench.train import TrainConfig
+    """The preset's training with the unit's overrides (`UnitSpec.train`) and seed: a `bench.train.loop.TrainConfig`."""
+    from bench.train.loop import TrainConfig
 
     preset = ctx.preset
     base = dict(epochs=preset.epochs, batch_size=preset.batch_size, optimizer=preset.optimizer, lr=preset.lr,
@@ -227,7 +227,7 @@ def _diverged_record(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: P
     (`train_config.diverged`; no weights, so no accuracy record)."""
     from types import SimpleNamespace
 
-    from bench.records import train_record
+    from bench.records.builders import train_record
 
     history_file = work_dir / "train" / "history.json"
     history = json.loads(history_file.read_text(encoding="utf-8")) if history_file.is_file() else []
@@ -260,8 +260,8 @@ def unit_context(spec: UnitSpec, ctx: RunContext) -> dict[str, Any]:
 
 def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, context: dict[str, Any],
                 on_stage: Callable[[str], None]) -> dict[str, Any]:
-    from bench.records import train_record
-    from bench.train import load_training_checkpoint, train_model
+    from bench.records.builders import train_record
+    from bench.train.loop import load_training_checkpoint, train_model
 
     on_stage("train")
     config = unit_train_config(spec, ctx)
@@ -286,7 +286,7 @@ def _trained_before(spec: UnitSpec, ctx: RunContext, model, folder: Path):
     raises its TrainingDiverged here, as `train_model` would have."""
     from dataclasses import replace
 
-    from bench.train import current_temperature
+    from bench.train.loop import current_temperature
     from nets.layers import set_temperature
 
     done = ctx.trained.pop(spec.unit_id, None)
@@ -309,8 +309,8 @@ def _measure_costs_and_export(source, ctx: RunContext, work_dir: Path, context: 
                               on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
     """The FLOPs record, and the verified ONNX export the ort/trt engines then run."""
     import export
-    from bench.measure import profile
-    from bench.records import export_record
+    from bench.measure.run import profile
+    from bench.records.builders import export_record
 
     on_stage("flops")
     flops = profile(source, context=context, command=ctx.command)
@@ -328,7 +328,7 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
     """Latency at batch 1 and throughput at the preset's batch of every unit of `plan`, timed together.
 
     Per engine, all the study's nets are opened and timed interleaved in rounds
-    (`bench.measure.compare`), so the study's latency ratios compare figures that drift and
+    (`bench.measure.run.compare`), so the study's latency ratios compare figures that drift and
     other work hit alike. Reads the weights and ONNX file `measure_unit` left in
     `out_dir/artifacts/<unit>/`. The ladder study times each net's rungs instead (`time_ladder`).
     """
@@ -338,8 +338,8 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
         return []
     import torch
 
-    from bench.measure import Settings, compare, throughput_records
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
+    from bench.measure.run import Settings, compare, throughput_records
 
     specs = list({unit.spec.unit_id: unit.spec for unit in timed_units(plan)}.values())
     sources, contexts = [], []
@@ -376,9 +376,9 @@ COST_SPLIT_GROUPS = ("VGG dynamic", "ResNet dynamic")
 
 
 def dynamic_cost_records(plan: StudyPlan, sources, contexts: list[dict[str, Any]], ctx: RunContext) -> list[dict[str, Any]]:
-    """The cost split (`bench.dynamic_cost`) of the dynamic study's main dynamic nets at batch 1, eager torch."""
-    from bench.dynamic_cost import dynamic_cost_split
-    from bench.records import cost_split_record
+    """The cost split (`bench.scenarios.dynamic_cost`) of the dynamic study's main dynamic nets at batch 1, eager torch."""
+    from bench.records.builders import cost_split_record
+    from bench.scenarios.dynamic_cost import dynamic_cost_split
 
     wanted = {unit.spec.unit_id for unit in plan.units if unit.group in COST_SPLIT_GROUPS}
     iters = max(2, ctx.preset.iters // 20)  # quick: 10 calls of each part per round, 5 rounds
@@ -403,7 +403,7 @@ LADDER_FIELD = "ladder"
 
 def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
                 on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
-    """The precision ladder (`bench.ladder.run_ladder`) of every unit of `plan`, at the preset's budget.
+    """The precision ladder (`bench.scenarios.ladder.run_ladder`) of every unit of `plan`, at the preset's budget.
 
     Each net's ladder starts from the training checkpoint `measure_unit` left in
     `out_dir/artifacts/<unit>/checkpoint.pt`; its ONNX, int8 and engine files go to a locked work
@@ -412,8 +412,8 @@ def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
     fp32 at batch 1) also carries the rows, int8 check and settings under `LADDER_FIELD`.
     """
     from bench.atomic import work_dir
-    from bench.ladder import parse_rungs, run_ladder
-    from bench.measure import Settings
+    from bench.measure.run import Settings
+    from bench.scenarios.ladder import parse_rungs, run_ladder
 
     preset = ctx.preset
     rungs = parse_rungs(preset.ladder_rungs)
@@ -476,7 +476,7 @@ def _finite(value: Any) -> Any:
 
 
 def _with_context(record: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:
-    from bench.results import validate_record
+    from bench.records.io import validate_record
 
     record = {**record, **context}
     validate_record(record)
@@ -488,10 +488,10 @@ def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any
                          test_size: int | None = None) -> list[dict[str, Any]]:
     """Test accuracy through each engine (default: the run's) on `test_size` test images (default: the preset's),
     the first engine the reference."""
-    from bench.accuracy import evaluate_engine, reference_differences
+    from bench.accuracy.evaluate import evaluate_engine, reference_differences
     from bench.data import Batches
     from bench.engines import create_engine
-    from bench.records import accuracy_record
+    from bench.records.builders import accuracy_record
 
     data = {k: v for k, v in bundle.describe().items() if k not in ("mean", "std", "class_names")}
     records, reference = [], None
@@ -512,10 +512,10 @@ def _accuracy_per_engine(source, ctx: RunContext, bundle, context: dict[str, Any
 def _accuracy_on_subsets(source, spec: UnitSpec, ctx: RunContext, bundle, engine_name: str, context: dict[str, Any],
                          on_stage: Callable[[str], None]) -> list[dict[str, Any]]:
     """The naive channel-subset evaluation: each subset averaged and copied to 3 channels, normalized as in training."""
-    from bench.accuracy import evaluate_engine
+    from bench.accuracy.evaluate import evaluate_engine
     from bench.data import Batches
     from bench.engines import create_engine
-    from bench.records import accuracy_record
+    from bench.records.builders import accuracy_record
 
     records = []
     with create_engine(engine_name, source, device=ctx.device) as engine:
@@ -539,11 +539,11 @@ def _accuracy_on_native_subsets(source, spec: UnitSpec, ctx: RunContext, bundle,
     """The channel-agnostic net on each subset, fed only the kept channels (channel mode 'select'), normalized
     with the statistics of those channels on the same training split; its one ONNX file serves every subset
     (its channel axis is symbolic)."""
-    from bench.accuracy import evaluate_engine
+    from bench.accuracy.evaluate import evaluate_engine
     from bench.data import Batches
     from bench.engines import create_engine
-    from bench.records import accuracy_record
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
+    from bench.records.builders import accuracy_record
 
     records = []
     for subset in spec.eval_subsets:
@@ -606,7 +606,7 @@ def _read_records_file(path: Path, units: Sequence[str], every_unit: bool = Fals
     Sound: not empty, every line a record that validates, every record's unit one of `units` (and,
     with `every_unit`, every one of `units` present), the last line complete.
     """
-    from bench.results import validate_record
+    from bench.records.io import validate_record
 
     if not path.is_file():
         return None, (f"{path.name} is not a file" if path.exists() or path.is_symlink() else None)
@@ -976,7 +976,7 @@ def _prepare_unit(spec: UnitSpec, ctx: RunContext, out_dir: Path, on_stage: Call
 
 def _write_records(path: Path, records: list[dict[str, Any]]) -> None:
     from bench.atomic import write_text
-    from bench.results import to_json, validate_record
+    from bench.records.io import to_json, validate_record
 
     for record in records:
         validate_record(record)

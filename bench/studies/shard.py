@@ -67,7 +67,7 @@ def parse_shard(text: str) -> Shard:
 
 def unit_cost(spec: UnitSpec, preset: Preset) -> float:
     """Estimated seconds to prepare `spec` at `preset` (train, export, evaluate): see SECONDS_PER_TFLOP."""
-    from bench.flops import model_flops
+    from bench.measure.flops import model_flops
 
     chans = len(spec.channels) if spec.channels else (3 if spec.rgb else 1)
     size = preset.input_size
@@ -84,7 +84,7 @@ def unit_cost(spec: UnitSpec, preset: Preset) -> float:
 def timing_cost(plan: StudyPlan, preset: Preset) -> float:
     """Estimated seconds to time a study's units (a ladder also evaluates every rung on its test images; an
     accuracy-only unit, such as an extra seed, is not timed)."""
-    from bench.flops import model_flops
+    from bench.measure.flops import model_flops
 
     seconds = 0.0
     for unit in plan.units if plan.name == "ladder" else timed_units(plan):
@@ -199,7 +199,7 @@ def _read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _machine_of(machine: dict[str, Any]) -> str:
-    from bench.results import machine_slug
+    from bench.records.io import machine_slug
 
     return machine_slug(machine) if machine else "an unrecorded machine"
 
@@ -217,7 +217,7 @@ def merge_runs(folders: Sequence[str | Path], allow_missing: bool = False) -> Me
         UsageProblem: a folder is no finished run; the runs' settings differ (names the setting and
             the folders); a study is in two folders; studies are missing and not `allow_missing`.
     """
-    from bench.results import current_command, read_records
+    from bench.records.io import current_command, read_records
     from bench.studies import get_preset, study_plan
     from bench.studies.plans import STUDIES
 

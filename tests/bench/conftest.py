@@ -50,7 +50,7 @@ def trained_digits_run(tmp_path_factory) -> Path:
 
     import nets
     from bench.data import load_dataset
-    from bench.train import TrainConfig, train_model
+    from bench.train.loop import TrainConfig, train_model
 
     out = tmp_path_factory.mktemp("digits_run")
     bundle = load_dataset("digits", subset=900, input_size=16, seed=0)

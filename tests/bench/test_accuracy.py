@@ -1,4 +1,4 @@
-"""bench.accuracy: checkpoint accuracy per engine; ONNX Runtime must agree with PyTorch."""
+"""bench.accuracy.evaluate: checkpoint accuracy per engine; ONNX Runtime must agree with PyTorch."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import nets
-from bench.accuracy import batches_for_checkpoint, dataset_for_checkpoint, evaluate_checkpoint, evaluate_engine, load_trained_model
+from bench.accuracy.evaluate import batches_for_checkpoint, dataset_for_checkpoint, evaluate_checkpoint, evaluate_engine, load_trained_model
 from bench.errors import DataProblem, UsageProblem
-from bench.train import TrainConfig, checkpoint_payload, save_checkpoint
+from bench.train.loop import TrainConfig, checkpoint_payload, save_checkpoint
 
 needs_engines = pytest.mark.skipif(importlib.util.find_spec("bench.engines") is None,
                                    reason="bench.engines (torch/ort engines) is not in this checkout yet")

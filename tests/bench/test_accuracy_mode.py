@@ -13,8 +13,8 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
 
 
 def test_ladder_on_eval_only_folder_calibrates_on_another(tv_resnet18, tmp_path):
-    from bench.ladder import LADDER_COLUMNS, ladder_rows_table, run_ladder
-    from bench.measure import Settings
+    from bench.measure.run import Settings
+    from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table, run_ladder
 
     val = make_eval_folder(tmp_path / "val_only")
     calibration = make_eval_folder(tmp_path / "calibration", split=None, seed=1)
@@ -36,7 +36,7 @@ def test_ladder_on_eval_only_folder_calibrates_on_another(tv_resnet18, tmp_path)
 
 
 def test_calibrating_on_the_evaluated_folder_is_refused(tv_resnet18, tmp_path):
-    from bench.ladder import run_ladder
+    from bench.scenarios.ladder import run_ladder
 
     val = make_eval_folder(tmp_path / "val_only")
     with pytest.raises(UsageProblem, match="no train/ folder.*--calibration imagefolder:OTHER"):

@@ -13,7 +13,7 @@ import pytest
 
 from bench import atomic
 from bench.errors import DataProblem
-from bench.results import read_records
+from bench.records.io import read_records
 from export import _atomic
 
 WRITERS, APPENDS = 4, 200

@@ -9,7 +9,7 @@ import torch
 from bench.data import load_dataset, parse_augment
 from bench.data.augment import augment_batch
 from bench.errors import UsageProblem
-from bench.train import TrainConfig, load_training_checkpoint, make_scheduler, train_model
+from bench.train.loop import TrainConfig, load_training_checkpoint, make_scheduler, train_model
 
 
 def _images(n: int = 16, size: int = 8) -> torch.Tensor:
@@ -136,7 +136,7 @@ def test_drop_rate_on_a_net_without_it_is_one_line(run_cli, tmp_path):
 
 
 def test_train_with_the_new_knobs_records_them(run_cli, tmp_path):
-    from bench.results import read_records
+    from bench.records.io import read_records
 
     code, _, err = run_cli("train", "resnet20", "--dataset", "digits", "--subset", "200", "--input-size", "8",
                            "--epochs", "2", "--batch-size", "64", "--optimizer", "adam",

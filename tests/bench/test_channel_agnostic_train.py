@@ -10,7 +10,7 @@ import torch
 import nets
 from bench.data import load_dataset
 from bench.errors import UsageProblem
-from bench.train import TrainConfig, load_training_checkpoint, parse_in_chans, train_model
+from bench.train.loop import TrainConfig, load_training_checkpoint, parse_in_chans, train_model
 
 
 @pytest.fixture(scope="module")

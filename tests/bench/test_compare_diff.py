@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.records import FIELDS
-from bench.results import read_records, validate_record
+from bench.records.builders import FIELDS
+from bench.records.io import read_records, validate_record
 
 FAST = ("--warmup", "2", "--threads", "1")
 

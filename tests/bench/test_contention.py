@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench import contention
-from bench.contention import Snapshot, assess, quiet_enough
-from bench.results import read_records
+from bench.measure import contention
+from bench.measure.contention import Snapshot, assess, quiet_enough
+from bench.records.io import read_records
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.device import cache_path, describe_device, device_peak, measure_peak, peak_flops_for
+from bench.measure.device import cache_path, describe_device, device_peak, measure_peak, peak_flops_for
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Data-parallel training (`bench.distributed`) with gloo and 2 processes on the CPU: the same step as one process,
+"""Data-parallel training (`bench.train.distributed`) with gloo and 2 processes on the CPU: the same step as one process,
 the same accuracy, a killed rank ends the run, and the one-line errors."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench import distributed
 from bench.data.batches import Batches
 from bench.data.common import TensorImages
 from bench.errors import UsageProblem
+from bench.train import distributed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -171,7 +171,7 @@ class TinyNet(nn.Module):
 
 def _one_step(out: str, batch_size: int) -> None:
     from bench.data import load_dataset
-    from bench.train import TrainConfig, train_model
+    from bench.train.loop import TrainConfig, train_model
 
     torch.set_num_threads(1)
     bundle = load_dataset("digits", subset=200, input_size=8, seed=0)

@@ -1,12 +1,12 @@
-"""bench.dynamic_compare and `rbench dynamic`: the interleaved dynamic-vs-static table (tiny nets, few runs)."""
+"""bench.scenarios.dynamic and `rbench dynamic`: the interleaved dynamic-vs-static table (tiny nets, few runs)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.dynamic_compare import Pair, TrainTiming, default_pairs, dynamic_markdown, latency_table, training_ratio
 from bench.errors import UsageProblem
-from bench.measure import Settings
+from bench.measure.run import Settings
+from bench.scenarios.dynamic import Pair, TrainTiming, default_pairs, dynamic_markdown, latency_table, training_ratio
 
 TINY = Pair("dy_resnet20", "resnet20", (), 8)
 
@@ -53,7 +53,7 @@ def test_cli_refuses_a_bad_batch_in_one_line(run_cli, tmp_path):
 
 
 def test_compare_dynamic_returns_every_part_of_the_table():
-    from bench.dynamic_compare import compare_dynamic
+    from bench.scenarios.dynamic import compare_dynamic
 
     stages = []
     result = compare_dynamic([1], ["torch"], warmup=0, iters=4, rounds=2, train_batch=2, train_steps=1, pairs=[TINY],

@@ -1,4 +1,4 @@
-"""bench.dynamic_cost: the cost split of dynamic-conv nets (tiny inputs, one timed call per part)."""
+"""bench.scenarios.dynamic_cost: the cost split of dynamic-conv nets (tiny inputs, one timed call per part)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 
 import nets
-from bench import report
-from bench.dynamic_cost import PARTS, SUMMED_PARTS, dynamic_cost_split, layer_parts, summarize_split
 from bench.errors import UsageProblem
-from bench.records import cost_split_record
-from bench.results import validate_record
+from bench.records.builders import cost_split_record
+from bench.records.io import validate_record
+from bench.report import render as report
+from bench.scenarios.dynamic_cost import PARTS, SUMMED_PARTS, dynamic_cost_split, layer_parts, summarize_split
 from nets.layers import DynamicConv2d, dynamic_conv_mode
 
 TINY = dict(warmup=0, iters=2, rounds=2)

@@ -98,7 +98,7 @@ def test_factory_rejects_bad_requests():
 
 def test_engines_import_without_heavy_optional_modules():
     code = ("import sys, bench.engines, bench.engines.trt_engine, bench.engines.ort_engine, "
-            "bench.engines.openvino_engine, bench.timing, bench.stats;"
+            "bench.engines.openvino_engine, bench.measure.timing, bench.measure.stats;"
             "print('tensorrt' in sys.modules, 'onnxruntime' in sys.modules, 'openvino' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False", "False"]

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.accuracy import accuracy_mode, dataset_for_checkpoint, evaluate_checkpoint, load_trained_model
+from bench.accuracy.evaluate import accuracy_mode, dataset_for_checkpoint, evaluate_checkpoint, load_trained_model
 from bench.data import EvalImages, load_dataset, read_class_index, scan_eval_folder
 from bench.errors import DataProblem, UsageProblem
-from bench.results import read_records
+from bench.records.io import read_records
 
 CLASSES = ("n01440764", "n01443537", "n01484850")  # ImageNet synsets: the order a class index gives
 SIZES = ((48, 36), (36, 52), (40, 40), (70, 33))
@@ -157,15 +157,15 @@ def test_cli_accuracy_on_eval_folder(run_cli, tv_resnet18, eval_folder, results_
 def test_cli_accuracy_exits_1_when_an_engine_fails_the_threshold(run_cli, tv_resnet18, eval_folder, results_dir,
                                                                    monkeypatch, as_json):
     """A FAIL verdict is a CI gate: the records are written, one line names the engine, and the exit code is 1."""
-    import bench.accuracy
+    import bench.accuracy.evaluate
 
-    real = bench.accuracy.evaluate_checkpoint
+    real = bench.accuracy.evaluate.evaluate_checkpoint
 
     def one_fails(*args, **kwargs):  # torch twice (same numbers); the second is marked below the threshold
         results = real(*args, **kwargs)
         return [results[0], {**results[0], "precision": "bf16", "passed": False}]
 
-    monkeypatch.setattr(bench.accuracy, "evaluate_checkpoint", one_fails)
+    monkeypatch.setattr(bench.accuracy.evaluate, "evaluate_checkpoint", one_fails)
     code, out, err = run_cli("accuracy", "resnet18", "--checkpoint", tv_resnet18, "--dataset",
                              f"imagefolder:{eval_folder}", "--eval-transform", SMALL, "--engine", "torch",
                              "--workers", "0", "--out", results_dir, *(["--json"] if as_json else []))

@@ -1,4 +1,4 @@
-"""bench.flops against published numbers, and the two counters against each other."""
+"""bench.measure.flops against published numbers, and the two counters against each other."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 
 import nets
-from bench.flops import (
+from bench.measure.flops import (
     FlopsReport,
     count_flops,
     counters_warning,
@@ -185,7 +185,7 @@ def test_a_thop_failure_keeps_the_flops():
 
 @pytest.mark.parametrize("name", ["dy_resnet20", "dy_vgg11"])
 def test_thop_counts_dynamic_conv_through_its_rule(name):
-    """DynamicConv2d's conv and kernel aggregation are functional; bench.flops gives thop a rule for
+    """DynamicConv2d's conv and kernel aggregation are functional; bench.measure.flops gives thop a rule for
     them, so both counters agree on dynamic nets as on static ones (thop about 1-2% above for BN)."""
     report = profile_model(nets.create_model(name), (3, 32, 32))
     assert report.agrees and report.warning is None

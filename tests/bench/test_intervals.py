@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.stats import (
+from bench.measure.stats import (
     independent_ratio_interval,
     quantile_interval,
     ratio_interval,

@@ -1,4 +1,4 @@
-"""The ladder study: `bench.ladder.run_ladder` on each net the suite trained, in its timing phase.
+"""The ladder study: `bench.scenarios.ladder.run_ladder` on each net the suite trained, in its timing phase.
 
 End to end at the smoke preset on scikit-learn digits (one net, three rungs, a few seconds), then
 the run folder's rules with measurement stubbed: the training checkpoint is kept for the ladder,
@@ -13,8 +13,8 @@ import pytest
 
 from bench.atomic import LOCK_NAME
 from bench.errors import DataProblem
-from bench.ladder import LADDER_COLUMNS
-from bench.results import read_records, validate_record
+from bench.records.io import read_records, validate_record
+from bench.scenarios.ladder import LADDER_COLUMNS
 from bench.studies import get_preset, runner, study_plan
 from bench.studies.plans import UnitSpec, timed_units
 from tests.conftest import record_of
@@ -176,7 +176,7 @@ def test_the_ladder_payload_is_strict_json(tmp_path):
     result = SimpleNamespace(records=[latency], int8=None,
                              rows=[{"engine": "torch", "precision": "fp32", "runs": True, "speedup_ci": [float("nan"), 1.0],
                                     "file": "/gone/resnet20.onnx"}])
-    from bench.measure import Settings
+    from bench.measure.run import Settings
 
     (record,) = runner._ladder_records(result, UnitSpec("resnet20"), _ctx(), "artifacts/x/checkpoint.pt", Settings())
     validate_record(record)

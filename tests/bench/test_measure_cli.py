@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.engines.torch_engine import cpu_precision_support
-from bench.results import read_records, validate_record
+from bench.records.io import read_records, validate_record
 
 FAST = ("--warmup", "1", "--iters", "3", "--threads", "1")
 
@@ -127,16 +127,16 @@ def test_unknown_model(run_cli, results_dir):
 
 
 def test_out_of_memory_at_one_batch_is_reported_and_the_run_goes_on(run_cli, results_dir, monkeypatch):
-    import bench.timing
+    import bench.measure.timing
 
-    real = bench.timing.measure_latency
+    real = bench.measure.timing.measure_latency
 
     def fake(engine, batch, **kw):
         if batch.shape[0] == 4:
             raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
         return real(engine, batch, **kw)
 
-    monkeypatch.setattr(bench.timing, "measure_latency", fake)
+    monkeypatch.setattr(bench.measure.timing, "measure_latency", fake)
     code, out, err = run_cli("latency", "resnet20", "--batch", "1,4,2", *FAST, "--out", results_dir)
     assert code == 0, err
     assert "out of memory at batch 4" in out
@@ -148,13 +148,13 @@ def test_out_of_memory_at_one_batch_is_reported_and_the_run_goes_on(run_cli, res
 
 # -- --out is checked before any measuring (issue 11 B) ------------------------------------------------
 def _no_measuring(monkeypatch):
-    import bench.measure
+    import bench.measure.run
 
     def refuse(*args, **kwargs):
         raise AssertionError("measured before checking --out")
 
     for name in ("latency", "compare", "profile"):
-        monkeypatch.setattr(bench.measure, name, refuse)
+        monkeypatch.setattr(bench.measure.run, name, refuse)
 
 
 @pytest.mark.parametrize("command", [("latency", "resnet20"), ("throughput", "resnet20"),
@@ -219,12 +219,12 @@ def test_ort_fp16_on_this_cpu_is_refused_with_working_advice(run_cli, results_di
 
 # -- `rbench device` fails when it cannot save its peak (issue 11 D) -----------------------------------------
 def test_device_with_an_unusable_cache_fails_before_measuring(run_cli, results_dir, tmp_path, monkeypatch):
-    import bench.device
+    import bench.measure.device
 
     def refuse(*args, **kwargs):
         raise AssertionError("measured a peak that cannot be saved")
 
-    monkeypatch.setattr(bench.device, "measure_peak", refuse)
+    monkeypatch.setattr(bench.measure.device, "measure_peak", refuse)
     blocker = tmp_path / "cache-is-a-file"
     blocker.write_text("")
     monkeypatch.setenv("RBENCH_CACHE", str(blocker))
@@ -236,10 +236,10 @@ def test_device_with_an_unusable_cache_fails_before_measuring(run_cli, results_d
 
 def test_device_that_cannot_write_its_peak_fails(run_cli, results_dir, tmp_path, monkeypatch):
     import bench.atomic
-    import bench.device
+    import bench.measure.device
 
     monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(bench.device, "measure_peak", lambda device, budget_s, size: {
+    monkeypatch.setattr(bench.measure.device, "measure_peak", lambda device, budget_s, size: {
         "device": device, "peak_flops_s_fp32": 1e9, "memory_bandwidth_bytes_s": 1e9})
 
     def disk_full(path, text):

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-import bench.memory
+import bench.measure.memory
 from bench.errors import EnvironmentProblem, UsageProblem
-from bench.memory import (
+from bench.measure.memory import (
     Available,
     activation_profile,
     available,
@@ -23,8 +23,8 @@ from bench.memory import (
     estimate_bytes,
     meminfo_available,
 )
-from bench.results import read_records
-from bench.timing import is_out_of_memory
+from bench.measure.timing import is_out_of_memory
+from bench.records.io import read_records
 
 FAST = {"iters": 2, "warmup": 0, "threads": 1}
 CLI_FAST = ("--warmup", "0", "--iters", "2", "--threads", "1")
@@ -36,7 +36,7 @@ def pretend_available(monkeypatch):
     """pretend_available(bytes): the CPU has that much memory free, whatever the machine says."""
 
     def set_to(nbytes: int) -> None:
-        monkeypatch.setattr(bench.memory, "available",
+        monkeypatch.setattr(bench.measure.memory, "available",
                             lambda device="cpu": Available(nbytes, "pretend") if device == "cpu" else None)
 
     return set_to
@@ -67,12 +67,12 @@ def test_meminfo_and_cgroup_figures(tmp_path):
 
 
 def test_available_takes_the_smaller_of_meminfo_and_the_container_limit(monkeypatch):
-    monkeypatch.setattr(bench.memory, "meminfo_available", lambda: 8 * 2**30)
-    monkeypatch.setattr(bench.memory, "cgroup_available", lambda: 2**30)
+    monkeypatch.setattr(bench.measure.memory, "meminfo_available", lambda: 8 * 2**30)
+    monkeypatch.setattr(bench.measure.memory, "cgroup_available", lambda: 2**30)
     assert available("cpu") == Available(2**30, "container memory limit")
-    monkeypatch.setattr(bench.memory, "cgroup_available", lambda: None)
+    monkeypatch.setattr(bench.measure.memory, "cgroup_available", lambda: None)
     assert available("cpu") == Available(8 * 2**30, "MemAvailable")
-    assert bench.memory.available_bytes("cpu") == 8 * 2**30
+    assert bench.measure.memory.available_bytes("cpu") == 8 * 2**30
 
 
 # -- the estimate ----------------------------------------------------------------------------------
@@ -106,7 +106,7 @@ def test_estimate_parts_precision_and_engine():
 
 
 def test_resnet50_estimate_is_fast_and_refuses_batch_4096_on_a_small_machine():
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
 
     src = resolve_source("torchvision:resnet50")
     start = time.perf_counter()
@@ -114,10 +114,10 @@ def test_resnet50_estimate_is_fast_and_refuses_batch_4096_on_a_small_machine():
     assert time.perf_counter() - start < 3.0  # ~0.1 s on one core
     assert estimate.required > 16 * 2**30  # activations of 4096 images of 224x224
     host = Available(8 * 2**30, "pretend")
-    why = bench.memory.refusal(estimate, src.name, host=host)
+    why = bench.measure.memory.refusal(estimate, src.name, host=host)
     assert why.startswith("torchvision:resnet50 at batch 4096 needs at least") and "8.0 GiB is available" in why
     assert "--batch" in why and "--input-size" in why
-    assert bench.memory.refusal(estimate_bytes(src, 1), src.name, host=host) is None
+    assert bench.measure.memory.refusal(estimate_bytes(src, 1), src.name, host=host) is None
 
 
 def test_a_module_that_cannot_run_on_meta_is_skipped_not_blocked(pretend_available):
@@ -148,14 +148,14 @@ def test_absurd_sizes_are_refused_before_any_forward_pass(monkeypatch, pretend_a
     def no_forward(*args, **kwargs):
         raise AssertionError("the module must not run for an input that cannot fit")
 
-    monkeypatch.setattr(bench.memory, "activation_profile", no_forward)
-    monkeypatch.setattr(bench.memory, "_PROFILES", bench.memory.weakref.WeakKeyDictionary())
+    monkeypatch.setattr(bench.measure.memory, "activation_profile", no_forward)
+    monkeypatch.setattr(bench.measure.memory, "_PROFILES", bench.measure.memory.weakref.WeakKeyDictionary())
     pretend_available(2**30)
     net = nn.Conv2d(3, 8, 3)
     huge = (3, 10**20, 10**20)
     estimate = estimate_bytes(net, 1, input_shape=huge, profile=False)
     assert estimate.required == 3 * 10**40 * 4
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
 
     src = resolve_source(net, input_shape=(3, 10**20, 10**20), name="net")
     refused = check_fits(src, [1, 2**31 - 1], ["torch"])
@@ -206,7 +206,7 @@ def test_sweep_records_a_batch_the_estimate_refuses_and_goes_on(pretend_availabl
 
 def test_a_single_batch_the_estimate_refuses_is_one_error(pretend_available):
     import bench
-    from bench.measure import compare
+    from bench.measure.run import compare
 
     pretend_available(200 * MB)
     with pytest.raises(EnvironmentProblem, match="resnet20 at batch 4096 needs at least .* 190.7 MiB is available"):
@@ -217,16 +217,16 @@ def test_a_single_batch_the_estimate_refuses_is_one_error(pretend_available):
 
 def test_an_allocation_error_while_timing_keeps_the_sweep(monkeypatch):
     import bench
-    import bench.timing
+    import bench.measure.timing
 
-    real = bench.timing.measure_latency
+    real = bench.measure.timing.measure_latency
 
     def fake(engine, batch, **kw):
         if batch.shape[0] == 2:
             raise MemoryError()
         return real(engine, batch, **kw)
 
-    monkeypatch.setattr(bench.timing, "measure_latency", fake)
+    monkeypatch.setattr(bench.measure.timing, "measure_latency", fake)
     records = bench.latency("resnet20", batches=[1, 2, 3], **FAST)
     assert [r["batch"] for r in records] == [1, 2, 3]
     assert records[1]["error"] == "out of memory at batch 2"
@@ -252,12 +252,12 @@ def test_an_allocation_error_opening_the_engine_keeps_the_sweep(monkeypatch):
 
 def test_other_errors_still_stop_the_sweep(monkeypatch):
     import bench
-    import bench.timing
+    import bench.measure.timing
 
     def fake(engine, batch, **kw):
         raise ValueError("a real bug")
 
-    monkeypatch.setattr(bench.timing, "measure_latency", fake)
+    monkeypatch.setattr(bench.measure.timing, "measure_latency", fake)
     with pytest.raises(ValueError, match="a real bug"):
         bench.latency("resnet20", batches=[1], **FAST)
 
@@ -297,19 +297,19 @@ def test_cli_huge_batch_for_compare_and_flops_input_size(run_cli, results_dir, p
 
 
 def test_cli_nothing_measured_is_one_error_and_writes_nothing(run_cli, results_dir, monkeypatch):
-    import bench.timing
+    import bench.measure.timing
 
     def fake(engine, batch, **kw):
         raise MemoryError()
 
-    monkeypatch.setattr(bench.timing, "measure_latency", fake)
+    monkeypatch.setattr(bench.measure.timing, "measure_latency", fake)
     code, out, err = run_cli("latency", "resnet20", "--batch", "1,2", *CLI_FAST, "--out", results_dir)
     assert code == 1 and "nothing could be measured: out of memory at batch 1" in err
     assert len(err.strip().splitlines()) == 1 and list(results_dir.iterdir()) == []
 
 
 def test_parse_batches_bounds():
-    from bench.measure import parse_batches
+    from bench.measure.run import parse_batches
 
     assert parse_batches("1,2147483647") == [1, 2147483647]
     for bad in ("2147483648", "99999999999999999999", [10**20]):

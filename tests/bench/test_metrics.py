@@ -1,4 +1,4 @@
-"""bench.metrics against scikit-learn, the independent reference."""
+"""bench.accuracy.metrics against scikit-learn, the independent reference."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from bench.metrics import classification_metrics, compare_predictions, confusion_matrix, topk_accuracy
+from bench.accuracy.metrics import classification_metrics, compare_predictions, confusion_matrix, topk_accuracy
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -1,4 +1,4 @@
-"""bench.onnx_flops counts what torch's flop counter counts, from an exported ONNX graph alone.
+"""bench.measure.onnx_flops counts what torch's flop counter counts, from an exported ONNX graph alone.
 
 The reference is `torch.utils.flop_counter.FlopCounterMode` on the same module and input: independent code
 (aten dispatch, not ONNX shapes). Exports use plain `torch.onnx.export` with the TorchScript exporter, not
@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 from torch.utils.flop_counter import FlopCounterMode
 
 import nets
-from bench.onnx_flops import COUNTER, OnnxFlopsReport, count_onnx_flops
+from bench.measure.onnx_flops import COUNTER, OnnxFlopsReport, count_onnx_flops
 
 #: Too deep for a CPU test (as in tests/export/test_zoo_export.py), and the big dynamic nets: 38-81M parameters
 #: whose export takes 2-7 s each, the same DynamicConv2d graph as dy_resnet20 and dy_vgg11, which are tested.

@@ -174,9 +174,8 @@ def test_device_id_option_of_the_cli_is_checked(run_cli):
 
 def test_measure_keeps_the_engines_own_memory_figure(monkeypatch):
     """The timing loop's torch.cuda.max_memory_allocated sees none of TensorRT's or onnxruntime's memory."""
-    import bench.timing
-    from bench import measure
-
+    import bench.measure.timing
+    from bench.measure import run as measure
     class Engine:
         input_shape = (3, 4, 4)
         is_active = True
@@ -187,7 +186,7 @@ def test_measure_keeps_the_engines_own_memory_figure(monkeypatch):
         def describe(self):
             return {"options": {"cuda_graph": "unsupported: capture failed"}}
 
-    monkeypatch.setattr(bench.timing, "measure_latency", lambda engine, batch, **kw: {
+    monkeypatch.setattr(bench.measure.timing, "measure_latency", lambda engine, batch, **kw: {
         "latencies_ms": [1.0], "iters": 1, "warmup_iters": 0, "warmup_s": 0.0, "timed_wall_s": 0.001,
         "memory_peak_bytes": 300_000, "memory_kind": "cuda_max_allocated"})
     entry = measure._Entry(source=None, engine_name="trt", engine=Engine(), costs={}, info={}, peak=None)
@@ -197,7 +196,7 @@ def test_measure_keeps_the_engines_own_memory_figure(monkeypatch):
 
 def test_settings_pass_tf32_and_device_id_to_the_engines():
     from bench.engines import engine_class
-    from bench.measure import Settings
+    from bench.measure.run import Settings
 
     settings = Settings(tf32=True, device_id=1)
     for name in ("torch", "ort", "trt"):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bench.errors import UsageProblem
-from bench.results import read_records, validate_record
+from bench.records.io import read_records, validate_record
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install 'rbench[openvino]')")
 
@@ -125,8 +125,8 @@ def test_ladder_refuses_another_architecture(run_cli, tmp_path, trained_digits_r
 
 def test_a_cpu_without_bf16_lists_the_rung_with_its_reason(monkeypatch, trained_digits_run, tmp_path):
     import bench.engines.openvino_engine as ov_engine
-    from bench.ladder import run_ladder
-    from bench.measure import Settings
+    from bench.measure.run import Settings
+    from bench.scenarios.ladder import run_ladder
 
     monkeypatch.setattr(ov_engine, "bf16_support", lambda: (False, "this CPU has no bf16 arithmetic"))
     result = run_ladder(trained_digits_run / "best.pt", workdir=tmp_path, rungs=[("torch", "fp32"), ("openvino", "bf16")],
@@ -137,8 +137,8 @@ def test_a_cpu_without_bf16_lists_the_rung_with_its_reason(monkeypatch, trained_
 
 
 def test_pareto_front_and_rung_parsing():
-    from bench.ladder import REFERENCE, pareto_front, parse_rungs
-    from bench.quantize import DEFAULT_CALIBRATION_IMAGES, parse_calibration
+    from bench.accuracy.calibration import DEFAULT_CALIBRATION_IMAGES, parse_calibration
+    from bench.scenarios.ladder import REFERENCE, pareto_front, parse_rungs
 
     rows = [{"p50_ms": 10, "top1": 0.90}, {"p50_ms": 2, "top1": 0.90}, {"p50_ms": 1, "top1": 0.85},
             {"p50_ms": 3, "top1": 0.80}, {"p50_ms": None, "top1": None}]

@@ -75,7 +75,7 @@ def test_the_optimizer_study_tests_vgg_without_bn_under_adam():
 
 
 def test_a_diverging_unit_is_recorded_as_failed_and_the_study_goes_on(tmp_path):
-    from bench import report
+    from bench.report import render as report
     from bench.studies.runner import DIVERGED, RunContext, run_plans
 
     good = UnitSpec("resnet20", train=_kw(optimizer="adam", epochs=1), max_batches=2, accuracy_only=True, seed=0)
@@ -115,8 +115,7 @@ def _records(study: str, group: str, model: str, top1s: list[float | None], conf
 
 
 def test_a_difference_inside_the_seed_spread_is_within_seed_noise(tmp_path):
-    from bench import report
-
+    from bench.report import render as report
     base = {"optimizer": "adam", "lr": 1e-3, "augment": []}
     records = (_records("recipe", "1. baseline", "keras_resnet", [0.80, 0.84], base)
                + _records("recipe", "2. + augmentation", "keras_resnet", [0.82, 0.83], base)
@@ -136,8 +135,7 @@ def test_a_difference_inside_the_seed_spread_is_within_seed_noise(tmp_path):
     ([None, 0.10], [0.10, 0.11], "cannot be told here"),
 ])
 def test_the_report_says_whether_the_vgg_failure_reproduces(tmp_path, nobn, bn, verdict):
-    from bench import report
-
+    from bench.report import render as report
     sgd = {"optimizer": "sgd", "lr": 1e-3, "augment": ["flip", "rotate90"]}
     adam = {**sgd, "optimizer": "adam"}
     records = (_records("optimizer", "sweep_vgg|vgg11_bn sgd", "vgg11_bn", [0.85, 0.86], sgd)

@@ -7,9 +7,9 @@ import json
 import pytest
 
 import bench
-from bench.measure import throughput_records
-from bench.records import FIELDS, STUDY_FIELDS
-from bench.results import REQUIRED_FIELDS, to_json, validate_record
+from bench.measure.run import throughput_records
+from bench.records.builders import FIELDS, STUDY_FIELDS
+from bench.records.io import REQUIRED_FIELDS, to_json, validate_record
 
 HEADER = set(REQUIRED_FIELDS) | {"rbench_version"}
 
@@ -44,7 +44,7 @@ def test_latency_and_throughput_records_validate_and_keep_every_latency():
 
 def test_percent_of_peak_follows_a_cached_peak(tmp_path):
     """With a cached device peak, % of peak is achieved FLOP/s over it; without one it is None."""
-    from bench.device import cache_path
+    from bench.measure.device import cache_path
 
     (plain,) = bench.latency("resnet20", warmup=0, iters=2, threads=1)
     assert plain["peak_flops_s"] is None and plain["percent_of_peak"] is None
@@ -74,7 +74,7 @@ def test_a_broken_metric_or_a_missing_field_is_rejected():
 
 
 def test_builders_refuse_fields_their_kind_does_not_have():
-    from bench.records import _record
+    from bench.records.builders import _record
 
     with pytest.raises(ValueError, match="no field"):
         _record("flops", {"latency_ms_p50": 1.0}, None, "x")
@@ -83,7 +83,7 @@ def test_builders_refuse_fields_their_kind_does_not_have():
 
 
 def test_engine_build_record_from_an_engine_report():
-    from bench.records import engine_build_record
+    from bench.records.builders import engine_build_record
     from export.tensorrt import EngineReport
 
     report = EngineReport(engine_path="m.engine", manifest_path="m.engine.json", onnx_path="m.onnx", onnx_sha256="0" * 64,
@@ -101,7 +101,7 @@ def test_engine_build_record_from_an_engine_report():
 
 
 def test_an_accuracy_record_of_many_classes_leaves_out_the_confusion_matrix():
-    from bench.records import MAX_CONFUSION_CLASSES, accuracy_record
+    from bench.records.builders import MAX_CONFUSION_CLASSES, accuracy_record
 
     for classes, kept in ((10, True), (MAX_CONFUSION_CLASSES + 1, False)):
         matrix = [[0] * classes for _ in range(classes)]

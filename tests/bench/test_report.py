@@ -1,10 +1,10 @@
-"""bench.report: records in, Markdown tables and readable PNG plots out (records built here, no training)."""
+"""bench.report.render: records in, Markdown tables and readable PNG plots out (records built here, no training)."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import report
+from bench.report import render as report
 from tests.conftest import record_of
 
 ENGINES = ("torch", "ort")
@@ -130,7 +130,7 @@ def test_an_empty_study_says_so(tmp_path):
 
 def test_the_preset_line_says_what_ran(records, tmp_path):
     """The schedule comes from the train records (the fixture's units ran 'step', not the default cosine),
-    and params are every parameter, as bench.flops.count_params counts them."""
+    and params are every parameter, as bench.measure.flops.count_params counts them."""
     md = report.render_report(records, _run(["depth"]), tmp_path)
     assert "(lr default, step schedule)" in md and "cosine" not in md
     assert "params = all parameters (trainable or not)" in md and "trainable parameters" not in md

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bench import results
+from bench.records import io as results
 from tests.conftest import record_of
 
 

@@ -49,7 +49,7 @@ def _ort_runs(path, size: int = 8) -> None:
 
 def test_a_cut_short_cached_onnx_is_rebuilt_and_runs(tmp_path, monkeypatch, run_cli, results_dir):
     from bench.cache import CacheEntryRebuilt, entry_problem
-    from bench.sources import onnx_file, resolve_source
+    from bench.engines.sources import onnx_file, resolve_source
 
     monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
     path = onnx_file(resolve_source("resnet20", input_size=8))
@@ -115,7 +115,7 @@ def test_cache_entries_are_checked_by_size_then_sha256(tmp_path, damage, problem
     (b"\x08\x08\x12\x07pytorch", "no graph"),  # cut short at a field boundary: parses, as nothing
 ])
 def test_a_corrupt_user_onnx_is_one_data_problem(tmp_path, run_cli, results_dir, content, message):
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
 
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(content)
@@ -158,7 +158,7 @@ def test_the_next_export_removes_stale_stage_folders_and_keeps_foreign_ones(run_
 def test_the_next_module_export_removes_stale_stage_folders(tmp_path):
     import torch
 
-    from bench.sources import onnx_file, resolve_source
+    from bench.engines.sources import onnx_file, resolve_source
 
     work = tmp_path / "work"
     stale = _stale_work_dir(work, ".TinyNet-fp32.onnx.k1ll3d")
@@ -185,7 +185,7 @@ def test_train_rejects_unsupported_devices(run_cli, results_dir, device):
 
 def test_train_config_rejects_unsupported_devices():
     from bench.errors import UsageProblem
-    from bench.train import TrainConfig, parse_device
+    from bench.train.loop import TrainConfig, parse_device
 
     assert parse_device("CUDA:1") == "cuda:1" and parse_device("cpu") == "cpu"
     with pytest.raises(UsageProblem, match="--device mps is not supported"):
@@ -212,7 +212,7 @@ def test_a_subset_too_small_is_refused_not_blamed_on_the_lr(run_cli, tmp_path, r
 
 def test_the_smallest_subset_leaves_every_split_an_image():
     from bench.data import load_dataset
-    from bench.train import check_splits
+    from bench.train.loop import check_splits
 
     bundle = load_dataset("digits", subset=20, input_size=8)
     check_splits(bundle)

@@ -9,8 +9,8 @@ import torch
 
 import bench
 import nets
+from bench.engines.sources import resolve_source
 from bench.errors import DataProblem, UsageProblem
-from bench.sources import resolve_source
 from nets.errors import ModelError
 from tests.bench.user_models import TinyNet
 
@@ -137,8 +137,7 @@ def test_a_trt_engine_from_a_model_is_tuned_for_the_batch_it_measures(tmp_path, 
     """Each measured batch gets its own engine whose profile's opt is that batch (not batch 8), and --tf32 reaches
     the build; the file names differ, so a sweep's engines never overwrite each other."""
     import export
-    from bench import sources
-
+    from bench.engines import sources
     built = []
     monkeypatch.setattr(sources, "onnx_file", lambda src, precision, workdir, batch: tmp_path / "resnet20.onnx")
     monkeypatch.setattr(export, "build_trt_engine",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import nets
-from bench.results import read_records, validate_record
+from bench.records.io import read_records, validate_record
 
 FAST = ("--warmup", "1", "--iters", "2", "--threads", "1")
 CALLABLE = "tests.bench.user_models:tiny_net"

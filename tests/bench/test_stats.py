@@ -1,11 +1,11 @@
-"""bench.stats against numpy, the independent reference."""
+"""bench.measure.stats against numpy, the independent reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from bench.stats import HIGH_CV, efficiency, latency_summary, percentile, summarize
+from bench.measure.stats import HIGH_CV, efficiency, latency_summary, percentile, summarize
 
 SAMPLES = [
     [5.0],

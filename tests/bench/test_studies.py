@@ -10,7 +10,7 @@ import pytest
 import bench.data.fashion_mnist
 import nets
 from bench.errors import UsageProblem
-from bench.results import read_records
+from bench.records.io import read_records
 from bench.studies import PRESETS, STUDIES, get_preset, runner, study_plan
 from bench.studies.plans import ROLE_MODELS, UnitSpec, depth_plan, resolve_role
 from tests.conftest import record_of
@@ -232,7 +232,7 @@ def test_an_any_channel_unit_builds_a_channel_agnostic_net():
 
 
 def test_dynamic_report_says_which_way_each_subset_row_used(tmp_path):
-    from bench.report import dynamic_section
+    from bench.report.render import dynamic_section
 
     data = {"name": "digits"}
 
@@ -260,7 +260,7 @@ def test_dynamic_report_says_which_way_each_subset_row_used(tmp_path):
 @pytest.mark.parametrize("engine", ["torch", "ort"])
 def test_any_channel_unit_is_fed_each_subset_natively(engine, tmp_path):
     pytest.importorskip("onnxruntime")
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
 
     spec = UnitSpec("resnet20", rgb=True, eval_subsets=("RGB", "RG", "B"), any_chans=True, channel_dropout=0.5)
     ctx = runner.RunContext(dataset="digits", preset=dataclasses.replace(get_preset("smoke"), input_size=8),

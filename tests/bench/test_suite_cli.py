@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench.results import read_records, validate_record
+from bench.records.io import read_records, validate_record
 from bench.studies import STUDIES
 
 
@@ -156,8 +156,8 @@ def test_one_study_runs_alone_into_its_own_folder(run_cli, tmp_path):
 
 def test_suite_records_and_cli_records_carry_the_same_keys(smoke_run, run_cli, tmp_path, monkeypatch):
     """The suite and the CLI build each kind with one builder: the same keys, less the study's own context."""
-    from bench.records import STUDY_FIELDS
-    from bench.results import REQUIRED_FIELDS
+    from bench.records.builders import STUDY_FIELDS
+    from bench.records.io import REQUIRED_FIELDS
 
     monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
     code, output, out = smoke_run

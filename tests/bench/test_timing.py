@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from bench.timing import is_out_of_memory, measure_latency
+from bench.measure.timing import is_out_of_memory, measure_latency
 
 
 class CountingEngine:
@@ -88,7 +88,7 @@ def test_out_of_memory_detection():
 
 
 def test_time_interleaved_runs_every_callable_per_round_in_a_seeded_order():
-    from bench.timing import time_interleaved
+    from bench.measure.timing import time_interleaved
 
     log: list[str] = []
     calls = {name: (lambda name=name: log.append(name)) for name in "abc"}
@@ -108,7 +108,7 @@ def test_time_interleaved_runs_every_callable_per_round_in_a_seeded_order():
 def test_torch_threads_are_put_back():
     import torch
 
-    from bench.timing import torch_threads
+    from bench.measure.timing import torch_threads
 
     before = torch.get_num_threads()
     with pytest.raises(RuntimeError), torch_threads(before + 1):

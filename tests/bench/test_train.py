@@ -1,4 +1,4 @@
-"""bench.train: brief runs beat chance, checkpoints load weights-only, runs resume, nan stops."""
+"""bench.train.loop: brief runs beat chance, checkpoints load weights-only, runs resume, nan stops."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import nets
 from bench.data import load_dataset, make_loaders
 from bench.errors import UsageProblem
-from bench.train import TrainConfig, TrainingDiverged, anneal_temperature, evaluate, train_model
+from bench.train.loop import TrainConfig, TrainingDiverged, anneal_temperature, evaluate, train_model
 
 
 def _test_accuracy(model, bundle) -> float:

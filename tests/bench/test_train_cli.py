@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from bench.results import read_records
+from bench.records.io import read_records
 
 
 @pytest.fixture(autouse=True)

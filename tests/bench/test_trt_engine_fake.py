@@ -76,7 +76,7 @@ def test_user_managed_context_memory_is_counted(standin):
 
 
 def test_no_execution_context_is_an_out_of_memory_problem(standin):
-    from bench.timing import is_out_of_memory
+    from bench.measure.timing import is_out_of_memory
 
     path, _, _ = standin(context_ok=False)  # create_execution_context returns None
     with pytest.raises(EnvironmentProblem, match="could not create an execution context for m.engine: out of memory") as caught:

@@ -37,7 +37,7 @@ def test_list_whole_zoo_as_json_is_fast(run_cli):
     assert by_name["dy_vgg19"]["kind"] == "dynamic" and by_name["vgg19_bn"]["kind"] == "static"
     assert by_name["resnet50"]["input_size"] == 224
     assert elapsed < 60  # a few seconds on an idle machine; generous for a shared CI runner
-    from bench.flops import model_flops
+    from bench.measure.flops import model_flops
 
     model_flops.cache_clear()  # a new process: only the disk cache remains
     start = time.perf_counter()

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from bench.engines import create_engine
-from bench.timing import measure_latency
+from bench.measure.timing import measure_latency
 
 pytestmark = pytest.mark.benchmark
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import nets
-from bench.results import read_records
+from bench.records.io import read_records
 
 
 def _one_line(err: str) -> str:

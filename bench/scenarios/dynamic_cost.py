@@ -9,7 +9,7 @@ the layer runs at this batch, the whole layer, and the static convolution the st
 in its place (the layer's first kernel, same shape). The layer's extra cost over the static twin
 is then attention + aggregation + (convolution - static convolution). FLOPs per part come from
 `torch.utils.flop_counter.FlopCounterMode` on the same calls (2 per multiply-accumulate; thop's rule
-in `bench.flops` counts the same conv and aggregation MACs).
+in `bench.measure.flops` counts the same conv and aggregation MACs).
 Returns data; prints nothing.
 """
 
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.errors import UsageProblem
-from bench.stats import percentile
+from bench.measure.stats import percentile
 
 #: The parts of one DynamicConv2d, in the order a table shows them; "layer" is the whole forward and
 #: "static_conv" the static twin's conv at the same shape (not a part of the layer).
@@ -127,7 +127,7 @@ def dynamic_cost_split(model, input_shape: Sequence[int], batch: int = 1, *, war
     """
     import torch
 
-    from bench.timing import time_interleaved, torch_threads
+    from bench.measure.timing import time_interleaved, torch_threads
     from nets.layers import uses_dynamic_conv
 
     if not uses_dynamic_conv(model):

@@ -10,12 +10,12 @@ test split, agreement with torch fp32, and the speedup over torch fp32 with its 
 that cannot run here are rows too, with the reason. Every rung's latency is timed interleaved
 in one run, so the speedups compare figures taken under the same conditions.
 
-Accuracy is judged as MLPerf's accuracy mode judges it (`bench.accuracy.accuracy_mode`): each rung's
+Accuracy is judged as MLPerf's accuracy mode judges it (`bench.accuracy.evaluate.accuracy_mode`): each rung's
 top-1 as a ratio to torch fp32's, and a pass when it keeps at least `threshold` (99%) of it. An
 evaluation-only image folder (an ImageNet `val/`) works as `dataset`, with torchvision's evaluation
 transform (`eval_transform`) and the int8 calibration images from another folder (`calibration`).
 
-The int8 rungs run a calibrated Q/DQ file (`bench.quantize.int8_export`: calibration images
+The int8 rungs run a calibrated Q/DQ file (`bench.accuracy.calibration.int8_export`: calibration images
 from the training split, the task check on the test split): uint8 activations for onnxruntime
 and OpenVINO, a second, symmetric file for TensorRT. OpenVINO's bf16 is a compile setting on
 the fp32 file.
@@ -138,13 +138,14 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         activations: the int8 file's activations for ort and openvino: u8 (zero point) or s8 (symmetric).
         batch: the latency batch (1: what a single request waits).
         throughput_batch: a second interleaved timing at this batch for images/s (None: skip it).
-        settings: `bench.measure.Settings` (iterations, threads, rounds, ...).
+        settings: `bench.measure.run.Settings` (iterations, threads, rounds, ...).
         test_limit: evaluate on at most this many test images (stratified; None: all of them).
         eval_transform, class_index, skip_bad_images: how an image folder is read (`dataset_for_checkpoint`).
         workers: DataLoader processes decoding a lazy image folder.
         threshold: a rung passes when its top-1 is at least this share of torch fp32's (default 0.99, MLPerf).
     """
-    from bench.accuracy import (
+    from bench.accuracy.calibration import int8_export
+    from bench.accuracy.evaluate import (
         MLPERF_THRESHOLD,
         accuracy_mode,
         batches_for_checkpoint,
@@ -152,11 +153,10 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         evaluate_engine,
         load_trained_model,
     )
+    from bench.accuracy.metrics import compare_predictions
     from bench.engines import create_engine
-    from bench.measure import Settings, time_pairs
-    from bench.metrics import compare_predictions
-    from bench.quantize import int8_export
-    from bench.records import accuracy_record
+    from bench.measure.run import Settings, time_pairs
+    from bench.records.builders import accuracy_record
     from export.onnx import to_onnx
 
     workdir = Path(workdir)
@@ -173,7 +173,7 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
     bundle = dataset_for_checkpoint(ckpt, dataset, root=data_root, **data_options)
     test = batches_for_checkpoint(ckpt, bundle, 256, workers=workers)
     if test_limit is not None:
-        from bench.quantize import test_set
+        from bench.accuracy.calibration import test_set
 
         images, labels = test_set(ckpt, bundle, test_limit, workers=workers)
         test = [(_tensor(images[i:i + 256]), _tensor(labels[i:i + 256])) for i in range(0, len(labels), 256)]
@@ -388,7 +388,7 @@ def write_ladder(result: LadderResult, out: str | Path, model: str, checkpoint: 
     Returns the three written paths.
     """
     from bench.atomic import write_text
-    from bench.results import append_record, describe_machine, to_json
+    from bench.records.io import append_record, describe_machine, to_json
 
     out = Path(out)
     for record in result.records:

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from bench import distributed
 from bench.atomic import atomic_path, write_text
 from bench.data import DatasetBundle, make_loaders, parse_augment
 from bench.errors import DataProblem, RbenchError, UsageProblem
+from bench.train import distributed
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "adagrad")
 SCHEDULES = ("cosine", "step", "onecycle", "plateau", "constant")
@@ -149,7 +149,7 @@ class TrainResult:
     seconds: float
     train_img_s: float
     config: dict[str, Any] = field(default_factory=dict)
-    distributed: dict[str, Any] | None = None  # world_size, backend, per-rank img/s, ... (`bench.distributed`)
+    distributed: dict[str, Any] | None = None  # world_size, backend, per-rank img/s, ... (`bench.train.distributed`)
 
     @property
     def checkpoint(self) -> Path:

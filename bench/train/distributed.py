@@ -220,9 +220,9 @@ def session(device: str) -> Iterator[DistContext | None]:
     ctx = init(device)
     _ACTIVE = ctx
     if os.environ.get("RBENCH_COMMAND"):  # `rbench train --nproc N ...` as the user typed it, for the record
-        import bench.results
+        import bench.records.io
 
-        bench.results.COMMAND_OVERRIDE = os.environ["RBENCH_COMMAND"]
+        bench.records.io.COMMAND_OVERRIDE = os.environ["RBENCH_COMMAND"]
     try:
         yield ctx
         # Leave together: rank 0 still writes the record while the others would already tear gloo down, and a
@@ -366,7 +366,7 @@ class ShardedBatches(Batches):
 
 @dataclass
 class DataParallel:
-    """What `bench.train.train_model` does differently on one rank of a distributed run."""
+    """What `bench.train.loop.train_model` does differently on one rank of a distributed run."""
 
     ctx: DistContext
     batch_size: int          # the global batch
@@ -414,7 +414,7 @@ class DataParallel:
     def read_checkpoint(self, path) -> dict[str, Any]:
         """Rank 0 reads `path` (it wrote it) and hands it to every rank; a missing or foreign file is the same
         one-line error on every rank."""
-        from bench.train import load_training_checkpoint
+        from bench.train.loop import load_training_checkpoint
 
         box: list[Any] = [None]
         if self.is_main:
@@ -454,7 +454,7 @@ class DataParallel:
 
     def evaluate(self, model: nn.Module, batches: ShardedBatches, amp: bool) -> tuple[float, float]:
         """(mean loss, accuracy) over the whole split: each rank scores its share, the sums are combined."""
-        from bench.train import evaluate
+        from bench.train.loop import evaluate
 
         self.average_buffers(model)
         seen = batches.share()

@@ -68,7 +68,7 @@ def calibrate(repeats: int = 5) -> float:
 
 def _reference_path():
     from bench.cache import cache_root
-    from bench.results import machine_slug
+    from bench.records.io import machine_slug
 
     return cache_root() / f"calibration-{machine_slug()}.json"
 

@@ -1,7 +1,7 @@
 """Dynamic vs static convolution, timed interleaved: latency ratio per pair, batch and engine, and training speed.
 
 Issue 10's table: each dynamic net against its static twin (same family, same input), at each
-batch and on each engine, the two timed together in rounds (`bench.measure.time_pairs`), so the
+batch and on each engine, the two timed together in rounds (`bench.measure.run.time_pairs`), so the
 ratio's bootstrap interval is over paired rounds. On onnxruntime the loader exports each net for
 that one batch (the dynamic net's fast fixed-batch graph; `engine_info.artifact` says which).
 Training speed: one optimizer step (forward, backward, Adam) at a training batch on random data,
@@ -64,8 +64,8 @@ def latency_table(pairs: Sequence[Pair], batches: Sequence[int], engines: Sequen
                   on_progress: Callable | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(latency records, comparison records): for every pair, batch and engine, the dynamic net's p50 over its
     static twin's, the two timed interleaved in `settings.rounds` rounds (one `time_pairs` call each)."""
-    from bench.measure import time_pairs
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
+    from bench.measure.run import time_pairs
 
     if not pairs or not batches or not engines:
         raise UsageProblem("name at least one pair, batch and engine")
@@ -112,15 +112,15 @@ def training_ratio(pair: Pair, timing: TrainTiming | None = None) -> dict[str, A
     timing = timing or TrainTiming()
     if min(timing.batch, timing.steps, timing.rounds) < 1:
         raise UsageProblem(f"training batch, steps and rounds must be positive; got {timing}")
-    from bench.timing import torch_threads
+    from bench.measure.timing import torch_threads
 
     with torch_threads(timing.threads):
         return _training_ratio(pair, timing)
 
 
 def _training_ratio(pair: Pair, timing: TrainTiming) -> dict[str, Any]:
-    from bench.stats import percentile, ratio_interval
-    from bench.timing import time_interleaved
+    from bench.measure.stats import percentile, ratio_interval
+    from bench.measure.timing import time_interleaved
 
     shape = (3, pair.input_size, pair.input_size)
     steps = {name: _train_step(pair.build(name), timing.batch, shape, pair.num_classes, timing.lr, timing.seed)
@@ -143,8 +143,8 @@ def parameter_reads(pairs: Sequence[Pair], *, rounds: int = 10, iters: int = 3, 
     """
     import torch
 
-    from bench.stats import percentile
-    from bench.timing import time_interleaved
+    from bench.measure.stats import percentile
+    from bench.measure.timing import time_interleaved
 
     params, rows = {}, []
     for pair in pairs:
@@ -186,7 +186,7 @@ def compare_dynamic(batches: Sequence[int], engines: Sequence[str], *, threads: 
     """Issue 10's table: every pair timed together per batch and engine (`iters` runs per entry at batch 1 in
     `rounds` rounds, iters / batch at larger batches, at least 2 a round), each dynamic net's cost split per batch
     (eager torch), and the training img/s ratio (`train_steps` Adam steps per net per round; 0 skips it)."""
-    from bench.timing import torch_threads
+    from bench.measure.timing import torch_threads
 
     pairs = list(pairs) if pairs is not None else default_pairs()
     with torch_threads(threads):
@@ -196,9 +196,9 @@ def compare_dynamic(batches: Sequence[int], engines: Sequence[str], *, threads: 
 
 def _compare_dynamic(pairs, batches, engines, threads, warmup, iters, rounds, train_batch, train_steps, command,
                      on_stage) -> DynamicComparison:
-    from bench.dynamic_cost import dynamic_cost_split
-    from bench.measure import Settings
-    from bench.records import cost_split_record
+    from bench.measure.run import Settings
+    from bench.records.builders import cost_split_record
+    from bench.scenarios.dynamic_cost import dynamic_cost_split
 
     latencies, comparisons = [], []
     for batch in batches:
@@ -228,7 +228,7 @@ def dynamic_markdown(latencies: list[dict[str, Any]], comparisons: list[dict[str
                      training: list[dict[str, Any]], threads: int, command: str | None,
                      reads: Sequence[dict[str, Any]] = ()) -> str:
     """The latency ratios, training ratios, cost split and parameter reads as Markdown, the command and load above."""
-    from bench.results import describe_machine
+    from bench.records.io import describe_machine
 
     machine = describe_machine()
     lines = [f"<!-- made by: {command} -->",
@@ -274,9 +274,9 @@ def dynamic_markdown(latencies: list[dict[str, Any]], comparisons: list[dict[str
     loads = [r["load_average_after"][0] for r in latencies if r.get("load_average_after")]
     contended = sum(bool((r.get("contention") or {}).get("contended")) for r in latencies)
     if loads:
-        verdict = (f"{contended} of {len(latencies)} timings flagged as contended (bench.contention): the ratios are "
+        verdict = (f"{contended} of {len(latencies)} timings flagged as contended (bench.measure.contention): the ratios are "
                    "interleaved, so both sides were hit alike, but intervals widen" if contended else
-                   "no timing flagged as contended (bench.contention)")
+                   "no timing flagged as contended (bench.measure.contention)")
         lines += ["", f"1-minute load average after each latency run: {min(loads):.1f} to {max(loads):.1f} on "
                       f"{machine['cores_usable']} cores, {threads} thread(s) timed; {verdict}."]
     return "\n".join(lines)

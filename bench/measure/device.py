@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.results import describe_machine, machine_slug
+from bench.records.io import describe_machine, machine_slug
 
 CACHE_VERSION = 1
 

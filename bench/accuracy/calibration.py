@@ -140,14 +140,14 @@ def int8_export(checkpoint, fp32_onnx: str | Path, out_path: str | Path, calibra
 
     The check runs on `dataset`'s test split (default: the calibration data set's, as before; name it
     when calibrating on another folder); `eval_transform`, `class_index` and `skip_bad_images` shape
-    both as `bench.accuracy.dataset_for_checkpoint` does.
+    both as `bench.accuracy.evaluate.dataset_for_checkpoint` does.
 
     Returns `export.quantize.QuantReport` with its `check`; raises ParityFailure (nothing written)
     when the int8 file agrees with fp32 on fewer test images than `min_agreement`, or keeps
     less than `min_accuracy_ratio` of its accuracy (with `enforce`; otherwise the file is kept and
     the report's check says so).
     """
-    from bench.accuracy import dataset_for_checkpoint
+    from bench.accuracy.evaluate import dataset_for_checkpoint
     from export.quantize import DEFAULT_MIN_AGREEMENT, MLPERF_RATIO, quantize_and_check
 
     name, count = parse_calibration(calibration)

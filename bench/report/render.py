@@ -1,6 +1,6 @@
 """Records -> a report a person reads: Markdown tables and PNG plots (the only module that draws).
 
-Pure functions turn result records (`bench.results`) into rows and Markdown; the `plot_*`
+Pure functions turn result records (`bench.records.io`) into rows and Markdown; the `plot_*`
 functions write one PNG each (matplotlib, Agg backend, written atomically) and return its path.
 `render_report` puts a whole study or suite run together and returns the Markdown text;
 the caller writes it.
@@ -363,7 +363,7 @@ def _img(path: Path | None, out_dir: Path, alt: str) -> str:
 def _latency_ratios(a: dict, b: dict, engines: Sequence[str]) -> str:
     """`a`'s p50 latency over `b`'s per engine, with its 95% interval and what it supports:
     "1.96x (1.90-2.01, slower; torch), no measurable difference (0.97-1.04; ort)"."""
-    from bench.stats import compare_latencies
+    from bench.measure.stats import compare_latencies
 
     parts = []
     for e in engines:
@@ -711,7 +711,7 @@ def ladder_nets(records: Sequence[Record]) -> list[dict[str, Any]]:
 
 
 def _ladder_table(rows: Sequence[dict[str, Any]]) -> str:
-    from bench.ladder import LADDER_COLUMNS, ladder_rows_table
+    from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table
 
     cells = ladder_rows_table(rows)
     head = "| " + " | ".join(LADDER_COLUMNS) + " |"
@@ -740,7 +740,7 @@ def _int8_line(int8: dict[str, Any] | None) -> str:
 def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str]) -> tuple[str, list[str]]:
     """The precision ladder of each net: rows table, accuracy-vs-latency plot, rungs not run, int8 check,
     and findings stated only where the speedup interval supports them."""
-    from bench.ladder import REFERENCE, plot_ladder
+    from bench.scenarios.ladder import REFERENCE, plot_ladder
 
     figs = out_dir / "figures"
     parts, findings = [], []
@@ -797,7 +797,7 @@ def _differ(agreement: Any, n: int) -> str:
 
 
 def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str, Any] | None, n: Any) -> list[str]:
-    from bench.ladder import REFERENCE
+    from bench.scenarios.ladder import REFERENCE
 
     others = [r for r in rows if r.get("runs") and (r["engine"], r["precision"]) != REFERENCE]
     out = []

@@ -84,7 +84,7 @@ def diff_records(baseline: Sequence[dict[str, Any]], new: Sequence[dict[str, Any
     record wins where one side has several for a key. Records from different machines are
     refused (UsageProblem) unless `cross_machine`.
     """
-    from bench.stats import INDEPENDENT_RATIO_CI_METHOD, independent_ratio_interval, verdict
+    from bench.measure.stats import INDEPENDENT_RATIO_CI_METHOD, independent_ratio_interval, verdict
 
     if not 0 <= threshold < 1:
         raise UsageProblem(f"--threshold is a fraction like 0.05, got {threshold}")

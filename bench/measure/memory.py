@@ -2,7 +2,7 @@
 
 A batch or image size too large for the machine used to end in a traceback, or worse: under a
 container memory limit (cgroup) the kernel kills the process outright, with no exception to catch
-and no record kept. So `bench.measure` asks this module first, and refuses a run whose estimate
+and no record kept. So `bench.measure.run` asks this module first, and refuses a run whose estimate
 cannot fit, with one line that says both figures and what to do.
 
 The estimate is a *lower bound* of the memory a run must add, so a run that can fit is never
@@ -27,7 +27,7 @@ upper-bound-ish figure; it is not used to refuse. A module that cannot run on th
 (data-dependent control flow, tensors created on the CPU inside `forward`, ...) is retried under
 torch's FakeTensorMode; if that fails too only the input and weights are counted. An ONNX file
 counts its input and its file size (onnxruntime loads the weights); a TensorRT engine file is not
-estimated. Allocation failures that slip through are still caught (`bench.timing.is_out_of_memory`)
+estimated. Allocation failures that slip through are still caught (`bench.measure.timing.is_out_of_memory`)
 and recorded per batch, but only this up-front check protects against the kernel's OOM killer.
 """
 
@@ -290,7 +290,7 @@ def estimate_bytes(source, batch: int, *, precision: str = "fp32", engine: str =
                    profile: bool = True) -> Estimate | None:
     """The memory a run of `source` at `batch` must add (`Estimate.required`, a lower bound).
 
-    `source` is a `bench.sources.ModelSource` or an `nn.Module` (then give `input_shape`). None when
+    `source` is a `bench.engines.sources.ModelSource` or an `nn.Module` (then give `input_shape`). None when
     nothing can be estimated (a TensorRT engine file: its shape is read only when opened).
     With `profile=False` the activations are not counted (input and weights only).
     """

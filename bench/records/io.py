@@ -2,7 +2,7 @@
 
 A record is a flat dict (schema in DESIGN.md, checked by `validate_record`): the metric names
 carry their units (`latency_ms_p50`, `throughput_img_s`). Measurement code builds records with
-the one builder per kind in `bench.records`; only the CLI layer writes them, with `append_record`.
+the one builder per kind in `bench.records.builders`; only the CLI layer writes them, with `append_record`.
 """
 
 from __future__ import annotations
@@ -219,11 +219,11 @@ def validate_record(record: dict[str, Any]) -> None:
     for key in ("cpu", "cores_logical", "versions"):
         if key not in record["machine"]:
             raise ValueError(f"record machine description lacks {key!r}")
-    from bench.records import FIELDS
+    from bench.records.builders import FIELDS
 
     missing = [key for key in FIELDS.get(record["kind"], ()) if key not in record]
     if missing:
-        raise ValueError(f"{record['kind']} record lacks {', '.join(map(repr, missing))} (build it with bench.records)")
+        raise ValueError(f"{record['kind']} record lacks {', '.join(map(repr, missing))} (build it with bench.records.builders)")
     for key, value in record.items():
         if NUMERIC_METRIC.match(key) and value is not None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):

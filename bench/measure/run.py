@@ -6,7 +6,7 @@ No click and no printing here: `bench/commands/` parse options, call these and p
     >>> records = bench.latency("resnet20", engines=["torch", "ort"], batches=[1, 8], iters=20)
     >>> [(r["engine"], r["batch"], r["latency_ms_p50"]) for r in records]
 
-A source is anything `bench.sources.resolve_source` takes: a zoo name, an `nn.Module`,
+A source is anything `bench.engines.sources.resolve_source` takes: a zoo name, an `nn.Module`,
 `torchvision:NAME`, `package.module:callable`, an `.onnx` file or a TensorRT engine file.
 """
 
@@ -168,7 +168,7 @@ def parse_engines(engines: str | Sequence[str]) -> list[str]:
 
 def parse_batches(batches: str | int | Sequence[int]) -> list[int]:
     """'1,8,32', 8 or [1, 8] -> [1, 8, 32]; zero, negative, non-integer or absurd sizes are a UsageProblem."""
-    from bench.memory import MAX_BATCH
+    from bench.measure.memory import MAX_BATCH
 
     parts = str(batches).split(",") if isinstance(batches, (str, int)) else list(batches)
     sizes = []
@@ -199,14 +199,14 @@ def model_costs(source) -> dict[str, Any]:
     TensorRT engine: unknown (count its ONNX file instead).
     """
     if source.has_module:
-        from bench.flops import profile_model
+        from bench.measure.flops import profile_model
 
         report = profile_model(source.module(), source.input_shape, batch=1)
         return {"params": int(report.params), "macs": int(report.macs), "flops": int(report.flops),
                 "counters_agree": bool(report.agrees), "counters_warning": report.warning,
                 "counters": {"macs": "thop", "flops": "torch.utils.flop_counter", "params": "torch"}, "report": report}
     if source.kind == "onnx":
-        from bench.onnx_flops import count_onnx_flops
+        from bench.measure.onnx_flops import count_onnx_flops
 
         try:
             report = count_onnx_flops(source.path, batch=1, input_shape=source.input_shape)
@@ -229,8 +229,8 @@ def profile(source, *, detail: bool = False, context: dict[str, Any] | None = No
     `source_options` go to `resolve_source` (input_size, in_chans, num_classes, act, checkpoint,
     input_shape). With `detail`, a per-module breakdown (PyTorch) or per-op-type one (ONNX).
     """
-    from bench.records import flops_record
-    from bench.sources import resolve_source
+    from bench.engines.sources import resolve_source
+    from bench.records.builders import flops_record
 
     src = resolve_source(source, **source_options)
     if src.kind == "trt":
@@ -241,7 +241,7 @@ def profile(source, *, detail: bool = False, context: dict[str, Any] | None = No
             raise EnvironmentProblem(refused[1])
     per_module = None
     if detail and src.has_module:
-        from bench.flops import profile_model
+        from bench.measure.flops import profile_model
 
         report = profile_model(src.module(), src.input_shape, batch=1, detail=True)
         per_module = {str(k): {"flops": int(v), "macs": report.macs_by_module.get(k)}
@@ -258,7 +258,7 @@ def profile(source, *, detail: bool = False, context: dict[str, Any] | None = No
 # -- latency and throughput ---------------------------------------------------------------------
 def cached_peak(settings: Settings, engine: str) -> dict[str, Any] | None:
     """The device peak `rbench device` measured and cached; never measured here (that takes seconds)."""
-    from bench.device import cache_path
+    from bench.measure.device import cache_path
 
     device = "cuda" if settings.device == "cuda" or engine == "trt" else "cpu"
     path = cache_path(device)
@@ -338,7 +338,7 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
     """
     import numpy as np
 
-    from bench.timing import is_out_of_memory, measure_latency
+    from bench.measure.timing import is_out_of_memory, measure_latency
 
     rounds = settings.rounds if len(entries) > 1 else 1
     per_round = {"iters": -(-settings.iters // rounds) if settings.iters else None,
@@ -384,8 +384,8 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
 
 def _timed_phase(entries: list[_Entry], batch_size: int, settings: Settings, rng, on_progress):
     """(runs, contention): `_time_entries` between two readings of how busy the machine was."""
-    from bench import contention
-    from bench.results import describe_machine
+    from bench.measure import contention
+    from bench.records.io import describe_machine
 
     cores = describe_machine()["cores_usable"] or 1
     before = contention.snapshot()
@@ -404,9 +404,9 @@ def _timed_phase(entries: list[_Entry], batch_size: int, settings: Settings, rng
 
 def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Settings, context, command,
                      contention: dict[str, Any] | None = None):
-    from bench.device import peak_flops_for
-    from bench.records import latency_record
-    from bench.stats import summarize
+    from bench.measure.device import peak_flops_for
+    from bench.measure.stats import summarize
+    from bench.records.builders import latency_record
 
     records = []
     for entry, run in zip(entries, runs):
@@ -440,10 +440,10 @@ def _prepare(engines, batches, settings, options):
 def check_memory(sources, engines: Sequence[str], batches: Sequence[int], settings: Settings) -> dict[int, str]:
     """{batch: why it cannot fit} for the batches of `sources` this machine's memory cannot hold.
 
-    A lower-bound estimate made before anything is allocated (`bench.memory`): a refused batch
+    A lower-bound estimate made before anything is allocated (`bench.measure.memory`): a refused batch
     would certainly fail, or get the process killed under a container memory limit.
     """
-    from bench.memory import check_fits
+    from bench.measure.memory import check_fits
 
     refused: dict[int, str] = {}
     for src in sources:
@@ -468,7 +468,7 @@ def _release_memory(settings: Settings) -> None:
 def _failed_records(src, cost: dict[str, Any], engines: list[str], batch_size: int, settings: Settings, error: str,
                     context, command) -> list[dict[str, Any]]:
     """One error record per engine for a batch that was not measured (no engine was opened for it)."""
-    from bench.records import latency_record
+    from bench.records.builders import latency_record
 
     return [latency_record(source=src.describe(), model_config=src.config or None, engine=name,
                            engine_info={"backend": name, "version": None, "device": settings.device,
@@ -480,7 +480,7 @@ def _failed_records(src, cost: dict[str, Any], engines: list[str], batch_size: i
 
 
 def _check_sources(sources, engines: list[str], batches: list[int], settings: Settings) -> None:
-    from bench.sources import check_engine_fits
+    from bench.engines.sources import check_engine_fits
 
     for src in sources:
         for name in engines:
@@ -497,14 +497,14 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
 
     Args:
         source: a zoo name, `nn.Module`, `torchvision:NAME`, `package.module:callable`, ONNX or
-            engine path, or a `bench.sources.ModelSource`.
+            engine path, or a `bench.engines.sources.ModelSource`.
         engines: torch | ort | trt, as a list or 'torch,ort'. Several engines are timed
             interleaved, in `settings.rounds` rounds.
         batches: batch sizes, as a list or '1,8,32'.
         settings: how to measure.
         options: `Settings` fields to override (iters=20, threads=1, ...) and `resolve_source`
             options (`SOURCE_OPTIONS`: input_shape, input_size, in_chans, num_classes, act, checkpoint, name).
-        context: study fields added to every record (see `bench.records.STUDY_FIELDS`).
+        context: study fields added to every record (see `bench.records.builders.STUDY_FIELDS`).
 
     Memory: before any work, each batch is estimated (`check_memory`). When no batch can fit, an
     EnvironmentProblem says so; in a sweep, a batch that cannot fit, or that fails to allocate
@@ -515,8 +515,8 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
 
     import numpy as np
 
-    from bench.sources import resolve_source
-    from bench.timing import is_out_of_memory
+    from bench.engines.sources import resolve_source
+    from bench.measure.timing import is_out_of_memory
 
     engines, batches, settings, source_options = _prepare(engines, batches, settings, options)
     src = resolve_source(source, **source_options)
@@ -566,9 +566,9 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
 
     import numpy as np
 
-    from bench.sources import resolve_source
-    from bench.stats import DEFAULT_THRESHOLD
-    from bench.timing import is_out_of_memory
+    from bench.engines.sources import resolve_source
+    from bench.measure.stats import DEFAULT_THRESHOLD
+    from bench.measure.timing import is_out_of_memory
 
     if not sources:
         raise UsageProblem("name at least one model to compare")
@@ -615,8 +615,8 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
     import numpy as np
 
     from bench.engines import create_engine
-    from bench.sources import resolve_source
-    from bench.stats import DEFAULT_THRESHOLD
+    from bench.engines.sources import resolve_source
+    from bench.measure.stats import DEFAULT_THRESHOLD
 
     if not items:
         raise UsageProblem("name at least one (source, engine, precision) to time")
@@ -650,8 +650,8 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
 def _comparisons(records: list[dict[str, Any]], runs, threshold: float, context, command) -> list[dict[str, Any]]:
     """One "comparison" record per timed entry after the first: its p50 over the first's, with the
     bootstrap interval over the paired rounds and a verdict (none when the first entry failed)."""
-    from bench.records import comparison_record
-    from bench.stats import RATIO_CI_METHOD, ratio_interval, verdict
+    from bench.measure.stats import RATIO_CI_METHOD, ratio_interval, verdict
+    from bench.records.builders import comparison_record
 
     if runs[0] is None:
         return []
@@ -670,7 +670,7 @@ def _comparisons(records: list[dict[str, Any]], runs, threshold: float, context,
 def throughput_records(latency_records: Sequence[dict[str, Any]], *, context: dict[str, Any] | None = None,
                        command: str | None = None) -> list[dict[str, Any]]:
     """Per engine, a "throughput" record: the batch with the best img/s of a sweep, with the sweep."""
-    from bench.records import throughput_record
+    from bench.records.builders import throughput_record
 
     engines = list(dict.fromkeys(r["engine"] for r in latency_records))
     return [throughput_record([r for r in latency_records if r["engine"] == e], context=context, command=command)

@@ -1,6 +1,6 @@
 """One builder per record kind, used by the CLI and the studies alike, so their records agree key for key.
 
-Each builder returns a validated record (`bench.results.make_record`) whose keys are exactly
+Each builder returns a validated record (`bench.records.io.make_record`) whose keys are exactly
 `FIELDS[kind]`, plus the header (schema, time, machine, commit, command) and any study context
 (`STUDY_FIELDS`: the suite says which unit and study a record belongs to). A missing value is
 `None`, never a missing key, so tables and diffs can rely on the keys.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bench.results import make_record
+from bench.records.io import make_record
 
 #: The fields each kind carries beyond the header; `validate_record` checks them.
 FIELDS: dict[str, tuple[str, ...]] = {
@@ -44,14 +44,14 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "dataset", "checkpoint", "checkpoint_epoch", "samples", "top1", "top5", "precision_macro", "recall_macro",
         "f1_macro", "per_class", "confusion_matrix", "seconds", "reference_engine", "top1_delta", "agreement",
         "max_abs_logit_diff", "mean_abs_logit_diff",
-        # Accuracy mode (MLPerf's rule, `bench.accuracy.accuracy_mode`) and the data pass: set by `rbench accuracy`.
+        # Accuracy mode (MLPerf's rule, `bench.accuracy.evaluate.accuracy_mode`) and the data pass: set by `rbench accuracy`.
         "top1_ratio", "top5_ratio", "threshold", "passed", "images_per_s", "wall_s", "skipped_images",
     ),
     "train": (
         "model", "model_config", "engine", "device", "dataset", "train_config", "batch", "history", "epochs",
         "best_epoch", "best_val_acc", "stopped_early", "train_img_s", "train_seconds", "train_images_per_epoch",
         "final_train_error", "final_val_error", "params", "checkpoint", "curves_png", "resumed",
-        # Data-parallel training (`bench.distributed`): 1 / None / batch in one process.
+        # Data-parallel training (`bench.train.distributed`): 1 / None / batch in one process.
         "world_size", "backend", "batch_per_process", "rank_train_img_s", "lr_rule",
     ),
     "device": ("slug", "peaks", "cache"),
@@ -60,7 +60,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "compute_capability", "batch_range", "cache_key", "reused", "engine_build_seconds", "timing_cache_hit",
         "warnings",
     ),
-    # Where a dynamic-conv net's latency goes, per DynamicConv2d part (`bench.dynamic_cost`).
+    # Where a dynamic-conv net's latency goes, per DynamicConv2d part (`bench.scenarios.dynamic_cost`).
     "cost_split": (
         "model", "model_config", "engine", "device", "batch", "input_shape", "threads", "iters", "rounds", "layers",
         "total_ms", "total_flops", "parts_sum_ms", "other_ms", "extra_ms", "extra_ms_by_part", "extra_share",
@@ -104,7 +104,7 @@ def latency_record(*, source: dict[str, Any], model_config: dict[str, Any] | Non
                    peak_source: str | None = None, load_average: list[float] | None = None,
                    contention: dict[str, Any] | None = None, error: str | None = None,
                    context: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
-    """One timed run (`bench.timing.measure_latency`'s `run`, `bench.stats.summarize`'s `summary`),
+    """One timed run (`bench.measure.timing.measure_latency`'s `run`, `bench.measure.stats.summarize`'s `summary`),
     or an `error` (out of memory at this batch) with every metric None."""
     values = {**_model_fields(source, model_config), "engine": engine, "engine_info": engine_info,
               "precision": precision, "device": device, "batch": batch, "input_shape": list(input_shape),
@@ -201,7 +201,7 @@ def accuracy_record(result: dict[str, Any], *, model: str, model_config: dict[st
                     dataset: dict[str, Any], checkpoint: str | None = None, checkpoint_epoch: int | None = None,
                     split: str = "test", context: dict[str, Any] | None = None,
                     command: str | None = None) -> dict[str, Any]:
-    """One engine's accuracy (`bench.accuracy.evaluate_checkpoint`'s result dict) on a data set."""
+    """One engine's accuracy (`bench.accuracy.evaluate.evaluate_checkpoint`'s result dict) on a data set."""
     values = {k: result.get(k) for k in FIELDS["accuracy"] if k in result}
     matrix = values.get("confusion_matrix")
     if matrix is not None and len(matrix) > MAX_CONFUSION_CLASSES:
@@ -216,7 +216,7 @@ def train_record(result: Any, *, model: str, model_config: dict[str, Any] | None
                  train_config: dict[str, Any], params: int, train_images_per_epoch: int | None,
                  resumed: bool = False, context: dict[str, Any] | None = None,
                  command: str | None = None) -> dict[str, Any]:
-    """A training run (`bench.train.TrainResult`) with its learning curves and final errors."""
+    """A training run (`bench.train.loop.TrainResult`) with its learning curves and final errors."""
     history = [{k: v for k, v in dict(row).items() if isinstance(v, (int, float, str, type(None)))}
                for row in result.history or []]
     last = history[-1] if history else {}
@@ -238,7 +238,7 @@ def train_record(result: Any, *, model: str, model_config: dict[str, Any] | None
 
 
 def device_record(*, slug: str, peaks: dict[str, Any], cache: dict[str, str], command: str | None = None) -> dict[str, Any]:
-    """This machine's measured peaks (`bench.device.device_peak`) and where they are cached."""
+    """This machine's measured peaks (`bench.measure.device.device_peak`) and where they are cached."""
     return _record("device", {"slug": slug, "peaks": peaks, "cache": cache}, None, command)
 
 
@@ -264,7 +264,7 @@ def comparison_record(baseline: dict[str, Any], candidate: dict[str, Any], *, ra
 
 def cost_split_record(split: dict[str, Any], *, model: str, model_config: dict[str, Any] | None, device: str = "cpu",
                       context: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
-    """A `bench.dynamic_cost.dynamic_cost_split` result (eager PyTorch: engine "torch") as a record."""
+    """A `bench.scenarios.dynamic_cost.dynamic_cost_split` result (eager PyTorch: engine "torch") as a record."""
     values = {key: split[key] for key in FIELDS["cost_split"] if key in split}
     values.update(model=model, model_config=model_config, engine="torch", device=device)
     return _record("cost_split", values, context, command)

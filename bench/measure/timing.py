@@ -126,7 +126,7 @@ def time_interleaved(calls: Mapping[Hashable, Callable[[], Any]], *, warmup: int
     """Milliseconds per call of every callable, one list per round: each gets `warmup` untimed calls, then every
     round runs each `iters` times, in a new seeded random order, so drift and other work hit all of them alike.
 
-    For callables that are not engines (the parts of a layer, training steps); `bench.measure` interleaves engines.
+    For callables that are not engines (the parts of a layer, training steps); `bench.measure.run` interleaves engines.
     """
     for fn in calls.values():
         for _ in range(warmup):
@@ -166,7 +166,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
     A Python MemoryError (numpy's "Unable to allocate" is one), torch.OutOfMemoryError, or an error
     whose text names a failed allocation. Under a container memory limit the kernel may kill the
-    process instead, with nothing to catch: `bench.memory` estimates a run before it starts for that.
+    process instead, with nothing to catch: `bench.measure.memory` estimates a run before it starts for that.
     """
     if isinstance(exc, MemoryError):
         return True

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from bench.accuracy.metrics import classification_metrics, compare_predictions, topk_accuracy
 from bench.data import Batches, DatasetBundle, load_dataset
 from bench.errors import DataProblem, UsageProblem
-from bench.metrics import classification_metrics, compare_predictions, topk_accuracy
 
 #: MLPerf Inference's accuracy rule for ResNet-50: at least 99% of the fp32 reference's top-1.
 MLPERF_THRESHOLD = 0.99
@@ -127,7 +127,7 @@ def dataset_for_checkpoint(checkpoint: TrainedModel, name: str | None = None, ro
     if not d.get("name") and name is None:
         raise UsageProblem(f"checkpoint {checkpoint.path} does not say its data set; pass --dataset")
     dataset_name = name or d["name"]
-    carried = getattr(checkpoint, "eval_transform", None)  # bench.quantize also passes plain namespaces
+    carried = getattr(checkpoint, "eval_transform", None)  # bench.accuracy.calibration also passes plain namespaces
     transform = parse_eval_transform(eval_transform if eval_transform is not None else carried)
     if transform is not None and not dataset_name.lower().startswith("imagefolder:"):
         if eval_transform is not None:

@@ -1,0 +1,3 @@
+"""Experiments built on the measuring core: the precision ladder (`ladder`) and dynamic vs static convolution
+(`dynamic`, `dynamic_cost`).
+"""
