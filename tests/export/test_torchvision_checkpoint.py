@@ -89,7 +89,7 @@ def test_export_cli_torchvision_checkpoint(run_cli, tv_resnet18, tmp_path):
 
 def test_export_int8_with_eval_transform(run_cli, tv_resnet18, tmp_path):
     """int8 of torchvision weights: calibrated on train/, checked on val/, both through the eval transform."""
-    from tests.bench.test_eval_folder import make_eval_folder
+    from tests.bench.data.test_eval_folder import make_eval_folder
 
     folder = make_eval_folder(tmp_path / "data", split="train")
     make_eval_folder(folder, split="val", seed=1)

@@ -35,7 +35,7 @@ for i in range(count):
 def test_concurrent_appends_keep_every_line(tmp_path):
     """4 processes x 200 appends to one file: exactly 800 whole, distinct lines (the old copy-and-rename kept 219)."""
     path, go = tmp_path / "r.jsonl", tmp_path / "go"
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(path), str(go), str(w), str(APPENDS)], cwd=root)
              for w in range(WRITERS)]
     go.touch()

@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from bench.errors import UsageProblem
-from tests.bench.test_eval_folder import SMALL, make_eval_folder
+from tests.bench.data.test_eval_folder import SMALL, make_eval_folder
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
 

@@ -21,7 +21,7 @@ from bench.data.common import TensorImages
 from bench.errors import UsageProblem
 from bench.train import distributed
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def free_port() -> int:

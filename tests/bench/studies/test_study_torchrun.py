@@ -15,7 +15,7 @@ from bench.records.io import read_records
 from bench.studies import get_preset, study_plan
 from bench.studies.runner import unique_units
 from bench.train import distributed
-from tests.bench.test_distributed import REPO, _env, _rbench, free_port
+from tests.bench.train.test_distributed import REPO, _env, _rbench, free_port
 
 STUDY = ("study", "depth", "--preset", "smoke", "--dataset", "digits", "--engines", "torch")
 
