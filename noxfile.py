@@ -1,8 +1,11 @@
-"""CI sessions: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s regress`.
+"""CI sessions: `nox -s lint tests` (what CI runs), `nox -s slow`, `nox -s bench`, `nox -s regress`.
 
 A torch environment is ~5.5 GB, so the sessions share the interpreter's site-packages
 (`--system-site-packages`) and reuse their virtualenvs: install torch once into the base
-Python (README's set-up command does), and each session adds only what it lacks.
+Python (README's set-up command does). Every other dependency is upgraded into the session's own
+virtualenv to the newest release setup.cfg admits, so the tests run on what a fresh install
+resolves today, not on whatever older copy the machine holds (click 8.5 broke `--nproc` while the
+machine's 8.4 kept the tests green); each test session prints the versions it runs on.
 """
 
 from __future__ import annotations
@@ -20,15 +23,41 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 SHARED = {"venv_params": ["--system-site-packages"]}
 
 
+#: The distributions whose versions a test log states (what the tests ran on).
+REPORTED = ["torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "openvino", "ultralytics-thop", "click",
+            "numpy", "scipy", "rich", "matplotlib", "scikit-learn", "mlcommons-loadgen", "pytest", "pytest-xdist"]
+_VERSIONS = ("import importlib.metadata as m, sys\n"
+             "def v(n):\n"
+             "    try: return m.version(n)\n"
+             "    except m.PackageNotFoundError: return 'not installed'\n"
+             "print('tested on: ' + ', '.join(f'{n} {v(n)}' for n in sys.argv[1:]))")
+
+
 def _install(session: nox.Session) -> None:
-    session.install(*TORCH, "-e", ".[test]")
+    # Eager upgrades install the newest admitted release of every dependency into this virtualenv,
+    # shadowing older copies in the shared site-packages; torch stays the pinned build already there.
+    session.install("--upgrade", "--upgrade-strategy", "eager", *TORCH, "-e", ".[test]")
+    session.run("python", "-c", _VERSIONS, *REPORTED, silent=False)
+
+
+def _pytest(session: nox.Session, marks: str) -> None:
+    # -n auto: one worker per core (pytest-xdist); --dist loadgroup spreads tests one by one, but for xdist_group marks.
+    session.run("python", "-m", "pytest", "-m", marks, "-n", "auto", "--dist", "loadgroup", "-p", "no:cacheprovider",
+                *session.posargs)
 
 
 @nox.session(**SHARED)
 def tests(session: nox.Session) -> None:
-    """The unit tests (CPU, a few minutes); TensorRT/GPU tests skip with their reason."""
+    """The unit tests in parallel (CPU, a few minutes); GPU/TensorRT tests skip with their reason, `slow` ones wait for `nox -s slow`."""
     _install(session)
-    session.run("python", "-m", "pytest", "-m", "not benchmark", "-p", "no:cacheprovider", *session.posargs)
+    _pytest(session, "not benchmark and not slow")
+
+
+@nox.session(**SHARED)
+def slow(session: nox.Session) -> None:
+    """The slow end-to-end runs (whole smoke suites, sharded runs, multi-process studies): CI runs these too."""
+    _install(session)
+    _pytest(session, "slow and not benchmark")
 
 
 @nox.session(**SHARED)
