@@ -70,3 +70,17 @@ def regress(session: nox.Session) -> None:
                     f"To make one on a quiet machine: mkdir -p {baseline} && cp {new}/latency.jsonl {baseline}/")
         return
     session.run("rbench", "diff", str(baseline), str(new), *session.posargs)
+
+
+@nox.session(**SHARED)
+def docs(session: nox.Session) -> None:
+    """The documentation site in docs/: `mkdocs build --strict`, so a broken link, a missing anchor or a
+    page left out of the nav fails the build. The site goes to a scratch folder, never into the tree."""
+    import configparser
+
+    # setup.cfg's `docs` extra holds the pin; installing only it spares the session rbench's own dependencies.
+    config = configparser.ConfigParser()
+    config.read("setup.cfg")
+    session.install(*config["options.extras_require"]["docs"].split())
+    site = Path(session.create_tmp()) / "site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(site), *session.posargs)
