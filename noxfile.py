@@ -1,4 +1,5 @@
-"""CI sessions: `nox -s lint tests` (what CI runs), `nox -s slow`, `nox -s bench`, `nox -s regress`.
+"""Sessions: `nox -s lint tests` (README's test command), `nox -s docs` and `nox -s slow` (CI runs these three too),
+`nox -s bench`, `nox -s regress`.
 
 A torch environment is ~5.5 GB, so the sessions share the interpreter's site-packages
 (`--system-site-packages`) and reuse their virtualenvs: install torch once into the base
@@ -99,3 +100,17 @@ def regress(session: nox.Session) -> None:
                     f"To make one on a quiet machine: mkdir -p {baseline} && cp {new}/latency.jsonl {baseline}/")
         return
     session.run("rbench", "diff", str(baseline), str(new), *session.posargs)
+
+
+@nox.session(**SHARED)
+def docs(session: nox.Session) -> None:
+    """The documentation site in docs/: `mkdocs build --strict`, so a broken link, a missing anchor or a
+    page left out of the nav fails the build. The site goes to a scratch folder, never into the tree."""
+    import configparser
+
+    # setup.cfg's `docs` extra holds the pin; installing only it spares the session rbench's own dependencies.
+    config = configparser.ConfigParser()
+    config.read("setup.cfg")
+    session.install(*config["options.extras_require"]["docs"].split())
+    site = Path(session.create_tmp()) / "site"
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(site), *session.posargs)
