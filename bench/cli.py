@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("bench.commands.diff:diff_command", "Latency regressions between two records files or folders (exit 1)."),
     "train": ("bench.commands.train:train_command", "Train a model briefly on real data; keep the best checkpoint."),
     "accuracy": ("bench.commands.train:accuracy_command", "Test-split accuracy of a checkpoint through every engine."),
+    "serve": ("bench.commands.serve:serve_command",
+              "MLPerf LoadGen scenarios (SingleStream, MultiStream, Server, Offline) on any engine; peak search."),
     "ladder": ("bench.commands.ladder:ladder_command",
                "Speed vs task accuracy of a trained model for every engine and precision (int8, bf16, ...)."),
     "study": ("bench.commands.study:study_command",

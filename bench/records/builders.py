@@ -268,3 +268,57 @@ def cost_split_record(split: dict[str, Any], *, model: str, model_config: dict[s
     values = {key: split[key] for key in FIELDS["cost_split"] if key in split}
     values.update(model=model, model_config=model_config, engine="torch", device=device)
     return _record("cost_split", values, context, command)
+
+
+# -- serve: one LoadGen run (`bench.scenarios.serve.run.serve`) ---------------------------------------------
+FIELDS["serve"] = (
+    "model", "source", "model_config", "engine", "engine_info", "precision", "device", "input_shape", "dataset",
+    "scenario", "mode", "options", "loadgen_settings", "workers", "threads", "max_batch", "batch_timeout_ms",
+    "pinned_cores", "batch_sizes", "warmup_ms", "target_qps", "latency_bound_ms", "samples_per_query",
+    # LoadGen's verdict as it reports it, and whether MLPerf's rules would accept the run (not shortened).
+    "result", "result_reasons", "mlperf_valid", "shortened", "samples_per_s", "queries", "latency_ms_min",
+    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p97", "latency_ms_p99",
+    "latency_ms_p999", "latency_ms_max", "query_latency_ms_p99", "early_stopping_met", "early_stopping_latency_ms",
+    "early_stopping_note", "loadgen_version", "loadgen_errors", "loadgen_warnings", "loadgen_dir", "loadgen_files",
+    # accuracy mode: LoadGen's accuracy log scored against the labels and against torch fp32
+    "samples", "top1", "top5", "reference_engine", "agreement", "max_abs_logit_diff", "mean_abs_logit_diff",
+    # --find-peak: the highest VALID target QPS, its neighbours and every step
+    "peak_qps", "peak_valid_below", "peak_invalid_above", "peak_search",
+)
+
+
+def serve_record(*, source: dict[str, Any], model_config: dict[str, Any] | None, engine: str,
+                 engine_info: dict[str, Any] | None, precision: str, device: str, input_shape: Sequence[int],
+                 dataset: dict[str, Any], scenario: str, mode: str, options: dict[str, Any], workers: int,
+                 threads: int | None, max_batch: int, batch_timeout_ms: float, pinned_cores: Any,
+                 batch_sizes: dict[int, int], warmup: dict[str, float], result: dict[str, Any],
+                 accuracy: dict[str, Any] | None = None, peak_steps: Sequence[dict[str, Any]] | None = None,
+                 out: str | None = None, context: dict[str, Any] | None = None,
+                 command: str | None = None) -> dict[str, Any]:
+    """A LoadGen run's record: `result` is `bench.scenarios.serve.loadgen_log.summarize`'s dict plus the settings
+    LoadGen ran with; `accuracy` the scored accuracy log; `peak_steps` every step of a Server peak search."""
+    from pathlib import Path
+
+    values = {**_model_fields(source, model_config), "engine": engine, "engine_info": engine_info,
+              "precision": precision, "device": device, "input_shape": list(input_shape), "dataset": dataset,
+              "scenario": scenario, "mode": mode, "options": options, "workers": workers, "threads": threads,
+              "max_batch": max_batch, "batch_timeout_ms": batch_timeout_ms, "pinned_cores": pinned_cores,
+              "batch_sizes": {str(k): v for k, v in batch_sizes.items()}, "warmup_ms": warmup, "loadgen_dir": out}
+    values.update({k: v for k, v in result.items() if k in FIELDS["serve"]})
+    values.update({k: v for k, v in (accuracy or {}).items() if k in FIELDS["serve"]})
+    if peak_steps:
+        values["peak_search"] = [{k: step.get(k) for k in ("target_qps", "result", "result_reasons", "samples_per_s",
+                                                            "latency_ms_p99", "queries")}
+                                 | {"loadgen_dir": str(Path(step["loadgen_files"]["mlperf_log_summary.txt"]).parent)
+                                    if step.get("loadgen_files", {}).get("mlperf_log_summary.txt") else None}
+                                 for step in peak_steps]
+        valid = sorted(s["target_qps"] for s in peak_steps if s["result"] == "VALID")
+        peak = valid[-1] if valid else None
+        values["peak_qps"] = peak
+        values["peak_valid_below"] = max((q for q in valid if q < peak), default=None) if peak else None
+        values["peak_invalid_above"] = min((s["target_qps"] for s in peak_steps
+                                            if s["result"] != "VALID" and (peak is None or s["target_qps"] > peak)),
+                                           default=None)
+        values["loadgen_dir"] = str(Path(result["loadgen_files"]["mlperf_log_summary.txt"]).parent) \
+            if result.get("loadgen_files", {}).get("mlperf_log_summary.txt") else out
+    return _record("serve", values, context, command)

@@ -45,6 +45,8 @@ NUMERIC_METRIC = re.compile(
 
 KINDS = {"export", "engine_build", "latency", "throughput", "flops", "accuracy", "train", "device", "parity",
          "comparison", "cost_split"}
+# A LoadGen serving run (`bench.scenarios.serve`): scenario, settings, LoadGen's verdict and its files.
+KINDS = KINDS | {"serve"}
 
 DEFAULT_RESULTS_DIR = Path("results")
 
