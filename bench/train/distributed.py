@@ -622,6 +622,7 @@ def command_argv(command, params: dict[str, Any], drop: Sequence[str] = (), **ov
 
     values = {**params, **override}
     argv = [command.name]
+    context = click.Context(command)
     for param in command.params:
         name = param.name
         if name in drop or name not in values:
@@ -629,9 +630,18 @@ def command_argv(command, params: dict[str, Any], drop: Sequence[str] = (), **ov
         value = values[name]
         if isinstance(param, click.Argument):
             argv.append(str(value))
-        elif isinstance(param, click.Option) and value is not None and value != param.default:
+        elif isinstance(param, click.Option) and value is not None and value != _option_default(param, context):
             if param.is_flag:
                 argv.append(param.opts[0] if value else param.secondary_opts[0])
             else:
                 argv += [param.opts[0], str(value)]
     return argv
+
+
+
+def _option_default(option, context) -> Any:
+    """The value `option` takes when left out. `option.default` is not it: click 8.2+ keeps an option declared
+    without a default as its UNSET sentinel, and a flag's value (False) never equals that; `get_default` resolves
+    the sentinel to what the command receives (False for a flag; for a valued option it may stay a sentinel,
+    which no given value equals, and an option not given is None, already left out)."""
+    return option.get_default(context, call=True)
