@@ -242,11 +242,9 @@ def session(device: str) -> Iterator[DistContext | None]:
 def _outcome(call: Callable[[], Any]) -> tuple[str, Any, BaseException | None]:
     """('ok', result, None) or ('error', (class, message, exit code), the exception) of `call()`: an rbench error
     becomes data every rank can raise again, anything else a DistributedFailure naming it."""
-    from nets.errors import ModelError
-
     try:
         return "ok", call(), None
-    except (RbenchError, ModelError) as exc:
+    except RbenchError as exc:  # the zoo's and export's errors too
         return "error", (type(exc), str(exc), getattr(exc, "exit_code", 2)), exc
     except Exception as exc:
         return "error", (DistributedFailure, f"rank {_ACTIVE.rank if _ACTIVE else 0} failed: "
