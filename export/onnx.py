@@ -531,7 +531,7 @@ def _export_in(stage: Path, model, path: Path, input_shape: tuple[int, int, int]
     """`to_onnx`'s work, in the locked scratch folder `stage` beside `path` (removed by the caller)."""
     import torch
 
-    from nets.layers import fold_dynamic_batchnorm
+    from nets import fold_dynamic_batchnorm
 
     c, h, w = input_shape
     traced_batch = (2 if batch == 1 else batch) if dynamic_batch else batch

@@ -194,12 +194,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 def anneal_temperature(model: nn.Module, epoch: int, epochs: int) -> float | None:
     """Set a dynamic-conv net's attention temperature for `epoch` (0-based); None for other nets.
 
-    DY-CNN's schedule (Chen et al., CVPR 2020, §4.1; `nets.layers.temperature_schedule`): 30
+    DY-CNN's schedule (Chen et al., CVPR 2020, §4.1; `nets.temperature_schedule`): 30
     falling linearly to 1 over the first 10 epochs, compressed into `epochs - 1` epochs for a
     shorter run so that the last epoch, and so the checkpoint, trains at the temperature 1 the
     net is evaluated and exported with.
     """
-    from nets.layers import set_temperature, temperature_schedule
+    from nets import set_temperature, temperature_schedule
 
     if current_temperature(model) is None:
         return None
