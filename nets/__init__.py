@@ -6,6 +6,15 @@
     >>> one_for_any = nets.create_model("dy_resnet20", in_chans="any")  # 1, 2, 3, ... channels, any order
 """
 
+from nets import families  # noqa: F401  (importing a family registers its builders; the registry imports none)
+from nets._manipulate import (
+    dynamic_conv_mode,
+    fold_dynamic_batchnorm,
+    set_dynamic_conv_mode,
+    set_temperature,
+    temperature_schedule,
+    uses_dynamic_conv,
+)
 from nets._registry import (
     KINDS,
     ModelEntry,
@@ -25,13 +34,7 @@ from nets.layers import (
     DynamicConv2d,
     SelfAttention2d,
     create_act,
-    dynamic_conv_mode,
-    fold_dynamic_batchnorm,
     get_act_layer,
-    set_dynamic_conv_mode,
-    set_temperature,
-    temperature_schedule,
-    uses_dynamic_conv,
 )
 
 __all__ = [

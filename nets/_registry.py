@@ -1,6 +1,8 @@
 """The model registry: `register_model` records a builder; `create_model` validates and builds.
 
-A builder's function name is its registry key (timm style). Each entry also records what the
+A builder's function name is its registry key (timm style). The registry imports no model: each family
+module registers its builders when imported, and `nets/__init__.py` imports every family, so any
+`import nets...` fills the registry before a name is looked up. Each entry also records what the
 CLI and studies need to know without building it: the family, whether it is residual, plain
 or dynamic, and the input size it is designed for.
 """
@@ -59,14 +61,8 @@ def register_model(family: str, kind: str, input_size: int = 32, twin: str | Non
     return decorator
 
 
-def _ensure_loaded() -> None:
-    # Importing the families registers their builders.
-    import nets.families  # noqa: F401
-
-
 def list_models(pattern: str | None = None) -> list[str]:
     """Registered model names matching a shell-style `pattern` ('resnet*', '*plain*'), sorted."""
-    _ensure_loaded()
     names = sorted(_MODELS, key=_natural_key)
     if pattern:
         names = [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
@@ -81,7 +77,6 @@ def _natural_key(name: str) -> tuple:
 
 def model_entry(name: str) -> ModelEntry:
     """The registry entry of `name`; an unknown name raises UnknownModelError with near matches."""
-    _ensure_loaded()
     try:
         return _MODELS[name]
     except KeyError:
@@ -92,7 +87,6 @@ def model_entry(name: str) -> ModelEntry:
 
 def channel_agnostic_models() -> list[str]:
     """The models that build with in_chans="any" (one model for any number of input channels)."""
-    _ensure_loaded()
     return [n for n in list_models() if _MODELS[n].channel_agnostic]
 
 

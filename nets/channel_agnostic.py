@@ -31,7 +31,7 @@ Design (DeepSets over the input channels). An image with C channels is read as a
   pools its *input*, which for one plane is a single number; here it pools the plane's K*F responses to
   the K kernels (one conv of a 1-channel plane with all K kernels, DynamicConv2d's "expand" form, costs
   K*F*k*k MACs a pixel, nothing next to the next layer). The temperature anneals with the net's
-  (`nets.layers.set_temperature`). ``kernels=1`` is the static twin's stem: plain shared kernels.
+  (`nets.set_temperature`). ``kernels=1`` is the static twin's stem: plain shared kernels.
 
 Properties (tests/nets/test_channel_agnostic.py): the output does not depend on the order of the channels
 (up to float summation order), and repeating a plane changes nothing (mean and max of equal planes are that

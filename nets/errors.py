@@ -1,10 +1,12 @@
-"""Errors the model zoo raises for bad requests; the CLI turns them into one line and exit 2."""
+"""Errors the model zoo raises for bad requests; each is a usage problem (rbench's root error, exit 2)."""
 
 from __future__ import annotations
 
+from bench.errors import UsageProblem
 
-class ModelError(ValueError):
-    """A model request that cannot be served."""
+
+class ModelError(UsageProblem, ValueError):
+    """A model request that cannot be served (a ValueError too, as a library caller expects)."""
 
     exit_code = 2
 

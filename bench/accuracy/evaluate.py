@@ -98,7 +98,7 @@ def load_trained_model(path: str | Path, model_name: str | None = None) -> Train
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UsageProblem(f"checkpoint {path} does not fit {held} {kwargs}: {first}") from None
     if extra.get("temperature") is not None:  # a dynamic-conv net stopped before annealing ended
-        from nets.layers import set_temperature
+        from nets import set_temperature
 
         set_temperature(model, float(extra["temperature"]))
     model.eval()

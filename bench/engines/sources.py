@@ -292,7 +292,7 @@ def graph_batch(source: ModelSource, batch: int | None) -> int | None:
     """
     if batch is None or not source.has_module:
         return None
-    from nets.layers import uses_dynamic_conv
+    from nets import uses_dynamic_conv
 
     return int(batch) if uses_dynamic_conv(source.module()) else None
 

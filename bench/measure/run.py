@@ -13,181 +13,25 @@ A source is anything `bench.engines.sources.resolve_source` takes: a zoo name, a
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import tempfile
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.errors import EnvironmentProblem, UsageProblem
-
-#: Timed runs per batch when neither iters nor a duration is given.
-DEFAULT_ITERS = 50
-#: on_progress(engine, batch) -> on_iteration(done, elapsed_s) or None.
-ProgressFactory = Callable[[str, int], Callable[[int, float], None] | None]
-
-
-@dataclass
-class Settings:
-    """How to measure: everything a latency run depends on besides the model and the engines."""
-
-    precision: str = "fp32"
-    device: str = "cpu"
-    warmup: int = 10
-    warmup_s: float = 0.0
-    iters: int | None = None
-    duration_s: float | None = None
-    include_transfers: bool = False
-    threads: int | None = None
-    compile: bool = False
-    channels_last: bool = False
-    cuda_graph: bool = False
-    tf32: bool = False  # fp32 may use TF32 (torch, onnxruntime CUDA, TensorRT); off: strict fp32 on every engine
-    device_id: int | None = None  # the CUDA device onnxruntime runs on
-    provider: str | None = None
-    graph_optimization: str = "all"
-    rounds: int = 10  # interleaved rounds when several models or engines are timed together
-    require_quiet: bool = False  # refuse to time (or keep) figures from a machine other work competes for
-
-    def validate(self) -> None:
-        if self.warmup < 0 or self.warmup_s < 0:
-            raise UsageProblem("warm-up must be zero or more runs / seconds")
-        if self.iters is not None and self.duration_s is not None:
-            raise UsageProblem("give --iters or --duration, not both")
-        if self.iters is not None and self.iters < 1:
-            raise UsageProblem(f"--iters must be at least 1, got {self.iters}")
-        if self.duration_s is not None and self.duration_s <= 0:
-            raise UsageProblem(f"--duration must be positive, got {self.duration_s}")
-        if self.threads is not None and self.threads < 1:
-            raise UsageProblem(f"--threads must be at least 1, got {self.threads}")
-        if self.rounds < 1:
-            raise UsageProblem(f"--rounds must be at least 1, got {self.rounds}")
-        if self.device_id is not None and self.device_id < 0:
-            raise UsageProblem(f"--device-id must be 0 or more, got {self.device_id}")
-
-    def engine_options(self, engine: str) -> dict[str, Any]:
-        """The options `engine` takes, from these settings (`create_engine` refuses any other)."""
-        if engine == "torch":
-            return {"threads": self.threads, "compile": self.compile, "channels_last": self.channels_last,
-                    "cuda_graph": self.cuda_graph, "tf32": self.tf32}
-        if engine == "ort":
-            return {"threads": self.threads, "provider": self.provider, "graph_optimization": self.graph_optimization,
-                    "tf32": self.tf32, "device_id": self.device_id}
-        if engine == "openvino":
-            return {"threads": self.threads}
-        return {"cuda_graph": self.cuda_graph, "tf32": self.tf32}
-
-    def as_record(self) -> dict[str, Any]:
-        """The settings a record keeps: only those that are set."""
-        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
-
-
-def settings_from(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
-    """`settings` (default: Settings()) with keyword overrides; an unknown name is a UsageProblem."""
-    names = {f.name for f in dataclasses.fields(Settings)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
-        raise UsageProblem(f"unknown measurement setting(s) {', '.join(map(repr, unknown))}; "
-                           f"choose from {', '.join(sorted(names))}")
-    return dataclasses.replace(settings or Settings(), **overrides)
-
-
-#: Why `--engine ort --precision fp16` is refused on a CPU without fp16 arithmetic, and what works instead
-#: (onnxruntime takes no bf16, so the torch advice "--precision bf16" would be refused in turn).
-ORT_CPU_FP16 = ("fp16 on CPU with onnxruntime: this CPU has no fp16 arithmetic (avx512_fp16/amx_fp16), so "
-                "onnxruntime's CPU provider casts the model back to fp32 and the figure would time fp32 kernels plus "
-                "the casts; measure --engine ort --precision fp32, or --engine torch --precision bf16 for reduced "
-                "precision on this CPU, or fp16 on a GPU with --device cuda")
-
-
-def check_environment(engines: Sequence[str], settings: Settings) -> None:
-    """Fail before any work when this machine cannot serve the request (exit 1) or it is malformed (2)."""
-    settings.validate()
-    if settings.provider is not None and "ort" not in engines:
-        raise UsageProblem("--provider applies to --engine ort")
-    if settings.device_id is not None and ("ort" not in engines or settings.device != "cuda"):
-        raise UsageProblem("--device-id applies to --engine ort with --device cuda")
-    if settings.device == "cuda" or "trt" in engines:
-        if "trt" in engines:
-            from export.tensorrt import import_tensorrt
-
-            import_tensorrt()
-        from bench.engines.torch_engine import check_cuda
-
-        check_cuda()
-    if settings.precision == "int8" and "torch" in engines:
-        raise UsageProblem("int8 runs a calibrated Q/DQ ONNX file on --engine ort, openvino or trt, not torch; "
-                           "make one with `rbench export MODEL --precision int8 --checkpoint CKPT --calibration DATA`")
-    if "openvino" in engines:
-        if settings.device == "cuda":
-            raise UsageProblem("the openvino engine runs on the CPU here; drop --device cuda")
-        if settings.precision == "fp16":
-            raise UsageProblem("the openvino engine runs fp32, bf16 or int8 on the CPU, not fp16")
-        if settings.precision == "bf16":
-            from bench.engines.openvino_engine import bf16_support
-
-            ok, why = bf16_support()
-            if not ok:
-                raise EnvironmentProblem(f"openvino bf16: {why}")
-    on_cpu = settings.device != "cuda" and "trt" not in engines
-    if on_cpu and settings.precision in ("fp16", "bf16") and set(engines) & {"torch", "ort"}:
-        from bench.engines.torch_engine import cpu_precision_support
-
-        ok, why = cpu_precision_support(settings.precision)
-        if not ok and settings.precision == "fp16" and "ort" in engines:
-            raise EnvironmentProblem(ORT_CPU_FP16)
-        if not ok:
-            raise EnvironmentProblem(f"{settings.precision} on CPU: {why}")
-    if "ort" in engines:
-        from bench.engines.ort_engine import resolve_provider
-
-        if settings.precision == "bf16":
-            raise UsageProblem("onnxruntime runs fp32, fp16 or int8 models; bf16 is for --engine torch or openvino")
-        resolve_provider(settings.provider, settings.device)
-    if settings.cuda_graph and settings.device != "cuda" and "trt" not in engines:
-        raise UsageProblem("--cuda-graph needs --device cuda")
-
-
-def parse_engines(engines: str | Sequence[str]) -> list[str]:
-    """'torch,ort' or ['torch', 'onnxruntime'] -> ['torch', 'ort']; an unknown name is a UsageProblem."""
-    from bench.engines import ALIASES, ENGINES
-
-    parts = engines.split(",") if isinstance(engines, str) else list(engines)
-    names = []
-    for part in parts:
-        key = ALIASES.get(str(part).strip().lower(), str(part).strip().lower())
-        if key not in ENGINES:
-            raise UsageProblem(f"unknown engine {str(part).strip()!r}; choose from {', '.join(ENGINES)} (comma-separated)")
-        names.append(key)
-    if not names:
-        raise UsageProblem(f"name at least one engine: {', '.join(ENGINES)}")
-    return list(dict.fromkeys(names))
-
-
-def parse_batches(batches: str | int | Sequence[int]) -> list[int]:
-    """'1,8,32', 8 or [1, 8] -> [1, 8, 32]; zero, negative, non-integer or absurd sizes are a UsageProblem."""
-    from bench.measure.memory import MAX_BATCH
-
-    parts = str(batches).split(",") if isinstance(batches, (str, int)) else list(batches)
-    sizes = []
-    for part in parts:
-        text = str(part).strip()
-        shown = text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
-        try:
-            size = int(text)
-        except ValueError:  # also a number of more digits than int() takes
-            size = None
-        if size is None:
-            raise UsageProblem(f"batch sizes are positive integers like 1,8,32, got {shown!r}")
-        if size < 1:
-            raise UsageProblem(f"batch size must be at least 1, got {shown}")
-        if size > MAX_BATCH:
-            raise UsageProblem(f"batch size {shown} is too large: at most {MAX_BATCH}, and far less fits in memory; "
-                               "use a smaller --batch")
-        sizes.append(size)
-    return list(dict.fromkeys(sizes))
+from bench.measure.settings import (  # noqa: F401  (public here too: the measuring library's face)
+    DEFAULT_ITERS,
+    ORT_CPU_FP16,
+    ProgressFactory,
+    Settings,
+    cached_peak,
+    check_environment,
+    load_average,
+    parse_batches,
+    parse_engines,
+    settings_from,
+)
 
 
 # -- what a model costs ------------------------------------------------------------------------
@@ -253,29 +97,6 @@ def profile(source, *, detail: bool = False, context: dict[str, Any] | None = No
                         params=costs["params"], macs=costs["macs"], flops=costs["flops"],
                         counters_agree=costs["counters_agree"], counters_warning=costs["counters_warning"],
                         counters=costs["counters"], context=context, command=command, per_module=per_module)
-
-
-# -- latency and throughput ---------------------------------------------------------------------
-def cached_peak(settings: Settings, engine: str) -> dict[str, Any] | None:
-    """The device peak `rbench device` measured and cached; never measured here (that takes seconds)."""
-    from bench.measure.device import cache_path
-
-    device = "cuda" if settings.device == "cuda" or engine == "trt" else "cpu"
-    path = cache_path(device)
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def load_average() -> list[float] | None:
-    """The 1/5/15-minute load average: on a shared machine it says how busy it was."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 #: Keyword arguments of `latency`/`throughput` that describe the source rather than the measurement.

@@ -1,4 +1,4 @@
-"""Result records: the schema, append/read/validate and the machine (`io`), and one builder per kind (`builders`).
+"""Result records: the schema (`schema`), append/read and the machine (`io`), one builder per kind (`builders`).
 
 `bench.records` was one module before it became this package; its names are still reachable here,
 loaded from `bench.records.builders` on first use.

@@ -12,68 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.records.io import make_record
-
-#: The fields each kind carries beyond the header; `validate_record` checks them.
-FIELDS: dict[str, tuple[str, ...]] = {
-    "latency": (
-        "model", "source", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape",
-        "params", "macs", "flops", "settings", "latency_ms_min", "latency_ms_mean", "latency_ms_std",
-        "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv",
-        "latency_ms_p50_ci", "latency_ms_p99_ci", "ci_method", "ci_note", "rounds", "high_variation",
-        "throughput_img_s", "flops_s_achieved", "percent_of_peak", "peak_flops_s", "peak_source",
-        "iters", "warmup_iters", "warmup_s", "timed_wall_s", "include_transfers", "timer", "memory_peak_bytes",
-        "peak_memory_source", "latencies_ms", "load_average_after", "contention", "error",
-    ),
-    "throughput": (
-        "model", "source", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape",
-        "params", "macs", "flops", "settings", "throughput_img_s", "latency_ms_p50", "latency_ms_p50_ci", "flops_s_achieved",
-        "percent_of_peak", "peak_flops_s", "memory_peak_bytes", "load_average_after", "contention", "sweep", "error",
-    ),
-    "flops": (
-        "model", "source", "model_config", "input_shape", "batch", "params", "macs", "flops", "flops_per_mac",
-        "counters_agree", "counters_warning", "counters", "units",
-    ),
-    "export": (
-        "model", "source", "model_config", "engine", "precision", "batch", "input_shape", "opset", "exporter",
-        "fallback_reason", "onnx_sha256", "onnx_bytes", "export_seconds", "parity", "parity_passed",
-        "parity_max_abs_err", "parity_max_rel_err", "parity_min_cosine", "parity_top1_agreement", "warnings",
-        "engine_build_seconds",
-    ),
-    "accuracy": (
-        "model", "model_config", "engine", "engine_info", "precision", "device", "batch", "input_shape", "split",
-        "dataset", "checkpoint", "checkpoint_epoch", "samples", "top1", "top5", "precision_macro", "recall_macro",
-        "f1_macro", "per_class", "confusion_matrix", "seconds", "reference_engine", "top1_delta", "agreement",
-        "max_abs_logit_diff", "mean_abs_logit_diff",
-        # Accuracy mode (MLPerf's rule, `bench.accuracy.evaluate.accuracy_mode`) and the data pass: set by `rbench accuracy`.
-        "top1_ratio", "top5_ratio", "threshold", "passed", "images_per_s", "wall_s", "skipped_images",
-    ),
-    "train": (
-        "model", "model_config", "engine", "device", "dataset", "train_config", "batch", "history", "epochs",
-        "best_epoch", "best_val_acc", "stopped_early", "train_img_s", "train_seconds", "train_images_per_epoch",
-        "final_train_error", "final_val_error", "params", "checkpoint", "curves_png", "resumed",
-        # Data-parallel training (`bench.train.distributed`): 1 / None / batch in one process.
-        "world_size", "backend", "batch_per_process", "rank_train_img_s", "lr_rule",
-    ),
-    "device": ("slug", "peaks", "cache"),
-    "engine_build": (
-        "model", "source", "model_config", "engine", "precision", "input_shape", "tensorrt_version", "gpu",
-        "compute_capability", "batch_range", "cache_key", "reused", "engine_build_seconds", "timing_cache_hit",
-        "warnings",
-    ),
-    # Where a dynamic-conv net's latency goes, per DynamicConv2d part (`bench.scenarios.dynamic_cost`).
-    "cost_split": (
-        "model", "model_config", "engine", "device", "batch", "input_shape", "threads", "iters", "rounds", "layers",
-        "total_ms", "total_flops", "parts_sum_ms", "other_ms", "extra_ms", "extra_ms_by_part", "extra_share",
-    ),
-    "comparison": (
-        "baseline", "candidate", "batch", "precision", "device", "metric", "ratio", "ratio_ci", "ci_method",
-        "verdict", "threshold", "rounds", "interleaved", "settings_differ",
-    ),
-}
-
-#: What a study adds to any record: which unit, study and settings it belongs to.
-STUDY_FIELDS = ("unit", "study", "label", "group", "preset", "act", "channels", "eval_channels", "eval_channel_mode",
-                "unit_seconds", "accuracy_only")
+from bench.records.schema import FIELDS, STUDY_FIELDS
 
 _LATENCY_SUMMARY = ("latency_ms_min", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
                     "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv", "latency_ms_p50_ci",
@@ -271,22 +210,6 @@ def cost_split_record(split: dict[str, Any], *, model: str, model_config: dict[s
 
 
 # -- serve: one LoadGen run (`bench.scenarios.serve.run.serve`) ---------------------------------------------
-FIELDS["serve"] = (
-    "model", "source", "model_config", "engine", "engine_info", "precision", "device", "input_shape", "dataset",
-    "scenario", "mode", "options", "loadgen_settings", "workers", "threads", "max_batch", "batch_timeout_ms",
-    "pinned_cores", "batch_sizes", "warmup_ms", "target_qps", "latency_bound_ms", "samples_per_query",
-    # LoadGen's verdict as it reports it, and whether MLPerf's rules would accept the run (not shortened).
-    "result", "result_reasons", "mlperf_valid", "shortened", "samples_per_s", "queries", "latency_ms_min",
-    "latency_ms_mean", "latency_ms_p50", "latency_ms_p90", "latency_ms_p95", "latency_ms_p97", "latency_ms_p99",
-    "latency_ms_p999", "latency_ms_max", "query_latency_ms_p99", "early_stopping_met", "early_stopping_latency_ms",
-    "early_stopping_note", "loadgen_version", "loadgen_errors", "loadgen_warnings", "loadgen_dir", "loadgen_files",
-    # accuracy mode: LoadGen's accuracy log scored against the labels and against torch fp32
-    "samples", "top1", "top5", "reference_engine", "agreement", "max_abs_logit_diff", "mean_abs_logit_diff",
-    # --find-peak: the highest VALID target QPS, its neighbours and every step
-    "peak_qps", "peak_valid_below", "peak_invalid_above", "peak_search",
-)
-
-
 def serve_record(*, source: dict[str, Any], model_config: dict[str, Any] | None, engine: str,
                  engine_info: dict[str, Any] | None, precision: str, device: str, input_shape: Sequence[int],
                  dataset: dict[str, Any], scenario: str, mode: str, options: dict[str, Any], workers: int,

@@ -13,7 +13,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import re
 import shlex
 import subprocess
 import sys
@@ -23,30 +22,8 @@ from typing import Any
 from bench import __version__
 from bench.atomic import append_line
 
-SCHEMA = "rbench.record/1"
-
-#: Every record has these keys; `validate_record` checks them and their types.
-REQUIRED_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "schema": str,
-    "kind": str,
-    "timestamp": str,
-    "machine": dict,
-    "rbench_version": str,
-    "git_commit": (str, type(None)),
-    "command": (str, type(None)),
-}
-
-#: Metric names whose values must be finite numbers (or null) when present; the unit is in the name.
-#: Descriptive fields beside them (`memory_kind`, `counters_warning`) are free-form.
-NUMERIC_METRIC = re.compile(
-    r"^(latency_ms_(min|mean|std|max|p\d+)|latency_cv|throughput_img_s|macs|flops|params|top[15]|top1_delta"
-    r"|flops_s_achieved|flops_per_mac|percent_of_peak|memory_peak_bytes|memory_bandwidth_bytes_s)$"
-)
-
-KINDS = {"export", "engine_build", "latency", "throughput", "flops", "accuracy", "train", "device", "parity",
-         "comparison", "cost_split"}
-# A LoadGen serving run (`bench.scenarios.serve`): scenario, settings, LoadGen's verdict and its files.
-KINDS = KINDS | {"serve"}
+# The schema's names are read from here too (bench.validate_record, the records' face since before the schema module).
+from bench.records.schema import KINDS, NUMERIC_METRIC, REQUIRED_FIELDS, SCHEMA, validate_record  # noqa: F401
 
 DEFAULT_RESULTS_DIR = Path("results")
 
@@ -205,34 +182,6 @@ def make_record(kind: str, **fields: Any) -> dict[str, Any]:
     record.update(fields)
     validate_record(record)
     return record
-
-
-def validate_record(record: dict[str, Any]) -> None:
-    """Raise ValueError if `record` breaks the schema: missing header or kind fields, wrong types, NaN metrics."""
-    for key, types in REQUIRED_FIELDS.items():
-        if key not in record:
-            raise ValueError(f"record lacks {key!r}")
-        if not isinstance(record[key], types):
-            raise ValueError(f"record field {key!r} has type {type(record[key]).__name__}")
-    if record["schema"] != SCHEMA:
-        raise ValueError(f"record schema {record['schema']!r} is not {SCHEMA!r}")
-    if record["kind"] not in KINDS:
-        raise ValueError(f"record kind {record['kind']!r} is unknown")
-    for key in ("cpu", "cores_logical", "versions"):
-        if key not in record["machine"]:
-            raise ValueError(f"record machine description lacks {key!r}")
-    from bench.records.builders import FIELDS
-
-    missing = [key for key in FIELDS.get(record["kind"], ()) if key not in record]
-    if missing:
-        raise ValueError(f"{record['kind']} record lacks {', '.join(map(repr, missing))} (build it with bench.records.builders)")
-    for key, value in record.items():
-        if NUMERIC_METRIC.match(key) and value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
-            if value != value:  # NaN
-                raise ValueError(f"metric {key!r} is NaN")
-    json.dumps(record, allow_nan=False)  # must be plain JSON
 
 
 def to_json(record: dict[str, Any]) -> str:

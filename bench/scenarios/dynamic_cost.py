@@ -128,7 +128,7 @@ def dynamic_cost_split(model, input_shape: Sequence[int], batch: int = 1, *, war
     import torch
 
     from bench.measure.timing import time_interleaved, torch_threads
-    from nets.layers import uses_dynamic_conv
+    from nets import uses_dynamic_conv
 
     if not uses_dynamic_conv(model):
         raise UsageProblem(f"{type(model).__name__} has no DynamicConv2d layer: the cost split is for dynamic-convolution "

@@ -287,7 +287,7 @@ def _trained_before(spec: UnitSpec, ctx: RunContext, model, folder: Path):
     from dataclasses import replace
 
     from bench.train.loop import current_temperature
-    from nets.layers import set_temperature
+    from nets import set_temperature
 
     done = ctx.trained.pop(spec.unit_id, None)
     if done is None:

@@ -16,26 +16,41 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from bench.atomic import atomic_path, write_text
-from bench.data import DatasetBundle, make_loaders, parse_augment
+from bench.atomic import write_text
+from bench.data import DatasetBundle, make_loaders
 from bench.errors import DataProblem, RbenchError, UsageProblem
-from bench.train import distributed
-
-OPTIMIZERS = ("sgd", "adam", "adamw", "nadam", "adagrad")
-SCHEDULES = ("cosine", "step", "onecycle", "plateau", "constant")
-#: Learning rates that work for the CIFAR-style nets when `lr` is not given.
-DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3, "nadam": 2e-3, "adagrad": 1e-2}
-CHECKPOINT_FORMAT = "rbench.checkpoint/1"
+from bench.train.checkpoint import (  # noqa: F401  (public here too: the loop's face before the split)
+    CHECKPOINT_FORMAT,
+    checkpoint_payload,
+    current_temperature,
+    load_training_checkpoint,
+    plot_history,
+    save_checkpoint,
+)
+from bench.train.config import (  # noqa: F401  (public here too)
+    DEFAULT_LR,
+    OPTIMIZERS,
+    SCHEDULES,
+    TrainConfig,
+    TrainResult,
+    check_drop_rate,
+    check_splits,
+    parse_device,
+    parse_in_chans,
+    plateau_settings,
+    training_device,
+)
+from bench.train.evaluate import evaluate
+from bench.train.parallel import all_finite, data_parallel
 
 
 class TrainingDiverged(RbenchError):
@@ -43,117 +58,6 @@ class TrainingDiverged(RbenchError):
 
     exit_code = 1
     every_rank = True  # distributed, every rank stops at the same batch: rank 0 alone says so (bench.cli)
-
-
-@dataclass
-class TrainConfig:
-    """How to train. Defaults suit a brief CPU run of a CIFAR-style net."""
-
-    epochs: int = 1
-    batch_size: int = 128
-    optimizer: str = "sgd"          # sgd | adam | adamw | nadam | adagrad
-    lr: float | None = None         # None: DEFAULT_LR[optimizer]
-    momentum: float = 0.9           # sgd only (Nesterov)
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"        # cosine | step | onecycle | plateau | constant
-    step_size: int = 30             # step: epochs between decays (capped to a third of the run)
-    gamma: float = 0.1              # step / plateau decay factor
-    plateau_patience: int = 2       # plateau: epochs without a better val accuracy before the rate drops
-    augment: tuple[str, ...] = ()   # crop, flip, vflip, rotate[:DEG], rotate90, translate[:F], scale[:F], erase
-    early_stop: int | None = None   # stop after this many epochs without a better val accuracy
-    restore_best: bool = True       # end with the best val epoch's weights in the model (Keras' restore_best_weights)
-    label_smoothing: float = 0.0
-    amp: bool = False               # bf16 autocast on CPU, fp16 + GradScaler on CUDA
-    device: str = "cpu"
-    seed: int = 0
-    workers: int = 0
-    max_batches: int | None = None  # cap batches per epoch (smoke tests)
-    grad_clip: float | None = None
-    channel_dropout: float = 0.0    # drop each input channel with this probability, per sample (in_chans="any" nets)
-    sync_bn: bool = False           # distributed runs on GPUs: SyncBatchNorm, batch statistics over every process
-
-    def __post_init__(self) -> None:
-        self.augment = parse_augment(self.augment)
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageProblem(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise UsageProblem(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.epochs < 1:
-            raise UsageProblem(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UsageProblem(f"batch size must be positive, got {self.batch_size}")
-        if self.lr is not None and not self.lr > 0:
-            raise UsageProblem(f"learning rate must be positive, got {self.lr}")
-        if not 0.0 <= self.channel_dropout < 1.0:
-            raise UsageProblem(f"channel dropout must be in [0, 1) (the share of channels dropped per sample; "
-                               f"at least one is always kept), got {self.channel_dropout}")
-        if self.early_stop is not None and self.early_stop < 1:
-            raise UsageProblem(f"early-stop patience must be at least 1 epoch, got {self.early_stop}")
-        if not 0.0 < self.gamma < 1.0:
-            raise UsageProblem(f"the decay factor must be in (0, 1) (the rate is multiplied by it), got {self.gamma}")
-        if self.plateau_patience < 0:
-            raise UsageProblem(f"plateau patience must be 0 or more epochs, got {self.plateau_patience}")
-        self.device = parse_device(self.device)
-
-    def advice(self) -> list[str]:
-        """Settings that are legal but do nothing in this run (one line each), for the caller to show."""
-        out = []
-        if self.schedule == "plateau" and self.plateau_patience >= self.epochs:
-            out.append(f"plateau patience {self.plateau_patience} >= {self.epochs} epoch(s): the learning rate can "
-                       "never drop in this run; lower --plateau-patience or train longer")
-        if self.early_stop is not None and self.early_stop >= self.epochs:
-            out.append(f"early-stop patience {self.early_stop} >= {self.epochs} epoch(s): the run can never stop "
-                       "early; lower --early-stop or train longer")
-        return out
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["augment"] = list(self.augment)
-        d["lr"] = self.learning_rate
-        return d
-
-
-def plateau_settings(schedule: str, factor: float | None, patience: int | None) -> dict[str, Any]:
-    """TrainConfig fields for `--plateau-factor/--plateau-patience`; refused (one line) with another schedule."""
-    given = {k: v for k, v in (("gamma", factor), ("plateau_patience", patience)) if v is not None}
-    if given and schedule != "plateau":
-        raise UsageProblem(f"--plateau-factor and --plateau-patience set the plateau schedule; add --schedule plateau "
-                           f"(the schedule is {schedule})")
-    return given
-
-
-def check_drop_rate(drop_rate: float) -> float:
-    """`drop_rate` when it is a dropout probability in [0, 1); else a one-line UsageProblem."""
-    if not 0.0 <= drop_rate < 1.0:
-        raise UsageProblem(f"--drop-rate must be in [0, 1) (the dropout probability before the classifier), "
-                           f"got {drop_rate}")
-    return float(drop_rate)
-
-
-@dataclass
-class TrainResult:
-    """What a run produced. `history` holds one dict per epoch:
-    {epoch, train_loss, train_acc, val_loss, val_acc, lr, seconds, img_s}."""
-
-    history: list[dict[str, float]]
-    best_epoch: int
-    best_val_acc: float
-    best_checkpoint: Path
-    last_checkpoint: Path
-    curves_png: Path | None
-    stopped_early: bool
-    seconds: float
-    train_img_s: float
-    config: dict[str, Any] = field(default_factory=dict)
-    distributed: dict[str, Any] | None = None  # world_size, backend, per-rank img/s, ... (`bench.train.distributed`)
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.best_checkpoint
 
 
 # --------------------------------------------------------------------------- pieces
@@ -194,12 +98,12 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_
 def anneal_temperature(model: nn.Module, epoch: int, epochs: int) -> float | None:
     """Set a dynamic-conv net's attention temperature for `epoch` (0-based); None for other nets.
 
-    DY-CNN's schedule (Chen et al., CVPR 2020, §4.1; `nets.layers.temperature_schedule`): 30
+    DY-CNN's schedule (Chen et al., CVPR 2020, §4.1; `nets.temperature_schedule`): 30
     falling linearly to 1 over the first 10 epochs, compressed into `epochs - 1` epochs for a
     shorter run so that the last epoch, and so the checkpoint, trains at the temperature 1 the
     net is evaluated and exported with.
     """
-    from nets.layers import set_temperature, temperature_schedule
+    from nets import set_temperature, temperature_schedule
 
     if current_temperature(model) is None:
         return None
@@ -208,95 +112,11 @@ def anneal_temperature(model: nn.Module, epoch: int, epochs: int) -> float | Non
     return t
 
 
-def current_temperature(model: nn.Module) -> float | None:
-    """The attention temperature of a dynamic-conv net (None for other nets)."""
-    from nets.layers import DynamicConv2d
-
-    for m in model.modules():
-        if isinstance(m, DynamicConv2d):
-            return float(m.temperature)
-    return None
-
-
 def _amp_context(config: TrainConfig, device: torch.device):
     if not config.amp:
         return torch.autocast(device.type, enabled=False)
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches, device: torch.device, amp: bool = False) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` over `batches`."""
-    model.eval()
-    loss_sum, correct, seen = 0.0, 0, 0
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    for x, y in batches:
-        with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            logits = model(x)
-        loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-        seen += len(y)
-    return (loss_sum / seen, correct / seen) if seen else (float("nan"), float("nan"))
-
-
-def checkpoint_payload(model: nn.Module, bundle: DatasetBundle, epoch: int, val_acc: float,
-                       config: TrainConfig, history: list[dict]) -> dict[str, Any]:
-    """The weights-only-loadable dict stored in best.pt / last.pt (tensors and plain data only)."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "config": dict(getattr(model, "config", {})),
-        "normalization": {"mean": list(bundle.mean), "std": list(bundle.std)},
-        "dataset": bundle.describe(),
-        "epoch": epoch,
-        "val_acc": val_acc,
-        "temperature": current_temperature(model),
-        "train_config": config.to_dict(),
-        "history": [dict(h) for h in history],
-    }
-
-
-def save_checkpoint(payload: dict[str, Any], path: Path) -> None:
-    """torch.save through a temporary file, renamed into place only when complete."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """torch.load(weights_only=True) with a one-line DataProblem for a missing or foreign file."""
-    from export.checkpoint import read_weights
-
-    path = Path(path)
-    payload = read_weights(path)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
-        raise DataProblem(f"{path} is not an rbench checkpoint (no state_dict and model config)")
-    return payload
-
-
-def plot_history(history: list[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Loss and accuracy per epoch (train and val) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for key, ax in (("loss", ax_loss), ("acc", ax_acc)):
-        ax.plot(epochs, [h[f"train_{key}"] for h in history], "o-", label="train")
-        ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", label="val")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy" if key == "acc" else "cross-entropy loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    return Path(path)
 
 
 class _Progress:
@@ -372,38 +192,6 @@ class _RunState:
     start_epoch: int = 0
 
 
-def check_splits(bundle: DatasetBundle) -> None:
-    """Refuse, in one line, a data set too small to train a classifier on: training needs at least one image
-    per class (`num_classes` images), validation and test at least one each. With `subset`, the minimum is
-    2 images per class (one to train on, one to validate on), and the message says so; without it, the data
-    set itself is too small (DataProblem)."""
-    k = bundle.num_classes
-    sizes = f"{len(bundle.train)} train / {len(bundle.val)} val / {len(bundle.test)} test images"
-    too_small = len(bundle.train) < k or len(bundle.val) < 1 or len(bundle.test) < 1
-    minimum = 2 * k
-    if bundle.subset is not None and (bundle.subset < minimum or too_small):
-        advice = f"use --subset {minimum} or more" if bundle.subset < minimum else "use a larger --subset"
-        raise UsageProblem(f"--subset {bundle.subset} is too small for {bundle.name}: it leaves {sizes}, and "
-                           f"training {k} classes needs at least 2 images per class (one to train on, one to "
-                           f"validate on); {advice}")
-    if too_small:
-        raise DataProblem(f"{bundle.name} is too small to train on: {sizes}; training {k} classes needs at least "
-                          f"{k} training images and one each to validate and test on")
-
-
-def parse_in_chans(value: str | int | None) -> int | str | None:
-    """An `--in-chans` value: None (the data's own count), "any" (a channel-agnostic net) or a positive integer;
-    anything else is a one-line UsageProblem."""
-    if value is None or isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
-    text = str(value).strip().lower()
-    if text == "any":
-        return "any"
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise UsageProblem(f"--in-chans must be a positive number of channels or 'any', got {value!r}")
-
-
 def _check_model_fits(model: nn.Module, bundle: DatasetBundle, config: TrainConfig | None = None) -> None:
     from nets.channel_agnostic import is_channel_agnostic
 
@@ -417,40 +205,6 @@ def _check_model_fits(model: nn.Module, bundle: DatasetBundle, config: TrainConf
         if key in model_config and model_config[key] != have:
             raise UsageProblem(f"{model_config.get('name', 'the model')} has {key}={model_config[key]} "
                                f"but {bundle.name} gives {have}; build it with {key}={have}")
-
-
-def _supported_devices() -> str:
-    """What this machine can train on, for error messages: "cpu" or "cpu, cuda, cuda:0..cuda:N"."""
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if not count:
-        return "cpu (cuda[:N] needs a CUDA GPU, and torch sees none here)"
-    return "cpu, cuda, " + ("cuda:0" if count == 1 else f"cuda:0..cuda:{count - 1}")
-
-
-def parse_device(device: str | torch.device) -> str:
-    """The canonical name of a training device: 'cpu', 'cuda' or 'cuda:N'; anything else (tpu, mps, meta,
-    a typo) is a one-line UsageProblem that says what is supported. Availability is `training_device`'s job."""
-    text = str(device).strip().lower()
-    match = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", text)
-    if match is None or (match.group(1) == "cpu" and match.group(2) not in (None, "0")):
-        raise UsageProblem(f"--device {device} is not supported: rbench trains on {_supported_devices()}")
-    return "cpu" if match.group(1) == "cpu" else text
-
-
-def training_device(device: str | torch.device) -> torch.device:
-    """The torch.device to train on, checked against this machine: a CUDA device needs a GPU torch sees
-    (EnvironmentProblem, exit 1), and cuda:N needs N below the GPU count (UsageProblem, exit 2)."""
-    from bench.errors import EnvironmentProblem
-
-    name = parse_device(device)
-    if name == "cpu":
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise EnvironmentProblem(f"--device {name} asked for, but torch sees no CUDA GPU; use --device cpu")
-    index = int(name.split(":", 1)[1]) if ":" in name else 0
-    if index >= torch.cuda.device_count():
-        raise UsageProblem(f"--device {name} is not supported: rbench trains on {_supported_devices()}")
-    return torch.device(name)
 
 
 def _training_device(config: TrainConfig) -> torch.device:
@@ -512,7 +266,7 @@ def _train_one_epoch(model: nn.Module, batches, opt: _Optimization, config: Trai
         with _amp_context(config, device), _dropped_channels(model, x, config.channel_dropout, drops):
             logits = model(x)
             loss = opt.criterion(logits.float(), y)
-        if not distributed.all_finite(loss):  # distributed: every rank stops at the same batch, none waits
+        if not all_finite(loss):  # distributed: every rank stops at the same batch, none waits
             what = f"loss is {loss.item()}" if not torch.isfinite(loss) else "another process's loss is not finite"
             raise TrainingDiverged(f"training diverged: {what} at epoch {epoch + 1}, batch {i + 1} (lr {opt.lr:g}); "
                                    "lower --lr or change the optimizer")
@@ -608,7 +362,7 @@ def train_model(model: nn.Module, bundle: DatasetBundle, config: TrainConfig, ou
     check_splits(bundle)  # an empty validation split would otherwise look like a diverged run
     _check_model_fits(model, bundle, config)
     out_dir = Path(out_dir)
-    parallel = distributed.data_parallel(config.batch_size, config.sync_bn)  # None: one process, as always
+    parallel = data_parallel(config.batch_size, config.sync_bn)  # None: one process, as always
     writes = parallel is None or parallel.is_main  # only rank 0 writes files and shows progress
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,14 +9,14 @@ with the conv injected through `conv_layer`, so DY-VGG-19 is VGG-19-BN layer for
 Settings every builder takes:
     kernels: K (default 4, the paper's).
     temperature: the attention's softmax temperature (default 1, the value after annealing);
-        train with `nets.layers.set_temperature(model, temperature_schedule(epoch))`, which
+        train with `nets.set_temperature(model, temperature_schedule(epoch))`, which
         anneals 30 -> 1 over the first 10 epochs as the paper does.
 
 How they run is not a setting of the builders but of the layers, and changes no number. By default
 (`mode="auto"`) eager mode, torch.compile and fixed-batch exports run the grouped form (one grouped conv
 per layer, the batch folded into the groups), or at batches above 1 in layers with a tiny output (VGG's
 4x4 and 2x2 at 32x32 input) the expand form (one static conv with all K kernels); an export that keeps
-the batch symbolic gets the unfold form (im2col + batched matmul). `nets.layers.dynamic_conv_mode(model,
+the batch symbolic gets the unfold form (im2col + batched matmul). `nets.dynamic_conv_mode(model,
 "unfold")` picks one by hand (see DynamicConv2d).
 
 With ``in_chans="any"`` the first layer becomes the channel-agnostic stem (`nets.channel_agnostic`) in its

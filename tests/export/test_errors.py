@@ -1,4 +1,5 @@
-"""export stands alone: its own errors (with exit codes), its own atomic writes, no import of bench."""
+"""export stands apart: its errors (with exit codes) subclass rbench's root error, its own atomic writes,
+and of bench it imports the errors alone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import sys
 
 import pytest
 
+import bench.errors
+from bench.errors import RbenchError
 from export import _atomic
 from export.errors import (
     DataProblem,
@@ -20,11 +23,11 @@ from export.errors import (
 )
 
 
-def test_export_imports_nothing_from_bench():
+def test_export_imports_of_bench_only_its_root_errors():
     code = ("import sys, export, export.onnx, export.tensorrt, export.checkpoint, export.errors;"
             "print(sorted(m for m in sys.modules if m == 'bench' or m.startswith('bench.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "['bench', 'bench.errors']"
 
 
 @pytest.mark.parametrize("error, code", [
@@ -32,6 +35,15 @@ def test_export_imports_nothing_from_bench():
 ])
 def test_exit_codes(error, code):
     assert issubclass(error, ExportError) and error.exit_code == code
+
+
+@pytest.mark.parametrize("error, kind", [
+    (ExportError, RbenchError), (UsageProblem, bench.errors.UsageProblem),
+    (EnvironmentProblem, bench.errors.EnvironmentProblem), (MissingDependency, bench.errors.MissingDependency),
+    (DataProblem, bench.errors.DataProblem), (ParityFailure, RbenchError),
+])
+def test_export_errors_are_rbench_errors_of_their_kind(error, kind):
+    assert issubclass(error, kind) and error.exit_code == kind.exit_code
 
 
 def test_missing_dependency_names_what_to_install():

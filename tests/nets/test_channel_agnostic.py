@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import nets
+from nets import DynamicConv2d, set_temperature
 from nets.channel_agnostic import ChannelAgnosticStem, channel_mask, is_channel_agnostic, random_channel_mask
 from nets.errors import ModelConfigError
-from nets.layers import DynamicConv2d, set_temperature
 
 #: A dynamic net, its static twin, and the VGG pair (CIFAR head), all small enough at 8-16 px.
 PAIRS = [("dy_resnet20", {}), ("resnet20", {}), ("dy_vgg11", {"small_input": True}), ("vgg11_bn", {"small_input": True})]

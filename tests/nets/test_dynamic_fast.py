@@ -16,8 +16,9 @@ import torch
 import export
 import nets
 from export.errors import DataProblem
+from nets import dynamic_conv_mode
 from nets.errors import ModelConfigError
-from nets.layers import EXPAND_GEMM_MAX_POSITIONS, DynamicConv2d, dynamic_conv_mode
+from nets.layers import EXPAND_GEMM_MAX_POSITIONS, DynamicConv2d
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")  # the dynamo exporter's dependency

@@ -12,6 +12,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nets._manipulate import (
+    dynamic_conv_mode,
+    fold_dynamic_batchnorm,
+    set_dynamic_conv_mode,
+    set_temperature,
+    temperature_schedule,
+    uses_dynamic_conv,
+)
 from nets.errors import ModelConfigError
 from nets.families.vgg import make_layers
 from nets.layers import (
@@ -21,12 +29,6 @@ from nets.layers import (
     DynamicConv2d,
     SelfAttention2d,
     dynamic_conv_layer,
-    dynamic_conv_mode,
-    fold_dynamic_batchnorm,
-    set_dynamic_conv_mode,
-    set_temperature,
-    temperature_schedule,
-    uses_dynamic_conv,
 )
 
 #: Every form DynamicConv2d computes by; "auto" picks one of them.

@@ -89,6 +89,28 @@ def test_command_argv_repeats_the_command_without_nproc():
         "train", "resnet20", "--epochs", "4", "--quiet", "--keep-last"]
 
 
+
+def test_command_argv_leaves_out_flags_left_at_their_default():
+    # click 8.2+ keeps an option declared without a default as its UNSET sentinel; the value the command
+    # received (False for a flag) is its default all the same, so it is left out, never repeated by name.
+    import click
+
+    @click.command("train")
+    @click.argument("model")
+    @click.option("--nproc", type=int)
+    @click.option("--quiet", "-q", is_flag=True)
+    @click.option("--sync-bn", is_flag=True)
+    @click.option("--limit", type=int)
+    @click.option("--amp/--no-amp", default=False)
+    @click.pass_context
+    def cmd(ctx, model, nproc, quiet, sync_bn, limit, amp):
+        return distributed.command_argv(ctx.command, ctx.params, drop=("nproc",))
+
+    argv = cmd.main(["resnet20", "--nproc", "2"], standalone_mode=False)
+    assert argv == ["train", "resnet20"]
+    argv = cmd.main(["resnet20", "--nproc", "2", "--sync-bn", "--limit", "5", "--amp"], standalone_mode=False)
+    assert argv == ["train", "resnet20", "--sync-bn", "--limit", "5", "--amp"]
+
 # --------------------------------------------------------------------------- bad input: one line, non-zero exit
 
 
