@@ -1,6 +1,6 @@
 """Dynamic vs static convolution, timed interleaved: latency ratio per pair, batch and engine, and training speed.
 
-Issue 10's table: each dynamic net against its static twin (same family, same input), at each
+The dynamic-vs-static table: each dynamic net against its static twin (same family, same input), at each
 batch and on each engine, the two timed together in rounds (`bench.measure.run.time_pairs`), so the
 ratio's bootstrap interval is over paired rounds. On onnxruntime the loader exports each net for
 that one batch (the dynamic net's fast fixed-batch graph; `engine_info.artifact` says which).
@@ -17,7 +17,7 @@ from typing import Any
 
 from bench.errors import UsageProblem
 
-#: The pairs issue 10 sets targets for: (dynamic, static, builder kwargs, input side).
+#: The pairs the table times: (dynamic, static, builder kwargs, input side).
 DEFAULT_PAIRS = (("dy_resnet20", "resnet20", (), 32), ("dy_vgg11", "vgg11_bn", (("small_input", True),), 32))
 
 
@@ -183,7 +183,7 @@ def compare_dynamic(batches: Sequence[int], engines: Sequence[str], *, threads: 
                     iters: int = 60, rounds: int = 10, train_batch: int = 64, train_steps: int = 2,
                     pairs: Sequence[Pair] | None = None, command: str | None = None,
                     on_stage: Callable[[str], None] = lambda message: None) -> DynamicComparison:
-    """Issue 10's table: every pair timed together per batch and engine (`iters` runs per entry at batch 1 in
+    """The dynamic-vs-static table: every pair timed together per batch and engine (`iters` runs per entry at batch 1 in
     `rounds` rounds, iters / batch at larger batches, at least 2 a round), each dynamic net's cost split per batch
     (eager torch), and the training img/s ratio (`train_steps` Adam steps per net per round; 0 skips it)."""
     from bench.measure.timing import torch_threads

@@ -11,7 +11,7 @@ It is `nets.families.resnet.ResNet` with the Bottleneck block (expansion 4 gives
 filter triples) and a 64-wide stem, so nothing is copied. The stride sits on the 3x3 conv
 (torchvision's v1.5) rather than on the first 1x1 as in Keras' ResNet50: same parameters,
 fewer positions skipped. 0.27M parameters at 10 classes (the plain twin 0.23M: no projections).
-`extra_blocks=N` deepens every stage by N blocks (the 001 recipe's "deeper net" rungs).
+`extra_blocks=N` deepens every stage by N blocks (the recipe study's "deeper net" rungs).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ KERAS_BLOCKS = (5, 4, 2)
 
 
 def _keras_resnet(shortcut: bool = True, extra_blocks: int = 0, **kwargs) -> ResNet:
-    """`extra_blocks` adds that many blocks to every stage: the deeper rungs of the 001 recipe ladder."""
+    """`extra_blocks` adds that many blocks to every stage: the deeper rungs of the recipe study's ladder."""
     if isinstance(extra_blocks, bool) or not isinstance(extra_blocks, int) or extra_blocks < 0:
         raise ModelConfigError(f"extra_blocks must be a whole number >= 0, got {extra_blocks!r}")
     layers = tuple(n + extra_blocks for n in KERAS_BLOCKS)

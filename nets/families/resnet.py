@@ -150,7 +150,7 @@ class ResNet(nn.Module):
         stem_layer: builds the stem conv when in_chans="any" (default: the static channel-agnostic stem;
             the dynamic nets pass the dynamic one).
         drop_rate: dropout probability on the pooled features before the classifier (timm's name; 0: none;
-            the Keras recipe of the 001 seed report uses 0.5). Must be in [0, 1).
+            the Keras-style training recipe of the recipe study uses 0.5). Must be in [0, 1).
     """
 
     def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: Sequence[int],

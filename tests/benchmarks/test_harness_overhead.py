@@ -21,7 +21,7 @@ pytestmark = pytest.mark.benchmark
 
 ROUNDS = 20
 ITERS = 30
-#: Within 2% (issue 9); the absolute term covers the timer calls themselves on sub-millisecond runs.
+#: Within 2%; the absolute term covers the timer calls themselves on sub-millisecond runs.
 REL_TOL = 0.02
 ABS_TOL_MS = 0.002  # 2 µs: two perf_counter calls and a Python call, not a share of the run
 

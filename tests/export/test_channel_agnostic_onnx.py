@@ -1,5 +1,5 @@
 """A channel-agnostic net (in_chans="any") exports with a symbolic channel axis and matches PyTorch in onnxruntime
-at 1, 2 and 3 channels (project issue 17)."""
+at 1, 2 and 3 channels."""
 
 from __future__ import annotations
 

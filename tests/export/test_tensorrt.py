@@ -173,7 +173,7 @@ def resnet50_onnx(tmp_path_factory):
 @pytest.mark.trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_resnet50_builds_past_a_mismatched_timing_cache(resnet50_onnx, tmp_path, precision):
-    """Issue 14, item 1 on hardware: a timing cache from another TensorRT/GPU is replaced, never fatal."""
+    """On hardware: a timing cache from another TensorRT/GPU is replaced, never fatal."""
     _require_trt_gpu()
     cache = trt_export.default_timing_cache(tmp_path)
     assert cache.name.startswith("trt-timing-") and "-sm" in cache.name
@@ -191,7 +191,7 @@ def test_resnet50_builds_past_a_mismatched_timing_cache(resnet50_onnx, tmp_path,
 
 @pytest.mark.trt
 def test_resnet50_batch_sweep_runs_each_batch_on_its_own_profile(resnet50_onnx, tmp_path):
-    """Issue 14, item 9 on hardware: one profile per measured batch, switched at run time, outputs agree."""
+    """On hardware: one profile per measured batch, switched at run time, outputs agree."""
     import numpy as np
 
     from bench.engines.trt_engine import TensorRTEngine

@@ -187,7 +187,7 @@ def test_int8_builds_strongly_typed_from_the_qdq_file(fake, onnx_files, tmp_path
     assert not any((tmp_path / name).exists() for name in ("x.engine", "y.engine", "z.engine"))
 
 
-# -- issue 14: what a first run on a GPU would hit ------------------------------------------------
+# -- what a first run on a GPU would hit ------------------------------------------------
 
 def test_timing_cache_lost_after_the_build_is_a_warning_not_a_crash(fake, onnx_files, tmp_path):
     fake("10.13.3", cache="lost")  # get_timing_cache() returns None: the old code called .serialize() on it

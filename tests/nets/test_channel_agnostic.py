@@ -1,4 +1,4 @@
-"""The channel-agnostic stem (project issue 17): one model instance for 1, 2 and 3 channels at any size, blind to
+"""The channel-agnostic stem: one model instance for 1, 2 and 3 channels at any size, blind to
 the order of the channels, and masked training equal to feeding only the kept channels."""
 
 from __future__ import annotations

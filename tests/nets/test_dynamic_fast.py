@@ -1,6 +1,6 @@
 """Dynamic convolution's forms through ONNX: grouped at a fixed batch (dynamo only), unfold and expand with a
 dynamic batch (dynamo and TorchScript), auto in both kinds of export; each checked against PyTorch in
-onnxruntime by export.to_onnx, and each graph holds the ops its form promises (project issue 10).
+onnxruntime by export.to_onnx, and each graph holds the ops its form promises.
 
 dy_resnet20 at 3x16x16: small enough for a CPU test, every kind of DynamicConv2d it has (stride 1 and 2), and
 its last stage's 4x4 output is where "auto" takes "expand" at a batch above 1.

@@ -1,4 +1,4 @@
-"""Appends that lose nothing: concurrent writers, a crash's partial line, and reading damaged files (issue 11)."""
+"""Appends that lose nothing: concurrent writers, a crash's partial line, and reading damaged files."""
 
 from __future__ import annotations
 

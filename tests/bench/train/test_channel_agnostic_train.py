@@ -1,4 +1,4 @@
-"""Training a channel-agnostic net with channel dropout, and evaluating it on channel subsets natively (issue 17)."""
+"""Training a channel-agnostic net with channel dropout, and evaluating it on channel subsets natively."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def test_bad_settings_are_usage_problems():
     with pytest.raises(UsageProblem, match="optimizer"):
         TrainConfig(optimizer="lbfgs")
     with pytest.raises(UsageProblem, match="augmentation"):
-        TrainConfig(augment=("spin",))  # rotate is one since issue 16
+        TrainConfig(augment=("spin",))  # no such augmentation
 
 
 def test_dynamic_nets_anneal_their_temperature():
