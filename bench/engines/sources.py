@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.engines.base import user_code
 from bench.errors import DataProblem, UsageProblem
 from export.onnx import sha256_files
 
@@ -187,17 +188,14 @@ def _from_callable(spec: str, input_size, in_chans) -> ModelSource:
         raise UsageProblem(f"{spec!r}: a callable source is package.module:callable")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:  # importable from the current folder, as python -m does
         sys.path.insert(0, str(Path.cwd()))
-    try:
+    # User code runs here twice (the import, the call): any failure, sys.exit() included, is one line.
+    with user_code(spec, f"importing {module_name}", UsageProblem):
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure of user code is reported as one line
-        raise UsageProblem(f"cannot import {module_name!r} for {spec}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise UsageProblem(f"{module_name} has no callable {attr!r}")
-    try:
+    with user_code(spec, f"building the model ({attr}())", UsageProblem):
         model = fn()
-    except Exception as exc:  # noqa: BLE001
-        raise UsageProblem(f"{spec}() failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise UsageProblem(f"{spec}() returned a {type(model).__name__}, not a torch.nn.Module")
     return _from_module(model, "callable", spec, input_size, in_chans)
