@@ -28,7 +28,16 @@ def diff_command(baseline: Path, new: Path, threshold: float, cross_machine: boo
     whole interval lies beyond 1 +/- --threshold, else no measurable difference.
 
     \b
-    Exit 0: no pair regressed. Exit 1: at least one pair is significantly slower.
+    Records diff cannot trust are refused, never compared: a corrupt line, a latency record
+    missing a field or holding the wrong type, latencies that are NaN, infinite, zero or
+    negative. A last line without its newline (a write cut short, e.g. by a full disk) is
+    skipped with a warning.
+
+    \b
+    Exit 0: no pair regressed.
+    Exit 1: at least one pair is significantly slower (a regression).
+    Exit 2: a usage problem (no such file, no latency records, records of different machines).
+    Exit 3: a records file is unusable (corrupt or untrustworthy records, named by file:line).
     Example:
       rbench latency resnet20 --engine torch,ort --out new/ && rbench diff results/baselines/ new/
     """

@@ -29,8 +29,9 @@ import torch
 from torch.utils.data import Dataset
 
 from bench.data.common import DatasetBundle, channel_stats, stratified_take
-from bench.data.imagefolder import IMAGE_SUFFIXES, _read_image
+from bench.data.imagefolder import _read_image
 from bench.data.transforms import EvalTransform
+from bench.data.tree import IMAGE_SUFFIXES, class_folders, scan_classes
 from bench.errors import DataProblem, UsageProblem
 
 SKIP_HINT = "pass --skip-bad-images to skip unreadable files (they are counted and reported)"
@@ -133,21 +134,6 @@ class EvalBatches:
 # --------------------------------------------------------------------------- scanning
 
 
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _images_of(folder: Path, classes: Sequence[str], index: dict[str, int]) -> list[tuple[str, int]]:
-    samples = []
-    for cls in classes:
-        for root, dirs, files in os.walk(folder / cls, followlinks=True):  # as torchvision; 50k files in ~1 s
-            dirs.sort()
-            for name in sorted(files):
-                if name.lower().endswith(IMAGE_SUFFIXES):
-                    samples.append((os.path.join(root, name), index[cls]))
-    return samples
-
-
 def read_class_index(path: str | os.PathLike) -> tuple[list[str], list[str]]:
     """(folder names in label order, readable names) from a class-index JSON file.
 
@@ -196,7 +182,7 @@ def scan_eval_folder(path: str | os.PathLike, class_index: str | os.PathLike | N
         raise DataProblem(f"image folder {root} does not exist")
     split_dir = next((root / s for s in ("test", "val") if (root / s).is_dir()), None)
     test_dir = split_dir or root
-    found = _class_folders(test_dir)
+    found = class_folders(test_dir)
     if not found or found == ["train"]:
         raise DataProblem(f"no class folders in {test_dir} (expected {root}/val/<class>/<image> or {root}/<class>/<image>)")
     if class_index is not None:
@@ -209,16 +195,17 @@ def scan_eval_folder(path: str | os.PathLike, class_index: str | os.PathLike | N
     else:
         classes, names = found, found
     index = {c: i for i, c in enumerate(classes)}
-    test = _images_of(test_dir, found, index)
+    # With a class index the labels come from it: a listed class without test images shifts no label.
+    test = scan_classes(test_dir, found, index, allow_empty=class_index is not None)[1]
     if not test:
         raise DataProblem(f"no images in {test_dir} (looked for {', '.join(IMAGE_SUFFIXES)} under class folders)")
     train: list[tuple[str, int]] = []
     if split_dir is not None and (root / "train").is_dir():
-        train_found = _class_folders(root / "train")
+        train_found = class_folders(root / "train")
         unknown = sorted(set(train_found) - set(classes))
         if unknown:
             raise DataProblem(f"{root / 'train'} has class folders {test_dir} lacks: {', '.join(unknown[:3])}")
-        train = _images_of(root / "train", train_found, index)
+        train = scan_classes(root / "train", train_found, index, allow_empty=True)[1]  # calibration images only
     return {"root": root, "classes": classes, "class_names": names, "test": test, "train": train,
             "test_split": test_dir.name if split_dir is not None else ".", "present": found}
 
@@ -243,8 +230,11 @@ def load_eval_folder(path: str | os.PathLike, transform: EvalTransform | None = 
     if transform is not None:
         mean, std = transform.mean, transform.std
     else:
-        picked = rng.choice(len(test), min(256, len(test)), replace=False)
-        mean, std = channel_stats(torch.stack([test[int(i)][0] for i in picked]))
+        picked = [test[int(i)] for i in rng.choice(len(test), min(256, len(test)), replace=False)]
+        decoded = [image for image, label in picked if label >= 0]  # a skipped file is no statistic
+        if not decoded:
+            raise DataProblem(f"none of {len(picked)} sampled images of {scan['root']} could be read")
+        mean, std = channel_stats(torch.stack(decoded))
     extra = {"eval_only": not scan["train"], "test_split": scan["test_split"],
              "eval_transform": transform.describe() if transform is not None else None,
              "class_index": str(class_index) if class_index is not None else None,

@@ -28,22 +28,18 @@ from bench.data.common import (
     stratified_split,
     stratified_take,
 )
+from bench.data.transforms import open_rgb
+from bench.data.tree import IMAGE_SUFFIXES, scan_classes
 from bench.errors import DataProblem
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 #: ImageFolder trees smaller than this (decoded, in bytes) are held in memory.
 PRELOAD_BYTES = 1 << 30
 
 
 def _read_image(path: str, input_size: int) -> torch.Tensor:
-    from PIL import Image
     from torchvision.transforms.v2 import functional as TF
 
-    try:
-        with Image.open(path) as img:
-            image = TF.pil_to_tensor(img.convert("RGB"))
-    except OSError as exc:
-        raise DataProblem(f"cannot read image {path}: {exc}") from exc
+    image = TF.pil_to_tensor(open_rgb(path))  # an unreadable or oversized file: DataProblem naming it
     if image.shape[-2:] != (input_size, input_size):
         image = TF.center_crop(TF.resize(image, input_size, antialias=True), [input_size, input_size])
     return image
@@ -78,16 +74,6 @@ class FolderImages(Dataset):
         return TensorImages(images, self.labels.clone())
 
 
-def _scan_split(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    samples = []
-    for index, cls in enumerate(classes):
-        for path in sorted((folder / cls).rglob("*")):
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-                samples.append((str(path), index))
-    return classes, samples
-
-
 def _scan_tree(path: Path) -> dict[str, tuple[list[str], list[tuple[str, int]]]]:
     """(classes, samples) of each split folder present, checked: train exists, has images, and all agree."""
     if not path.is_dir():
@@ -96,7 +82,7 @@ def _scan_tree(path: Path) -> dict[str, tuple[list[str], list[tuple[str, int]]]]
     if "train" not in present:
         raise DataProblem(f"ImageFolder root {path} has no train/ folder (expected {path}/train/<class>/<image>, "
                           "plus val/ and test/)")
-    scans = {split: _scan_split(folder) for split, folder in present.items()}
+    scans = {split: scan_classes(folder) for split, folder in present.items()}
     classes = scans["train"][0]
     if not scans["train"][1]:
         raise DataProblem(f"no images in {path / 'train'} (looked for {', '.join(IMAGE_SUFFIXES)} under class folders)")

@@ -82,7 +82,11 @@ class EvalTransform:
 
 
 def open_rgb(path: str):
-    """The image at `path` as an RGB PIL image, as torchvision's ImageFolder loader opens it."""
+    """The image at `path` as an RGB PIL image, as torchvision's ImageFolder loader opens it.
+
+    Every image rbench reads is opened here, so every way a file can fail (not an image, cut short,
+    more pixels than PIL's decompression-bomb limit) is one DataProblem naming the file, which
+    `--skip-bad-images` can skip."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -90,6 +94,9 @@ def open_rgb(path: str):
             return image.convert("RGB")  # convert() decodes while the file is open
     except UnidentifiedImageError:
         raise DataProblem(f"cannot read image {path}: not an image file PIL can identify") from None
+    except Image.DecompressionBombError as exc:
+        raise DataProblem(f"cannot read image {path}: {exc} (PIL's guard against oversized images: shrink the "
+                          "file, or raise PIL.Image.MAX_IMAGE_PIXELS if it is trusted)") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL raises all three on truncated or broken files
         raise DataProblem(f"cannot read image {path}: {exc}") from None
 

@@ -13,15 +13,67 @@ Polygraphy style: public methods check state; subclasses override only the `_*_i
 from __future__ import annotations
 
 import contextlib
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
-from bench.errors import UsageProblem
+from bench.errors import DataProblem, RbenchError, UsageProblem
 
 #: int8 is a Q/DQ ONNX file (`rbench export --precision int8`), run by ort, openvino and trt.
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 DEVICES = ("cpu", "cuda")
+
+
+# -- the boundary between rbench and the code it runs ------------------------------------------
+def user_failure(exc: BaseException, name: str, action: str, error: type[RbenchError] = DataProblem,
+                 hint: str = "") -> BaseException:
+    """What to raise for `exc`, raised while `name` was `action` (building it, running a batch): `exc` itself
+    when rbench should see it as is, else one `error` line naming the model, ending in `hint` (what to check).
+
+    Passed through: rbench's own errors (they are one line already), nets' ModelError, KeyboardInterrupt,
+    and out-of-memory errors (the timing loop retries a smaller batch). Converted: any other exception,
+    and SystemExit, since a sys.exit() in user code would end rbench silently, with the user's code.
+    """
+    from nets.errors import ModelError
+
+    if isinstance(exc, SystemExit):
+        return error(f"{name}: {action} called sys.exit({exc.code!r}); rbench stops there, with nothing measured")
+    if not isinstance(exc, Exception) or isinstance(exc, (RbenchError, ModelError)):
+        return exc
+    from bench.measure.timing import is_out_of_memory  # here, not at the top: engines sit below measure
+
+    if is_out_of_memory(exc):
+        return exc
+    text = _native_message(str(exc))
+    return error(f"{name}: {action} failed: {type(exc).__name__}{': ' + text if text else ''}"
+                 f"{'; ' + hint if hint else ''}")
+
+
+#: What native engines put in an exception beside the message: onnxruntime's error-code prefix, OpenVINO's
+#: "Check '...' failed at", and C++ source locations with the function that raised.
+_NATIVE_NOISE = re.compile(r"\[ONNXRuntimeError\] : \d+ : \w+ : |Check '.*?' failed at "
+                           r"|\S+\.(?:h|hpp|c|cc|cpp)(?::\d+)+:?(?:\s+[\w:~<>]+\([^()]*\))?")
+
+
+def _native_message(text: str, limit: int = 300) -> str:
+    """An exception's text as one line, without native source locations, at most `limit` characters."""
+    text = " ".join(_NATIVE_NOISE.sub("", text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+@contextlib.contextmanager
+def user_code(name: str, action: str, error: type[RbenchError] = DataProblem, hint: str = "") -> Iterator[None]:
+    """Run user code (a builder, a forward, an engine's session) so that its failures are one line
+    naming `name` (see `user_failure`)."""
+    try:
+        yield
+    except (Exception, SystemExit) as exc:
+        converted = user_failure(exc, name, action, error, hint)
+        if converted is exc:
+            raise
+        raise converted from exc
 
 
 class Engine:
@@ -58,7 +110,8 @@ class Engine:
         """Load the model or engine and allocate what inference needs."""
         if self.is_active:
             return self
-        self._activate_impl()
+        with user_code(self.name, f"loading on the {self.backend} engine"):
+            self._activate_impl()
         self.is_active = True
         return self
 
@@ -102,12 +155,36 @@ class Engine:
         return tuple(f if f is not None else g for f, g in zip(fixed, given or fixed))
 
     def prepare(self, batch: np.ndarray) -> Any:
-        """Place `batch` where the engine reads it (device memory, bound buffers); untimed."""
-        return self._prepare_impl(self._check_batch(batch))
+        """Place `batch` where the engine reads it (device memory, bound buffers, a plan compiled for its
+        batch size); untimed unless transfers are. A failure there is one line naming the model."""
+        batch = self._check_batch(batch)
+        try:
+            return self._prepare_impl(batch)
+        except (Exception, SystemExit) as exc:
+            converted = user_failure(exc, self.name, self._running(len(batch)))
+            if converted is exc:
+                raise
+            raise converted from exc
 
     def run_prepared(self, prepared: Any) -> Any:
-        """Run one inference on a prepared input; returns the engine's native output (maybe on device)."""
-        return self._run_prepared_impl(prepared)
+        """Run one inference on a prepared input; returns the engine's native output (maybe on device).
+
+        A failure of the model's own code or of the engine's run is one line naming the model (`user_failure`).
+        """
+        try:  # no context manager here: this is the timed call, and a try costs nothing until it raises
+            return self._run_prepared_impl(prepared)
+        except (Exception, SystemExit) as exc:
+            converted = user_failure(exc, self.name, self._running())
+            if converted is exc:
+                raise
+            raise converted from exc
+
+    def _running(self, batch: int | None = None) -> str:
+        if self.input_shape is None:
+            return f"running a batch on the {self.backend} engine"
+        image = "x".join(map(str, self.input_shape))
+        return f"running a {batch}x{image} batch on the {self.backend} engine" if batch else \
+            f"running a batch of {image} images on the {self.backend} engine"
 
     def to_numpy(self, output: Any) -> np.ndarray:
         """The engine's native output as float32 numpy logits on the host."""

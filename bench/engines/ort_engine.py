@@ -156,6 +156,9 @@ class OnnxRuntimeEngine(Engine):
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.graph_optimization])
         # onnxruntime sizes its pool by the machine's cores, not this process's CPU affinity: respect the affinity.
         options.intra_op_num_threads = int(self.threads) if self.threads else _usable_cores()
+        # A failed run comes back as an exception, reported as one line (Engine.run_prepared); onnxruntime's
+        # own logger would print it to stderr first, in colour, with its source location. Fatal only.
+        options.log_severity_level = 4
         providers = [(name, self.provider_options(name)) for name in
                      [self.provider] + (["CUDAExecutionProvider"] if self.provider == "TensorrtExecutionProvider" else [])]
         try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.engines.base import user_code
 from bench.errors import DataProblem, UsageProblem
 from export.onnx import sha256_files
 
@@ -119,14 +120,20 @@ def resolve_source(spec: Any, *, input_size: int | None = None, in_chans: int | 
     elif ":" in spec:
         source = _from_callable(spec, input_size, in_chans)
     else:
-        source = _from_zoo(spec, input_size, in_chans, num_classes, act)
+        loaded = _load_checkpoint(checkpoint) if checkpoint is not None else None
+        source = _from_zoo(spec, input_size, in_chans, num_classes, act, loaded)
+        if loaded is not None:
+            _apply_checkpoint(source, Path(checkpoint), loaded)
+        return source
     if checkpoint is not None:
         _apply_checkpoint(source, Path(checkpoint))
     return source
 
 
 # -- one reader per kind ---------------------------------------------------------------------
-def _from_zoo(name: str, input_size, in_chans, num_classes, act) -> ModelSource:
+def _from_zoo(name: str, input_size, in_chans, num_classes, act, checkpoint=None) -> ModelSource:
+    """A zoo net. With an `rbench train` checkpoint (loaded), its architecture settings and trained input
+    size are the defaults, as `rbench export --checkpoint` takes them: options given here still win."""
     import nets
 
     if "/" in name or name.endswith((".pt", ".pth", ".onnx")):
@@ -137,12 +144,21 @@ def _from_zoo(name: str, input_size, in_chans, num_classes, act) -> ModelSource:
         if name in torchvision.models.list_models(module=torchvision.models):
             raise UsageProblem(f"{name!r} is not in rbench's zoo; for torchvision's, say torchvision:{name}")
     entry = nets.model_entry(name)  # unknown: one line with near matches
-    kwargs = {"num_classes": num_classes or 10, "in_chans": in_chans or 3}
-    if act is not None:
-        kwargs["act"] = act
+    trained = dict(checkpoint.config or {}) if checkpoint is not None else {}
+    trained_as = trained.pop("name", None)
+    if trained_as is not None and trained_as != name:
+        raise UsageProblem(f"the checkpoint {checkpoint.path} holds a {trained_as}, not a {name}; measure {trained_as}")
+    data = dict((checkpoint.extra or {}).get("dataset") or {}) if checkpoint is not None else {}
+    size = input_size or trained.pop("input_size", None) or data.get("input_size") or entry.input_size
+    trained.pop("input_size", None)
+    kwargs = {"num_classes": 10, "in_chans": 3, **trained}
+    for key, value in (("num_classes", num_classes), ("in_chans", in_chans), ("act", act)):
+        if value is not None:
+            kwargs[key] = value
     model = nets.create_model(name, **kwargs)
-    size = input_size or entry.input_size
-    return ModelSource("zoo", name, (kwargs["in_chans"], size, size), config=dict(model.config), _module=model)
+    # A channel-agnostic net ("any") is measured at the channels it was trained on (else 3).
+    chans = int(data.get("in_chans") or 3) if kwargs["in_chans"] == "any" else int(kwargs["in_chans"])
+    return ModelSource("zoo", name, (chans, int(size), int(size)), config=dict(model.config), _module=model)
 
 
 def _from_module(model, kind: str, name: str | None, input_size, in_chans) -> ModelSource:
@@ -187,17 +203,14 @@ def _from_callable(spec: str, input_size, in_chans) -> ModelSource:
         raise UsageProblem(f"{spec!r}: a callable source is package.module:callable")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:  # importable from the current folder, as python -m does
         sys.path.insert(0, str(Path.cwd()))
-    try:
+    # User code runs here twice (the import, the call): any failure, sys.exit() included, is one line.
+    with user_code(spec, f"importing {module_name}", UsageProblem):
         module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure of user code is reported as one line
-        raise UsageProblem(f"cannot import {module_name!r} for {spec}: {type(exc).__name__}: {exc}") from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise UsageProblem(f"{module_name} has no callable {attr!r}")
-    try:
+    with user_code(spec, f"building the model ({attr}())", UsageProblem):
         model = fn()
-    except Exception as exc:  # noqa: BLE001
-        raise UsageProblem(f"{spec}() failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(model, nn.Module):
         raise UsageProblem(f"{spec}() returned a {type(model).__name__}, not a torch.nn.Module")
     return _from_module(model, "callable", spec, input_size, in_chans)
@@ -266,13 +279,18 @@ def _from_engine(path: Path) -> ModelSource:
     return ModelSource("trt", path.stem, None, path=path, sha256=sha256_files(path))
 
 
-def _apply_checkpoint(source: ModelSource, path: Path) -> None:
-    from export.checkpoint import apply_checkpoint, load_checkpoint
+def _load_checkpoint(path: str | Path):
+    from export.checkpoint import load_checkpoint
+
+    return load_checkpoint(Path(path))
+
+
+def _apply_checkpoint(source: ModelSource, path: Path, checkpoint=None) -> None:
+    from export.checkpoint import apply_checkpoint
 
     if not source.has_module:
         raise UsageProblem(f"--checkpoint applies to PyTorch models; {source.name} is a {source.kind} file")
-    checkpoint = load_checkpoint(path)
-    apply_checkpoint(source._module, checkpoint, source.name)
+    apply_checkpoint(source._module, checkpoint or _load_checkpoint(path), source.name)
     source.checkpoint = str(path)
 
 

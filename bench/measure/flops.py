@@ -317,28 +317,36 @@ def counters_warning(macs: int, flops: int) -> str | None:
 
 
 def profile_model(model: nn.Module, input_shape: tuple[int, int, int], batch: int = 1,
-                  detail: bool = False) -> FlopsReport:
+                  detail: bool = False, name: str | None = None) -> FlopsReport:
     """Params, thop MACs and torch-counted FLOPs of `model` for a `batch` x `input_shape` input.
 
     With `detail`, also per-module FLOPs and thop MACs (every module by its dotted path, each
     the total of its subtree; "" in flops_by_module is the whole net). The model is not modified (thop runs on a deep copy).
+    A forward that fails on the input (or calls sys.exit) is a one-line DataProblem naming `name`
+    (default: the model's class).
     """
+    from bench.engines.base import user_code
+
     shape = _check_shape(input_shape)
     if batch < 1:
         raise ValueError(f"batch must be a positive integer, got {batch!r}")
     x = _example(model, shape, batch)
+    was_training = model.training
+    model.eval()
+    # Counted first, as the user's code runs it: a forward that fails here is the model's failure, named;
+    # one that fails only under thop's hooks afterwards is thop's, and costs only the MACs.
+    try:
+        with user_code(name or type(model).__name__, f"a forward pass on a {'x'.join(map(str, (batch, *shape)))} input",
+                       hint="does the model take these channels and this size (--in-chans, --input-size)?"):
+            with torch.no_grad(), FlopCounterMode(display=False) as counter:
+                model(x)
+    finally:
+        model.train(was_training)
     thop_error = None
     try:
         macs, macs_by_module = _thop_macs(model, x, detail)
     except Exception as exc:  # noqa: BLE001 - a counting rule that breaks must not lose the FLOPs
         macs, macs_by_module, thop_error = 0, {}, f"thop failed ({type(exc).__name__}: {exc}); trust the FLOPs"
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
-    finally:
-        model.train(was_training)
     flops = int(counter.get_total_flops())
     agrees, warning = thop_error is None, thop_error
     if thop_error is None:

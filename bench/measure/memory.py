@@ -229,8 +229,8 @@ def activation_profile(module, input_shape: Sequence[int]) -> ActivationProfile 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 one, two = _op_sizes(module, input_shape, 1, fake), _op_sizes(module, input_shape, 2, fake)
-        except Exception:  # noqa: BLE001 - an exotic module is skipped, never blocked
-            continue
+        except (Exception, SystemExit):  # noqa: BLE001 - an exotic module (or one that exits) is skipped, never
+            continue  # blocked: the real forward that follows reports the model's own failure
         if len(one[0]) == len(two[0]):
             eager, fused = _linear(one[0], two[0]), _linear(one[1], two[1])
         else:  # batch 1 took another path (a squeeze, say): scale batch 2 by half

@@ -45,7 +45,7 @@ def model_costs(source) -> dict[str, Any]:
     if source.has_module:
         from bench.measure.flops import profile_model
 
-        report = profile_model(source.module(), source.input_shape, batch=1)
+        report = profile_model(source.module(), source.input_shape, batch=1, name=source.name)
         return {"params": int(report.params), "macs": int(report.macs), "flops": int(report.flops),
                 "counters_agree": bool(report.agrees), "counters_warning": report.warning,
                 "counters": {"macs": "thop", "flops": "torch.utils.flop_counter", "params": "torch"}, "report": report}
@@ -87,7 +87,7 @@ def profile(source, *, detail: bool = False, context: dict[str, Any] | None = No
     if detail and src.has_module:
         from bench.measure.flops import profile_model
 
-        report = profile_model(src.module(), src.input_shape, batch=1, detail=True)
+        report = profile_model(src.module(), src.input_shape, batch=1, detail=True, name=src.name)
         per_module = {str(k): {"flops": int(v), "macs": report.macs_by_module.get(k)}
                       for k, v in (report.flops_by_module or {}).items()}
     costs = model_costs(src)

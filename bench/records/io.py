@@ -16,6 +16,7 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -203,31 +204,50 @@ def append_record(record: dict[str, Any], results_dir: str | os.PathLike = DEFAU
     return path
 
 
+class UnfinishedLineWarning(RuntimeWarning):
+    """A records file ends in a line without its newline (a write cut short, or one still going on): skipped."""
+
+
 def read_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Every record of a JSON-lines file; an empty list when the file is missing or empty (callers decide
-    what "no records" means).
+    what "no records" means). See `iter_records` for what is skipped and what is refused."""
+    return [record for _, record in iter_records(path)]
+
+
+def iter_records(path: str | os.PathLike) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(`file:line`, record) for every record of a JSON-lines file, in file order; nothing for a missing file.
 
     The newline is the commit mark (see `bench.atomic.append_line`): an unterminated last line is a
-    write that was cut short or is still going on, so it is skipped with a warning, not read as a
-    record nor treated as corruption; the next append moves it to a `.partial-*` sidecar. Any whole
-    line that is not a JSON object is corruption: `DataProblem` naming `file:line`, never a traceback.
+    write that was cut short (a full disk, a kill) or is still going on, so it is skipped with an
+    `UnfinishedLineWarning`, not read as a record nor treated as corruption; the next append moves
+    it to a `.partial-*` sidecar. Any whole line that is not a JSON object (bad UTF-8, bad JSON, the
+    non-JSON constants NaN and Infinity, which rbench never writes) is corruption: `DataProblem`
+    naming `file:line`, never a traceback. The whole file is checked before the first record is
+    yielded, so a caller never acts on half a corrupt file.
     """
     import warnings
 
+    from bench.errors import DataProblem
+
     path = Path(path)
     if not path.exists():
-        return []
-    data = path.read_bytes()
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataProblem(f"cannot read records file {path}: {exc.strerror or exc}") from None
     lines = data.split(b"\n")
     partial = lines.pop()  # b"" when the file ends in a newline
     if partial.strip():
         warnings.warn(f"{path}:{len(lines) + 1} is an unfinished last line (no newline: an interrupted or "
-                      "ongoing write); skipped it", RuntimeWarning, stacklevel=2)
-    records = []
-    for number, raw in enumerate(lines, 1):
-        if raw.strip():
-            records.append(_parse_record_line(raw, f"{path}:{number}"))
-    return records
+                      "ongoing write); skipped it", UnfinishedLineWarning, stacklevel=3)
+    records = [(f"{path}:{number}", _parse_record_line(raw, f"{path}:{number}"))
+               for number, raw in enumerate(lines, 1) if raw.strip()]
+    yield from records
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _parse_record_line(raw: bytes, where: str) -> dict[str, Any]:
@@ -235,9 +255,14 @@ def _parse_record_line(raw: bytes, where: str) -> dict[str, Any]:
     from bench.errors import DataProblem
 
     try:
-        record = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise DataProblem(f"{where} is not a JSON record; repair or remove that line") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DataProblem(f"{where} is not UTF-8 text, so not a JSON record; repair or remove that line") from None
+    try:
+        record = json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        hint = f" ({exc})" if "is not JSON" in str(exc) else ""
+        raise DataProblem(f"{where} is not a JSON record{hint}; repair or remove that line") from None
     if not isinstance(record, dict):
         raise DataProblem(f"{where} is JSON but not a record (an object); repair or remove that line")
     return record

@@ -11,7 +11,7 @@ resampled on their own) does not include drift between the runs: the verdict's t
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,24 +21,101 @@ from bench.errors import DataProblem, UsageProblem
 DEFAULT_DIFF_THRESHOLD = 0.05
 
 
+class UnusableRecords(DataProblem):
+    """A records file diff cannot trust: corrupt, malformed, or with latencies no clock measured
+    (NaN, infinite, zero or negative). Its own exit code, so CI tells bad data from a regression."""
+
+    exit_code = 3
+
+
+#: The fields a latency record must hold for diff to match and compare it, and the JSON types each may have.
+_MATCH_FIELDS: dict[str, tuple[type, ...]] = {
+    "model": (str,), "engine": (str,), "precision": (str,), "batch": (int,), "input_shape": (list,),
+    "source": (dict, type(None)), "machine": (dict, type(None)), "settings": (dict, type(None)),
+    "engine_info": (dict, type(None)),
+}
+
+
+def _positive_finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def check_latency_record(record: dict[str, Any], where: str) -> None:
+    """Raise UnusableRecords (naming `where`, e.g. `file:line`) unless `record` is a latency record diff can
+    compare: the matching fields of their JSON types, and latencies that are positive, finite numbers."""
+    for name, types in _MATCH_FIELDS.items():
+        if name not in record and type(None) in types:
+            continue
+        if name not in record:
+            raise UnusableRecords(f"{where}: the latency record lacks {name!r}; repair or remove that line")
+        value = record[name]
+        if not isinstance(value, types) or isinstance(value, bool):
+            wanted = " or ".join("null" if t is type(None) else _JSON_NAMES[t] for t in types)
+            raise UnusableRecords(f"{where}: {name!r} is {_json_type(value)}, not {wanted}; repair or remove that line")
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in record["input_shape"]):
+        raise UnusableRecords(f"{where}: 'input_shape' is not a list of integers; repair or remove that line")
+    for section, name in (("engine_info", "options"), ("machine", "gpu")):
+        value = (record.get(section) or {}).get(name)
+        if not isinstance(value, (dict, type(None))):
+            raise UnusableRecords(f"{where}: '{section}.{name}' is {_json_type(value)}, not an object or null; "
+                                  "repair or remove that line")
+    latencies = record.get("latencies_ms")
+    if not isinstance(latencies, list) or not latencies:
+        raise UnusableRecords(f"{where}: 'latencies_ms' is {_json_type(latencies)}, not a list of latencies in ms; "
+                              "repair or remove that line")
+    bad = [v for v in latencies if not _positive_finite(v)]
+    if bad:
+        raise UnusableRecords(f"{where}: 'latencies_ms' holds {len(bad)} of {len(latencies)} values that are not "
+                              f"positive, finite numbers of ms, such as {_describe_bad(bad[0])}; a regression gate "
+                              "cannot trust such a record: remeasure it")
+    if "latency_ms_p50" not in record:
+        raise UnusableRecords(f"{where}: the latency record lacks 'latency_ms_p50'; repair or remove that line")
+    if not _positive_finite(record["latency_ms_p50"]):
+        raise UnusableRecords(f"{where}: 'latency_ms_p50' is {_describe_bad(record['latency_ms_p50'])}, not a "
+                              "positive, finite number of ms; remeasure it")
+
+
+_JSON_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list", dict: "an object",
+               bool: "true/false"}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _describe_bad(value: Any) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value!r} (not finite)" if not math.isfinite(value) else f"{value!r} (not positive)"
+    return _json_type(value)
+
+
 def read_all(path: str | Path) -> list[dict[str, Any]]:
-    """Every latency record of a JSON-lines file, or of every *.jsonl file under a folder."""
+    """Every latency record of a JSON-lines file, or of every *.jsonl file under a folder, each checked.
+
+    Read by `bench.records.io.iter_records`, as every records reader is: an unfinished last line (a
+    write cut short) is skipped with a warning. A corrupt line, or a latency record diff cannot
+    compare (`check_latency_record`), raises UnusableRecords naming its `file:line`. Records of other
+    kinds, and latency records of failed runs (`error` set), are passed over.
+    """
+    from bench.records.io import iter_records
+
     path = Path(path)
     if not path.exists():
         raise UsageProblem(f"no records at {path}; give a records file (.jsonl) or a results folder")
     files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
     records = []
     for file in files:
-        for number, line in enumerate(file.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise DataProblem(f"{file}:{number} is not a JSON record; repair or remove that line") from None
-            if isinstance(record, dict) and record.get("kind") == "latency" and not record.get("error") \
-                    and record.get("latencies_ms"):
-                records.append(record)
+        try:
+            for where, record in iter_records(file):
+                if record.get("kind") == "latency" and not record.get("error"):
+                    check_latency_record(record, where)
+                    records.append(record)
+        except UnusableRecords:
+            raise
+        except DataProblem as exc:  # a corrupt line: a data error for diff, not an environment problem
+            raise UnusableRecords(str(exc)) from None
     if not records:
         raise UsageProblem(f"{path} holds no latency records with raw latencies")
     return records
@@ -47,7 +124,7 @@ def read_all(path: str | Path) -> list[dict[str, Any]]:
 def machine_fingerprint(record: dict[str, Any]) -> str:
     """What makes two machines comparable: CPU model, usable cores, architecture and GPU."""
     machine = record.get("machine") or {}
-    gpu = (machine.get("gpu") or {}).get("name")
+    gpu = (machine.get("gpu") or {}).get("name")  # an object or null (check_latency_record)
     return f"{machine.get('cpu')} / {machine.get('cores_usable')} cores / {machine.get('arch')} / GPU {gpu}"
 
 
@@ -88,6 +165,9 @@ def diff_records(baseline: Sequence[dict[str, Any]], new: Sequence[dict[str, Any
 
     if not 0 <= threshold < 1:
         raise UsageProblem(f"--threshold is a fraction like 0.05, got {threshold}")
+    for side, records in (("baseline", baseline), ("new", new)):
+        for number, record in enumerate(records, 1):
+            check_latency_record(record, f"{side} record {number}")
     base_by_key = {_key(r, cross_machine): r for r in baseline}
     new_by_key = {_key(r, cross_machine): r for r in new}
     if not cross_machine and not set(base_by_key) & set(new_by_key):

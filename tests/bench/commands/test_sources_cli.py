@@ -74,7 +74,7 @@ def test_compare_mixes_sources(run_cli, results_dir, plain_onnx):
     (("latency", "nowhere/model.onnx", "--engine", "ort"), 2, "no ONNX file"),
     (("latency", "nowhere/model.engine", "--engine", "trt"), 2, "no TensorRT engine file"),
     (("latency", "tests.bench.user_models:not_a_module", "--input-size", "8"), 2, "not a torch.nn.Module"),
-    (("latency", "tests.bench.nothing_here:net"), 2, "cannot import"),
+    (("latency", "tests.bench.nothing_here:net"), 2, "importing tests.bench.nothing_here failed"),
     (("flops", "nowhere/model.engine"), 2, "no TensorRT engine file"),
     (("export", "nowhere/model.onnx"), 2, "already a file"),
 ])

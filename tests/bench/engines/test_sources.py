@@ -56,7 +56,7 @@ def test_a_zoo_net_passed_as_a_module_knows_its_input_size():
     ("resnet21", {}, "resnet20"),
     ("torchvision:resnet19", {}, "torchvision:resnet18"),
     ("torchvision:resnet18", {"in_chans": 1}, "3 input channels"),
-    ("tests.bench.no_such_module:net", {}, "cannot import"),
+    ("tests.bench.no_such_module:net", {}, "importing tests.bench.no_such_module failed"),
     ("tests.bench.user_models:nothing", {}, "no callable 'nothing'"),
     ("tests.bench.user_models:not_a_module", {"input_size": 8}, "not a torch.nn.Module"),
     ("tests.bench.user_models:broken", {}, "crashed"),
