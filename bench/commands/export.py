@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from bench.commands._options import Number, count, int8_data_options
 from bench.errors import EnvironmentProblem, UsageProblem
 
 MANIFEST_SCHEMA = "rbench.export/1"
@@ -91,12 +92,12 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
               help="Weights to export (.pt, loaded weights-only): a state dict, or a dict with 'state_dict' or "
                    "'model'. A checkpoint from `rbench train` also gives the architecture settings.")
-@click.option("--input-size", type=click.IntRange(min=1), help="Height = width of the input. [default: the "
+@click.option("--input-size", type=count(1), help="Height = width of the input. [default: the "
               "checkpoint's, else the size the model is designed for: 32 CIFAR nets, 224 ImageNet nets]")
 @click.option("--in-chans", metavar="N|any", help="Input channels; 'any': a channel-agnostic net (VGGs, ResNets, plain "
               "nets, dy_ twins) whose ONNX input is [batch, channels, H, W] with 'channels' symbolic, checked at "
               "1, 2 and 3 channels. [default: checkpoint's, else 3]")
-@click.option("--num-classes", type=click.IntRange(min=1), help="Outputs. [default: checkpoint's, else 10]")
+@click.option("--num-classes", type=count(1), help="Outputs. [default: checkpoint's, else 10]")
 @click.option("--act", help="Activation: relu, leaky_relu, silu. [default: checkpoint's, else relu]")
 @click.option("--opset", type=int, default=18, show_default=True,
               help="ONNX opset, 13..23. 18+ uses the dynamo exporter; 13..17 the TorchScript exporter.")
@@ -104,33 +105,30 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
               help="auto: dynamo, falling back to TorchScript when dynamo fails (the manifest says which ran).")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
               help="Symbolic batch axis 'batch' on input and output, or a fixed batch (--batch).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--batch", type=count(1), default=1, show_default=True,
               help="The batch of a --static-batch graph.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="fp16 exports model.half(): weights, compute AND input/output are float16 (feed float16 "
                    "arrays); checked against the fp32 model with fp16 tolerances. int8: a Q/DQ file calibrated "
                    "on real training images (needs --checkpoint), checked on the test split.")
-@click.option("--calibration", default=None, metavar="DATASET[:N]",
-              help="int8: N calibration images from DATASET's TRAINING split. [default: the checkpoint's data set, 512]")
-@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True, help="int8: how activation ranges are chosen from the calibration images.")
-@click.option("--activations", type=click.Choice(["u8", "s8"]), default=None,
-              help="int8: activations as uint8 with a zero point (u8: fastest in onnxruntime and OpenVINO on x86) "
-                   "or symmetric int8 (s8: what TensorRT reads). [default: s8 with --engine trt, else u8]")
-@click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), default=None,
+@int8_data_options(
+    data_root_help="int8: folder with the calibration data set's files.",
+    eval_transform_help="int8: torchvision's evaluation preprocessing of an image folder, for the calibration and "
+                        "check images. [default: the checkpoint's own; a torchvision file carries its weights' preset]",
+    calibration_help="int8: N calibration images from DATASET's TRAINING split. [default: the checkpoint's data "
+                     "set, 512]",
+    activations_default=None,
+    activations_help="int8: activations as uint8 with a zero point (u8: fastest in onnxruntime and OpenVINO on x86) "
+                     "or symmetric int8 (s8: what TensorRT reads). [default: s8 with --engine trt, else u8]")
+@click.option("--min-agreement", type=Number(0, 1, min_open=True), default=None,
               help="int8: refuse the file when fewer test predictions agree with fp32. [default: 0.95]")
-@click.option("--min-accuracy-ratio", type=click.FloatRange(0, 1), default=None,
+@click.option("--min-accuracy-ratio", type=Number(0, 1), default=None,
               help="int8: refuse the file below this share of fp32's test accuracy. [default: 0.99, MLPerf's rule]")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="int8: folder with the calibration data set's files.")
-@click.option("--eval-transform", default=None, metavar="imagenet|imagenet:RESIZE:CROP|none",
-              help="int8: torchvision's evaluation preprocessing of an image folder, for the calibration and check "
-                   "images. [default: the checkpoint's own; a torchvision file carries its weights' preset]")
 @click.option("--engine", "engine_kind", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
               help="trt also builds a TensorRT engine (needs `pip install -e .[trt]` and an NVIDIA GPU).")
 @click.option("--batch-range", default="1,8,64", show_default=True,
               help="TensorRT optimization profile MIN,OPT,MAX batch.")
-@click.option("--workspace-gib", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+@click.option("--workspace-gib", type=Number(0, min_open=True), default=4.0, show_default=True,
               help="TensorRT workspace memory limit.")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
               help="TensorRT timing-cache file shared across builds (merged under a lock). "
