@@ -12,8 +12,6 @@ import click
 from bench.commands._options import Number, count, int8_data_options
 from bench.errors import EnvironmentProblem, UsageProblem
 
-MANIFEST_SCHEMA = "rbench.export/1"
-
 
 def _check_writable(out: Path) -> None:
     """Fail before any work when `out` cannot hold files (it exists as a file, or is read-only)."""
@@ -44,47 +42,6 @@ def _model_settings(model_name: str, checkpoint_config: dict[str, Any] | None, n
         if value is not None:
             settings[key] = value
     return settings
-
-
-def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint: Any, report: Any,
-                   input_size: int, engine: Any = None) -> dict[str, Any]:
-    """The JSON written beside the ONNX file: what was exported, how, and how well it matched."""
-    from bench.records.io import describe_machine
-
-    machine = describe_machine()
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "model": model_name,
-        "model_config": model_config,
-        "input_size": input_size,
-        "checkpoint": None if checkpoint is None else {
-            "path": checkpoint.path, "sha256": checkpoint.sha256,
-            **{k: v for k, v in checkpoint.extra.items()
-               if k in ("normalization", "dataset", "epoch", "val_acc", "torchvision", "eval_transform")},
-        },
-        "onnx": {
-            "file": Path(report.path).name,
-            "sha256": report.onnx_sha256,
-            "bytes": report.onnx_bytes,
-            "external_data": Path(report.external_data).name if report.external_data else None,
-            "opset": report.opset,
-            "exporter": report.exporter,
-            "fallback_reason": report.fallback_reason,
-            "precision": report.precision,
-            "io_dtype": "float16" if report.precision == "fp16" else "float32",
-            "inputs": [{"name": n, "shape": s} for n, s in zip(report.input_names, report.input_shapes)],
-            "outputs": [{"name": n, "shape": s} for n, s in zip(report.output_names, report.output_shapes)],
-            "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in report.dynamic_axes.items()},
-            "traced_batch": report.traced_batch,
-            "folded_batchnorm": report.folded_batchnorm,
-            "export_seconds": report.export_seconds,
-        },
-        "parity": report.parity.to_dict() if report.parity is not None else None,
-        "tensorrt": engine.to_dict() if engine is not None else None,
-        "versions": {k: machine["versions"].get(k) for k in ("rbench", "torch", "onnx", "onnxscript", "onnxruntime",
-                                                             "tensorrt")},
-        "machine": machine,
-    }
 
 
 @click.command("export", context_settings={"max_content_width": 100})
@@ -325,6 +282,8 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
     ONNX file is kept with its manifest, which records the engine error, and the error is raised after.
     """
     from bench.atomic import write_text
+    from bench.records.io import describe_machine
+    from export.manifest import build_manifest
     from export.onnx import to_onnx
 
     for target in (onnx_path, manifest_path):
@@ -352,7 +311,8 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
             except RbenchError as exc:  # the export is verified: keep it, say the engine failed
                 engine_error = exc
         manifest = build_manifest(model_name=source.name, model_config=dict(source.config), checkpoint=ckpt,
-                                  report=report, input_size=source.input_shape[1], engine=engine_report)
+                                  report=report, input_size=source.input_shape[1], engine=engine_report,
+                                  machine=describe_machine())
         if engine_error is not None:
             manifest["tensorrt_error"] = str(engine_error)
         if quant is not None:
