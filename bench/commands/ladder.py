@@ -87,7 +87,14 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, eval_trans
     from bench.commands.measure import _console, check_out_folder
     from bench.data import parse_eval_transform
     from bench.measure.run import Settings
-    from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, run_ladder, write_ladder
+    from bench.scenarios.ladder import (
+        LADDER_COLUMNS,
+        contention_notes,
+        ladder_rows_table,
+        parse_rungs,
+        run_ladder,
+        write_ladder,
+    )
 
     parse_calibration(calibration)  # a bad spec: one line before any work
     parse_eval_transform(eval_transform)
@@ -110,6 +117,8 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, eval_trans
             for row in result.rows:
                 row.pop("file", None)
     write_ladder(result, out, model, checkpoint, settings)
+    for note in contention_notes(result.latency):  # also in ladder.md; on stderr, where scripts see it
+        click.echo(f"rbench: warning: {note}", err=True)
     if as_json:
         click.echo(json.dumps(result.rows, default=str))
         return
