@@ -101,6 +101,7 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     import torch
 
     import nets
+    from bench.commands.measure import check_out_folder
     from bench.data import load_dataset
     from bench.errors import UsageProblem
     from bench.records.builders import train_record
@@ -118,6 +119,9 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     if threads:
         torch.set_num_threads(threads)
     nets.model_entry(model)  # an unknown name fails before the data loads
+    # A run folder or results folder that cannot be written: one line now, not a traceback after the data loads.
+    check_out_folder(Path(out_dir) if out_dir else Path("runs"), ("best.pt", "last.pt"), fix="choose another --out")
+    check_out_folder(Path(results_dir), ("train.jsonl",), what="--results", fix="choose another --results")
     in_chans = parse_in_chans(in_chans)
     if in_chans is not None:
         nets.check_in_chans(model, in_chans)  # 'any' on a net without a channel-agnostic stem: one line, now
