@@ -57,8 +57,8 @@ def zoo_rows(pattern: str | None = None, num_classes: int = 10, in_chans: int = 
 
 @click.command("list")
 @click.argument("pattern", required=False)
-@click.option("--num-classes", type=count(1), default=10, show_default=True, help="classifier outputs")
-@click.option("--in-chans", type=count(1), default=3, show_default=True, help="input channels (1 greyscale, 3 RGB)")
+@click.option("--num-classes", type=int, default=10, show_default=True, help="classifier outputs")
+@click.option("--in-chans", type=int, default=3, show_default=True, help="input channels (1 greyscale, 3 RGB)")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON list instead of a table")
 def list_command(pattern: str | None, num_classes: int, in_chans: int, as_json: bool) -> None:
     """Table of the model zoo, optionally only names matching PATTERN ('resnet*', '*vgg*').
@@ -152,8 +152,8 @@ def model_info(name: str, input_size: int | None = None, in_chans: int = 3, num_
 @click.argument("model", metavar="MODEL")
 @click.option("--input-size", type=count(1), default=None,
               help="input height = width (default: the size the net is designed for)")
-@click.option("--in-chans", type=count(1), default=3, show_default=True, help="input channels")
-@click.option("--num-classes", type=count(1), default=10, show_default=True, help="classifier outputs")
+@click.option("--in-chans", type=int, default=3, show_default=True, help="input channels")
+@click.option("--num-classes", type=int, default=10, show_default=True, help="classifier outputs")
 @click.option("--act", default="relu", show_default=True, help=ACT_HELP)
 @click.option("--depth", type=count(1), default=1, show_default=True,
               help="module nesting depth of the layer summary")
