@@ -6,45 +6,28 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-# One careful writer (temp file, fsync, rename, fsync the folder) and one kind of lock for export and bench alike.
-from export._atomic import LOCK_NAME, _fsync_folder, _umask, remove_stale_work_dirs, try_lock, unlock, work_dir, write_bytes, write_text
+# One careful writer (temp file, fsync, rename, fsync the folder) and one kind of lock for export and bench alike:
+# export sits below bench and imports nothing from it, so the writer lives there and bench adds appending.
+from export._atomic import (
+    LOCK_NAME,
+    _fsync_folder,
+    atomic_path,
+    remove_stale_work_dirs,
+    try_lock,
+    unlock,
+    work_dir,
+    write_bytes,
+    write_text,
+)
 
 __all__ = ["LOCK_NAME", "append_line", "atomic_path", "remove_stale_work_dirs", "work_dir", "write_bytes", "write_text"]
 
 #: How far back `append_line` reads at a time when it looks for the last whole line.
 _CHUNK = 64 * 1024
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
-
-    The temporary name keeps the real suffix (some writers, e.g. torch.onnx, look at it).
-    On an exception the temporary file, and any `.data` side file a writer put next to it,
-    are removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=suffix if suffix is not None else path.suffix, dir=path.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        if tmp.exists():
-            # mkstemp makes 0600 files; give the result the mode an ordinary open() would.
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

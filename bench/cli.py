@@ -95,10 +95,16 @@ def _one_line(message: str) -> str:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from export.errors import ExportError
-    from nets.errors import ModelError
+    """The error classes rbench raises on purpose, from the modules already loaded.
 
-    return (RbenchError, ExportError, ModelError)
+    An error class cannot have been raised unless its module was imported, and importing `nets` here
+    would load torch, which is the very import that fails when memory is too constrained.
+    """
+    known: list[type[BaseException]] = [RbenchError]
+    model_errors = sys.modules.get("nets.errors")
+    if model_errors is not None:
+        known.append(model_errors.ModelError)
+    return tuple(known)
 
 
 def _one_line_warnings(default):
@@ -154,6 +160,9 @@ def _run(argv: list[str] | None, debug: bool) -> int:
         return _fail("rbench: interrupted", 130, debug)
     except KeyboardInterrupt:
         return _fail("rbench: interrupted; nothing half-written was kept", 130, debug)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()  # a bare `rbench` (or group) gets its help as click prints it, not squashed into one line
+        return exc.exit_code
     except click.ClickException as exc:
         hint = ""
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
@@ -161,6 +170,38 @@ def _run(argv: list[str] | None, debug: bool) -> int:
         return _fail(f"rbench: error: {_one_line(exc.format_message())}{hint}", exc.exit_code, debug, exc)
     except _known_errors() as exc:
         return _fail(f"rbench: error: {_one_line(exc)}", getattr(exc, "exit_code", 2), debug, exc)
+    except (ImportError, MemoryError) as exc:
+        if not _short_of_memory(exc):
+            raise
+        return _fail(f"rbench: error: {_memory_message(exc)}", 1, debug, exc)
+
+
+#: What the dynamic loader and the C library say when a shared library cannot be mapped for lack of memory.
+_MEMORY_CLUES = ("failed to map segment", "cannot allocate memory", "out of memory")
+
+
+def _short_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` (or an exception it came from) failed for lack of memory, not for a missing package."""
+    while exc is not None:
+        if isinstance(exc, MemoryError) or any(clue in str(exc).lower() for clue in _MEMORY_CLUES):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _memory_message(exc: BaseException) -> str:
+    """One line for a library that could not be loaded for lack of memory, naming the limit when one is set."""
+    limit = ""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            limit = f"; this process may use only {soft / 2**30:.1f} GiB of address space (ulimit -v)"
+    except (ImportError, OSError, ValueError):  # no resource module (Windows) or no such limit
+        pass
+    return (f"memory is too constrained to load the libraries this command needs ({_one_line(exc)}){limit}; "
+            "torch alone maps several GiB: raise the limit or free memory")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,30 +45,42 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically: a temporary file in the same folder, flushed and fsynced, then renamed.
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    Readers see the old file or the new one, never a mix; on any failure the temporary file is removed
-    and `path` is untouched. The folder is created when missing.
+    The temporary name keeps the real suffix unless `suffix` is given (some writers, e.g. torch.onnx,
+    look at it). Readers of `path` see the old file or the new one, never a mix. On an exception the
+    temporary file is removed and `path` is untouched; after the rename the folder is fsynced, so the
+    new name survives a power cut. The folder is created when missing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Same folder as the target: os.replace is atomic only within one file system.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix if suffix is None else suffix,
+                                    dir=path.parent)
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes 0600 files; give the result the mode an ordinary open() would.
-        os.chmod(tmp, 0o666 & ~_umask())
+        yield tmp
+        if tmp.exists():
+            # mkstemp makes 0600 files; give the result the mode an ordinary open() would.
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
     _fsync_folder(path.parent)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically: a temporary file in the same folder, flushed and fsynced, then renamed
+    (see `atomic_path`)."""
+    with atomic_path(path, suffix=".tmp") as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:

@@ -80,7 +80,8 @@ def model_entry(name: str) -> ModelEntry:
     try:
         return _MODELS[name]
     except KeyError:
-        near = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.5)
+        by_lower = {known.lower(): known for known in _MODELS}  # RESNET20 is near resnet20
+        near = [by_lower[m] for m in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)]
         hint = f"did you mean {', '.join(near)}?" if near else "see `rbench list` for every name"
         raise UnknownModelError(f"unknown model {name!r}; {hint}") from None
 

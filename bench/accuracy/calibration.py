@@ -33,15 +33,16 @@ DEFAULT_CALIBRATION_IMAGES = 512
 def parse_calibration(spec: str | None) -> tuple[str | None, int]:
     """`DATASET[:N]` -> (data set or None for the checkpoint's own, N). `N` alone is accepted too.
 
-    `imagefolder:PATH:N` keeps the folder's colon: only a trailing `:<digits>` is a count.
+    `imagefolder:PATH:N` keeps the folder's colon: only a trailing `:<digits>` (signed, so that a negative
+    count is refused as a count, not taken for part of a data set's name) is a count.
     """
     if spec is None or not str(spec).strip():
         return None, DEFAULT_CALIBRATION_IMAGES
     spec = str(spec).strip()
-    if spec.isdigit():
+    if re.fullmatch(r"[-+]?\d+", spec):
         name, count = None, int(spec)
     else:
-        match = re.fullmatch(r"(.+?):(\d+)", spec)
+        match = re.fullmatch(r"(.+?):([-+]?\d+)", spec)
         name, count = (match.group(1), int(match.group(2))) if match else (spec, DEFAULT_CALIBRATION_IMAGES)
     if count < 1:
         raise UsageProblem(f"--calibration needs at least 1 image, got {count}")

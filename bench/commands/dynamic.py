@@ -7,21 +7,22 @@ from pathlib import Path
 
 import click
 
+from bench.commands._options import THREADS, count
 from bench.commands.measure import check_out_folder
 
 
 @click.command("dynamic")
 @click.option("--batch", "batches", default="1,8", show_default=True, help="Batch sizes, comma-separated.")
 @click.option("--engine", "engines", default="torch,ort", show_default=True, help="Engines, comma-separated.")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--threads", type=THREADS, default=1, show_default=True,
               help="Intra-op threads of every engine and of the training steps.")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="Untimed runs per entry.")
-@click.option("--iters", type=click.IntRange(min=1), default=60, show_default=True,
+@click.option("--warmup", type=count(0), default=10, show_default=True, help="Untimed runs per entry.")
+@click.option("--iters", type=count(1), default=60, show_default=True,
               help="Timed runs per entry at batch 1 (split over the rounds); larger batches get iters / batch, at least 2 a round.")
-@click.option("--rounds", type=click.IntRange(min=2), default=10, show_default=True, help="Interleaved rounds.")
-@click.option("--train-batch", type=click.IntRange(min=1), default=64, show_default=True,
+@click.option("--rounds", type=count(2), default=10, show_default=True, help="Interleaved rounds.")
+@click.option("--train-batch", type=count(1), default=64, show_default=True,
               help="Training batch of the training-speed ratio (0 steps: --train-steps 0 skips it).")
-@click.option("--train-steps", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--train-steps", type=count(0), default=2, show_default=True,
               help="Optimizer steps per net per round for the training-speed ratio (0: skip it).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results/dynamic-conv"),
               show_default=True, help="Folder for latency.jsonl, comparison.jsonl, cost_split.jsonl, training.json, parameter_reads.json, "

@@ -9,9 +9,8 @@ from typing import Any
 
 import click
 
+from bench.commands._options import Number, count, int8_data_options
 from bench.errors import EnvironmentProblem, UsageProblem
-
-MANIFEST_SCHEMA = "rbench.export/1"
 
 
 def _check_writable(out: Path) -> None:
@@ -45,58 +44,17 @@ def _model_settings(model_name: str, checkpoint_config: dict[str, Any] | None, n
     return settings
 
 
-def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint: Any, report: Any,
-                   input_size: int, engine: Any = None) -> dict[str, Any]:
-    """The JSON written beside the ONNX file: what was exported, how, and how well it matched."""
-    from bench.records.io import describe_machine
-
-    machine = describe_machine()
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "model": model_name,
-        "model_config": model_config,
-        "input_size": input_size,
-        "checkpoint": None if checkpoint is None else {
-            "path": checkpoint.path, "sha256": checkpoint.sha256,
-            **{k: v for k, v in checkpoint.extra.items()
-               if k in ("normalization", "dataset", "epoch", "val_acc", "torchvision", "eval_transform")},
-        },
-        "onnx": {
-            "file": Path(report.path).name,
-            "sha256": report.onnx_sha256,
-            "bytes": report.onnx_bytes,
-            "external_data": Path(report.external_data).name if report.external_data else None,
-            "opset": report.opset,
-            "exporter": report.exporter,
-            "fallback_reason": report.fallback_reason,
-            "precision": report.precision,
-            "io_dtype": "float16" if report.precision == "fp16" else "float32",
-            "inputs": [{"name": n, "shape": s} for n, s in zip(report.input_names, report.input_shapes)],
-            "outputs": [{"name": n, "shape": s} for n, s in zip(report.output_names, report.output_shapes)],
-            "dynamic_axes": {k: {str(a): d for a, d in v.items()} for k, v in report.dynamic_axes.items()},
-            "traced_batch": report.traced_batch,
-            "folded_batchnorm": report.folded_batchnorm,
-            "export_seconds": report.export_seconds,
-        },
-        "parity": report.parity.to_dict() if report.parity is not None else None,
-        "tensorrt": engine.to_dict() if engine is not None else None,
-        "versions": {k: machine["versions"].get(k) for k in ("rbench", "torch", "onnx", "onnxscript", "onnxruntime",
-                                                             "tensorrt")},
-        "machine": machine,
-    }
-
-
 @click.command("export", context_settings={"max_content_width": 100})
 @click.argument("model_name", metavar="MODEL")
 @click.option("--checkpoint", type=click.Path(path_type=Path, dir_okay=False),
               help="Weights to export (.pt, loaded weights-only): a state dict, or a dict with 'state_dict' or "
                    "'model'. A checkpoint from `rbench train` also gives the architecture settings.")
-@click.option("--input-size", type=click.IntRange(min=1), help="Height = width of the input. [default: the "
+@click.option("--input-size", type=count(1), help="Height = width of the input. [default: the "
               "checkpoint's, else the size the model is designed for: 32 CIFAR nets, 224 ImageNet nets]")
 @click.option("--in-chans", metavar="N|any", help="Input channels; 'any': a channel-agnostic net (VGGs, ResNets, plain "
               "nets, dy_ twins) whose ONNX input is [batch, channels, H, W] with 'channels' symbolic, checked at "
               "1, 2 and 3 channels. [default: checkpoint's, else 3]")
-@click.option("--num-classes", type=click.IntRange(min=1), help="Outputs. [default: checkpoint's, else 10]")
+@click.option("--num-classes", type=count(1), help="Outputs. [default: checkpoint's, else 10]")
 @click.option("--act", help="Activation: relu, leaky_relu, silu. [default: checkpoint's, else relu]")
 @click.option("--opset", type=int, default=18, show_default=True,
               help="ONNX opset, 13..23. 18+ uses the dynamo exporter; 13..17 the TorchScript exporter.")
@@ -104,33 +62,30 @@ def build_manifest(*, model_name: str, model_config: dict[str, Any], checkpoint:
               help="auto: dynamo, falling back to TorchScript when dynamo fails (the manifest says which ran).")
 @click.option("--dynamic-batch/--static-batch", default=True, show_default=True,
               help="Symbolic batch axis 'batch' on input and output, or a fixed batch (--batch).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--batch", type=count(1), default=1, show_default=True,
               help="The batch of a --static-batch graph.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="fp16 exports model.half(): weights, compute AND input/output are float16 (feed float16 "
                    "arrays); checked against the fp32 model with fp16 tolerances. int8: a Q/DQ file calibrated "
                    "on real training images (needs --checkpoint), checked on the test split.")
-@click.option("--calibration", default=None, metavar="DATASET[:N]",
-              help="int8: N calibration images from DATASET's TRAINING split. [default: the checkpoint's data set, 512]")
-@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
-              show_default=True, help="int8: how activation ranges are chosen from the calibration images.")
-@click.option("--activations", type=click.Choice(["u8", "s8"]), default=None,
-              help="int8: activations as uint8 with a zero point (u8: fastest in onnxruntime and OpenVINO on x86) "
-                   "or symmetric int8 (s8: what TensorRT reads). [default: s8 with --engine trt, else u8]")
-@click.option("--min-agreement", type=click.FloatRange(0, 1, min_open=True), default=None,
+@int8_data_options(
+    data_root_help="int8: folder with the calibration data set's files.",
+    eval_transform_help="int8: torchvision's evaluation preprocessing of an image folder, for the calibration and "
+                        "check images. [default: the checkpoint's own; a torchvision file carries its weights' preset]",
+    calibration_help="int8: N calibration images from DATASET's TRAINING split. [default: the checkpoint's data "
+                     "set, 512]",
+    activations_default=None,
+    activations_help="int8: activations as uint8 with a zero point (u8: fastest in onnxruntime and OpenVINO on x86) "
+                     "or symmetric int8 (s8: what TensorRT reads). [default: s8 with --engine trt, else u8]")
+@click.option("--min-agreement", type=Number(0, 1, min_open=True), default=None,
               help="int8: refuse the file when fewer test predictions agree with fp32. [default: 0.95]")
-@click.option("--min-accuracy-ratio", type=click.FloatRange(0, 1), default=None,
+@click.option("--min-accuracy-ratio", type=Number(0, 1), default=None,
               help="int8: refuse the file below this share of fp32's test accuracy. [default: 0.99, MLPerf's rule]")
-@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="int8: folder with the calibration data set's files.")
-@click.option("--eval-transform", default=None, metavar="imagenet|imagenet:RESIZE:CROP|none",
-              help="int8: torchvision's evaluation preprocessing of an image folder, for the calibration and check "
-                   "images. [default: the checkpoint's own; a torchvision file carries its weights' preset]")
 @click.option("--engine", "engine_kind", type=click.Choice(["onnx", "trt"]), default="onnx", show_default=True,
               help="trt also builds a TensorRT engine (needs `pip install -e .[trt]` and an NVIDIA GPU).")
 @click.option("--batch-range", default="1,8,64", show_default=True,
               help="TensorRT optimization profile MIN,OPT,MAX batch.")
-@click.option("--workspace-gib", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+@click.option("--workspace-gib", type=Number(0, min_open=True), default=4.0, show_default=True,
               help="TensorRT workspace memory limit.")
 @click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False),
               help="TensorRT timing-cache file shared across builds (merged under a lock). "
@@ -327,6 +282,8 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
     ONNX file is kept with its manifest, which records the engine error, and the error is raised after.
     """
     from bench.atomic import write_text
+    from bench.records.io import describe_machine
+    from export.manifest import build_manifest
     from export.onnx import to_onnx
 
     for target in (onnx_path, manifest_path):
@@ -354,7 +311,8 @@ def _export_files(source, ckpt, onnx_path: Path, manifest_path: Path, *, opset: 
             except RbenchError as exc:  # the export is verified: keep it, say the engine failed
                 engine_error = exc
         manifest = build_manifest(model_name=source.name, model_config=dict(source.config), checkpoint=ckpt,
-                                  report=report, input_size=source.input_shape[1], engine=engine_report)
+                                  report=report, input_size=source.input_shape[1], engine=engine_report,
+                                  machine=describe_machine())
         if engine_error is not None:
             manifest["tensorrt_error"] = str(engine_error)
         if quant is not None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from bench.commands._options import THREADS, Number, count, int8_data_options
 from bench.errors import UsageProblem
 
 
@@ -19,38 +20,35 @@ from bench.errors import UsageProblem
 @click.option("--dataset", default=None,
               help="Evaluate (and calibrate) on this data set (default: the checkpoint's). An image folder may hold "
                    "only val/; then --calibration names another folder.")
-@click.option("--eval-transform", default=None, metavar="imagenet|imagenet:RESIZE:CROP|none",
-              help="torchvision's evaluation preprocessing for an image folder (see `rbench accuracy --help`). "
-                   "[default: the checkpoint's own]")
 @click.option("--class-index", type=click.Path(dir_okay=False), default=None,
               help="JSON giving the label order of the folder's classes (ImageNet's imagenet_class_index.json).")
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable image files (counted) instead of stopping.")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--workers", type=count(0), default=0, show_default=True,
               help="DataLoader processes decoding a lazy image folder.")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True,
+@click.option("--threshold", type=Number(0, 1, min_open=True), default=0.99, show_default=True,
               help="A rung passes when it keeps this share of torch fp32's top-1 (MLPerf: 99%); int8's check too.")
-@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Folder with the data files (default: the data set's usual place).")
-@click.option("--calibration", default=None, metavar="DATASET[:N]",
-              help="int8 calibration images from the TRAINING split (default: the checkpoint's data set, 512); "
-                   "a folder without train/ gives all its images (never the folder evaluated on).")
-@click.option("--calibration-method", default="minmax", show_default=True,
-              type=click.Choice(["minmax", "entropy", "percentile"]))
-@click.option("--activations", default="u8", show_default=True, type=click.Choice(["u8", "s8"]),
-              help="Activations of the ort/openvino int8 file: uint8 with a zero point, or symmetric int8 "
-                   "(TensorRT always gets a symmetric file).")
+@int8_data_options(
+    data_root_help="Folder with the data files (default: the data set's usual place).",
+    eval_transform_help="torchvision's evaluation preprocessing for an image folder (see `rbench accuracy --help`). "
+                        "[default: the checkpoint's own]",
+    calibration_help="int8 calibration images from the TRAINING split (default: the checkpoint's data set, 512); "
+                     "a folder without train/ gives all its images (never the folder evaluated on).",
+    activations_default="u8",
+    activations_help="Activations of the ort/openvino int8 file: uint8 with a zero point, or symmetric int8 "
+                     "(TensorRT always gets a symmetric file).")
 @click.option("--rungs", default=None, metavar="ENGINE:PRECISION,...",
               help="Only these rungs (e.g. ort:int8,openvino:bf16); torch:fp32, the reference, is always measured.")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1), help="Latency batch.")
-@click.option("--throughput-batch", default=32, show_default=True, type=click.IntRange(min=0),
+@click.option("--batch", default=1, show_default=True, type=count(1), help="Latency batch.")
+@click.option("--throughput-batch", default=32, show_default=True, type=count(0),
               help="Batch of the images/s timing (0: skip it).")
-@click.option("--test-limit", default=None, type=click.IntRange(min=1),
+@click.option("--test-limit", default=None, type=count(1),
               help="Evaluate on at most N test images (stratified); default: the whole test split.")
-@click.option("--iters", default=30, show_default=True, type=click.IntRange(min=1), help="Timed runs per rung.")
-@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0), help="Untimed runs first.")
-@click.option("--rounds", default=5, show_default=True, type=click.IntRange(min=1),
+@click.option("--iters", default=30, show_default=True, type=count(1), help="Timed runs per rung.")
+@click.option("--warmup", default=5, show_default=True, type=count(0), help="Untimed runs first.")
+@click.option("--rounds", default=5, show_default=True, type=count(1),
               help="Interleaved rounds: each visits every rung in a new random order.")
-@click.option("--threads", default=None, type=click.IntRange(min=1), help="Intra-op threads of every engine.")
+@click.option("--threads", default=None, type=THREADS,
+              help="Intra-op threads of every engine, at most the usable cores.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for ladder.md, ladder.png, ladder.json and the records (default: results/ladder-MODEL).")
 @click.option("--keep-files", is_flag=True, help="Keep the fp32 and int8 ONNX files in --out/files/.")
@@ -89,7 +87,14 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, eval_trans
     from bench.commands.measure import _console, check_out_folder
     from bench.data import parse_eval_transform
     from bench.measure.run import Settings
-    from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table, parse_rungs, run_ladder, write_ladder
+    from bench.scenarios.ladder import (
+        LADDER_COLUMNS,
+        contention_notes,
+        ladder_rows_table,
+        parse_rungs,
+        run_ladder,
+        write_ladder,
+    )
 
     parse_calibration(calibration)  # a bad spec: one line before any work
     parse_eval_transform(eval_transform)
@@ -112,6 +117,8 @@ def ladder_command(model: str, checkpoint: Path, dataset: str | None, eval_trans
             for row in result.rows:
                 row.pop("file", None)
     write_ladder(result, out, model, checkpoint, settings)
+    for note in contention_notes(result.latency):  # also in ladder.md; on stderr, where scripts see it
+        click.echo(f"rbench: warning: {note}", err=True)
     if as_json:
         click.echo(json.dumps(result.rows, default=str))
         return

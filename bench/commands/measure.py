@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from bench.commands._options import SECONDS, SECONDS_OR_ZERO, THREADS, Number, count
 from bench.engines.sources import SOURCE_HELP
 from bench.errors import EnvironmentProblem, UsageProblem
 
@@ -197,25 +198,26 @@ def _measure_options(fn):
                           "(openvino bf16). int8: an int8 .onnx file from `rbench export --precision int8` "
                           "(ort, openvino, trt)."),
         click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"])),
-        click.option("--warmup", default=10, show_default=True, type=int, help="Untimed warm-up runs."),
-        click.option("--warmup-s", default=0.0, show_default=True, type=float,
+        click.option("--warmup", default=10, show_default=True, type=count(0), help="Untimed warm-up runs."),
+        click.option("--warmup-s", default=0.0, show_default=True, type=SECONDS_OR_ZERO,
                      help="Keep warming up at least this many seconds."),
-        click.option("--iters", type=int, default=None, help="Timed runs per batch size [default: 50; throughput 20; "
+        click.option("--iters", type=count(1), default=None, help="Timed runs per batch size [default: 50; throughput 20; "
                      "compare 30]."),
-        click.option("--duration", "duration_s", type=float, default=None,
+        click.option("--duration", "duration_s", type=SECONDS, default=None,
                      help="Time runs for this many seconds instead of --iters."),
-        click.option("--rounds", type=int, default=10, show_default=True,
+        click.option("--rounds", type=count(1), default=10, show_default=True,
                      help="Several models or engines are timed interleaved: this many rounds, each in a new random "
                           "order, the iterations split among them."),
         click.option("--require-quiet", is_flag=True,
                      help="Refuse to measure while other work competes for the CPU (load, stolen time, a "
                           "calibration kernel), and keep nothing if it starts during the run."),
         click.option("--include-transfers", is_flag=True, help="Time host->device input and device->host output copies too."),
-        click.option("--threads", type=int, default=None, help="Intra-op threads (torch and onnxruntime) [default: all cores]."),
-        click.option("--input-size", type=int, default=None,
+        click.option("--threads", type=THREADS, default=None,
+                     help="Intra-op threads (torch and onnxruntime), at most the usable cores [default: all cores]."),
+        click.option("--input-size", type=count(1), default=None,
                      help="Image side [default: a zoo net's design size; 224 for torchvision; an ONNX file's own]."),
-        click.option("--in-chans", type=int, default=None, help="Input channels [default: 3, or the file's own]."),
-        click.option("--num-classes", type=int, default=None, help="Classifier outputs [default: 10 zoo, 1000 torchvision]."),
+        click.option("--in-chans", type=count(1), default=None, help="Input channels [default: 3, or the file's own]."),
+        click.option("--num-classes", type=count(1), default=None, help="Classifier outputs [default: 10 zoo, 1000 torchvision]."),
         click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Weights for a PyTorch model source (.pt, loaded weights-only)."),
         click.option("--compile", "compile_", is_flag=True, help="torch.compile the model (compiled during warm-up, untimed)."),
@@ -224,7 +226,7 @@ def _measure_options(fn):
         click.option("--tf32", is_flag=True,
                      help="Let fp32 use TF32 on the GPU (torch, onnxruntime CUDA, TensorRT) [default: strict fp32 "
                           "everywhere]."),
-        click.option("--device-id", type=int, default=None,
+        click.option("--device-id", type=count(0), default=None,
                      help="CUDA device onnxruntime runs on (--engine ort --device cuda) [default: 0]."),
         click.option("--provider", default=None,
                      help="onnxruntime execution provider: cpu | cuda | tensorrt [default: by --device]."),
@@ -274,6 +276,20 @@ def _run(models: list[str], engines: list[str], batches: list[int], settings, kw
     return records
 
 
+def _measure_batches(model: str, batch: str, kw: dict[str, Any], *, default_iters: int, kind: str):
+    """(latency records, Settings) of MODEL at every --batch on every --engine: the options checked, the
+    results folder checked for `<kind>.jsonl`, then measured; nothing measured at all is one line, exit 1."""
+    from bench.measure.run import parse_batches, parse_engines
+
+    engines = parse_engines(kw.pop("engine"))
+    batches = parse_batches(batch)
+    settings = _settings(kw, default_iters=default_iters)
+    check_out_folder(kw["out"], (f"{kind}.jsonl",))
+    records = _run([model], engines, batches, settings, kw)
+    _check_measured(records)
+    return records, settings
+
+
 def _shape_text(records: list[dict[str, Any]]) -> str:
     return "x".join(map(str, records[0]["input_shape"])) if records else "?"
 
@@ -320,14 +336,7 @@ def latency_command(model: str, batch: str, **kw: Any) -> None:
       rbench latency mypackage.models:build_net --input-size 64
       rbench latency resnet50 --engine trt --precision fp16 --batch 1,32 --duration 10
     """
-    from bench.measure.run import parse_batches, parse_engines
-
-    engines = parse_engines(kw.pop("engine"))
-    batches = parse_batches(batch)
-    settings = _settings(kw, default_iters=50)
-    check_out_folder(kw["out"], ("latency.jsonl",))
-    records = _run([model], engines, batches, settings, kw)
-    _check_measured(records)
+    records, settings = _measure_batches(model, batch, kw, default_iters=50, kind="latency")
     shape = _shape_text(records)
     if not kw["as_json"]:
         title = f"{model} {shape} {settings.precision} on {settings.device} (warm-up {settings.warmup}, " \
@@ -345,14 +354,9 @@ def throughput_command(model: str, batch: str, **kw: Any) -> None:
     """Best images/s of MODEL over a batch sweep, per engine (one "throughput" record per engine)."""
     from rich.table import Table
 
-    from bench.measure.run import parse_batches, parse_engines, throughput_records
+    from bench.measure.run import throughput_records
 
-    engines = parse_engines(kw.pop("engine"))
-    batches = parse_batches(batch)
-    settings = _settings(kw, default_iters=20)
-    check_out_folder(kw["out"], ("throughput.jsonl",))
-    latency = _run([model], engines, batches, settings, kw)
-    _check_measured(latency)
+    latency, settings = _measure_batches(model, batch, kw, default_iters=20, kind="throughput")
     records = throughput_records(latency)
     if not kw["as_json"]:
         console = _console()
@@ -371,10 +375,10 @@ def throughput_command(model: str, batch: str, **kw: Any) -> None:
 
 @click.command("flops")
 @click.argument("model", metavar="MODEL")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
+@click.option("--input-size", type=count(1), default=None,
               help="Image side [default: a zoo net's design size; 224 for torchvision; an ONNX file's own].")
-@click.option("--in-chans", type=click.IntRange(min=1), default=None, help="Input channels [default: 3, or the file's own].")
-@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+@click.option("--in-chans", type=count(1), default=None, help="Input channels [default: 3, or the file's own].")
+@click.option("--num-classes", type=count(1), default=None,
               help="Classifier outputs [default: 10 zoo, 1000 torchvision].")
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Weights for a PyTorch model source (counts do not depend on them).")
@@ -432,7 +436,7 @@ def flops_command(model: str, input_size: int | None, in_chans: int | None, num_
 
 @click.command("device")
 @click.option("--refresh", is_flag=True, help="Measure again instead of using the cached peak.")
-@click.option("--budget-s", default=1.0, show_default=True, type=float, help="Seconds per peak measurement.")
+@click.option("--budget-s", default=1.0, show_default=True, type=SECONDS, help="Seconds per peak measurement.")
 @click.option("--json", "as_json", is_flag=True, help="Also print the record as one JSON line on stdout.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("results"), show_default=True)
 def device_command(refresh: bool, budget_s: float, as_json: bool, out: Path) -> None:
@@ -447,8 +451,6 @@ def device_command(refresh: bool, budget_s: float, as_json: bool, out: Path) -> 
     from bench.measure.device import cache_path, describe_device, device_peak
     from bench.records.builders import device_record
 
-    if budget_s <= 0:
-        raise UsageProblem(f"--budget-s must be positive, got {budget_s}")
     check_out_folder(out, ("device.jsonl",))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:  # a peak that cannot be cached is never used: say so before measuring it
@@ -489,8 +491,8 @@ def device_command(refresh: bool, budget_s: float, as_json: bool, out: Path) -> 
 
 @click.command("compare", epilog=MEASUREMENT_HELP)
 @click.argument("models", nargs=-1, required=True, metavar="MODEL...")
-@click.option("--batch", default=1, show_default=True, type=int, help="Batch size of every latency run.")
-@click.option("--threshold", default=0.03, show_default=True, type=float,
+@click.option("--batch", default=1, show_default=True, type=count(1), help="Batch size of every latency run.")
+@click.option("--threshold", default=0.03, show_default=True, type=Number(0, 1, min_open=True, max_open=True),
               help="A ratio whose 95% interval stays within 1 +/- this is 'no measurable difference'.")
 @click.option("--markdown", is_flag=True, help="Print a Markdown table (for results/*.md) instead of a rich one.")
 @_measure_options

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from bench.commands._options import THREADS, Number, count
+
 DATASET_HELP = "fashion-mnist | digits | cifar10 | imagefolder:PATH"
 
 
@@ -16,9 +18,9 @@ def _data_options(f):
                           "by average / replicate / zero (the naive way).")(f)
     f = click.option("--channels", default=None, metavar="RGB|RG|GB|R|G|B",
                      help="Channel subset of the RGB image (grey data is copied to RGB first).")(f)
-    f = click.option("--input-size", type=click.IntRange(min=4), default=None,
+    f = click.option("--input-size", type=count(4), default=None,
                      help="Resize images to this square size (default: the data set's own; digits 32).")(f)
-    f = click.option("--subset", type=click.IntRange(min=2), default=None,
+    f = click.option("--subset", type=count(2), default=None,
                      help="Keep N train+val images (and at most N test images) for a quick run; training needs "
                           "at least 2 per class.")(f)
     f = click.option("--data-root", type=click.Path(file_okay=False), default=None,
@@ -30,50 +32,50 @@ def _data_options(f):
 @click.argument("model")
 @click.option("--dataset", default="fashion-mnist", show_default=True, help=DATASET_HELP)
 @_data_options
-@click.option("--epochs", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--epochs", type=count(1), default=1, show_default=True)
+@click.option("--batch-size", type=count(1), default=128, show_default=True)
 @click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "nadam", "adagrad"]), default="sgd",
               show_default=True)
-@click.option("--lr", type=float, default=None, help="Learning rate (default: 0.1 sgd, 1e-3 adam/adamw, ...).")
+@click.option("--lr", type=Number(), default=None, help="Learning rate (default: 0.1 sgd, 1e-3 adam/adamw, ...).")
 @click.option("--schedule", type=click.Choice(["cosine", "step", "onecycle", "plateau", "constant"]), default="cosine",
               show_default=True)
-@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--weight-decay", type=Number(), default=5e-4, show_default=True)
 @click.option("--augment", default="", metavar="crop,flip,vflip,rotate[:DEG],rotate90,translate[:F],scale[:F],erase",
               help="Training augmentations, comma-separated: rotate by up to +-DEG degrees (15), rotate90 by a random "
                    "multiple of 90, translate by up to F of the size (0.1), scale (zoom) by 1 +- F (0.1).")
-@click.option("--early-stop", type=click.IntRange(min=1), default=None, metavar="PATIENCE",
+@click.option("--early-stop", type=count(1), default=None, metavar="PATIENCE",
               help="Stop after PATIENCE epochs without a better validation accuracy.")
 @click.option("--restore-best/--keep-last", default=True, show_default=True,
               help="End with the best validation epoch's weights in the model (as best.pt), or the last epoch's; "
                    "the train record says which (train_config.restore_best).")
-@click.option("--plateau-factor", type=float, default=None, metavar="F",
+@click.option("--plateau-factor", type=Number(), default=None, metavar="F",
               help="--schedule plateau: multiply the learning rate by F (0 < F < 1) when validation accuracy "
                    "stops improving. [default: 0.1]")
-@click.option("--plateau-patience", type=click.IntRange(min=0), default=None, metavar="EPOCHS",
+@click.option("--plateau-patience", type=count(0), default=None, metavar="EPOCHS",
               help="--schedule plateau: epochs without a better validation accuracy before the rate drops. [default: 2]")
-@click.option("--drop-rate", type=float, default=None, metavar="P",
+@click.option("--drop-rate", type=Number(), default=None, metavar="P",
               help="Dropout probability before the classifier of a ResNet (0 <= P < 1; timm's drop_rate). [default: 0]")
 @click.option("--act", type=click.Choice(["relu", "leaky_relu", "silu"]), default="relu", show_default=True)
 @click.option("--in-chans", "in_chans", default=None, metavar="any",
               help="'any': build the net with a channel-agnostic stem, one model for any channel subset "
                    "(VGGs, ResNets, plain nets and their dy_ twins). [default: the data's channel count]")
-@click.option("--channel-dropout", type=float, default=0.0, show_default=True, metavar="P",
+@click.option("--channel-dropout", type=Number(), default=0.0, show_default=True, metavar="P",
               help="With --in-chans any: drop each input channel with probability P per sample (0 <= P < 1; "
                    "at least one is kept), so the net learns to work with fewer.")
 @click.option("--amp", is_flag=True, help="Mixed precision (bf16 on CPU, fp16 on CUDA).")
 @click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N (a CUDA GPU torch sees).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the weights, splits, shuffling, augmentation.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+@click.option("--val-fraction", type=Number(0, 1, min_open=True, max_open=True), default=0.1,
               show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, help="DataLoader workers (lazy ImageFolder only).")
+@click.option("--workers", type=count(0), default=0, help="DataLoader workers (lazy ImageFolder only).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Run folder for best.pt, last.pt, curves.png (default: runs/MODEL-DATASET-sSEED).")
 @click.option("--results", "results_dir", type=click.Path(file_okay=False), default="results", show_default=True,
               help="Where the train record is appended.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last.pt.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or per-epoch lines.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
-@click.option("--nproc", type=click.IntRange(min=1), default=None,
+@click.option("--threads", type=THREADS, default=None, help="torch intra-op threads, at most the usable cores.")
+@click.option("--nproc", type=count(1), default=None,
               help="Train data-parallel in N processes on this host (torchrun, DDP; gloo on CPU, nccl on GPUs). "
                    "--batch-size stays the global batch and --lr is unchanged; --threads is per process "
                    "[default: cores / N]. Under torchrun leave it out: `torchrun ... -m bench train ...`.")
@@ -99,6 +101,7 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     import torch
 
     import nets
+    from bench.commands.measure import check_out_folder
     from bench.data import load_dataset
     from bench.errors import UsageProblem
     from bench.records.builders import train_record
@@ -116,6 +119,9 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
     if threads:
         torch.set_num_threads(threads)
     nets.model_entry(model)  # an unknown name fails before the data loads
+    # A run folder or results folder that cannot be written: one line now, not a traceback after the data loads.
+    check_out_folder(Path(out_dir) if out_dir else Path("runs"), ("best.pt", "last.pt"), fix="choose another --out")
+    check_out_folder(Path(results_dir), ("train.jsonl",), what="--results", fix="choose another --results")
     in_chans = parse_in_chans(in_chans)
     if in_chans is not None:
         nets.check_in_chans(model, in_chans)  # 'any' on a net without a channel-agnostic stem: one line, now
@@ -202,14 +208,14 @@ def train_command(model, dataset, data_root, subset, input_size, channels, chann
                    "({\"0\": [\"n01440764\", \"tench\"], ...}). [default: sorted folder names, as torchvision]")
 @click.option("--skip-bad-images", is_flag=True,
               help="Skip unreadable image files (counted and reported) instead of stopping at the first.")
-@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True), default=0.99, show_default=True,
+@click.option("--threshold", type=Number(0, 1, min_open=True), default=0.99, show_default=True,
               help="Pass when an engine keeps this share of the reference's top-1 (MLPerf: 99%).")
-@click.option("--workers", type=click.IntRange(min=0), default=None,
+@click.option("--workers", type=count(0), default=None,
               help="DataLoader processes decoding an image folder. [default: min(8, CPU cores) for a lazy folder]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--batch-size", type=count(1), default=256, show_default=True)
 @click.option("--normalization", type=click.Choice(["checkpoint", "data"]), default="checkpoint", show_default=True,
               help="Normalize with the statistics the model was trained with, or the data's own.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch intra-op threads.")
+@click.option("--threads", type=THREADS, default=None, help="torch intra-op threads, at most the usable cores.")
 @click.option("--json", "as_json", is_flag=True, help="Print the records as JSON lines instead of a table.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.option("--out", "results_dir", type=click.Path(file_okay=False), default="results", show_default=True,

@@ -13,6 +13,8 @@ import json
 
 import click
 
+from bench.commands._options import count
+
 ACT_HELP = "activation everywhere in the net: relu, leaky_relu or silu"
 
 
@@ -148,12 +150,12 @@ def model_info(name: str, input_size: int | None = None, in_chans: int = 3, num_
 
 @click.command("info")
 @click.argument("model", metavar="MODEL")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
+@click.option("--input-size", type=count(1), default=None,
               help="input height = width (default: the size the net is designed for)")
 @click.option("--in-chans", type=int, default=3, show_default=True, help="input channels")
 @click.option("--num-classes", type=int, default=10, show_default=True, help="classifier outputs")
 @click.option("--act", default="relu", show_default=True, help=ACT_HELP)
-@click.option("--depth", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--depth", type=count(1), default=1, show_default=True,
               help="module nesting depth of the layer summary")
 @click.option("--json", "as_json", is_flag=True, help="print JSON instead of tables")
 def info_command(model: str, input_size: int | None, in_chans: int, num_classes: int, act: str, depth: int,

@@ -252,6 +252,9 @@ def read_onnx_input(path: Path) -> tuple[str, list[int | None], str]:
 
 def _from_onnx(path: Path, input_size, in_chans) -> ModelSource:
     name, (batch, chans, height, width), dtype = read_onnx_input(path)
+    if 0 in (batch, chans, height, width):  # no --batch or --input-size can measure an empty tensor
+        raise UsageProblem(f"{path}: input {name!r} has a zero-sized axis ({[batch, chans, height, width]}), so it "
+                           "holds no image to measure; export the model again with a batch of 1 or more")
     if dtype == "bfloat16":
         raise UsageProblem(f"{path}: bfloat16 inputs are not supported by onnxruntime's CPU provider; export fp32")
     if chans is None:

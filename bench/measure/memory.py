@@ -374,7 +374,7 @@ class Refusal(str):
 
 
 def refusal(estimate: Estimate | None, name: str, *, host: Available | None = None,
-            device_free: Available | None = None) -> Refusal | None:
+            device_free: Available | None = None, resizable: bool = True) -> Refusal | None:
     """Why a run with `estimate` cannot fit (one line), or None when it may.
 
     `host` / `device_free` default to `available("cpu")` / `available(estimate.device)`.
@@ -396,7 +396,7 @@ def refusal(estimate: Estimate | None, name: str, *, host: Available | None = No
         space = f"{where} memory" if where else "memory"
         figures = f"needs at least {_too_large(need)} more {space}"
         message = (f"{name} at batch {estimate.batch} {figures} ({detail}), but {human_bytes(have.bytes)} is "
-                   f"available ({have.source}); use a smaller --batch or --input-size")
+                   f"available ({have.source}); use a smaller --batch" + (" or --input-size" if resizable else ""))
         return Refusal(message, f"{figures}, {human_bytes(have.bytes)} available ({have.source}; estimated "
                                 f"before running)")
     return None
@@ -422,7 +422,9 @@ def check_fits(source, batches: Sequence[int], engines: Sequence[str], *, precis
                                               compile=compile, profile=profile)
                 except Exception:  # noqa: BLE001 - estimating must never block a run
                     estimate = None
-                why = refusal(estimate, name, host=host, device_free=gpu)
+                # A file's image size is its own (--input-size is refused for it): only a smaller batch helps.
+                why = refusal(estimate, name, host=host, device_free=gpu,
+                              resizable=getattr(source, "kind", None) not in ("onnx", "trt"))
                 if why:
                     break
             if why:

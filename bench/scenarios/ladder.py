@@ -47,6 +47,9 @@ def parse_rungs(spec: str | Sequence[str] | None) -> list[tuple[str, str]]:
     if spec is None:
         return list(RUNGS)
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    if not items:  # an empty list would quietly measure the reference alone
+        known = ", ".join(f"{e}:{p}" for e, p in RUNGS)
+        raise UsageProblem(f"--rungs names no rung; name at least one of {known}, or leave --rungs out for all")
     rungs = []
     for item in items:
         engine, _, precision = item.partition(":")
@@ -98,6 +101,22 @@ class LadderResult:
     @property
     def records(self) -> list[dict[str, Any]]:
         return [*self.latency, *self.comparisons, *self.accuracy]
+
+
+def contention_notes(records: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per timing that other work competed with (its record says `contention.contended`).
+
+    Such figures are likely slow, and the speedups built on them unreliable: the ladder's printout and
+    its ladder.md say so, as `rbench latency` does.
+    """
+    notes = []
+    for record in records:
+        contention = record.get("contention") or {}
+        if contention.get("contended"):
+            reasons = "; ".join(contention.get("reasons") or ()) or "see the record's contention field"
+            notes.append(f"{record.get('engine')} {record.get('precision')} batch {record.get('batch')}: other work "
+                         f"competed for the CPU ({reasons}); these figures are likely slow (records say contended)")
+    return notes
 
 
 def pareto_front(rows: Sequence[dict[str, Any]]) -> list[int]:
@@ -400,6 +419,11 @@ def write_ladder(result: LadderResult, out: str | Path, model: str, checkpoint: 
              f"Timing: {settings.rounds} interleaved rounds, {settings.iters} timed runs per rung. '*' marks the "
              "Pareto front. Speedups compare figures taken in this one run; only their ratios carry to other machines.",
              ""]
+    notes = contention_notes(result.latency)
+    if notes:
+        lines += ["**Warning: contended timings.** Other work competed for the CPU while these rungs were timed; "
+                  "their latencies and speedups are likely off. Rerun on a quiet machine.", "",
+                  *(f"- {note}" for note in notes), ""]
     check = (result.int8 or {}).get("check")
     if check:
         ratio = "-" if check["accuracy_ratio"] is None else f"{check['accuracy_ratio']:.3f}"

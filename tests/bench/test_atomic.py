@@ -57,10 +57,10 @@ def test_results_get_ordinary_permissions(tmp_path):
         os.umask(mask)
 
 
-def test_work_folder_helpers_are_shared_with_export():
-    """bench and export sweep and lock work folders the same way: one implementation, re-exported."""
+def test_writer_and_work_folder_helpers_are_shared_with_export():
+    """bench and export write, sweep and lock the same way: one implementation in export, re-exported by bench."""
     from export import _atomic
 
-    for name in ("LOCK_NAME", "work_dir", "remove_stale_work_dirs"):
+    for name in ("LOCK_NAME", "work_dir", "remove_stale_work_dirs", "atomic_path", "write_bytes", "write_text"):
         assert name in atomic.__all__
         assert getattr(atomic, name) is getattr(_atomic, name)
