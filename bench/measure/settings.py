@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -51,6 +52,10 @@ class Settings:
     require_quiet: bool = False  # refuse to time (or keep) figures from a machine other work competes for
 
     def validate(self) -> None:
+        # NaN passes every comparison below and an infinite duration never ends the timed loop: refuse both first.
+        for name, value in (("warm-up seconds", self.warmup_s), ("--duration", self.duration_s)):
+            if value is not None and not math.isfinite(value):
+                raise UsageProblem(f"{name} must be a finite number of seconds, got {value}")
         if self.warmup < 0 or self.warmup_s < 0:
             raise UsageProblem("warm-up must be zero or more runs / seconds")
         if self.iters is not None and self.duration_s is not None:

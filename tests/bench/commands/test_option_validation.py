@@ -110,3 +110,13 @@ def test_train_into_a_folder_it_cannot_write_fails_before_loading_data(run_cli, 
     code, _, err = run_cli("train", "resnet20", "--dataset", "digits", "--out", tmp_path / "run")
     assert code == 1 and "not writable" in err and "--out" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("field", [{"duration_s": float("nan")}, {"duration_s": float("inf")},
+                                   {"warmup_s": float("inf")}, {"warmup_s": float("nan")}])
+def test_library_settings_refuse_what_never_ends(field):
+    from bench.errors import UsageProblem
+    from bench.measure.settings import Settings
+
+    with pytest.raises(UsageProblem, match="finite"):
+        Settings(**field).validate()
