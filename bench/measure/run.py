@@ -103,6 +103,8 @@ def profile(source, *, detail: bool = False, context: dict[str, Any] | None = No
 SOURCE_OPTIONS = ("input_shape", "input_size", "in_chans", "num_classes", "act", "checkpoint", "name")
 #: Untimed runs that re-warm an engine at the start of each later round (every entry gets the same).
 REWARM_RUNS = 2
+#: What an in-process record says of its timing (`bench.measure.workers` fills the worker fields).
+IN_PROCESS = {"timing_mode": "in-process", "workers": 1}
 
 
 @dataclass
@@ -162,7 +164,8 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
     from bench.measure.timing import is_out_of_memory, measure_latency
 
     rounds = settings.rounds if len(entries) > 1 else 1
-    per_round = {"iters": -(-settings.iters // rounds) if settings.iters else None,
+    iters = settings.iters or (None if settings.duration_s else DEFAULT_ITERS)
+    per_round = {"iters": -(-iters // rounds) if iters else None,
                  "duration_s": settings.duration_s / rounds if settings.duration_s else None}
     runs: list[list[dict[str, Any]]] = [[] for _ in entries]
     by_shape: dict[tuple, Any] = {}  # entries of one input shape time the very same batch
@@ -242,10 +245,10 @@ def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Set
                     peak_source="rbench device (cached)" if entry.peak else "not measured: run `rbench device`",
                     load_average=load_average(), contention=contention, context=context, command=command)
         if run is None:
-            records.append(latency_record(**base, error=entry.failed[batch_size]))
+            records.append(latency_record(**base, error=entry.failed[batch_size], timing=IN_PROCESS))
         else:
             summary = summarize(run["latencies_ms"], batch_size, entry.costs["flops"], peak_flops)
-            records.append(latency_record(**base, run=run, summary=summary))
+            records.append(latency_record(**base, run=run, summary=summary, timing=IN_PROCESS))
     return records
 
 
@@ -253,9 +256,13 @@ def _prepare(engines, batches, settings, options):
     engines, batches = parse_engines(engines), parse_batches(batches)
     source_options = {k: options.pop(k) for k in SOURCE_OPTIONS if k in options}
     settings = settings_from(settings, options)
-    if settings.iters is None and settings.duration_s is None:
-        settings = dataclasses.replace(settings, iters=DEFAULT_ITERS)
     return engines, batches, settings, source_options
+
+
+def _in_workers(settings: Settings, several: bool) -> bool:
+    """Whether to time in worker processes: always with timing="workers", never with "in-process", and with
+    "auto" when entries are compared (several, or a comparison)."""
+    return settings.timing == "workers" or (settings.timing == "auto" and several)
 
 
 def check_memory(sources, engines: Sequence[str], batches: Sequence[int], settings: Settings) -> dict[int, str]:
@@ -356,6 +363,15 @@ def latency(source, engines: str | Sequence[str] = ("torch",), batches: str | in
                                            f"{getattr(refused[batch_size], 'short', refused[batch_size])}",
                                            context, command)
                 continue
+            if _in_workers(settings, len(engines) > 1):
+                from bench.measure import workers
+
+                timed = workers.measure([(src, costs[0], e, settings.precision) for e in engines], batch_size, settings,
+                                        Path(workdir), rng, threshold=0.03, on_progress=on_progress, context=context,
+                                        command=command)
+                if timed is not None:
+                    records += timed[0]
+                    continue
             try:
                 with contextlib.ExitStack() as stack:
                     entries = _open_entries(stack, [src], costs, engines, settings, Path(workdir), max(batches),
@@ -403,9 +419,19 @@ def compare(sources: Sequence[Any], engines: str | Sequence[str] = ("torch",), b
     if refused:
         raise EnvironmentProblem(refused[batches[0]])
     rng = np.random.default_rng(0)
+    costs = [model_costs(s) for s in srcs]
+    if _in_workers(settings, True):
+        from bench.measure import workers
+
+        with tempfile.TemporaryDirectory(prefix="rbench-compare-") as workdir:
+            timed = workers.measure([(s, c, e, settings.precision) for s, c in zip(srcs, costs) for e in engines],
+                                    batches[0], settings, Path(workdir), rng, threshold=threshold,
+                                    on_progress=on_progress, command=command)
+        if timed is not None:
+            return timed
     try:
         with tempfile.TemporaryDirectory(prefix="rbench-compare-") as workdir, contextlib.ExitStack() as stack:
-            entries = _open_entries(stack, srcs, [model_costs(s) for s in srcs], engines, settings, Path(workdir),
+            entries = _open_entries(stack, srcs, costs, engines, settings, Path(workdir),
                                     batches[0], batches[0])
             runs, state = _timed_phase(entries, batches[0], settings, rng, on_progress)
             records = _latency_records(entries, runs, batches[0], settings, None, command, state)
@@ -449,14 +475,23 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="rbench-pairs-"))
-        entries = []
+        resolved = []
         costs_of: dict[Any, dict[str, Any]] = {}
         for spec, engine_name, precision in items:
             src = resolve_source(spec, input_shape=input_shape, **({"name": name} if name and not isinstance(spec, (str, Path)) else {}))
             key = str(spec) if isinstance(spec, (str, Path)) else id(spec)  # items often share a file or module
             if key not in costs_of:
                 costs_of[key] = model_costs(src)
-            costs = costs_of[key]
+            resolved.append((src, costs_of[key], engine_name, precision))
+        if _in_workers(settings, True):
+            from bench.measure import workers
+
+            timed = workers.measure(resolved, batch, settings, Path(workdir), rng, own_precision=True,
+                                    threshold=threshold, on_progress=on_progress, context=context, command=command)
+            if timed is not None:
+                return timed
+        entries = []
+        for src, costs, engine_name, precision in resolved:
             engine = create_engine(engine_name, src, device=settings.device, precision=precision, workdir=workdir,
                                    max_batch=batch, batch=batch,
                                    **{k: v for k, v in settings.engine_options(engine_name).items()})
@@ -484,7 +519,7 @@ def _comparisons(records: list[dict[str, Any]], runs, threshold: float, context,
         comparisons.append(comparison_record(
             records[0], record, ratio=ratio, low=low, high=high, ci_method=RATIO_CI_METHOD,
             verdict=verdict(low, high, threshold), threshold=threshold, rounds=run["rounds"], interleaved=True,
-            context=context, command=command))
+            context=context, command=command, timing=IN_PROCESS))
     return comparisons
 
 

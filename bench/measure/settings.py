@@ -18,6 +18,9 @@ from bench.errors import EnvironmentProblem, UsageProblem
 DEFAULT_ITERS = 50
 
 
+#: Where entries are timed: fresh worker processes, this process, or the one that fits the call.
+TIMING_MODES = ("auto", "workers", "in-process")
+
 #: on_progress(engine, batch) -> on_iteration(done, elapsed_s) or None.
 ProgressFactory = Callable[[str, int], Callable[[int, float], None] | None]
 
@@ -50,6 +53,13 @@ class Settings:
     graph_optimization: str = "all"
     rounds: int = 10  # interleaved rounds when several models or engines are timed together
     require_quiet: bool = False  # refuse to time (or keep) figures from a machine other work competes for
+    # Where entries are timed (`bench.measure.workers`): "workers" (fresh processes), "in-process", or "auto"
+    # (workers for comparisons and several engines; in-process for one engine, or a module that does not pickle).
+    timing: str = "auto"
+    workers: int = 4  # the fewest worker processes per entry; more follow until the precision target
+    precision_target: float = 0.03  # stop adding workers once every ratio's interval is within +/- this
+    max_time_s: float = 60.0  # ... or once this many seconds of worker timing have passed
+    worker_timeout_s: float = 120.0  # a worker silent this long (starting, or in one round) is killed
 
     def validate(self) -> None:
         # NaN passes every comparison below and an infinite duration never ends the timed loop: refuse both first.
@@ -66,6 +76,16 @@ class Settings:
             raise UsageProblem(f"--duration must be positive, got {self.duration_s}")
         if self.threads is not None and self.threads < 1:
             raise UsageProblem(f"--threads must be at least 1, got {self.threads}")
+        if self.timing not in TIMING_MODES:
+            raise UsageProblem(f"timing is one of {', '.join(TIMING_MODES)}, got {self.timing!r}")
+        if self.workers < 1:
+            raise UsageProblem(f"--workers must be at least 1, got {self.workers}")
+        for name, value in (("--precision-target", self.precision_target), ("--max-time", self.max_time_s),
+                            ("worker timeout", self.worker_timeout_s)):
+            if not math.isfinite(value) or value <= 0:
+                raise UsageProblem(f"{name} must be a positive number, got {value}")
+        if self.precision_target >= 1:
+            raise UsageProblem(f"--precision-target is a fraction like 0.03, got {self.precision_target}")
         if self.rounds < 1:
             raise UsageProblem(f"--rounds must be at least 1, got {self.rounds}")
         if self.device_id is not None and self.device_id < 0:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.records.io import make_record
-from bench.records.schema import FIELDS, STUDY_FIELDS
+from bench.records.schema import FIELDS, OPTIONAL_FIELDS, STUDY_FIELDS
 
 _LATENCY_SUMMARY = ("latency_ms_min", "latency_ms_mean", "latency_ms_std", "latency_ms_p50", "latency_ms_p90",
                     "latency_ms_p95", "latency_ms_p99", "latency_ms_max", "latency_cv", "latency_ms_p50_ci",
@@ -21,14 +21,15 @@ _LATENCY_SUMMARY = ("latency_ms_min", "latency_ms_mean", "latency_ms_std", "late
 
 
 def _record(kind: str, values: dict[str, Any], context: dict[str, Any] | None, command: str | None) -> dict[str, Any]:
-    unknown = sorted(set(values) - set(FIELDS[kind]))
+    allowed = FIELDS[kind] + OPTIONAL_FIELDS.get(kind, ())
+    unknown = sorted(set(values) - set(allowed))
     if unknown:  # a builder bug, not a user error
         raise ValueError(f"{kind} record has no field(s) {unknown}")
     extra = dict(context or {})
     stray = sorted(set(extra) - set(STUDY_FIELDS))
     if stray:
         raise ValueError(f"study context has unknown field(s) {stray}; allowed: {STUDY_FIELDS}")
-    fields = {key: values.get(key) for key in FIELDS[kind]}
+    fields = {key: values.get(key) for key in allowed}
     return make_record(kind, command=command, **fields, **extra)
 
 
@@ -42,10 +43,12 @@ def latency_record(*, source: dict[str, Any], model_config: dict[str, Any] | Non
                    summary: dict[str, Any] | None = None, peak_flops_s: float | None = None,
                    peak_source: str | None = None, load_average: list[float] | None = None,
                    contention: dict[str, Any] | None = None, error: str | None = None,
-                   context: dict[str, Any] | None = None, command: str | None = None) -> dict[str, Any]:
+                   context: dict[str, Any] | None = None, command: str | None = None,
+                   timing: dict[str, Any] | None = None) -> dict[str, Any]:
     """One timed run (`bench.measure.timing.measure_latency`'s `run`, `bench.measure.stats.summarize`'s `summary`),
-    or an `error` (out of memory at this batch) with every metric None."""
-    values = {**_model_fields(source, model_config), "engine": engine, "engine_info": engine_info,
+    or an `error` (out of memory at this batch) with every metric None. `timing`: how it was timed
+    (`OPTIONAL_FIELDS["latency"]`: timing_mode "workers" or "in-process", per-worker medians, modes, target)."""
+    values = {**(timing or {}), **_model_fields(source, model_config), "engine": engine, "engine_info": engine_info,
               "precision": precision, "device": device, "batch": batch, "input_shape": list(input_shape),
               "params": profile.get("params"), "macs": profile.get("macs"), "flops": profile.get("flops"),
               "settings": settings, "peak_flops_s": peak_flops_s, "peak_source": peak_source,
@@ -191,9 +194,10 @@ def _entry(record: dict[str, Any]) -> dict[str, Any]:
 def comparison_record(baseline: dict[str, Any], candidate: dict[str, Any], *, ratio: float, low: float, high: float,
                       ci_method: str, verdict: str, threshold: float, rounds: int | None, interleaved: bool,
                       settings_differ: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
-                      command: str | None = None) -> dict[str, Any]:
-    """candidate / baseline p50 latency (two "latency" records) with its interval and verdict."""
-    values = {"baseline": _entry(baseline), "candidate": _entry(candidate), "batch": candidate["batch"],
+                      command: str | None = None, timing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """candidate / baseline p50 latency (two "latency" records) with its interval and verdict; `timing` as
+    `OPTIONAL_FIELDS["comparison"]` (worker timing, "unstable" and its note)."""
+    values = {**(timing or {}), "baseline": _entry(baseline), "candidate": _entry(candidate), "batch": candidate["batch"],
               "precision": candidate["precision"], "device": candidate["device"], "metric": "latency_ms_p50",
               "ratio": ratio, "ratio_ci": [low, high], "ci_method": ci_method, "verdict": verdict,
               "threshold": threshold, "rounds": rounds, "interleaved": interleaved,

@@ -106,6 +106,14 @@ FIELDS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+#: Fields a kind's builder always writes but older records lack (`validate_record` does not require them):
+#: how the figures were timed (in fresh worker processes, or in this process) and what the workers showed.
+OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "latency": ("timing_mode", "workers", "worker_medians_ms", "unstable", "modes_ms", "mode_workers",
+                "precision_target", "target_met"),
+    "comparison": ("timing_mode", "workers", "unstable", "note", "precision_target", "target_met"),
+}
+
 #: What a study adds to any record: which unit, study and settings it belongs to.
 STUDY_FIELDS = ("unit", "study", "label", "group", "preset", "act", "channels", "eval_channels", "eval_channel_mode",
                 "unit_seconds", "accuracy_only")

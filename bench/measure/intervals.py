@@ -1,0 +1,129 @@
+"""Intervals over worker processes: a hierarchical bootstrap (workers, then rounds within each), and modes.
+
+A timed entry runs in several worker processes (`bench.measure.workers`), each timing it in several
+rounds. Two levels of spread follow: between rounds of one process, and between processes (a
+process can settle into a slow thread mode for its whole life, which no number of rounds inside it
+can see). The unit of data here is a round's median; an entry's figure is the mean of its rounds'
+medians over all workers, and an interval resamples workers first, then rounds within each picked
+worker, so both levels are in it.
+
+Workers of different entries that share an index ran interleaved, round by round, at the same time:
+resampling uses the same worker and round indices for every entry (paired), as drift hits them alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+HIERARCHICAL_METHOD = ("hierarchical bootstrap over worker processes, then rounds within each (paired, "
+                       "2000 resamples); standard error of the log ratio with Student's t on workers - 1, 95%")
+#: Two workers whose medians differ by more than this fraction, with intervals that exclude each other's
+#: median, are in different modes.
+MODE_GAP = 0.10
+#: Default target for the ratio's interval: within +/- this fraction of the ratio.
+DEFAULT_PRECISION_TARGET = 0.03
+
+
+def round_medians(workers: Sequence[Sequence[Sequence[float]]]) -> np.ndarray:
+    """(workers, rounds) array of round medians; workers with more rounds than the fewest are cut to it."""
+    if not workers or not all(workers):
+        raise ValueError("round_medians needs at least one round in every worker")
+    rounds = min(len(w) for w in workers)
+    return np.array([[float(np.median(r)) for r in w[:rounds]] for w in workers], dtype=float)
+
+
+def _bootstrap_means(arrays: Sequence[np.ndarray], resamples: int, seed: int) -> list[np.ndarray]:
+    """For each (W, R) array, `resamples` means over workers drawn with replacement, then rounds drawn with
+    replacement within each drawn worker; the same draws for every array."""
+    workers, rounds = arrays[0].shape
+    rng = np.random.default_rng(seed)
+    pick_w = rng.integers(0, workers, size=(resamples, workers))
+    pick_r = rng.integers(0, rounds, size=(resamples, workers, rounds))
+    return [a[pick_w[:, :, None], pick_r].mean(axis=(1, 2)) for a in arrays]
+
+
+def _t_interval(point: float, log_samples: np.ndarray, workers: int, confidence: float) -> tuple[float, float]:
+    from scipy.stats import t as student_t
+
+    # The bootstrap's variance of a mean over n drawn units is (n-1)/n of the unbiased one: put it back.
+    se = float(np.std(log_samples)) * math.sqrt(workers / max(workers - 1, 1))
+    quantile = float(student_t.ppf(0.5 + confidence / 2, workers - 1)) if workers > 1 else \
+        float(np.sqrt(2) * 1.959964)
+    centre = math.log(point)
+    return math.exp(centre - quantile * se), math.exp(centre + quantile * se)
+
+
+def level_interval(workers: Sequence[Sequence[Sequence[float]]], confidence: float = CONFIDENCE,
+                   resamples: int = RESAMPLES, seed: int = 0) -> tuple[float, float, float]:
+    """(figure, low, high): the mean of round medians over all workers, and its hierarchical interval."""
+    medians = round_medians(workers)
+    point = float(medians.mean())
+    (boot,) = _bootstrap_means([medians], resamples, seed)
+    low, high = _t_interval(point, np.log(boot), medians.shape[0], confidence)
+    return point, low, high
+
+
+def ratio_interval(base: Sequence[Sequence[Sequence[float]]], new: Sequence[Sequence[Sequence[float]]],
+                   confidence: float = CONFIDENCE, resamples: int = RESAMPLES,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(ratio, low, high) of new over base, each the mean of its round medians over workers, with the
+    hierarchical interval. Workers pair by index (the first `min(len)` of each) and rounds by index."""
+    count = min(len(base), len(new))
+    if count < 1:
+        raise ValueError("ratio_interval needs at least one worker on each side")
+    base_m, new_m = round_medians(base[:count]), round_medians(new[:count])
+    rounds = min(base_m.shape[1], new_m.shape[1])
+    base_m, new_m = base_m[:, :rounds], new_m[:, :rounds]
+    ratio = float(new_m.mean() / base_m.mean())
+    boot_base, boot_new = _bootstrap_means([base_m, new_m], resamples, seed)
+    low, high = _t_interval(ratio, np.log(boot_new) - np.log(boot_base), count, confidence)
+    return ratio, low, high
+
+
+def half_width(ratio: float, low: float, high: float) -> float:
+    """How far the interval reaches from its figure, as a fraction (the larger side)."""
+    return max(high / ratio - 1.0, 1.0 - low / ratio) if ratio > 0 else math.inf
+
+
+def target_met(ratio: float, low: float, high: float, target: float) -> bool:
+    """Whether the interval lies within +/- `target` of its figure."""
+    return half_width(ratio, low, high) <= target
+
+
+def detect_modes(worker_latencies: Sequence[Sequence[float]], gap: float = MODE_GAP) -> dict[str, Any]:
+    """Whether workers' medians fall into separate clusters ("modes"), and the clusters.
+
+    Workers sorted by median split into clusters where the next median is more than `gap` above the last
+    and each of the two workers' 95% median intervals (distribution-free) excludes the other's median.
+    Returns {"unstable", "modes_ms" (each cluster's median of worker medians), "mode_workers" (counts),
+    "worker_medians_ms"}.
+    """
+    from bench.measure.stats import quantile_interval
+
+    medians = [float(np.median(w)) for w in worker_latencies]
+    intervals = [quantile_interval(w, 50) or (min(w), max(w)) for w in worker_latencies]
+    order = sorted(range(len(medians)), key=medians.__getitem__)
+    clusters: list[list[int]] = []
+    for i in order:
+        if clusters:
+            j = clusters[-1][-1]
+            apart = medians[i] > medians[j] * (1 + gap) and intervals[j][1] < medians[i] and intervals[i][0] > medians[j]
+            if not apart:
+                clusters[-1].append(i)
+                continue
+        clusters.append([i])
+    modes = [float(np.median([medians[i] for i in c])) for c in clusters]
+    return {"unstable": len(clusters) > 1, "modes_ms": modes, "mode_workers": [len(c) for c in clusters],
+            "worker_medians_ms": medians}
+
+
+def describe_modes(modes_ms: Sequence[float], mode_workers: Sequence[int]) -> str:
+    """'unstable: 2.3 ms in 3 processes, 5.6 ms in 2' for a report or verdict."""
+    parts = [f"{m:.3g} ms in {n} process{'es' if n != 1 else ''}" for m, n in zip(modes_ms, mode_workers)]
+    return "unstable: " + ", ".join(parts)

@@ -1,0 +1,423 @@
+"""Timing in worker processes: every entry (source x engine x precision x batch) in fresh processes.
+
+A process can settle into a thread mode for its whole life (unpinned OpenMP threads that share a
+core; another engine's pool spinning beside this one's), which rounds inside one process cannot
+see. So each entry is timed in several workers (`python -m bench.measure.worker`), a generation at
+a time: one worker per entry, started together (untimed), then timed round by round in a new
+random order, one worker running at a time while the others wait on a pipe. Generations continue
+until every ratio's (or the one entry's) interval is within `Settings.precision_target`, or
+`Settings.max_time_s` has passed, with at least `Settings.workers` of them.
+
+Each worker's environment is set before the libraries load: torch with several threads gets
+OpenMP threads bound one per core (`OMP_PROC_BIND=spread`, `OMP_PLACES=threads`), unless the
+user set their own OMP_*/KMP_* variables, which are kept and recorded. A worker that crashes,
+hangs past `Settings.worker_timeout_s` or fails to open its engine makes its entry an error
+record; the other entries go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.measure.worker import THREAD_ENV_PREFIXES
+
+#: Untimed runs that re-warm an engine at the start of each later round.
+REWARM_RUNS = 2
+#: A round's timed length when neither iters nor a duration is given.
+ROUND_S = 0.1
+#: Most generations of workers, whatever the budget.
+MAX_GENERATIONS = 16
+#: Variables that place OpenMP threads; when the user set any, rbench sets none of its own.
+AFFINITY_KEYS = ("OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY", "GOMP_CPU_AFFINITY")
+
+
+class WorkerFailed(Exception):
+    """A worker crashed, hung, or reported an error; the message says which, with stderr's tail."""
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thread_policy(engine: str, threads: int | None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """The environment a worker for `engine` starts with, beyond the parent's: {"set": {...}, "user": {...},
+    "why": str}. The user's own OMP_*/KMP_* variables are kept as they are (and recorded), never replaced."""
+    environ = dict(os.environ if environ is None else environ)
+    user = {k: v for k, v in sorted(environ.items()) if k.startswith(THREAD_ENV_PREFIXES)}
+    count = threads or usable_cores()
+    if engine != "torch" or count < 2:
+        return {"set": {}, "user": user, "why": "one thread, or an engine with its own pool: nothing to place"}
+    if any(k in user for k in AFFINITY_KEYS):
+        return {"set": {}, "user": user, "why": "the user's own OpenMP placement is kept"}
+    return {"set": {"OMP_PROC_BIND": "spread", "OMP_PLACES": "threads"}, "user": user,
+            "why": "unbound OpenMP threads fall into a slow mode in some processes: one thread per core"}
+
+
+def worker_environment(policy: dict[str, Any]) -> dict[str, str]:
+    """The parent's environment with the policy's variables, and this checkout importable first."""
+    env = dict(os.environ)
+    env.update(policy["set"])
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+class Worker:
+    """One worker process and its JSON-lines pipe."""
+
+    def __init__(self, spec: dict[str, Any], env: dict[str, str], workdir: Path, timeout_s: float):
+        self.timeout_s = timeout_s
+        spec_file = Path(tempfile.mkstemp(prefix="worker-", suffix=".json", dir=workdir)[1])
+        spec_file.write_text(json.dumps(spec))
+        self.stderr = tempfile.TemporaryFile(dir=workdir)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.measure.worker", str(spec_file)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
+                                     close_fds=True)
+        self._buffer = b""
+
+    def _tail(self) -> str:
+        self.stderr.seek(0)
+        lines = [ln for ln in self.stderr.read().decode(errors="replace").splitlines() if ln.strip()]
+        return " | ".join(lines[-3:])[-400:]
+
+    def receive(self, timeout_s: float | None = None) -> dict[str, Any]:
+        """The worker's next reply; WorkerFailed when it exits, hangs past the timeout or reports an error."""
+        deadline = time.monotonic() + (timeout_s or self.timeout_s)
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            while b"\n" not in self._buffer:
+                left = deadline - time.monotonic()
+                if left <= 0 or not selector.select(left):
+                    self.kill()
+                    raise WorkerFailed(f"worker hung: no answer in {timeout_s or self.timeout_s:.0f} s, killed")
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 20)
+                if not chunk:
+                    code = self.proc.wait()
+                    tail = self._tail()
+                    raise WorkerFailed(f"worker exited with status {code}" + (f": {tail}" if tail else ""))
+                self._buffer += chunk
+        finally:
+            selector.close()
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        message = json.loads(line)
+        if "error" in message:
+            self.kill()
+            raise WorkerFailed(message["error"])
+        return message
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.proc.stdin.write((json.dumps(message) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the reply (end of output) says why
+        return self.receive()
+
+    def stop(self) -> None:
+        try:
+            self.proc.stdin.write(b'{"cmd": "stop"}\n')
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        except (BrokenPipeError, OSError, subprocess.TimeoutExpired):
+            self.kill()
+        self.stderr.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class WorkerEntry:
+    """One timed entry as the parent sees it: a spec a worker can open, and what its workers measured."""
+
+    source: Any
+    engine_name: str
+    precision: str
+    costs: dict[str, Any]
+    peak: dict[str, Any] | None
+    spec: dict[str, Any]
+    policy: dict[str, Any]
+    info: dict[str, Any] | None = None
+    device: str = "cpu"
+    input_shape: list[int] | None = None
+    error: str | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)  # {"rounds": [[ms...]], "threads": {...}, ...}
+    own_precision: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine_name} {self.precision}" if self.own_precision else self.engine_name
+
+
+def portable_spec(src, engine: str, precision: str, batch: int, settings, workdir: Path, index: int) -> dict | None:
+    """What a worker needs to open `src` on `engine`, or None when `src` cannot be sent to another process
+    (a module that does not pickle). ONNX engines get the ONNX file, made here once for every worker."""
+    from bench.engines import ONNX_ENGINES
+    from bench.engines.sources import onnx_file
+
+    spec: dict[str, Any] = {"engine": engine, "precision": precision, "batch": batch, "device": settings.device,
+                            "workdir": str(workdir), "engine_options": settings.engine_options(engine),
+                            "include_transfers": settings.include_transfers, "seed": 0,
+                            "source_options": {"input_shape": list(src.input_shape) if src.input_shape else None,
+                                               "name": src.name}}
+    if not src.has_module:
+        spec["source"] = str(src.path)
+        return spec
+    if engine in ONNX_ENGINES:
+        file_precision = "fp32" if engine == "openvino" and precision == "bf16" else precision
+        spec["source"] = str(onnx_file(src, file_precision, workdir, batch))
+        return spec
+    import torch
+
+    module_file = workdir / f"module-{index}.pt"
+    try:
+        torch.save(src.module(), module_file)
+    except Exception:  # noqa: BLE001 - a local class, a lambda, an open file: this module stays in-process
+        return None
+    spec["module_file"] = str(module_file)
+    return spec
+
+
+def _round_request(settings, first: bool, rounds: int) -> dict[str, Any]:
+    request: dict[str, Any] = {"cmd": "round", "warmup": settings.warmup if first else REWARM_RUNS,
+                               "warmup_s": settings.warmup_s if first else 0.0}
+    if settings.iters:
+        request["iters"] = -(-settings.iters // rounds)
+    else:
+        request["duration_s"] = settings.duration_s / rounds if settings.duration_s else ROUND_S
+    if first and settings.compile and request["warmup"] < 2:
+        request["warmup"] = 2  # torch.compile compiles at the first runs: keep them untimed
+    return request
+
+
+def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progress) -> None:
+    """One worker per live entry, started together, then timed round by round, one at a time."""
+    live = [e for e in entries if e.error is None]
+    started: list[tuple[WorkerEntry, Worker]] = []
+    for entry in live:
+        started.append((entry, Worker(entry.spec, worker_environment(entry.policy), workdir,
+                                      settings.worker_timeout_s)))
+    running: list[tuple[WorkerEntry, Worker, dict[str, Any]]] = []
+    for entry, worker in started:
+        try:
+            ready = worker.receive()
+        except WorkerFailed as exc:
+            entry.error = f"worker failed to start: {exc}"
+            worker.stop()
+            continue
+        entry.info, entry.device, entry.input_shape = ready["info"], ready["device"], ready["input_shape"]
+        record = {"rounds": [], "threads": ready["threads"], "memory_peak_bytes": 0, "warmup_iters": 0,
+                  "warmup_s": 0.0, "timed_wall_s": 0.0}
+        running.append((entry, worker, record))
+    for round_index in range(settings.rounds):
+        order = list(range(len(running))) if round_index == 0 else list(rng.permutation(len(running)))
+        for i in order:
+            entry, worker, record = running[i]
+            if entry.error is not None:
+                continue
+            try:
+                reply = worker.request(_round_request(settings, round_index == 0, settings.rounds))
+            except WorkerFailed as exc:
+                entry.error = f"worker failed in round {round_index + 1}: {exc}"
+                continue
+            record["rounds"].append(reply["latencies_ms"])
+            for key in ("warmup_iters", "warmup_s", "timed_wall_s"):
+                record[key] += reply[key]
+            record["memory_peak_bytes"] = max(record["memory_peak_bytes"], reply["memory_peak_bytes"])
+            record.update(memory_kind=reply["memory_kind"], include_transfers=reply["include_transfers"],
+                          timer=reply["timer"])
+            if progress:
+                progress(entry, sum(len(r) for w in entry.workers for r in w["rounds"]) +
+                         sum(len(r) for r in record["rounds"]))
+    for entry, worker, record in running:
+        worker.stop()
+        if entry.error is None:
+            entry.workers.append(record)
+
+
+def precision_reached(entries: list[WorkerEntry], target: float) -> bool:
+    """Whether every ratio over the first entry (or the one entry's own figure) is within `target`."""
+    from bench.measure.intervals import level_interval, ratio_interval, target_met
+
+    ok = [e for e in entries if e.error is None and e.workers]
+    if not ok:
+        return True
+    if len(entries) == 1 or entries[0] not in ok:
+        return all(target_met(*level_interval([w["rounds"] for w in e.workers]), target) for e in ok)
+    base = [w["rounds"] for w in entries[0].workers]
+    return all(target_met(*ratio_interval(base, [w["rounds"] for w in e.workers]), target) for e in ok[1:])
+
+
+def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on_progress=None) -> dict[str, Any]:
+    """Time every entry in generations of workers until the precision target or the time budget; returns
+    {"workers": generations run, "target_met": bool, "elapsed_s": float}. Entries are filled in place."""
+    trackers = {id(e): on_progress(e.label, e.spec["batch"]) if on_progress else None for e in entries}
+    started = time.monotonic()
+
+    def progress(entry, done):
+        update = trackers.get(id(entry))
+        if update:
+            update(done, time.monotonic() - started)
+
+    generations, met, last = 0, False, 0.0
+    while generations < MAX_GENERATIONS:
+        begun = time.monotonic()
+        _generation(entries, settings, workdir, rng, progress)
+        generations += 1
+        last = time.monotonic() - begun
+        if all(e.error is not None for e in entries):
+            break
+        if generations >= settings.workers:
+            met = precision_reached(entries, settings.precision_target)
+            elapsed = time.monotonic() - started
+            if met or elapsed + last > settings.max_time_s:
+                break
+    return {"workers": generations, "target_met": met, "elapsed_s": round(time.monotonic() - started, 2)}
+
+
+# -- records ------------------------------------------------------------------------------------
+def _pooled_run(entry: WorkerEntry) -> dict[str, Any]:
+    workers = entry.workers
+    return {"latencies_ms": [v for w in workers for r in w["rounds"] for v in r],
+            "iters": sum(len(r) for w in workers for r in w["rounds"]),
+            "warmup_iters": sum(w["warmup_iters"] for w in workers), "warmup_s": sum(w["warmup_s"] for w in workers),
+            "timed_wall_s": sum(w["timed_wall_s"] for w in workers),
+            "include_transfers": workers[0]["include_transfers"], "timer": workers[0]["timer"],
+            "memory_peak_bytes": max(w["memory_peak_bytes"] for w in workers), "memory_kind": workers[0]["memory_kind"],
+            "rounds": sum(len(w["rounds"]) for w in workers)}
+
+
+def thread_settings(entry: WorkerEntry) -> dict[str, Any]:
+    """What a record's settings say about threads: the policy, and what the first worker found itself with."""
+    seen = entry.workers[0]["threads"] if entry.workers else {}
+    return {"env_set_by_rbench": entry.policy["set"], "env_from_user": entry.policy["user"],
+            "why": entry.policy["why"], "worker_env": seen.get("env"), "affinity": seen.get("affinity"),
+            "main_thread_affinity": seen.get("main_thread_affinity"),
+            **{k: v for k, v in seen.items() if k.startswith("torch_")}}
+
+
+def timing_fields(entry: WorkerEntry, settings, outcome: dict[str, Any]) -> dict[str, Any]:
+    """The record fields of worker timing: mode, workers, per-worker medians, modes, the precision target."""
+    from bench.measure.intervals import detect_modes
+
+    modes = detect_modes([[v for r in w["rounds"] for v in r] for w in entry.workers])
+    return {"timing_mode": "workers", "workers": len(entry.workers),
+            "worker_medians_ms": [round(m, 5) for m in modes["worker_medians_ms"]],
+            "unstable": modes["unstable"], "modes_ms": [round(m, 5) for m in modes["modes_ms"]],
+            "mode_workers": modes["mode_workers"], "precision_target": settings.precision_target,
+            "target_met": outcome["target_met"]}
+
+
+def worker_records(entries: list[WorkerEntry], batch: int, settings, outcome: dict[str, Any], contention,
+                   context, command) -> list[dict[str, Any]]:
+    """One latency record per entry: pooled percentiles, the p50 interval over workers and rounds, the modes."""
+    from bench.measure.device import peak_flops_for
+    from bench.measure.intervals import HIERARCHICAL_METHOD, level_interval
+    from bench.measure.settings import load_average
+    from bench.measure.stats import summarize
+    from bench.records.builders import latency_record
+
+    records = []
+    for entry in entries:
+        peak_flops = peak_flops_for(entry.peak, entry.precision)
+        info = entry.info or {"backend": entry.engine_name, "version": None, "device": settings.device,
+                              "precision": entry.precision, "providers": None, "options": {}}
+        base = dict(source=entry.source.describe(), model_config=entry.source.config or None, engine=entry.engine_name,
+                    engine_info=info, precision=entry.precision, device=entry.device, batch=batch,
+                    input_shape=entry.input_shape or list(entry.source.input_shape or []), profile=entry.costs,
+                    settings={**settings.as_record(), "threads_in_workers": thread_settings(entry)},
+                    peak_flops_s=peak_flops,
+                    peak_source="rbench device (cached)" if entry.peak else "not measured: run `rbench device`",
+                    load_average=load_average(), contention=contention, context=context, command=command)
+        if entry.error is not None or not entry.workers:
+            records.append(latency_record(**base, error=entry.error or "no worker finished",
+                                          timing={"timing_mode": "workers", "workers": len(entry.workers)}))
+            continue
+        run = _pooled_run(entry)
+        summary = summarize(run["latencies_ms"], batch, entry.costs["flops"], peak_flops)
+        point, low, high = level_interval([w["rounds"] for w in entry.workers])
+        p50 = summary["latency_ms_p50"]
+        summary.update(latency_ms_p50_ci=[p50 * low / point, p50 * high / point],
+                       ci_method=f"p50 {HIERARCHICAL_METHOD} (p99: order statistics of the pooled runs)")
+        records.append(latency_record(**base, run=run, summary=summary,
+                                      timing=timing_fields(entry, settings, outcome)))
+    return records
+
+
+def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]], threshold: float, context,
+                       command) -> list[dict[str, Any]]:
+    """One comparison per entry after the first: hierarchical ratio interval and verdict, or "unstable" with
+    the modes when either side's workers fell into separate modes."""
+    from bench.measure.intervals import HIERARCHICAL_METHOD, describe_modes, ratio_interval
+    from bench.measure.stats import verdict
+    from bench.records.builders import comparison_record
+
+    if entries[0].error is not None or not entries[0].workers:
+        return []
+    base_rounds = [w["rounds"] for w in entries[0].workers]
+    comparisons = []
+    for entry, record in zip(entries[1:], records[1:]):
+        if entry.error is not None or not entry.workers:
+            continue
+        ratio, low, high = ratio_interval(base_rounds, [w["rounds"] for w in entry.workers])
+        unstable = [r for r in (records[0], record) if r.get("unstable")]
+        note = "; ".join(f"{r['model']} on {r['engine']}: {describe_modes(r['modes_ms'], r['mode_workers'])}"
+                         for r in unstable) or None
+        comparisons.append(comparison_record(
+            records[0], record, ratio=ratio, low=low, high=high, ci_method=HIERARCHICAL_METHOD,
+            verdict="unstable" if unstable else verdict(low, high, threshold), threshold=threshold,
+            rounds=record["rounds"], interleaved=True, context=context, command=command,
+            timing={"timing_mode": "workers", "workers": min(len(entries[0].workers), len(entry.workers)),
+                    "unstable": bool(unstable), "note": note, "precision_target": record["precision_target"],
+                    "target_met": record["target_met"]}))
+    return comparisons
+
+
+def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, settings, workdir: Path, rng, *,
+            own_precision: bool = False, threshold: float, on_progress=None, context=None, command=None
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
+    """(latency records, comparisons) of (source, costs, engine, precision) items timed in workers, or None
+    when a source cannot be sent to a worker process (the caller then times in-process)."""
+    from bench.measure import contention
+    from bench.measure.settings import cached_peak
+    from bench.records.io import describe_machine
+
+    entries = []
+    for index, (src, costs, engine, precision) in enumerate(items):
+        spec = portable_spec(src, engine, precision, batch, settings, workdir, index)
+        if spec is None:
+            return None
+        entries.append(WorkerEntry(src, engine, precision, costs, cached_peak(settings, engine), spec,
+                                   thread_policy(engine, settings.threads), device=settings.device,
+                                   own_precision=own_precision))
+    cores = describe_machine()["cores_usable"] or 1
+    before = contention.snapshot()
+    if settings.require_quiet:
+        from bench.errors import EnvironmentProblem
+
+        busy = contention.quiet_enough(before, cores)
+        if busy:
+            raise EnvironmentProblem(f"the machine is busy ({'; '.join(busy)}); measure when it is quiet, "
+                                     "or drop --require-quiet")
+    outcome = time_in_workers(entries, settings, workdir, rng, on_progress)
+    state = contention.assess(before, contention.snapshot(), cores, None)  # the parent's own CPU share says nothing
+    state["worker_seconds"] = outcome["elapsed_s"]
+    if settings.require_quiet and state["contended"]:
+        from bench.errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"other work competed while timing ({'; '.join(state['reasons'])}); nothing was "
+                                 "kept: measure again when the machine is quiet, or drop --require-quiet")
+    records = worker_records(entries, batch, settings, outcome, state, context, command)
+    return records, worker_comparisons(entries, records, threshold, context, command)
