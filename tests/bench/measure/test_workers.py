@@ -1,0 +1,117 @@
+"""Timing in worker processes: the thread policy, a worker's start, modes, interval coverage, failures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.measure import intervals, workers
+from bench.measure.settings import Settings
+
+
+def test_policy_pins_torch_threads_and_keeps_the_users_own():
+    policy = workers.thread_policy("torch", 2, {})
+    assert policy["set"] == {"OMP_PROC_BIND": "spread", "OMP_PLACES": "threads"}
+    kept = workers.thread_policy("torch", 2, {"OMP_PROC_BIND": "close", "OMP_WAIT_POLICY": "PASSIVE"})
+    assert kept["set"] == {} and kept["user"] == {"OMP_PROC_BIND": "close", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert workers.thread_policy("torch", 1, {})["set"] == {}
+    assert workers.thread_policy("ort", 2, {})["set"] == {}
+
+
+def test_worker_starts_with_the_policy_environment_and_the_parents_cores(tmp_path):
+    from bench.engines.sources import resolve_source
+    from tests.bench.user_models import TinyNet
+
+    src = resolve_source(TinyNet(), input_shape=(3, 8, 8), name="tiny")
+    spec = workers.portable_spec(src, "torch", "fp32", 1, Settings(threads=1), tmp_path, 0)
+    policy = {"set": {"OMP_PROC_BIND": "spread", "OMP_PLACES": "threads"}, "user": {}, "why": "test"}
+    worker = workers.Worker(spec, workers.worker_environment(policy), tmp_path, timeout_s=60)
+    try:
+        ready = worker.receive()
+        assert ready["threads"]["env"]["OMP_PROC_BIND"] == "spread"
+        assert ready["threads"]["affinity"] == sorted(os.sched_getaffinity(0))
+        assert ready["threads"]["torch_threads"] == 1 and ready["threads"]["pid"] != os.getpid()
+        reply = worker.request({"cmd": "round", "warmup": 1, "iters": 3})
+        assert len(reply["latencies_ms"]) == 3 and all(v > 0 for v in reply["latencies_ms"])
+    finally:
+        worker.stop()
+    assert worker.proc.returncode == 0
+
+
+def _population(rng, worker_means, rounds=8, per_round=20, noise=0.01):
+    return [[list(m * np.exp(rng.normal(0, noise, per_round))) for _ in range(rounds)] for m in worker_means]
+
+
+def test_a_two_mode_population_is_unstable_with_both_modes():
+    rng = np.random.default_rng(1)
+    population = _population(rng, [2.3, 2.31, 5.6, 2.29, 5.65])
+    found = intervals.detect_modes([[v for r in w for v in r] for w in population])
+    assert found["unstable"] and found["mode_workers"] == [3, 2]
+    assert found["modes_ms"][0] == pytest.approx(2.3, rel=0.02) and found["modes_ms"][1] == pytest.approx(5.62, rel=0.02)
+    assert intervals.describe_modes(found["modes_ms"], found["mode_workers"]).startswith("unstable: 2.3 ms in 3")
+
+
+def test_one_mode_with_small_spread_between_processes_is_stable():
+    rng = np.random.default_rng(2)
+    population = _population(rng, [2.30, 2.33, 2.28, 2.35])
+    assert not intervals.detect_modes([[v for r in w for v in r] for w in population])["unstable"]
+
+
+def test_interval_covers_when_the_spread_between_workers_dominates():
+    """Each process draws its own speed (5% spread), rounds within it agree to 1%: the ratio's interval must
+    still cover the true ratio about 95% of the time (at least 90% of 200 seeded experiments)."""
+    rng = np.random.default_rng(3)
+    truth, hits, experiments = 1.2, 0, 200
+    for seed in range(experiments):
+        base_means = 2.0 * np.exp(rng.normal(0, 0.05, 4))
+        new_means = 2.0 * truth * np.exp(rng.normal(0, 0.05, 4))
+        base = _population(rng, base_means, rounds=6, per_round=8)
+        new = _population(rng, new_means, rounds=6, per_round=8)
+        _, low, high = intervals.ratio_interval(base, new, resamples=400, seed=seed)
+        hits += low <= truth <= high
+    assert hits / experiments >= 0.90
+
+
+def test_level_interval_is_narrow_when_workers_agree():
+    rng = np.random.default_rng(4)
+    point, low, high = intervals.level_interval(_population(rng, [2.0, 2.0, 2.0, 2.0], noise=0.005))
+    assert intervals.target_met(point, low, high, 0.03)
+
+
+@pytest.mark.slow
+def test_a_worker_that_crashes_or_hangs_is_an_error_record_and_the_rest_go_on(tmp_path):
+    from bench.engines.sources import resolve_source
+    from bench.measure.run import model_costs
+    from tests.bench.measure.faulty_models import CrashingNet, HangingNet
+    from tests.bench.user_models import TinyNet
+
+    items = []
+    for module, name in ((TinyNet(), "good"), (CrashingNet(), "crashing"), (HangingNet(), "hanging")):
+        src = resolve_source(module, input_shape=(3, 8, 8), name=name)
+        items.append((src, model_costs(src), "torch", "fp32"))
+    settings = Settings(threads=1, workers=1, rounds=3, iters=6, warmup=1, worker_timeout_s=4)
+    records, comparisons = workers.measure(items, 1, settings, Path(tmp_path), np.random.default_rng(0),
+                                           threshold=0.03)
+    good, crashed, hung = records
+    assert good["error"] is None and good["timing_mode"] == "workers" and good["workers"] == 1
+    assert "exited with status 7" in crashed["error"] and crashed["latency_ms_p50"] is None
+    assert "hung" in hung["error"]
+    assert comparisons == []  # nothing to compare the good entry with
+
+
+def test_a_source_a_worker_cannot_open_is_an_error_record(tmp_path):
+    from bench.engines.sources import resolve_source
+    from tests.bench.user_models import TinyNet
+
+    src = resolve_source(TinyNet(), input_shape=(3, 8, 8), name="tiny")
+    entry_spec = workers.portable_spec(src, "torch", "fp32", 1, Settings(threads=1), tmp_path, 0)
+    entry_spec["module_file"] = str(tmp_path / "missing.pt")
+    entry = workers.WorkerEntry(src, "torch", "fp32", {"flops": None}, None, entry_spec,
+                                workers.thread_policy("torch", 1))
+    outcome = workers.time_in_workers([entry], Settings(threads=1, workers=1, rounds=1, iters=2), tmp_path,
+                                      np.random.default_rng(0))
+    assert entry.error.startswith("worker failed to start") and "missing.pt" in entry.error
+    assert outcome["workers"] == 1 and not outcome["target_met"]
