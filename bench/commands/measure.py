@@ -208,6 +208,16 @@ def _measure_options(fn):
         click.option("--rounds", type=count(1), default=10, show_default=True,
                      help="Several models or engines are timed interleaved: this many rounds, each in a new random "
                           "order, the iterations split among them."),
+        click.option("--timing", type=click.Choice(["auto", "workers", "in-process"]), default="auto", show_default=True,
+                     help="Where to time: fresh worker processes per entry, or this process. auto: workers for "
+                          "compare and several engines (a process can settle into a slow thread mode for its whole "
+                          "life, which rounds inside it cannot see), in-process for one engine."),
+        click.option("--workers", type=count(1), default=4, show_default=True,
+                     help="Worker processes per entry at least; more follow until --precision-target is met."),
+        click.option("--precision-target", type=Number(0, 1, min_open=True, max_open=True), default=0.03,
+                     show_default=True, help="Add workers until every ratio's 95%% interval is within +/- this."),
+        click.option("--max-time", "max_time_s", type=SECONDS, default=60.0, show_default=True,
+                     help="...or until this many seconds of worker timing have passed (the record says which)."),
         click.option("--require-quiet", is_flag=True,
                      help="Refuse to measure while other work competes for the CPU (load, stolen time, a "
                           "calibration kernel), and keep nothing if it starts during the run."),
@@ -241,19 +251,21 @@ def _measure_options(fn):
     return fn
 
 
-def _settings(kw: dict[str, Any], default_iters: int):
+def _settings(kw: dict[str, Any], default_iters: int | None):
     """The measurement Settings from the shared options (popped from `kw`)."""
     from bench.measure.run import Settings
 
     iters = kw.pop("iters")
-    if iters is None and kw["duration_s"] is None:
+    if iters is None and kw["duration_s"] is None and default_iters is not None:
         iters = default_iters
     return Settings(precision=kw.pop("precision"), device=kw.pop("device"), warmup=kw.pop("warmup"),
                     warmup_s=kw.pop("warmup_s"), iters=iters, duration_s=kw.pop("duration_s"),
                     include_transfers=kw.pop("include_transfers"), threads=kw.pop("threads"),
                     compile=kw.pop("compile_"), channels_last=kw.pop("channels_last"), cuda_graph=kw.pop("cuda_graph"),
                     provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"), rounds=kw.pop("rounds"),
-                    require_quiet=kw.pop("require_quiet"), tf32=kw.pop("tf32"), device_id=kw.pop("device_id"))
+                    require_quiet=kw.pop("require_quiet"), tf32=kw.pop("tf32"), device_id=kw.pop("device_id"),
+                    timing=kw.pop("timing"), workers=kw.pop("workers"), precision_target=kw.pop("precision_target"),
+                    max_time_s=kw.pop("max_time_s"))
 
 
 def _source_options(kw: dict[str, Any]) -> dict[str, Any]:
@@ -500,19 +512,23 @@ def compare_command(models: tuple[str, ...], batch: int, threshold: float, markd
     """Time MODELS x engines interleaved and compare each with the first, with intervals and verdicts.
 
     \b
-    Every entry is opened and warmed up, then timed in --rounds rounds, each round in a new
-    random order, so drift and other work on the machine hit all entries alike. The ratio is
-    the entry's median latency over the first entry's, with a bootstrap 95% interval over the
-    paired rounds; the verdict is faster / slower when the whole interval lies beyond
+    Every entry runs in fresh worker processes (--workers at least, more until the ratio's
+    interval is within --precision-target or --max-time has passed), one worker per entry at a
+    time, timed in --rounds rounds in a new random order each, so drift and other work hit all
+    entries alike. The ratio is the entry's median latency over the first entry's, with a
+    hierarchical bootstrap 95% interval (workers, then rounds); workers that settle into
+    separate speeds make the verdict "unstable" with both figures. The verdict is faster / slower when the whole interval lies beyond
     1 +/- --threshold, else "no measurable difference". Naming a model twice is an A/A check.
 
     \b
     Example:
       rbench compare resnet20 plain20 resnet56 plain56 --engine torch,ort --markdown
     """
+    from bench.commands.compare_table import COMPARE_COLUMNS, compare_markdown, compare_rows
     from bench.measure.run import compare
 
-    settings = _settings(kw, default_iters=30)
+    # In workers each round lasts a tenth of a second unless --iters or --duration says otherwise.
+    settings = _settings(kw, default_iters=30 if kw["timing"] == "in-process" else None)
     check_out_folder(kw["out"], ("latency.jsonl", "comparison.jsonl"))
     expected = settings.iters * len(models) * len(kw["engine"].split(",")) if settings.iters else None
     with _progress(expected) as progress:
@@ -534,54 +550,3 @@ def compare_command(models: tuple[str, ...], batch: int, threshold: float, markd
         _console().print(table)
     _warn_noise(records)
     _emit(records + comparisons, kw["out"], kw["as_json"] and not markdown)
-
-
-COMPARE_COLUMNS = ("model", "engine", "params (M)", "MACs (M)", "p50 ms (95% CI)", "p99 ms", "CV", "img/s",
-                   "ratio (95% CI)", "verdict")
-
-
-def compare_rows(records: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    rows = []
-    pending = list(comparisons)  # one per record after the first that was measured, in order
-    for index, r in enumerate(records):
-        params = _fmt(r["params"] / 1e6 if r.get("params") else None, ".3f")
-        macs = _fmt(r["macs"] / 1e6 if r.get("macs") else None, ".1f")
-        if r.get("error"):
-            rows.append((r["model"], r["engine"], params, macs, r["error"], "", "", "", "", ""))
-            continue
-        ratio, verdict = ("1 (baseline)", "") if index == 0 else ("-", "")
-        if index > 0 and pending:
-            c = pending.pop(0)
-            ratio = f"{c['ratio']:.3f} ({c['ratio_ci'][0]:.3f}-{c['ratio_ci'][1]:.3f})"
-            verdict = c["verdict"]
-        rows.append((r["model"], r["engine"], params, macs, _p50_with_interval(r), _fmt(r["latency_ms_p99"]),
-                     f"{100 * r['latency_cv']:.1f}%", _fmt(r["throughput_img_s"], ".1f"), ratio, verdict))
-    return rows
-
-
-def compare_markdown(rows, records, settings, batch: int) -> str:
-    """A Markdown table with the machine and the exact command above it."""
-    from bench.records.io import current_command, describe_machine
-
-    machine = describe_machine()
-    gpu = machine.get("gpu")
-    threads = settings.threads or f"default ({machine['cores_usable']} usable cores)"
-    lines = [
-        f"<!-- made by: {current_command()} -->",
-        f"Machine: {machine['cpu']}, {machine['cores_usable']} cores" + (f", {gpu['name']}" if gpu else "") +
-        f"; torch {machine['versions']['torch']}, onnxruntime {machine['versions']['onnxruntime']}.",
-        f"Batch {batch}, {settings.precision}, {settings.device}; warm-up {settings.warmup} runs, "
-        f"{settings.iters or str(settings.duration_s) + ' s of'} timed runs in {settings.rounds} interleaved rounds; "
-        f"intra-op threads: {threads}. Ratios are medians over the first row's, with a bootstrap 95% interval over "
-        "the rounds; a verdict needs the whole interval beyond the threshold. "
-        "Latency excludes host-device copies" + (" (included here)." if settings.include_transfers else "."),
-        "",
-        "| " + " | ".join(COMPARE_COLUMNS) + " |",
-        "|" + "|".join("---" if i < 2 else "---:" for i in range(len(COMPARE_COLUMNS))) + "|",
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    loads = [r["load_average_after"][0] for r in records if r.get("load_average_after")]
-    if loads:
-        lines += ["", f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} on "
-                      f"{machine['cores_usable']} cores (above the core count, other work shared the CPU)."]
-    return "\n".join(lines)

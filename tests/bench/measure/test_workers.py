@@ -75,6 +75,21 @@ def test_interval_covers_when_the_spread_between_workers_dominates():
     assert hits / experiments >= 0.90
 
 
+def test_rounds_of_one_process_alone_would_miss_the_spread_between_processes():
+    """The check above has teeth: an interval over rounds only (all workers' rounds pooled as if one process)
+    covers far less often on the same population."""
+    from bench.measure.stats import ratio_interval as rounds_only
+
+    rng = np.random.default_rng(3)
+    hits = 0
+    for seed in range(100):
+        base = _population(rng, 2.0 * np.exp(rng.normal(0, 0.05, 4)), rounds=6, per_round=8)
+        new = _population(rng, 2.4 * np.exp(rng.normal(0, 0.05, 4)), rounds=6, per_round=8)
+        _, low, high = rounds_only([r for w in base for r in w], [r for w in new for r in w], resamples=400, seed=seed)
+        hits += low <= 1.2 <= high
+    assert hits / 100 < 0.8
+
+
 def test_level_interval_is_narrow_when_workers_agree():
     rng = np.random.default_rng(4)
     point, low, high = intervals.level_interval(_population(rng, [2.0, 2.0, 2.0, 2.0], noise=0.005))
