@@ -208,10 +208,10 @@ def _measure_options(fn):
         click.option("--rounds", type=count(1), default=10, show_default=True,
                      help="Several models or engines are timed interleaved: this many rounds, each in a new random "
                           "order, the iterations split among them."),
-        click.option("--timing", type=click.Choice(["auto", "workers", "in-process"]), default="auto", show_default=True,
+        click.option("--timing", type=click.Choice(["auto", "workers", "in-process"]), default=None,
                      help="Where to time: fresh worker processes per entry, or this process. auto: workers for "
                           "compare and several engines (a process can settle into a slow thread mode for its whole "
-                          "life, which rounds inside it cannot see), in-process for one engine."),
+                          "life, which rounds inside it cannot see), in-process for one engine [default: auto, or $RBENCH_TIMING]."),
         click.option("--workers", type=count(1), default=4, show_default=True,
                      help="Worker processes per entry at least; more follow until --precision-target is met."),
         click.option("--precision-target", type=Number(0, 1, min_open=True, max_open=True), default=0.03,
@@ -264,8 +264,8 @@ def _settings(kw: dict[str, Any], default_iters: int | None):
                     compile=kw.pop("compile_"), channels_last=kw.pop("channels_last"), cuda_graph=kw.pop("cuda_graph"),
                     provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"), rounds=kw.pop("rounds"),
                     require_quiet=kw.pop("require_quiet"), tf32=kw.pop("tf32"), device_id=kw.pop("device_id"),
-                    timing=kw.pop("timing"), workers=kw.pop("workers"), precision_target=kw.pop("precision_target"),
-                    max_time_s=kw.pop("max_time_s"))
+                    workers=kw.pop("workers"), precision_target=kw.pop("precision_target"),
+                    max_time_s=kw.pop("max_time_s"), **({"timing": kw.pop("timing")} if kw["timing"] else {}))
 
 
 def _source_options(kw: dict[str, Any]) -> dict[str, Any]:
@@ -524,11 +524,15 @@ def compare_command(models: tuple[str, ...], batch: int, threshold: float, markd
     Example:
       rbench compare resnet20 plain20 resnet56 plain56 --engine torch,ort --markdown
     """
+    # In workers each round lasts a tenth of a second unless --iters or --duration says otherwise.
+    from dataclasses import replace
+
     from bench.commands.compare_table import COMPARE_COLUMNS, compare_markdown, compare_rows
     from bench.measure.run import compare
 
-    # In workers each round lasts a tenth of a second unless --iters or --duration says otherwise.
-    settings = _settings(kw, default_iters=30 if kw["timing"] == "in-process" else None)
+    settings = _settings(kw, default_iters=None)
+    if settings.timing == "in-process" and settings.iters is None and settings.duration_s is None:
+        settings = replace(settings, iters=30)
     check_out_folder(kw["out"], ("latency.jsonl", "comparison.jsonl"))
     expected = settings.iters * len(models) * len(kw["engine"].split(",")) if settings.iters else None
     with _progress(expected) as progress:

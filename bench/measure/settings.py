@@ -20,6 +20,8 @@ DEFAULT_ITERS = 50
 
 #: Where entries are timed: fresh worker processes, this process, or the one that fits the call.
 TIMING_MODES = ("auto", "workers", "in-process")
+#: The environment variable that sets the default timing mode (the test suite's fast tests run in-process).
+TIMING_ENV = "RBENCH_TIMING"
 
 #: on_progress(engine, batch) -> on_iteration(done, elapsed_s) or None.
 ProgressFactory = Callable[[str, int], Callable[[int, float], None] | None]
@@ -55,7 +57,7 @@ class Settings:
     require_quiet: bool = False  # refuse to time (or keep) figures from a machine other work competes for
     # Where entries are timed (`bench.measure.workers`): "workers" (fresh processes), "in-process", or "auto"
     # (workers for comparisons and several engines; in-process for one engine, or a module that does not pickle).
-    timing: str = "auto"
+    timing: str = dataclasses.field(default_factory=lambda: os.environ.get(TIMING_ENV, "auto"))
     workers: int = 4  # the fewest worker processes per entry; more follow until the precision target
     precision_target: float = 0.03  # stop adding workers once every ratio's interval is within +/- this
     max_time_s: float = 60.0  # ... or once this many seconds of worker timing have passed

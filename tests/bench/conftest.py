@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Comparisons time in worker processes by default, each until a precision target: minutes per call. The fast
+# tests check everything else in-process; tests/bench/measure/test_workers.py covers the worker path.
+os.environ.setdefault("RBENCH_TIMING", "in-process")
 
 #: Colour of each synthetic class: a net learns these in one epoch, so "beats chance" is robust.
 SYNTHETIC_COLOURS = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fox": (40, 40, 200)}

@@ -10,6 +10,7 @@ import bench
 from bench.measure.run import throughput_records
 from bench.records.builders import FIELDS, STUDY_FIELDS
 from bench.records.io import REQUIRED_FIELDS, to_json, validate_record
+from bench.records.schema import OPTIONAL_FIELDS
 
 HEADER = set(REQUIRED_FIELDS) | {"rbench_version"}
 
@@ -30,7 +31,7 @@ def test_latency_and_throughput_records_validate_and_keep_every_latency():
     for record in records:
         validate_record(record)
         assert json.loads(to_json(record)) == record
-        assert measured_keys(record) == set(FIELDS["latency"])
+        assert measured_keys(record) == set(FIELDS["latency"]) | set(OPTIONAL_FIELDS["latency"])
         assert len(record["latencies_ms"]) == 3 and record["timer"]
         assert record["settings"]["iters"] == 3
         assert record["source"] == {"kind": "zoo", "name": "resnet20", "path": None, "sha256": None, "checkpoint": None}
