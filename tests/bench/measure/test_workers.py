@@ -130,3 +130,19 @@ def test_a_source_a_worker_cannot_open_is_an_error_record(tmp_path):
                                       np.random.default_rng(0))
     assert entry.error.startswith("worker failed to start") and "missing.pt" in entry.error
     assert outcome["workers"] == 1 and not outcome["target_met"]
+
+
+@pytest.mark.slow
+def test_compare_in_workers_end_to_end(run_cli, results_dir):
+    from bench.records.io import read_records
+
+    code, out, err = run_cli("compare", "resnet20", "resnet20", "--engine", "torch", "--timing", "workers",
+                             "--workers", "2", "--max-time", "1", "--rounds", "3", "--iters", "9", "--warmup", "1",
+                             "--threads", "1", "--out", results_dir)
+    assert code == 0, err
+    latency = read_records(results_dir / "latency.jsonl")
+    assert all(r["timing_mode"] == "workers" and r["workers"] == 2 and len(r["worker_medians_ms"]) == 2
+               for r in latency)
+    assert all(r["iters"] == 18 and r["settings"]["threads_in_workers"]["torch_threads"] == 1 for r in latency)
+    (comparison,) = read_records(results_dir / "comparison.jsonl")
+    assert comparison["timing_mode"] == "workers" and comparison["target_met"] in (True, False)
