@@ -30,7 +30,8 @@ def activation_plan(preset: Preset) -> StudyPlan:
 
 
 
-def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str], preset: dict[str, Any]) -> tuple[str, list[str]]:
+def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     rows = unit_rows(records, "activation")
     figs = out_dir / "figures"
     cols = [("activation", "label", fmt_text), ("final train error", "final_train_error", fmt_pct),

@@ -49,7 +49,8 @@ def depth_plan(preset: Preset) -> StudyPlan:
 
 
 
-def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str], preset: dict[str, Any]) -> tuple[str, list[str]]:
+def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     """The depth study: learning curves, error vs depth, latency vs depth, and the degradation verdict."""
     rows = unit_rows(records, "depth")
     figs = out_dir / "figures"

@@ -144,9 +144,9 @@ def dynamic_cost_records(plan: StudyPlan, sources, contexts: list[dict[str, Any]
 
 
 def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
-                    preset: dict[str, Any]) -> tuple[str, list[str]]:
+                    preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     """Static vs dynamic convolution: cost table, channel subsets (three ways), K ablation."""
-    subsets = preset.get("channel_subsets") or ()
+    subsets = (preset or {}).get("channel_subsets") or ()
     rows = unit_rows(records, "dynamic")
     for r in records_of(records, "flops", "dynamic"):
         k = dict(r.get("model_config") or {}).get("kernels")

@@ -57,7 +57,8 @@ def family_plan(preset: Preset) -> StudyPlan:
 
 
 
-def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str], preset: dict[str, Any]) -> tuple[str, list[str]]:
+def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     rows = unit_rows(records, "family")
     figs = out_dir / "figures"
     cols = [("model", "label", fmt_text), ("family", "group", fmt_text)] + measurement_columns(engines)[1:]

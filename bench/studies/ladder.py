@@ -158,7 +158,7 @@ def _int8_line(int8: dict[str, Any] | None) -> str:
 
 
 def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
-                   preset: dict[str, Any]) -> tuple[str, list[str]]:
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     """The precision ladder of each net: rows table, accuracy-vs-latency plot, rungs not run, int8 check,
     and findings stated only where the speedup interval supports them."""
     from bench.scenarios.ladder import REFERENCE, plot_ladder

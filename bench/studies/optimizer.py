@@ -139,11 +139,10 @@ def _sweep_rows(groups: Sequence[dict[str, Any]], role: str, sweep: str) -> list
 
 
 def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
-                   preset: dict[str, Any]) -> tuple[str, list[str]]:
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     """The 004 sweeps per net: top-1 over seeds for each swept value, its difference from the base configuration
     (SGD, lr 0.001, augmentation on) against the seed spread, the seed report's figures, and whether VGG without
     BatchNorm fails under Adam."""
-    from bench.studies.plans import SEED_REPORT_LABEL, SWEEP_BASE, SWEEP_SEED_TOP1, SWEEPS
 
     groups = seed_groups(records, "optimizer")
     roles = list(dict.fromkeys(_sweep_role(g) for g in groups if _sweep_role(g) != "sweep_vgg_nobn"))

@@ -102,7 +102,7 @@ def recipe_plan(preset: Preset) -> StudyPlan:
 
 
 def recipe_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
-                   preset: dict[str, Any]) -> tuple[str, list[str]]:
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
     """The 001 ladder: top-1 per rung over its seeds, the gain over the previous rung and whether it exceeds the
     seed spread, the curves, and the seed report's figures as a reference."""
     groups = seed_groups(records, "recipe")

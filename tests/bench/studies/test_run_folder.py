@@ -64,7 +64,7 @@ def fake(monkeypatch):
 
     monkeypatch.setattr(runner, "measure_unit", measure)
     monkeypatch.setattr(runner, "time_study", time_study)
-    monkeypatch.setattr("bench.report.render.render_report", lambda records, run, out: "# report\n")
+    monkeypatch.setattr("bench.studies.reporting.render_report", lambda records, run, out: "# report\n")
     return state
 
 
