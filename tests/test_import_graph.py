@@ -9,8 +9,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "export", "nets")
 MAX_LINES = 600
@@ -144,23 +142,13 @@ def test_no_import_circle():
         " -> ".join(_a_circle(component, graph)) + f"   [{len(component)} modules]" for component in cycles)
 
 
-#: Modules over the limit that are being split apart elsewhere: they alone may still be long.
-PENDING_SPLITS = ("bench/report/render.py", "bench/studies/runner.py")
-
-
 def _long_modules() -> dict[str, int]:
     return {str(path.relative_to(ROOT)): n for path in _modules().values()
             if (n := len(path.read_text().splitlines())) > MAX_LINES}
 
 
 def test_no_module_over_the_line_limit():
-    long = {name: n for name, n in _long_modules().items() if name not in PENDING_SPLITS}
-    assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
-
-
-@pytest.mark.xfail(strict=False, reason=f"{' and '.join(PENDING_SPLITS)} are being split apart")
-def test_the_pending_splits_are_done():
-    long = {name: n for name, n in _long_modules().items() if name in PENDING_SPLITS}
+    long = _long_modules()
     assert not long, f"modules over {MAX_LINES} lines (split them by job): {long}"
 
 

@@ -5,17 +5,14 @@ records in one atomic step to `OUT/units/`; a rerun skips finished units (and me
 whose file is unsound). OUT must be new, empty or an rbench run folder holding only rbench's
 files: rbench never deletes what it did not write. When every unit is
 done, `OUT/records.jsonl` (every record, tagged with its study) and `OUT/report.md` (tables and
-PNG plots from `bench.report.render`) are written, again atomically.
+PNG plots, each study's section from its module) are written, again atomically. The run itself is the
+library's (`bench.studies.run`); this module parses options, shows progress and launches processes.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -50,75 +47,11 @@ A shard holds whole studies, since a study's nets are timed together on one mach
 """
 
 
-def _parse_engines(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    from bench.measure.run import parse_engines
-
-    return parse_engines(text)
-
-
-def _default_out(kind: str, preset: str, shard=None) -> Path:
-    from bench.records.io import machine_slug
-
-    return Path("results") / f"{kind}-{preset}-{machine_slug()}{'-' + shard.slug if shard else ''}"
-
-
-def _device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@dataclass
-class _Setup:
-    """A run's inputs, every one checked; nothing written yet."""
-
-    plans: list
-    all_studies: list[str]
-    shard_spec: Any
-    ctx: Any  # bench.studies.runner.RunContext
-    out_dir: Path
-    dataset_why: str
-
-
-def _setup(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
-           engines: str | None, device: str, kind: str, shard: str | None, shard_costs: str | None) -> _Setup:
-    """Check every input before the first write: a bad input leaves nothing behind."""
-    from bench.records.io import current_command
-    from bench.studies import get_preset, study_plan
-    from bench.studies.runner import RunContext, available_engines, check_device, resolve_dataset
-
-    preset = get_preset(preset_name)
-    dataset_name, dataset_why = resolve_dataset(dataset, data_root)
-    check_device(device)  # a GPU asked for and missing: refused here, not at the first unit
-    plans = [study_plan(name, preset) for name in studies]
-    all_studies = [plan.name for plan in plans]
-    shard_spec = None
-    if shard is not None:
-        from bench.studies.shard import parse_shard, read_costs, shard_plans
-
-        shard_spec = parse_shard(shard)
-        plans = shard_plans(plans, shard_spec, preset, read_costs(shard_costs) if shard_costs else None)
-    elif shard_costs:
-        raise UsageProblem("--shard-costs balances shards: give it with --shard I/N")
-    engine_names = available_engines(_parse_engines(engines), device)
-    out_dir = Path(out) if out else _default_out(kind, preset.name, shard_spec)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageProblem(f"--out {out_dir} is a file, not a folder")
-    ctx = RunContext(dataset=dataset_name, preset=preset, engines=engine_names, device=device,
-                     data_root=data_root, command=current_command(), shard=str(shard_spec) if shard_spec else None)
-    ctx.bundle()  # load the data now: a missing data set fails before anything is written
-    return _Setup(plans, all_studies, shard_spec, ctx, out_dir, dataset_why)
-
-
 def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_root: str | None, out: str | None,
                 engines: str | None, resume: bool, device: str, keep_artifacts: bool, title: str,
                 kind: str, shard: str | None = None, shard_costs: str | None = None,
                 nproc: int | None = None) -> Path | None:
-    """Check every input, run the studies' units (resuming), write records.jsonl and report.md.
+    """`rbench study|suite`: the library's run (`bench.studies.run`) with a progress display.
 
     With `shard` ('I/N'), only the studies of that shard (`bench.studies.shard.shard_plans`) run;
     `rbench report` merges the shards' folders into one report. Under torchrun with several processes, every
@@ -127,17 +60,18 @@ def run_studies(studies: Sequence[str], preset_name: str, dataset: str, data_roo
     """
     from rich.console import Console
 
+    from bench.studies.run import resolve_device, setup_run
     from bench.studies.runner import check_run_folder
     from bench.train import distributed
 
-    device = _device(device)
+    device = resolve_device(device)
     inputs = (studies, preset_name, dataset, data_root, out, engines, device, kind, shard, shard_costs)
     if nproc is not None and nproc > 1:
         return _launch(nproc, inputs)
     if distributed.launched_by_torchrun() and distributed.active() is None:
         return _run_distributed(inputs, resume, keep_artifacts, title, kind)
     console = Console(stderr=True)
-    setup = _setup(*inputs)
+    setup = setup_run(*inputs)
     note = check_run_folder(setup.out_dir, setup.ctx, resume, setup.plans)
     return _run(setup, note, keep_artifacts, title, kind, console)
 
@@ -146,6 +80,7 @@ def _launch(nproc: int, inputs: tuple) -> Path:
     """`--nproc N`: check what every rank would refuse, then run this command in N processes (torchrun)."""
     from bench.records.io import current_command
     from bench.studies.data_parallel import check_batches
+    from bench.studies.run import setup_run
     from bench.studies.runner import unique_units
     from bench.train import distributed
 
@@ -154,7 +89,7 @@ def _launch(nproc: int, inputs: tuple) -> Path:
                            "says how many processes)")
     device = inputs[6]
     distributed.check_nproc(nproc, device)
-    setup = _setup(*inputs)
+    setup = setup_run(*inputs)
     check_batches(unique_units(setup.plans), setup.ctx, nproc)
     ctx = click.get_current_context()
     threads = max(1, distributed.available_cores() // nproc)
@@ -172,6 +107,7 @@ def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: s
     from rich.console import Console
 
     from bench.studies.data_parallel import check_batches, train_units
+    from bench.studies.run import RunSetup, setup_run
     from bench.studies.runner import check_run_folder, pending_units
     from bench.train import distributed
 
@@ -179,15 +115,15 @@ def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: s
         with distributed.session(inputs[6]) as group:
             if group is None:  # torchrun with one process: a plain run
                 console = Console(stderr=True)
-                setup = _setup(*inputs)
+                setup = setup_run(*inputs)
                 return _run(setup, check_run_folder(setup.out_dir, setup.ctx, resume, setup.plans),
                             keep_artifacts, title, kind, console)
             console = Console(stderr=True, quiet=not group.is_main)  # rank 0 alone reports
-            mine: list[_Setup] = []
+            mine: list[RunSetup] = []
 
             def decide():
                 distributed.measure_threads()  # a bad value is refused now, not after the training
-                setup = _setup(*inputs)
+                setup = setup_run(*inputs)
                 note = check_run_folder(setup.out_dir, setup.ctx, resume, setup.plans)
                 pending = pending_units(setup.plans, setup.out_dir)
                 check_batches(pending, setup.ctx, group.world_size)
@@ -216,8 +152,11 @@ def _run_distributed(inputs: tuple, resume: bool, keep_artifacts: bool, title: s
         return _run(setup, note, keep_artifacts, title, kind, console)
 
 
-def _run(setup: _Setup, note: str | None, keep_artifacts: bool, title: str, kind: str, console) -> Path:
-    """Measure every unit not yet measured (resuming), time the studies, write the outputs."""
+def _run(setup, note: str | None, keep_artifacts: bool, title: str, kind: str, console) -> Path:
+    """Run a checked setup (`bench.studies.run.run_setup`) with a progress bar; print where the report is."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from bench.studies.run import run_setup
     from bench.studies.runner import unique_units
 
     plans, ctx, out_dir, shard_spec = setup.plans, setup.ctx, setup.out_dir, setup.shard_spec
@@ -225,32 +164,13 @@ def _run(setup: _Setup, note: str | None, keep_artifacts: bool, title: str, kind
         console.print(note)
     units = unique_units(plans)
     part = f" (shard {shard_spec} of {', '.join(setup.all_studies)})" if shard_spec else ""
-    engine_names = ctx.engines
     console.print(f"[bold]rbench {kind}[/bold]: {', '.join(p.name for p in plans)}{part} at preset "
-                  f"[bold]{ctx.preset.name}[/bold]; data: {setup.dataset_why}; engines: {', '.join(engine_names)} "
+                  f"[bold]{ctx.preset.name}[/bold]; data: {setup.dataset_why}; engines: {', '.join(ctx.engines)} "
                   f"on {ctx.device}; {len(units)} units -> {out_dir}")
-    start = time.perf_counter()
-    unit_seconds: dict[str, float] = {}
-    records = _run_with_progress(plans, ctx, out_dir, keep_artifacts, console, unit_seconds)
-    elapsed = time.perf_counter() - start
-    shard_info = ({"spec": str(shard_spec), "index": shard_spec.index, "count": shard_spec.count,
-                   "studies": [p.name for p in plans], "all_studies": setup.all_studies} if shard_spec else None)
-    _write_outputs(records, plans, out_dir, ctx, setup.dataset_why, title, elapsed, unit_seconds, shard_info)
-    console.print(f"[green]done[/green] in {elapsed / 60:.1f} min: {out_dir / 'report.md'}")
-    click.echo(str(out_dir / "report.md"))
-    return out_dir
-
-
-def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console, unit_seconds: dict):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from bench.studies.runner import run_plans, unique_units
-
-    total = len(unique_units(plans))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("units", total=total)
+        task = progress.add_task("units", total=len(units))
 
         def on_event(kind: str, payload: dict) -> None:
             unit = payload.get("unit")
@@ -264,7 +184,6 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
             elif kind == "stage":
                 progress.update(task, description=f"{unit or payload.get('study')}: {payload['stage']}")
             elif kind == "unit-done":
-                unit_seconds[unit] = round(payload["seconds"], 1)
                 progress.advance(task)
                 progress.console.print(f"  {unit}: done in {payload['seconds']:.1f} s", soft_wrap=True)
             elif kind == "timing-skip":
@@ -274,41 +193,12 @@ def _run_with_progress(plans, ctx, out_dir: Path, keep_artifacts: bool, console,
             elif kind == "timing-start":
                 progress.update(task, description=f"timing the {payload['study']} study ({payload['units']} nets together)")
             elif kind == "timing-done":
-                unit_seconds[f"timing:{payload['study']}"] = round(payload["seconds"], 1)
                 progress.console.print(f"  {payload['study']}: timed in {payload['seconds']:.1f} s")
 
-        return run_plans(plans, ctx, out_dir, on_event=on_event, keep_artifacts=keep_artifacts)
-
-
-def _write_outputs(records, plans, out_dir: Path, ctx, dataset_why: str, title: str, elapsed: float,
-                   unit_seconds: dict, shard_info: dict | None = None) -> None:
-    from dataclasses import asdict
-
-    from bench.atomic import write_text
-    from bench.records.io import describe_machine, to_json
-    from bench.report import render as report
-    from bench.studies.runner import TOOL, run_seconds
-
-    write_text(out_dir / "records.jsonl", "".join(to_json(r) + "\n" for r in records))
-    totals = run_seconds(plans, out_dir)  # from the records on disk: every invocation's work
-    run = {
-        "tool": TOOL, "title": title, "preset": ctx.preset.name, "dataset": ctx.dataset, "dataset_note": dataset_why,
-        "engines": list(ctx.engines), "device": ctx.device,
-        # Totals over every invocation that worked on this run folder (a resumed run included).
-        "measured_seconds": round(sum(totals.values()), 1), "unit_seconds": totals,
-        # This invocation alone: its wall time, and the units and timings it measured.
-        "wall_seconds_this_invocation": round(elapsed, 1),
-        "measured_seconds_this_invocation": round(sum(unit_seconds.values()), 1),
-        "unit_seconds_this_invocation": unit_seconds,
-        "command": ctx.command, "studies": [asdict(p) for p in plans], "preset_settings": asdict(ctx.preset),
-        "machine": describe_machine(),
-    }
-    if shard_info:
-        run["shard"] = shard_info
-        run["title"] = f"{title} (shard {shard_info['spec']}: {', '.join(shard_info['studies'])})"
-    write_text(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
-    markdown = report.render_report(records, run, out_dir)
-    write_text(out_dir / "report.md", markdown)
+        result = run_setup(setup, title=title, keep_artifacts=keep_artifacts, on_event=on_event)
+    console.print(f"[green]done[/green] in {result.elapsed / 60:.1f} min: {result.report}")
+    click.echo(str(result.report))
+    return out_dir
 
 
 def _common_options(fn):
@@ -352,10 +242,10 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
     optimizer   the 004 sweeps for a VGG-BN and a ResNet: lr, SGD/Adagrad/Adam, augmentation
                 on/off, plus VGG without BN under Adam, over seeds
     """
-    from bench.studies import STUDIES
+    from bench.studies import study_names
 
-    if name not in STUDIES:
-        raise UsageProblem(f"unknown study {name!r}; choose one of {', '.join(STUDIES)}")
+    if name not in study_names():
+        raise UsageProblem(f"unknown study {name!r}; choose one of {', '.join(study_names())}")
     run_studies([name], preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
                 title=f"rbench study {name}", kind=f"study-{name}", nproc=nproc)
 
@@ -374,9 +264,9 @@ def suite_command(preset, dataset, data_root, out, engines, resume, device, keep
 
     Interrupt it at any time: a rerun with the same --out resumes after the last finished unit.
     """
-    from bench.studies import STUDIES
+    from bench.studies import study_names
 
-    run_studies(list(STUDIES), preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
+    run_studies(list(study_names()), preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
                 title="rbench suite", kind="suite", shard=shard, shard_costs=shard_costs, nproc=nproc)
 
 
@@ -393,6 +283,7 @@ def report_command(folders, out, partial):
     Refuses folders whose preset, data, engines, device or seed differ, and names the studies and
     units no folder holds. Each study's latency comes from the one machine that timed it.
     """
+    from bench.studies.run import write_merged
     from bench.studies.shard import merge_runs
 
     merged = merge_runs(folders, allow_missing=partial)
@@ -401,38 +292,3 @@ def report_command(folders, out, partial):
         click.echo(f"warning: missing studies {', '.join(merged.missing_studies)} "
                    f"(units {', '.join(merged.missing_units) or 'none'})", err=True)
     click.echo(str(target / "report.md"))
-
-
-def write_merged(merged, folders: Sequence[str], out: str | None) -> Path:
-    """Write a merged run's records.jsonl, run.json and report.md (atomically) into `out`; return it."""
-    from bench.atomic import write_text
-    from bench.records.io import to_json
-    from bench.report import render as report
-    from bench.studies.runner import RUN_JSON
-
-    sources = {Path(f).resolve() for f in folders}
-    if out is None:
-        if len(sources) > 1:
-            raise UsageProblem("several run folders: say where the merged report goes with --out DIR")
-        target = Path(folders[0])
-    else:
-        target = Path(out)
-        if len(sources) > 1 and target.resolve() in sources:
-            raise UsageProblem(f"--out {target} is one of the folders being merged; choose a new folder")
-        if target.exists() and not target.is_dir():
-            raise UsageProblem(f"--out {target} is a file, not a folder")
-        if target.resolve() not in sources and target.exists() and any(target.iterdir()):
-            previous = target / RUN_JSON
-            try:
-                ours = "merged_from" in json.loads(previous.read_text(encoding="utf-8"))
-            except (OSError, ValueError, TypeError):
-                ours = False
-            if not ours:
-                raise UsageProblem(f"--out {target} is not empty and holds no earlier merged report; choose a new "
-                                   "or empty folder")
-    target.mkdir(parents=True, exist_ok=True)
-    if len(sources) > 1 or target.resolve() not in sources:
-        write_text(target / "records.jsonl", "".join(to_json(r) + "\n" for r in merged.records))
-        write_text(target / RUN_JSON, json.dumps(merged.run, indent=1, default=str) + "\n")
-    write_text(target / "report.md", report.render_report(merged.records, merged.run, target))
-    return target

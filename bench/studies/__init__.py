@@ -5,16 +5,28 @@
     >>> [u.label for u in plan.units]
     ['resnet20', 'plain20', 'resnet56', 'plain56']
 
-The training-recipe studies (`recipe`: the 001 ladder; `optimizer`: the 004 sweeps) train the same net
-under several recipes and seeds (`UnitSpec.train`, `UnitSpec.seed`) and only score accuracy
-(`UnitSpec.accuracy_only`, `StudyPlan.timed=False`).
+A study is one module (`depth`, `dynamic`, `activation`, `family`, `ladder`, `recipe`, `optimizer`) holding its
+`Study`: its kind (`StudyKind`: timed, accuracy-only, ladder), its budget (nested in the preset:
+`Preset.studies[name]`), its plan (units as data) and its report section. This package face imports every study
+module and registers it (`bench.studies.registry`); adding a study is one module and one line here.
 
-`presets` says how much each run spends, `plans` what each study trains and measures (as data),
-`runner` measures units and keeps the run folder resumable; `bench.report.render` turns the records into
-Markdown and plots.
+`presets` says how much each run spends; `runner` prepares units (`measure`), times each study by its kind
+(`timing`) and keeps the run folder resumable (`run_folder`); `run` is the whole run as a library call
+(`run_studies`: check inputs, run, write records.jsonl, run.json and report.md); `reporting` renders the report
+with each study's section (`bench.report` keeps the generic formatting, plots and rendering).
 """
 
-from bench.studies.plans import STUDIES, StudyPlan, StudyUnit, UnitSpec, study_plan
-from bench.studies.presets import PRESETS, Preset, get_preset
+from bench.studies import activation, depth, dynamic, family, ladder, optimizer, recipe
+from bench.studies.base import Preset, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec
+from bench.studies.registry import get_study, register, study_names, study_plan, unregister
 
-__all__ = ["PRESETS", "STUDIES", "Preset", "StudyPlan", "StudyUnit", "UnitSpec", "get_preset", "study_plan"]
+for _module in (depth, dynamic, activation, family, ladder, recipe, optimizer):  # the order `rbench suite` runs
+    register(_module.STUDY)
+
+#: The built-in studies, in the order `rbench suite` runs them.
+STUDIES = study_names()
+
+from bench.studies.presets import PRESETS, get_preset  # noqa: E402 - the presets hold the studies' budgets
+
+__all__ = ["PRESETS", "STUDIES", "Preset", "Study", "StudyKind", "StudyPlan", "StudyUnit", "UnitSpec", "get_preset",
+           "get_study", "register", "study_names", "study_plan", "unregister"]

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import DataProblem, UsageProblem
-from bench.studies.plans import StudyPlan, UnitSpec, timed_units
-from bench.studies.presets import Preset
+from bench.studies.base import Preset, StudyKind, StudyPlan, UnitSpec
+from bench.studies.plans import timed_units
 
 # A rough cost model, fitted on the quick suite committed in results/ (2-core EPYC): preparing a unit
 # (training, export, evaluation) takes about 35 s per 10^12 forward FLOPs of training images, dynamic
@@ -82,21 +82,15 @@ def unit_cost(spec: UnitSpec, preset: Preset) -> float:
 
 
 def timing_cost(plan: StudyPlan, preset: Preset) -> float:
-    """Estimated seconds to time a study's units (a ladder also evaluates every rung on its test images; an
-    accuracy-only unit, such as an extra seed, is not timed)."""
-    from bench.measure.flops import model_flops
+    """Estimated seconds to time a study's units (a ladder also evaluates every rung on its test images, as its
+    study's `timing_flops` says; an accuracy-only unit, such as an extra seed, is not timed)."""
+    from bench.studies.registry import study_of
 
-    seconds = 0.0
-    for unit in plan.units if plan.name == "ladder" else timed_units(plan):
-        seconds += TIMING_FIXED_SECONDS
-        if plan.name == "ladder":
-            try:
-                _, flops = model_flops(unit.spec.model, (1, preset.input_size, preset.input_size), 10, None)
-            except Exception:  # noqa: BLE001
-                flops = 100e6
-            rungs = len(preset.ladder_rungs) if preset.ladder_rungs else 7
-            images = preset.ladder_test_limit or preset.test_size or 10000
-            seconds += SECONDS_PER_TFLOP / 3 * flops * images * rungs / 1e12
+    units = plan.units if plan.kind is StudyKind.LADDER else timed_units(plan)
+    seconds = TIMING_FIXED_SECONDS * len(units)
+    study = study_of(plan)
+    if study is not None and study.timing_flops is not None:
+        seconds += SECONDS_PER_TFLOP / 3 * study.timing_flops(plan, preset) / 1e12  # forward passes: a third of a step
     return seconds
 
 
@@ -180,7 +174,7 @@ class MergedRun:
 
 
 def _read_run(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from bench.studies.runner import RUN_JSON, SETTINGS, TOOL
+    from bench.studies.run_folder import RUN_JSON, SETTINGS, TOOL
 
     run_file, settings_file = folder / RUN_JSON, folder / SETTINGS
     if not folder.is_dir():
@@ -218,8 +212,8 @@ def merge_runs(folders: Sequence[str | Path], allow_missing: bool = False) -> Me
             the folders); a study is in two folders; studies are missing and not `allow_missing`.
     """
     from bench.records.io import current_command, read_records
-    from bench.studies import get_preset, study_plan
-    from bench.studies.plans import STUDIES
+    from bench.studies.presets import get_preset
+    from bench.studies.registry import study_names, study_plan
 
     if not folders:
         raise UsageProblem("give at least one run folder")
@@ -255,7 +249,7 @@ def merge_runs(folders: Sequence[str | Path], allow_missing: bool = False) -> Me
     # What the whole suite at this preset holds: every study, and the shard layout the runs name.
     preset_name = first.get("preset")
     try:
-        expected = [study_plan(name, get_preset(preset_name)) for name in STUDIES]
+        expected = [study_plan(name, get_preset(preset_name)) for name in study_names()]
     except UsageProblem:  # a preset this rbench no longer has: the runs' own studies are all we know
         expected = []
     missing_studies = [p.name for p in expected if p.name not in owner]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bench.report import render as report
+from bench.report import format, render
+from bench.studies import activation, depth, reporting
+from bench.studies import ladder as ladder_study
 from tests.conftest import record_of
 
 ENGINES = ("torch", "ort")
@@ -65,26 +67,25 @@ def records():
 
 
 def _run(studies):
-    from dataclasses import asdict
-
     from bench.studies import get_preset, study_plan
+    from bench.studies.registry import preset_settings
 
     preset = get_preset("quick")
     return {"title": "test", "preset": "quick", "dataset": "fashion-mnist", "engines": list(ENGINES),
-            "studies": [asdict(study_plan(s, preset)) for s in studies], "preset_settings": asdict(preset),
+            "studies": [study_plan(s, preset).as_record() for s in studies], "preset_settings": preset_settings(preset),
             "measured_seconds": 60.0, "wall_seconds_this_invocation": 60.0, "command": "rbench suite"}
 
 
 def test_markdown_table_and_units():
-    table = report.markdown_table([{"a": "x", "b": 0.5}], [("name", "a", report.fmt_text), ("top-1", "b", report.fmt_pct)])
+    table = format.markdown_table([{"a": "x", "b": 0.5}], [("name", "a", format.fmt_text), ("top-1", "b", format.fmt_pct)])
     assert table.splitlines() == ["| name | top-1 |", "|---|---:|", "| x | 50.0% |"]
-    assert report.fmt_count(21_797_672) == "21.80M"
-    assert report.fmt_count(None) == "n/a"
-    assert report.model_depth("plain110") == 110 and report.model_depth("vgg11_bn") is None
+    assert format.fmt_count(21_797_672) == "21.80M"
+    assert format.fmt_count(None) == "n/a"
+    assert format.model_depth("plain110") == 110 and format.model_depth("vgg11_bn") is None
 
 
 def test_unit_rows_join_every_kind(records):
-    rows = {r["label"]: r for r in report.unit_rows(records, "depth")}
+    rows = {r["label"]: r for r in format.unit_rows(records, "depth")}
     assert list(rows) == ["resnet20", "plain20", "resnet56", "plain56"]
     row = rows["plain56"]
     assert row["final_train_error"] == 0.40 and row["test_error"] == pytest.approx(0.40)
@@ -93,7 +94,7 @@ def test_unit_rows_join_every_kind(records):
 
 
 def test_report_has_tables_findings_and_readable_plots(records, tmp_path):
-    md = report.render_report(records, _run(["depth", "dynamic", "activation", "family"]), tmp_path)
+    md = reporting.render_report(records, _run(["depth", "dynamic", "activation", "family"]), tmp_path)
     assert "## Key findings" in md
     assert "Degradation shown here: plain56 ends with 40.0% training error vs 22.0% for plain20" in md
     # The coursework target: 0.70 / 0.80 = 87.5% < 90% -> NOT MET, said plainly.
@@ -119,29 +120,29 @@ def test_target_met_when_the_four_layer_net_is_close(records, tmp_path):
     for r in records:
         if r.get("label") == "rrdb_attention_net" and r["kind"] == "accuracy":
             r["top1"] = 0.75  # 93.75% of resnet34's 0.80
-    md = report.render_report(records, _run(["family"]), tmp_path)
+    md = reporting.render_report(records, _run(["family"]), tmp_path)
     assert "**MET**" in md and "93.8%" in md
 
 
 def test_an_empty_study_says_so(tmp_path):
-    md = report.render_report([], _run(["depth"]), tmp_path)
+    md = reporting.render_report([], _run(["depth"]), tmp_path)
     assert "No records yet." in md
 
 
 def test_the_preset_line_says_what_ran(records, tmp_path):
     """The schedule comes from the train records (the fixture's units ran 'step', not the default cosine),
     and params are every parameter, as bench.measure.flops.count_params counts them."""
-    md = report.render_report(records, _run(["depth"]), tmp_path)
+    md = reporting.render_report(records, _run(["depth"]), tmp_path)
     assert "(lr default, step schedule)" in md and "cosine" not in md
     assert "params = all parameters (trainable or not)" in md and "trainable parameters" not in md
     records += _unit("depth", "resnet110", "resnet110", "residual", train_err=0.1, test_top1=0.8, flops=1, params=1,
                      latency=1.0, schedule="onecycle")
-    assert "step / onecycle schedules" in report.render_report(records, _run(["depth"]), tmp_path)
+    assert "step / onecycle schedules" in reporting.render_report(records, _run(["depth"]), tmp_path)
     # Before any unit has trained: what the preset names, or nothing rather than a guess.
     run = _run(["depth"])
-    assert "schedule" not in report.render_report([], run, tmp_path).split("Units:")[0].split("Preset:")[1]
+    assert "schedule" not in reporting.render_report([], run, tmp_path).split("Units:")[0].split("Preset:")[1]
     run["preset_settings"]["schedule"] = "plateau"
-    assert "plateau schedule" in report.render_report([], run, tmp_path)
+    assert "plateau schedule" in reporting.render_report([], run, tmp_path)
 
 
 def _timed(study, label, model, group, latencies, contended=False):
@@ -161,13 +162,13 @@ def test_a_latency_ratio_is_stated_only_where_its_interval_supports_it(tmp_path)
     records = [_timed("depth", "resnet20", "resnet20", "residual", same[0]),
                _timed("depth", "plain20", "plain20", "plain", same[1]),
                _timed("depth", "resnet56", "resnet56", "residual", 3 * np.asarray(same[2]), contended=True)]
-    _, findings = report.depth_section(records, tmp_path, ["ort"])
+    _, findings = depth.depth_section(records, tmp_path, ["ort"])
     text = " ".join(findings)
     assert "timed together: no measurable difference" in text  # resnet20 vs plain20: same distribution
     assert "slower; ort" in text  # resnet56 vs resnet20: 3x
-    note = report.contention_note(records)
+    note = render.contention_note(records)
     assert "1 of 3 timings" in note and "(load average up to on usable cores)" in note
-    assert report.contention_note(records[:2]) == ""
+    assert render.contention_note(records[:2]) == ""
 
 
 def _ladder_records(label="resnet20"):
@@ -208,7 +209,7 @@ def _ladder_records(label="resnet20"):
 
 def test_the_ladder_section_renders_from_records_and_states_only_supported_findings(records, tmp_path):
     ladder = _ladder_records("resnet20") + _ladder_records("resnet56")
-    md = report.render_report(records + ladder, _run(["depth", "ladder"]), tmp_path)
+    md = reporting.render_report(records + ladder, _run(["depth", "ladder"]), tmp_path)
     section = md.split("## Precision ladder")[1].split("## Export parity")[0]
     assert "### resnet20" in section and "### resnet56" in section
     assert "| engine | precision | p50 ms [95% CI] |" in section
@@ -228,10 +229,10 @@ def test_the_ladder_section_renders_from_records_and_states_only_supported_findi
     assert "resnet56: openvino int8 is 19.70x [15.50, 21.20] faster than torch fp32" in key
     assert "resnet20: the int8 check FAILED on 1000 test images" in key
     # The ladder's rungs stay in their section: no openvino column, no ladder agreement in the parity table.
-    assert report.engines_in(records + ladder) == list(ENGINES)
+    assert format.engines_in(records + ladder) == list(ENGINES)
     assert "openvino" not in md.split("## Depth")[1].split("## Precision ladder")[0]
-    assert "prediction agreement ort" in report.parity_table(records)
-    assert report.parity_table(records + ladder) == report.parity_table(records)
+    assert "prediction agreement ort" in render.parity_table(records)
+    assert render.parity_table(records + ladder) == render.parity_table(records)
 
 
 def test_a_ladder_with_no_faster_rung_says_so(tmp_path):
@@ -239,7 +240,7 @@ def test_a_ladder_with_no_faster_rung_says_so(tmp_path):
     for row in ladder[0]["ladder"]["rows"][1:]:
         if row.get("runs"):
             row.update(verdict="no measurable difference", speedup=1.0, speedup_ci=[0.9, 1.1])
-    _, findings = report.ladder_section(ladder, tmp_path, [])
+    _, findings = ladder_study.ladder_section(ladder, tmp_path, [])
     assert "resnet20: no rung is measurably faster than torch fp32 here." in findings
     assert not any("faster than torch fp32 at batch 1" in f for f in findings)
 
@@ -264,27 +265,27 @@ def test_accuracy_findings_give_the_seed_spread_and_say_within_seed_noise(record
                                                                           cell, verdict):
     records = records + _extra_seed("depth", "resnet20", "resnet20", "residual", 1, resnet_seed1) \
         + _extra_seed("depth", "plain20", "plain20", "plain", 1, plain_seed1)
-    rows = {r["label"]: r for r in report.unit_rows(records, "depth")}
+    rows = {r["label"]: r for r in format.unit_rows(records, "depth")}
     # The measured net's own row is untouched by its extra seed; the seed column summarises both.
     assert rows["resnet20"]["top1_torch"] == 0.78 and rows["resnet20"]["final_train_error"] == 0.20
     assert rows["resnet20"]["top1_seeds"] == cell
     assert rows["resnet56"]["top1_seeds"] == "80.0% (one training run)"
-    text, findings = report.depth_section(records, tmp_path, list(ENGINES))
+    text, findings = depth.depth_section(records, tmp_path, list(ENGINES))
     assert f"| {cell} |" in text
     at20 = next(f for f in findings if f.startswith("At 20 layers"))
     assert "between the means over 2 and 2 seeds" in at20 and verdict in at20
     at56 = next(f for f in findings if f.startswith("At 56 layers"))
     assert "-20.0 pp, one training run each" in at56
     gap = (0.78 + resnet_seed1) / 2 - (0.76 + plain_seed1) / 2
-    assert report.accuracy_gap(rows["resnet20"], rows["plain20"]).startswith(f"{100 * gap:+.1f} pp")
+    assert format.accuracy_gap(rows["resnet20"], rows["plain20"]).startswith(f"{100 * gap:+.1f} pp")
 
 
 def test_single_run_accuracy_findings_say_so(records, tmp_path):
-    _, findings = report.activation_section(records, tmp_path, list(ENGINES))
+    _, findings = activation.activation_section(records, tmp_path, list(ENGINES))
     assert any("from one short training run per activation" in f for f in findings)
     assert any(f.startswith("silu vs relu: top-1 -1.0 pp, one training run each") for f in findings)
     extra = _extra_seed("activation", "relu", "resnet20", "", 1, 0.70)
-    _, findings = report.activation_section(records + extra, tmp_path, list(ENGINES))
+    _, findings = activation.activation_section(records + extra, tmp_path, list(ENGINES))
     assert any(f.startswith("Highest mean top-1 over seeds here: leaky_relu (79.0% (one training run))") for f in findings)
     assert any(f.startswith("silu vs relu: top-1 +3.0 pp between the means over 1 and 2 seeds, within seed noise")
                for f in findings)

@@ -9,8 +9,8 @@ import nets
 from bench.errors import UsageProblem
 from bench.records.builders import cost_split_record
 from bench.records.io import validate_record
-from bench.report import render as report
 from bench.scenarios.dynamic_cost import PARTS, SUMMED_PARTS, dynamic_cost_split, layer_parts, summarize_split
+from bench.studies import dynamic as report
 from nets import DynamicConv2d, dynamic_conv_mode
 
 TINY = dict(warmup=0, iters=2, rounds=2)

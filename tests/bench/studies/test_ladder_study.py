@@ -15,7 +15,7 @@ from bench.atomic import LOCK_NAME
 from bench.errors import DataProblem
 from bench.records.io import read_records, validate_record
 from bench.scenarios.ladder import LADDER_COLUMNS
-from bench.studies import get_preset, runner, study_plan
+from bench.studies import get_preset, runner, study_plan, timing
 from bench.studies.plans import UnitSpec, timed_units
 from tests.conftest import record_of
 
@@ -49,22 +49,22 @@ def test_the_smoke_ladder_study_records_every_rung_and_reports_it(ladder_run):
     assert {r["kind"] for r in timed} == {"latency", "comparison", "accuracy"}
     rungs = {r["rung"] for r in timed if r["kind"] == "accuracy"}
     assert rungs == {"torch fp32", "ort fp32", "ort int8"}, "torch fp32 (the reference) and the preset's rungs"
-    smoke = get_preset("smoke")
-    assert {r["batch"] for r in timed if r["kind"] == "latency"} == {1, smoke.ladder_throughput_batch}
-    assert all(r["samples"] == smoke.ladder_test_limit for r in timed if r["kind"] == "accuracy")
+    smoke = get_preset("smoke").studies["ladder"]
+    assert {r["batch"] for r in timed if r["kind"] == "latency"} == {1, smoke.throughput_batch}
+    assert all(r["samples"] == smoke.test_limit for r in timed if r["kind"] == "accuracy")
     (carrier,) = [r for r in timed if r.get("ladder")]
     assert (carrier["kind"], carrier["rung"], carrier["batch"]) == ("latency", "torch fp32", 1)
     rows = carrier["ladder"]["rows"]
     assert [(r["engine"], r["precision"]) for r in rows] == [("torch", "fp32"), ("ort", "fp32"), ("ort", "int8")]
     assert all("file" not in r for r in rows), "the rows name no file of the removed work folder"
-    assert carrier["ladder"]["int8"]["check"]["images"] == smoke.ladder_test_limit
+    assert carrier["ladder"]["int8"]["check"]["images"] == smoke.test_limit
 
     records = read_records(out / "records.jsonl")
     assert {r["study"] for r in records} == {"ladder"}
     report = (out / "report.md").read_text()
     assert "## Precision ladder" in report and "### resnet20" in report
     assert "| " + " | ".join(LADDER_COLUMNS) + " |" in report
-    assert f"on the same {smoke.ladder_test_limit} test images" in report and "sampling noise" in report
+    assert f"on the same {smoke.test_limit} test images" in report and "sampling noise" in report
     assert "int8 file: minmax calibration on" in report
     assert (out / "figures" / "ladder_resnet20.png").is_file()
     assert "![resnet20 precision ladder](figures/ladder_resnet20.png)" in report
@@ -178,7 +178,8 @@ def test_the_ladder_payload_is_strict_json(tmp_path):
                                     "file": "/gone/resnet20.onnx"}])
     from bench.measure.run import Settings
 
-    (record,) = runner._ladder_records(result, UnitSpec("resnet20"), _ctx(), "artifacts/x/checkpoint.pt", Settings())
+    plan = study_plan("ladder", get_preset("smoke"))
+    (record,) = timing._ladder_records(result, plan, UnitSpec("resnet20"), _ctx(), "artifacts/x/checkpoint.pt", Settings())
     validate_record(record)
     json.dumps(record, allow_nan=False)
     assert record["ladder"]["rows"][0]["speedup_ci"] == [None, 1.0] and "file" not in record["ladder"]["rows"][0]

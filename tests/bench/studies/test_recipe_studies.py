@@ -10,7 +10,10 @@ import pytest
 
 from bench.errors import UsageProblem
 from bench.studies import PRESETS, get_preset, study_plan
-from bench.studies.plans import RECIPE_RUNGS, SWEEPS, StudyPlan, StudyUnit, UnitSpec, _kw
+from bench.studies.base import StudyKind
+from bench.studies.optimizer import SWEEPS
+from bench.studies.plans import StudyPlan, StudyUnit, UnitSpec, _kw
+from bench.studies.recipe import RECIPE_RUNGS
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))
@@ -61,7 +64,8 @@ def test_the_quick_preset_is_tiny_and_says_what_it_reduced():
         assert all(u.spec.max_batches and u.spec.max_batches <= 3 for u in plan.units)
         assert any(n.startswith("Reduced at this preset") for n in plan.notes)
     standard = get_preset("standard")
-    assert set(standard.sweeps) == set(SWEEPS) and standard.recipe_rungs == len(RECIPE_RUNGS)
+    assert set(standard.studies["optimizer"].sweeps) == set(SWEEPS)
+    assert standard.studies["recipe"].rungs == len(RECIPE_RUNGS)
     for study in ("recipe", "optimizer"):
         assert not any(n.startswith("Reduced") for n in study_plan(study, standard).notes)
 
@@ -75,13 +79,13 @@ def test_the_optimizer_study_tests_vgg_without_bn_under_adam():
 
 
 def test_a_diverging_unit_is_recorded_as_failed_and_the_study_goes_on(tmp_path):
-    from bench.report import render as report
+    from bench.studies import recipe
     from bench.studies.runner import DIVERGED, RunContext, run_plans
 
     good = UnitSpec("resnet20", train=_kw(optimizer="adam", epochs=1), max_batches=2, accuracy_only=True, seed=0)
     bad = UnitSpec("resnet20", train=_kw(optimizer="sgd", lr=1e12, epochs=1), max_batches=2, accuracy_only=True, seed=0)
     plan = StudyPlan("recipe", "t", "q", (StudyUnit("1. good (seed 0)", good, "1. good"),
-                                          StudyUnit("2. diverges (seed 0)", bad, "2. diverges")), timed=False)
+                                          StudyUnit("2. diverges (seed 0)", bad, "2. diverges")), kind=StudyKind.ACCURACY)
     ctx = RunContext(dataset="digits", preset=get_preset("smoke"), engines=("torch",))
     records = run_plans([plan], ctx, tmp_path)
     by_unit = {}
@@ -91,7 +95,7 @@ def test_a_diverging_unit_is_recorded_as_failed_and_the_study_goes_on(tmp_path):
     failed = next(r for r in records if r["unit"] == bad.unit_id)
     assert "diverged" in failed["train_config"][DIVERGED] and failed["checkpoint"] is None
     assert not (tmp_path / "timing").exists(), "an accuracy study times nothing"
-    text, findings = report.recipe_section(records, tmp_path, ["torch"])
+    text, findings = recipe.recipe_section(records, tmp_path, ["torch"])
     assert "diverged (1 of 1 seeds)" in text and "| failed |" in text
 
 
@@ -115,16 +119,17 @@ def _records(study: str, group: str, model: str, top1s: list[float | None], conf
 
 
 def test_a_difference_inside_the_seed_spread_is_within_seed_noise(tmp_path):
-    from bench.report import render as report
+    from bench.report import seeds
+    from bench.studies import recipe
     base = {"optimizer": "adam", "lr": 1e-3, "augment": []}
     records = (_records("recipe", "1. baseline", "keras_resnet", [0.80, 0.84], base)
                + _records("recipe", "2. + augmentation", "keras_resnet", [0.82, 0.83], base)
                + _records("recipe", "3. + deeper", "keras_resnet", [0.90, 0.91], base))
-    groups = report.seed_groups(records, "recipe")
+    groups = seeds.seed_groups(records, "recipe")
     assert [g["n"] for g in groups] == [2, 2, 2] and groups[0]["spread"] == pytest.approx(0.04)
-    assert report.seed_difference(groups[0], groups[1])[1].startswith("within seed noise")
-    assert report.seed_difference(groups[1], groups[2])[1].startswith("gain beyond the seed spread")
-    text, findings = report.recipe_section(records, tmp_path, ["torch"])
+    assert seeds.seed_difference(groups[0], groups[1])[1].startswith("within seed noise")
+    assert seeds.seed_difference(groups[1], groups[2])[1].startswith("gain beyond the seed spread")
+    text, findings = recipe.recipe_section(records, tmp_path, ["torch"])
     assert "72.3%" in text and "CIFAR-10, from the seed report, not comparable across data sets" in text
     assert "within seed noise" in findings[1] and "gain beyond the seed spread" in findings[2]
 
@@ -135,12 +140,13 @@ def test_a_difference_inside_the_seed_spread_is_within_seed_noise(tmp_path):
     ([None, 0.10], [0.10, 0.11], "cannot be told here"),
 ])
 def test_the_report_says_whether_the_vgg_failure_reproduces(tmp_path, nobn, bn, verdict):
-    from bench.report import render as report
+    from bench.report import seeds
+    from bench.studies import optimizer
     sgd = {"optimizer": "sgd", "lr": 1e-3, "augment": ["flip", "rotate90"]}
     adam = {**sgd, "optimizer": "adam"}
     records = (_records("optimizer", "sweep_vgg|vgg11_bn sgd", "vgg11_bn", [0.85, 0.86], sgd)
                + _records("optimizer", "sweep_vgg|vgg11_bn adam", "vgg11_bn", bn, adam)
                + _records("optimizer", "sweep_vgg_nobn|vgg11 adam", "vgg11", nobn, adam))
-    text, findings = report.optimizer_section(records, tmp_path, ["torch"])
+    text, findings = optimizer.optimizer_section(records, tmp_path, ["torch"])
     assert verdict in text and "failed to train (about 1%)" in text
-    assert report.chance_level(report.seed_groups(records, "optimizer")[0]) == pytest.approx(0.1 + 3 * 0.3 / 1000 ** 0.5)
+    assert seeds.chance_level(seeds.seed_groups(records, "optimizer")[0]) == pytest.approx(0.1 + 3 * 0.3 / 1000 ** 0.5)

@@ -64,7 +64,7 @@ def fake(monkeypatch):
 
     monkeypatch.setattr(runner, "measure_unit", measure)
     monkeypatch.setattr(runner, "time_study", time_study)
-    monkeypatch.setattr("bench.report.render.render_report", lambda records, run, out: "# report\n")
+    monkeypatch.setattr("bench.studies.reporting.render_report", lambda records, run, out: "# report\n")
     return state
 
 
@@ -320,3 +320,50 @@ def test_run_json_totals_every_invocation_and_times_this_one_apart(run_cli, tmp_
     assert set(run["unit_seconds_this_invocation"]) == {units[2], "timing:activation"}
     assert "wall_seconds_this_invocation" in run and "measured_seconds_this_invocation" in run
     assert run["tool"] == "rbench"
+
+
+@pytest.mark.parametrize("resume", [True, False])
+def test_a_linked_figures_folder_is_refused_before_anything_is_written(tmp_path, fake, resume):
+    """Every folder a run writes into is checked alike: figures/ as units/, timing/ and artifacts/."""
+    run = tmp_path / "run"
+    run.mkdir()
+    _finished_run(run)
+    outside = tmp_path / "mine"
+    outside.mkdir()
+    (outside / "depth_curves.png").write_bytes(b"the user's own picture")
+    (run / "figures").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(UsageProblem, match="figures is a symbolic link"):
+        runner.check_run_folder(run, _ctx(), resume=resume, plans=_plans())
+    from bench.studies.run_folder import check_subfolders
+
+    with pytest.raises(UsageProblem, match="figures is a symbolic link"):
+        check_subfolders(run)  # what the report's rendering checks before it draws (`reporting.render_report`)
+    assert (outside / "depth_curves.png").read_bytes() == b"the user's own picture"
+    assert (run / "run.json").is_file(), "nothing of the run was deleted either"
+
+
+def _read_only_folder():
+    """A folder even root cannot write into (sysfs), or None where there is none."""
+    import os
+    from pathlib import Path
+
+    probe = Path("/sys/rbench-write-probe")
+    try:
+        probe.mkdir()
+    except OSError:
+        return Path("/sys")
+    os.rmdir(probe)
+    return None
+
+
+@pytest.mark.parametrize("command", [("study", "activation"), ("suite",)])
+def test_a_read_only_out_is_one_line_before_any_work(run_cli, fake, command):
+    folder = _read_only_folder()
+    if folder is None:
+        pytest.skip("no read-only folder on this machine")
+    code, _, stderr = run_cli(*command, "--preset", "smoke", "--dataset", "digits", "--engines", "torch",
+                              "--out", folder / "rbench-run")
+    assert code == 2, stderr
+    assert "cannot be written" in stderr and "Traceback" not in stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert fake.calls == [], "refused before the first unit"

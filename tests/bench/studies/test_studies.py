@@ -11,8 +11,11 @@ import bench.data.fashion_mnist
 import nets
 from bench.errors import UsageProblem
 from bench.records.io import read_records
-from bench.studies import PRESETS, STUDIES, get_preset, runner, study_plan
-from bench.studies.plans import ROLE_MODELS, UnitSpec, depth_plan, resolve_role
+from bench.studies import PRESETS, STUDIES, get_preset, measure, runner, study_plan
+from bench.studies.depth import depth_plan
+from bench.studies.family import FamilyBudget
+from bench.studies.ladder import LadderBudget
+from bench.studies.plans import ROLE_MODELS, UnitSpec, resolve_role
 from tests.conftest import record_of
 
 
@@ -36,7 +39,7 @@ def test_every_role_resolves_to_a_registered_model(preset):
     preset = get_preset(preset)
     registered = set(nets.list_models())
     assert set(ROLE_MODELS.values()) <= registered, "a default that names no model"
-    named = {*preset.models, *preset.model_kwargs, *preset.family_roles}
+    named = {*preset.models, *preset.model_kwargs, *preset.studies.get("family", FamilyBudget()).roles}
     assert named <= set(ROLE_MODELS), "a preset names a role no plan knows"
     for role in ROLE_MODELS:
         assert resolve_role(role, preset) in registered
@@ -55,7 +58,7 @@ def test_an_unresolvable_role_is_an_error_not_a_skip():
     with pytest.raises(UsageProblem, match="unknown model role.*'dyvgg'"):
         study_plan("depth", dataclasses.replace(quick, models={"dyvgg": "dy_vgg11"}))  # a typo changes nothing: refused
     with pytest.raises(UsageProblem, match="unknown model role.*'keras'"):
-        study_plan("family", dataclasses.replace(quick, family_roles=("template", "keras")))
+        study_plan("family", dataclasses.replace(quick, studies={**quick.studies, "family": FamilyBudget(roles=("template", "keras"))}))
 
 
 def test_quick_preset_covers_what_the_studies_promise():
@@ -84,23 +87,24 @@ def test_quick_preset_runs_the_ladder_for_resnet20_and_resnet56():
     assert all(u.spec == UnitSpec(u.label) for u in ladder.units), "relu, native channels, the preset's training"
     depth_ids = {u.spec.unit_id for u in study_plan("depth", quick).units}
     assert {u.spec.unit_id for u in ladder.units} <= depth_ids, "the depth study's nets: no extra training"
-    assert quick.ladder_rungs is None, "every rung; those this machine lacks are listed with the reason"
-    assert quick.ladder_test_limit == quick.test_size and quick.ladder_throughput_batch == quick.throughput_batch
-    assert quick.ladder_iters >= 20 and quick.ladder_rounds >= 5
+    quick_ladder, smoke_ladder = quick.studies["ladder"], get_preset("smoke").studies["ladder"]
+    assert quick_ladder.rungs is None, "every rung; those this machine lacks are listed with the reason"
+    assert quick_ladder.test_limit == quick.test_size and quick_ladder.throughput_batch == quick.throughput_batch
+    assert quick_ladder.iters >= 20 and quick_ladder.rounds >= 5
     assert any("1000 test images" in note for note in ladder.notes)
     assert [u.label for u in study_plan("ladder", get_preset("full")).units] == ["resnet20", "resnet56"]
     smoke = get_preset("smoke")  # what the tests run end to end: one net, a few rungs, a few runs
     assert [u.label for u in study_plan("ladder", smoke).units] == ["resnet20"]
-    assert smoke.ladder_rungs and len(smoke.ladder_rungs) <= 3 and smoke.ladder_iters <= 5
-    assert smoke.ladder_test_limit <= 200 and smoke.ladder_calibration <= 64
+    assert smoke_ladder.rungs and len(smoke_ladder.rungs) <= 3 and smoke_ladder.iters <= 5
+    assert smoke_ladder.test_limit <= 200 and smoke_ladder.calibration <= 64
 
 
 def test_a_preset_with_a_bad_ladder_model_or_rung_is_refused():
     quick = get_preset("quick")
     with pytest.raises(UsageProblem, match="ladder model of preset 'quick'"):
-        study_plan("ladder", dataclasses.replace(quick, ladder_models=("resnet21",)))
+        study_plan("ladder", dataclasses.replace(quick, studies={**quick.studies, "ladder": LadderBudget(models=("resnet21",))}))
     with pytest.raises(UsageProblem, match="unknown rung 'ort:int4'"):
-        study_plan("ladder", dataclasses.replace(quick, ladder_rungs=("ort:int4",)))
+        study_plan("ladder", dataclasses.replace(quick, studies={**quick.studies, "ladder": LadderBudget(rungs=("ort:int4",))}))
 
 
 def test_units_shared_between_studies_are_measured_once():
@@ -216,7 +220,7 @@ def test_dynamic_study_evaluates_one_channel_agnostic_pair_on_every_subset(prese
     agnostic = [u for u in plan.units if u.spec.any_chans and not u.spec.accuracy_only]  # not an extra seed
     assert sorted(u.spec.model for u in agnostic) == ["dy_resnet20", "resnet20"], "a DY net and its static twin"
     for unit in agnostic:
-        assert unit.spec.eval_subsets == get_preset(preset).channel_subsets and unit.spec.rgb
+        assert unit.spec.eval_subsets == get_preset(preset).studies["dynamic"].channel_subsets and unit.spec.rgb
         assert 0 < unit.spec.channel_dropout < 1 and "in_chans=any" in unit.label
         assert not unit.spec.channels, "trained once, on every channel"
     ids = [u.spec.unit_id for u in plan.units]
@@ -232,7 +236,7 @@ def test_an_any_channel_unit_builds_a_channel_agnostic_net():
 
 
 def test_dynamic_report_says_which_way_each_subset_row_used(tmp_path):
-    from bench.report.render import dynamic_section
+    from bench.studies.dynamic import dynamic_section
 
     data = {"name": "digits"}
 
@@ -248,7 +252,7 @@ def test_dynamic_report_says_which_way_each_subset_row_used(tmp_path):
             eval_channel_mode="select"),
         acc("resnet20 in_chans=1 (R)", "r1", 0.6, group="subset net", channels="R"),
     ]
-    text, _ = dynamic_section(records, tmp_path, ["torch"], ["RGB", "R"])
+    text, _ = dynamic_section(records, tmp_path, ["torch"], {"channel_subsets": ["RGB", "R"]})
     lines = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| resnet20")}
     assert "naive" in lines["resnet20"] and "50.0" in lines["resnet20"]
     assert "channel-agnostic" in lines["resnet20 in_chans=any"] and "70.0" in lines["resnet20 in_chans=any"]
@@ -274,7 +278,7 @@ def test_any_channel_unit_is_fed_each_subset_natively(engine, tmp_path):
         path = tmp_path / "model.onnx"
         export.to_onnx(model, path, source.input_shape, exporter="torchscript", opset=17)
         source.exported[("fp32", None)] = path
-    records = runner._accuracy_on_native_subsets(source, spec, ctx, bundle, engine, {"unit": spec.unit_id},
+    records = measure._accuracy_on_native_subsets(source, spec, ctx, bundle, engine, {"unit": spec.unit_id},
                                                  lambda stage: None)
     assert [r["eval_channels"] for r in records] == ["RGB", "RG", "B"]
     assert [r["input_shape"][0] for r in records] == [3, 2, 1], "each subset reaches the net as its kept planes"

@@ -181,7 +181,7 @@ def test_units_trained_beforehand_are_measured_as_if_trained_in_place(tmp_path):
 
     from bench.studies import get_preset
     from bench.studies.data_parallel import train_units
-    from bench.studies.plans import StudyPlan, StudyUnit, UnitSpec
+    from bench.studies.plans import StudyKind, StudyPlan, StudyUnit, UnitSpec
     from bench.studies.runner import DIVERGED, RunContext, check_run_folder, pending_units, run_plans
 
     units = (StudyUnit("seed 1", UnitSpec("resnet20", seed=1, accuracy_only=True, max_batches=2)),
@@ -189,7 +189,7 @@ def test_units_trained_beforehand_are_measured_as_if_trained_in_place(tmp_path):
                                              train=(("restore_best", False),))),
              StudyUnit("diverges", UnitSpec("resnet20", seed=0, accuracy_only=True, max_batches=2,
                                             train=(("lr", 1e12), ("optimizer", "sgd")))))
-    plans = [StudyPlan("optimizer", "t", "q", units, timed=False)]
+    plans = [StudyPlan("optimizer", "t", "q", units, kind=StudyKind.ACCURACY)]
 
     def run(folder: Path, beforehand: bool):
         ctx = RunContext(dataset="digits", preset=get_preset("smoke"), engines=("torch",), command="test")

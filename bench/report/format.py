@@ -1,0 +1,200 @@
+"""Records -> rows and Markdown: the formatting every report section shares.
+
+Pure functions: numbers to table cells, result records (`bench.records.io`) to one row per unit, rows to a
+Markdown table, and the ratio and accuracy-gap phrases the findings use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.report.cells import fmt_count, fmt_ms, fmt_num, fmt_pct, fmt_text
+from bench.report.seeds import seed_cell, seed_difference, seed_groups
+
+Record = dict[str, Any]
+Column = tuple[str, str, Callable[[Any], str]]  # (header, row key, formatter)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A GitHub Markdown table of `rows`, one column per (header, key, formatter)."""
+    head = "| " + " | ".join(h for h, _, _ in columns) + " |"
+    rule = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"
+    body = ["| " + " | ".join(f(row.get(k)) for _, k, f in columns) + " |" for row in rows]
+    return "\n".join([head, rule, *body])
+
+
+# --------------------------------------------------------------------------- records -> rows
+
+
+def records_of(records: Iterable[Record], kind: str | None = None, study: str | None = None,
+               **match: Any) -> list[Record]:
+    """The records of `kind` (and `study`) whose fields equal `match` (a None value matches a missing key)."""
+    out = []
+    for r in records:
+        if kind is not None and r.get("kind") != kind:
+            continue
+        if study is not None and r.get("study") != study:
+            continue
+        if all(r.get(k) == v for k, v in match.items()):
+            out.append(r)
+    return out
+
+
+def is_ladder_record(record: Record) -> bool:
+    """Whether `record` comes from a precision ladder's timing phase (it names its rung: 'ort int8')."""
+    return bool(record.get("rung"))
+
+
+def engines_in(records: Iterable[Record]) -> list[str]:
+    """Engines the studies timed, in first-seen order (a precision ladder's rungs have their own section)."""
+    seen: dict[str, None] = {}
+    for r in records:
+        if r.get("kind") == "latency" and r.get("engine") and not is_ladder_record(r):
+            seen.setdefault(r["engine"], None)
+    return list(seen)
+
+
+def model_depth(name: str) -> int | None:
+    """The depth in a CIFAR ResNet/plain name ('plain56' -> 56)."""
+    m = re.fullmatch(r"(?:resnet|plain)(\d+)", name or "")
+    return int(m.group(1)) if m else None
+
+
+def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
+    """One row per unit of `study` (in plan order): everything its tables and plots need."""
+    rows: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("study") != study or r.get("accuracy_only"):  # an extra seed: only in the seed summary below
+            continue
+        label = r.get("label") or r.get("unit")
+        row = rows.setdefault(label, {"label": label, "model": r.get("model"), "group": r.get("group", ""),
+                                      "unit": r.get("unit"), "act": r.get("act"), "history": []})
+        kind = r["kind"]
+        if kind == "train":
+            row.update(history=r.get("history") or [], final_train_error=r.get("final_train_error"),
+                       final_val_error=r.get("final_val_error"), best_epoch=r.get("best_epoch"),
+                       train_seconds=r.get("train_seconds"), epochs=r.get("epochs"),
+                       train_images_per_epoch=r.get("train_images_per_epoch"))
+        elif kind == "flops":
+            row.update(params=r.get("params"), macs=r.get("macs"), flops=r.get("flops"),
+                       counters_agree=r.get("counters_agree"))
+        elif kind == "export":
+            row.update(parity_passed=r.get("parity_passed"), parity_max_abs_err=r.get("parity_max_abs_err"),
+                       exporter=r.get("exporter"))
+        elif kind == "latency":
+            row[f"latency_p50_{r['engine']}"] = r.get("latency_ms_p50")
+            row[f"latencies_{r['engine']}"] = (r.get("latencies_ms"), r.get("rounds"))
+            row[f"latency_p99_{r['engine']}"] = r.get("latency_ms_p99")
+            row[f"latency_cv_{r['engine']}"] = r.get("latency_cv")
+        elif kind == "throughput":
+            row[f"throughput_{r['engine']}"] = r.get("throughput_img_s")
+            row["throughput_batch"] = r.get("batch")
+        elif kind == "accuracy":
+            if r.get("eval_channels"):
+                row.setdefault("subsets", {})[r["eval_channels"]] = r.get("top1")
+                row["subset_mode"] = r.get("eval_channel_mode")  # 'average' (naive) or 'select' (fed natively)
+                continue
+            row[f"top1_{r['engine']}"] = r.get("top1")
+            row[f"f1_{r['engine']}"] = r.get("f1_macro")
+            row.setdefault("per_class", r.get("per_class"))
+            if r.get("top1") is not None:
+                row.setdefault("top1", r.get("top1"))
+                row.setdefault("test_error", 1.0 - r["top1"])
+            if r.get("agreement") is not None and r.get("engine") != r.get("reference_engine"):
+                row[f"agreement_{r['engine']}"] = r.get("agreement")
+    seeds = {g["label"]: g for g in seed_groups(records, study, by="label", engine="torch")}
+    for row in rows.values():
+        row["seeds"] = seeds.get(row["label"])
+        row["top1_seeds"] = seed_cell(row["seeds"]) if row["seeds"] else "n/a"
+    return list(rows.values())
+
+
+def measurement_columns(engines: Sequence[str]) -> list[Column]:
+    """The standard columns: params, MACs, FLOPs, top-1 and latency/throughput per engine."""
+    cols: list[Column] = [("model", "label", fmt_text), ("params", "params", fmt_count), ("MACs", "macs", fmt_count),
+                          ("FLOPs", "flops", fmt_count)]
+    for e in engines:
+        cols.append((f"top-1 {e}", f"top1_{e}", fmt_pct))
+    cols.append(SEED_COLUMN)
+    for e in engines:
+        cols.append((f"p50 ms {e}", f"latency_p50_{e}", fmt_ms))
+    for e in engines:
+        cols.append((f"img/s {e}", f"throughput_{e}", fmt_num))
+    return cols
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def image_link(path: Path | None, out_dir: Path, alt: str) -> str:
+    return f"![{alt}]({Path(path).relative_to(out_dir).as_posix()})\n\n" if path else ""
+
+
+def latency_ratios(a: dict, b: dict, engines: Sequence[str]) -> str:
+    """`a`'s p50 latency over `b`'s per engine, with its 95% interval and what it supports:
+    "1.96x (1.90-2.01, slower; torch), no measurable difference (0.97-1.04; ort)"."""
+    from bench.measure.stats import compare_latencies
+
+    parts = []
+    for e in engines:
+        (a_lat, a_rounds), (b_lat, b_rounds) = a.get(f"latencies_{e}") or (None, None), b.get(f"latencies_{e}") or (None, None)
+        if not a_lat or not b_lat:
+            parts.append(f"{ratio_text(a.get(f'latency_p50_{e}'), b.get(f'latency_p50_{e}'))} ({e})")
+            continue
+        c = compare_latencies(b_lat, a_lat, b_rounds, a_rounds)
+        interval = f"{c['low']:.2f}-{c['high']:.2f}"
+        if c["verdict"] == "no measurable difference":
+            parts.append(f"no measurable difference ({c['ratio']:.2f}x, 95% CI {interval}; {e})")
+        else:
+            parts.append(f"{c['ratio']:.2f}x ({interval}, {c['verdict']}; {e})")
+    return ", ".join(parts)
+
+
+def ratio_text(a: Any, b: Any) -> str:
+    return "n/a" if not a or not b else f"{a / b:.2f}x"
+
+
+def pp_text(a: Any, b: Any) -> str:
+    """Difference of two fractions in percentage points."""
+    return "n/a" if a is None or b is None else f"{100 * (a - b):+.1f} pp"
+
+
+#: Torch top-1 over the seeds a net was trained with (`Preset.accuracy_seeds`): what an accuracy comparison rests on.
+SEED_COLUMN: Column = ("top-1 torch over seeds: mean (min-max)", "top1_seeds", fmt_text)
+
+
+def accuracy_gap(a: dict[str, Any], b: dict[str, Any], *, as_error: bool = False) -> str:
+    """`a`'s torch top-1 minus `b`'s (rows of `unit_rows`), in pp, with what the seeds support: the means over seeds
+    and 'within seed noise' when the gap is no larger than the seed spread (as the recipe studies judge a gain), or
+    'one training run each' when neither has a second seed. `as_error`: the gap in test error (the sign flipped)."""
+    ga, gb = a.get("seeds"), b.get("seeds")
+    if not ga or not gb:
+        return pp_text(b.get("top1"), a.get("top1")) if as_error else pp_text(a.get("top1"), b.get("top1"))
+    diff, verdict = seed_difference(gb, ga)
+    if diff is None:
+        return verdict
+    gap = f"{100 * (-diff if as_error else diff):+.1f} pp"
+    if ga.get("spread") is None and gb.get("spread") is None:
+        return f"{gap}, one training run each: no seed spread to judge it by"
+    return f"{gap} between the means over {ga['n']} and {gb['n']} seeds, {verdict}"
+
+
+def mean_top1(row: dict[str, Any]) -> float:
+    """A row's mean torch top-1 over its seeds, else its own top-1."""
+    mean = (row.get("seeds") or {}).get("mean")
+    return mean if mean is not None else row.get("top1") or 0.0
+
+
+def training_line(rows: Sequence[dict[str, Any]]) -> str:
+    r = next((r for r in rows if r.get("epochs")), None)
+    if not r:
+        return ""
+    return (f"Training: {r['epochs']} epoch(s) of up to {r.get('train_images_per_epoch')} images each "
+            f"(best-validation weights measured).\n\n")
+

@@ -1,0 +1,215 @@
+"""Rows -> PNG plots (the only module that draws): one file each, matplotlib Agg, written atomically."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.atomic import atomic_path
+from bench.report.format import model_depth
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    pyplot().close(fig)
+    return path
+
+
+def plot_learning_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Training error (dashed) and validation error (solid) per epoch, one colour per net."""
+    rows = [r for r in rows if r.get("history")]
+    if not rows:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for i, row in enumerate(rows):
+        colour = f"C{i % 10}"
+        epochs = [h["epoch"] for h in row["history"]]
+        ax.plot(epochs, [100 * (1 - h["train_acc"]) for h in row["history"]], "--", color=colour, alpha=0.8)
+        ax.plot(epochs, [100 * (1 - h["val_acc"]) for h in row["history"]], "-o", color=colour, label=row["label"],
+                markersize=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("error (%)")
+    ax.set_title(f"{title}\n(dashed: training error, solid: validation error)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    if max(len(r["history"]) for r in rows) <= 10:
+        ax.set_xticks(sorted({h["epoch"] for r in rows for h in r["history"]}))
+    return save_figure(fig, path)
+
+
+def plot_error_vs_depth(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
+    """Final training and test error against depth, residual and plain nets."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    drawn = False
+    for group, colour in (("residual", "C0"), ("plain", "C3")):
+        pts = sorted((model_depth(r["model"]), r) for r in rows if r.get("group") == group and model_depth(r["model"]))
+        if not pts:
+            continue
+        depths = [d for d, _ in pts]
+        test = [100 * r["test_error"] if r.get("test_error") is not None else math.nan for _, r in pts]
+        train = [100 * r["final_train_error"] if r.get("final_train_error") is not None else math.nan for _, r in pts]
+        ax.plot(depths, test, "-o", color=colour, label=f"{group}: test error")
+        ax.plot(depths, train, "--s", color=colour, alpha=0.7, label=f"{group}: final training error")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("error (%)")
+    ax.set_title("Error vs depth")
+    ax.set_xticks(sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])}))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_cost_vs_depth(rows: Sequence[dict[str, Any]], engines: Sequence[str], path: str | Path) -> Path | None:
+    """p50 latency per engine (left) and FLOPs (right) against depth; residual solid, plain dashed."""
+    plt = pyplot()
+    fig, (ax_lat, ax_flops) = plt.subplots(1, 2, figsize=(10, 3.8))
+    drawn = False
+    for group, style in (("residual", "-o"), ("plain", "--s")):
+        members = sorted(((model_depth(r["model"]), r) for r in rows
+                          if r.get("group") == group and model_depth(r["model"])), key=lambda t: t[0])
+        for e_i, engine in enumerate(engines):
+            pts = [(d, r.get(f"latency_p50_{engine}")) for d, r in members if r.get(f"latency_p50_{engine}") is not None]
+            if pts:
+                ax_lat.plot([d for d, _ in pts], [v for _, v in pts], style, color=f"C{e_i}", label=f"{engine} {group}")
+                drawn = True
+        pts = [(d, r["flops"]) for d, r in members if r.get("flops")]
+        if pts:
+            ax_flops.plot([d for d, _ in pts], [v / 1e6 for _, v in pts], style, color="C4", label=group)
+    if not drawn:
+        plt.close(fig)
+        return None
+    depths = sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])})
+    ax_lat.set_ylabel("p50 latency, batch 1 (ms)")
+    ax_lat.set_title("Latency vs depth")
+    ax_flops.set_ylabel("MFLOPs per image")
+    ax_flops.set_title("FLOPs vs depth (plain and residual overlap)")
+    for ax in (ax_lat, ax_flops):
+        ax.set_xlabel("depth (layers)")
+        ax.set_xticks(depths)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_accuracy_vs_flops(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Test top-1 against FLOPs per image (log scale), each net labelled."""
+    pts = [r for r in rows if r.get("flops") and r.get("top1") is not None]
+    if not pts:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for i, r in enumerate(pts):
+        ax.scatter(r["flops"], 100 * r["top1"], color=f"C{i % 10}", s=40, zorder=3)
+        ax.annotate(r["label"], (r["flops"], 100 * r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs per image (torch counter, log scale)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    return save_figure(fig, path)
+
+
+def plot_per_class(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Per-class F1 on the test split, grouped bars, one bar per net."""
+    rows = [r for r in rows if r.get("per_class")]
+    if not rows:
+        return None
+    plt = pyplot()
+    names = [c.get("name", str(c["class"])) for c in rows[0]["per_class"]]
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(names)), 4.2))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(names))]
+        ax.bar(xs, [100 * c["f1"] for c in r["per_class"]], width, label=r["label"], color=f"C{i % 10}")
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("F1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
+    # Below the axes: above the bars it would hide the best classes.
+    ax.legend(fontsize=8, ncol=min(5, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    return save_figure(fig, path)
+
+
+def plot_channel_subsets(rows: Sequence[dict[str, Any]], subsets: Sequence[str], path: str | Path) -> Path | None:
+    """Top-1 on each channel subset, one bar per net; the legend says the way (naive or channel-agnostic)."""
+    rows = [r for r in rows if r.get("subsets")]
+    if not rows:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(subsets))]
+        way = "channel-agnostic" if r.get("subset_mode") == "select" else "naive"
+        ax.bar(xs, [100 * (r["subsets"].get(s) or 0) for s in subsets], width, label=f"{r['label']} ({way})",
+               color=f"C{i % 10}")
+    ax.set_xticks(range(len(subsets)))
+    ax.set_xticklabels(subsets)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("Accuracy on channel subsets (naive: averaged to 3; channel-agnostic: fed natively)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    return save_figure(fig, path)
+
+
+def plot_k_ablation(rows: Sequence[dict[str, Any]], engines: Sequence[str], path: str | Path) -> Path | None:
+    """Top-1, params and latency against the number of kernels K."""
+    pts = sorted((r["k"], r) for r in rows if r.get("k") is not None)
+    if len(pts) < 2:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    ks = [k for k, _ in pts]
+    axes[0].plot(ks, [100 * (r.get("top1") or math.nan) for _, r in pts], "-o")
+    axes[0].set_ylabel("test top-1 (%)")
+    axes[1].plot(ks, [(r.get("params") or math.nan) / 1e6 for _, r in pts], "-o", color="C1")
+    axes[1].set_ylabel("params (M)")
+    for i, e in enumerate(engines):
+        axes[2].plot(ks, [r.get(f"latency_p50_{e}") or math.nan for _, r in pts], "-o", color=f"C{i + 2}", label=e)
+    axes[2].set_ylabel("p50 latency, batch 1 (ms)")
+    axes[2].legend(fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("K (kernels)")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    fig.suptitle("Dynamic ResNet-20: K ablation")
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- study sections
+
+
+def seed_curves(groups: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
+    """Learning curves of each configuration's first seed that has any epochs."""
+    rows = []
+    for g in groups:
+        seed, history = next(((s, h) for s, h in g["histories"] if h), (None, []))
+        if history:
+            rows.append({"label": f"{g['group'].split('|')[-1]} (seed {seed})", "history": history})
+    return plot_learning_curves(rows, path, title) if rows else None
+
+

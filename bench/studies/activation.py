@@ -1,0 +1,61 @@
+"""The activation study: ReLU vs LeakyReLU vs SiLU on one residual net (ResNet-20)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench.report.format import (
+    accuracy_gap,
+    fmt_pct,
+    fmt_text,
+    image_link,
+    latency_ratios,
+    markdown_table,
+    mean_top1,
+    measurement_columns,
+    training_line,
+    unit_rows,
+)
+from bench.report.plots import plot_learning_curves
+from bench.report.seeds import seed_cell
+from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec
+
+
+def activation_plan(preset: Preset) -> StudyPlan:
+    units = tuple(StudyUnit(act, UnitSpec("resnet20", act=act)) for act in ("relu", "leaky_relu", "silu"))
+    return StudyPlan("activation", "Activation: ReLU vs LeakyReLU vs SiLU",
+                     "Does the activation change accuracy or latency of one residual net (ResNet-20)?", units)
+
+
+
+def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    rows = unit_rows(records, "activation")
+    figs = out_dir / "figures"
+    cols = [("activation", "label", fmt_text), ("final train error", "final_train_error", fmt_pct),
+            ("test error", "test_error", fmt_pct)] + measurement_columns(engines)[4:]
+    parts = [training_line(rows), markdown_table(rows, cols) + "\n\n",
+             image_link(plot_learning_curves(rows, figs / "activation_curves.png", "ResNet-20: ReLU vs LeakyReLU vs SiLU"),
+                  out_dir, "training curves")]
+    findings = []
+    scored = [r for r in rows if r.get("top1") is not None]
+    if scored:
+        best = max(scored, key=lambda r: mean_top1(r))
+        if all((r.get("seeds") or {}).get("spread") is None for r in scored):
+            findings.append(f"Highest top-1 here: {best['label']} ({fmt_pct(best['top1'])}), from one short training "
+                            "run per activation (seed 0): a gap of a few points can be the seed, not the activation.")
+        else:
+            findings.append(f"Highest mean top-1 over seeds here: {best['label']} ({seed_cell(best['seeds'])}).")
+        relu = next((r for r in rows if r["label"] == "relu"), None)
+        for r in rows:
+            if relu is not None and r is not relu:
+                findings.append(f"{r['label']} vs relu: top-1 {accuracy_gap(r, relu)}; p50 latency of {r['label']} "
+                                f"over relu, timed together: {latency_ratios(r, relu, engines)}.")
+    return "".join(parts), findings
+
+
+
+
+STUDY = Study("activation", StudyKind.TIMED, activation_plan, section=activation_section, seeded=True)

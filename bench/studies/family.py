@@ -1,0 +1,97 @@
+"""The family study: VGG vs ResNet vs the plain template CNN vs the 4-layer RRDB + attention net."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.report.format import (
+    accuracy_gap,
+    fmt_count,
+    fmt_pct,
+    fmt_text,
+    image_link,
+    markdown_table,
+    measurement_columns,
+    ratio_text,
+    training_line,
+    unit_rows,
+)
+from bench.report.plots import plot_accuracy_vs_flops, plot_learning_curves, plot_per_class
+from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
+from bench.studies.plans import resolve_role, role_kw
+
+
+@dataclass(frozen=True)
+class FamilyBudget:
+    """The family study's knobs."""
+
+    roles: tuple[str, ...] = setting(("template", "rrdb"), "family_roles")  # zoo roles added to VGG and ResNets
+
+    @property
+    def model_roles(self) -> tuple[str, ...]:
+        """The model roles this budget names (checked against `bench.studies.plans.ROLE_MODELS`)."""
+        return self.roles
+
+
+def family_plan(preset: Preset) -> StudyPlan:
+    vgg = resolve_role("vgg", preset)
+    deep = resolve_role("resnet_deep", preset)
+    units = [StudyUnit(vgg, UnitSpec(vgg, kwargs=role_kw(preset, "vgg")), group="VGG")]
+    if deep != "resnet20":
+        units.append(StudyUnit("resnet20", UnitSpec("resnet20"), group="ResNet"))
+    units.append(StudyUnit(deep, UnitSpec(deep, kwargs=role_kw(preset, "resnet_deep")), group="ResNet (target)"))
+    groups = {"template": "plain template CNN", "keras_resnet": "Keras bottleneck ResNet",
+              "rrdb": "4-layer RRDB + attention"}
+    for role in STUDY.budget_of(preset).roles:
+        name = resolve_role(role, preset)
+        units.append(StudyUnit(name, UnitSpec(name, kwargs=role_kw(preset, role)), group=groups.get(role, role)))
+    return StudyPlan(
+        "family", "Families: VGG vs ResNet vs plain template CNN vs 4-layer RRDB+attention",
+        "How do the families trade accuracy against FLOPs, params and latency? Does the 4-layer RRDB + "
+        f"self-attention net reach at least 90% of {deep}'s accuracy (the coursework's target)?",
+        tuple(units),
+    )
+
+
+
+def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    rows = unit_rows(records, "family")
+    figs = out_dir / "figures"
+    cols = [("model", "label", fmt_text), ("family", "group", fmt_text)] + measurement_columns(engines)[1:]
+    parts = [training_line(rows), markdown_table(rows, cols) + "\n\n",
+             image_link(plot_accuracy_vs_flops(rows, figs / "family_acc_flops.png", "Families: accuracy vs FLOPs"),
+                  out_dir, "accuracy vs FLOPs"),
+             image_link(plot_learning_curves(rows, figs / "family_curves.png", "Families: training curves"), out_dir,
+                  "training curves"),
+             image_link(plot_per_class(rows, figs / "family_per_class.png", "Families: per-class F1 (test split)"), out_dir,
+                  "per-class F1")]
+    findings = []
+    target = next((r for r in rows if r["group"] == "ResNet (target)"), None)
+    rrdb = next((r for r in rows if r["group"] == "4-layer RRDB + attention"), None)
+    if target and rrdb and target.get("top1") and rrdb.get("top1") is not None:
+        share = rrdb["top1"] / target["top1"]
+        verdict = "MET" if share >= 0.9 else "NOT MET"
+        findings.append(
+            f"Coursework target (4-layer net >= 90% of {target['label']}'s accuracy): **{verdict}**: "
+            f"{rrdb['label']} {fmt_pct(rrdb['top1'])} vs {target['label']} {fmt_pct(target['top1'])} = {100 * share:.1f}% "
+            f"of it, with {ratio_text(rrdb.get('params'), target.get('params'))} the params and "
+            f"{ratio_text(rrdb.get('flops'), target.get('flops'))} the FLOPs; top-1 {accuracy_gap(rrdb, target)}.")
+    elif target and not rrdb:
+        findings.append("The 4-layer RRDB + attention net is not in the model zoo, so the 90% target could not be checked.")
+    scored = [r for r in rows if r.get("top1") is not None and r.get("flops")]
+    if scored:
+        best = max(scored, key=lambda r: r["top1"])
+        cheapest = min(scored, key=lambda r: r["flops"])
+        findings.append(f"Most accurate: {best['label']} ({fmt_pct(best['top1'])}, {fmt_count(best['flops'])} FLOPs; over "
+                        f"seeds {best['top1_seeds']}); cheapest: {cheapest['label']} ({fmt_count(cheapest['flops'])} "
+                        f"FLOPs, {fmt_pct(cheapest['top1'])}).")
+    return "".join(parts), findings
+
+
+
+
+STUDY = Study("family", StudyKind.TIMED, family_plan, budget=FamilyBudget, section=family_section, seeded=True)

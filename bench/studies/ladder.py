@@ -1,0 +1,257 @@
+"""The ladder study: every (engine, precision) rung of ResNet-20 and -56, speed vs accuracy.
+
+Its kind is `StudyKind.LADDER`: the runner times each unit's rungs (`bench.studies.timing.time_ladder`, which runs
+`bench.scenarios.ladder.run_ladder` on the unit's training checkpoint) with this study's budget.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageProblem
+from bench.report.format import fmt_ms, fmt_pct, image_link, is_ladder_record, pp_text
+from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
+
+NAME = "ladder"
+
+
+@dataclass(frozen=True)
+class LadderBudget:
+    """The ladder study's knobs: which nets (CIFAR ResNets trained as the depth study trains them) and its budget."""
+
+    models: tuple[str, ...] = setting(("resnet20", "resnet56"), "ladder_models")
+    # 'engine:precision' rungs (None: every rung of bench.scenarios.ladder.RUNGS)
+    rungs: tuple[str, ...] | None = setting(None, "ladder_rungs")
+    test_limit: int | None = setting(1000, "ladder_test_limit")  # test images each rung is evaluated on (None: all)
+    calibration: int = setting(512, "ladder_calibration")  # int8 calibration images (from the training split)
+    warmup: int = setting(5, "ladder_warmup")  # untimed runs per rung before its first timed round
+    iters: int = setting(30, "ladder_iters")  # timed runs per rung (batch 1, then again at the throughput batch)
+    rounds: int = setting(5, "ladder_rounds")  # interleaved rounds (each visits every rung in a new random order)
+    throughput_batch: int | None = setting(32, "ladder_throughput_batch")  # batch of the images/s timing (None: skip)
+
+
+def ladder_plan(preset: Preset) -> StudyPlan:
+    """Every (engine, precision) rung of `budget.models`, trained as the depth study trains them (one unit each)."""
+    import nets
+
+    budget = STUDY.budget_of(preset)
+    for name in budget.models:
+        try:
+            nets.model_entry(name)
+        except nets.UnknownModelError as exc:
+            raise UsageProblem(f"ladder model of preset {preset.name!r} is no registered model: {exc}") from None
+    if budget.rungs is not None:
+        from bench.scenarios.ladder import parse_rungs
+
+        parse_rungs(budget.rungs)  # a misspelt rung: refused before anything runs
+    units = tuple(StudyUnit(name, UnitSpec(name)) for name in budget.models)
+    rungs = "every rung rbench knows" if budget.rungs is None else \
+        "torch fp32 (the reference) and " + ", ".join(r.replace(":", " ") for r in budget.rungs)
+    test = "the whole test split" if budget.test_limit is None else \
+        f"{budget.test_limit} test images (a stratified sample of the test split)"
+    throughput = "" if budget.throughput_batch is None else \
+        f", then again at batch {budget.throughput_batch} for images/s"
+    notes = (
+        f"Rungs: {rungs}; a rung this machine cannot run is listed with the reason. `--engines` does not narrow "
+        "the ladder: the preset names its rungs.",
+        "Each net is trained once with the preset's training, as the depth study's nets are (a net both studies "
+        f"use is trained once); each rung is evaluated on {test}, int8 is calibrated on "
+        f"{budget.calibration} training images, and every rung is timed at batch 1 interleaved with the "
+        f"others ({budget.iters} timed runs in {budget.rounds} rounds, {budget.warmup} warm-up "
+        f"run{'' if budget.warmup == 1 else 's'} first){throughput}.",
+    )
+    return StudyPlan(
+        "ladder", "Precision ladder: speed vs accuracy per engine and precision",
+        "For one trained net, how much faster is each engine and precision (fp32, bf16, int8, fp16) than torch "
+        "fp32, and how much task accuracy does each give up?",
+        units, notes=notes,
+    )
+
+
+
+def ladder_timing_flops(plan: StudyPlan, preset: Preset) -> float:
+    """The forward FLOPs of the ladder's timing phase beyond timing itself: every rung evaluates its test images."""
+    from bench.measure.flops import model_flops
+
+    budget = STUDY.budget_of(preset)
+    rungs = len(budget.rungs) if budget.rungs else 7
+    images = budget.test_limit or preset.test_size or 10000
+    total = 0.0
+    for unit in plan.units:
+        try:
+            _, flops = model_flops(unit.spec.model, (1, preset.input_size, preset.input_size), 10, None)
+        except Exception:  # noqa: BLE001 - a net the counter cannot build still gets a share
+            flops = 100e6
+        total += flops * images * rungs
+    return total
+
+
+def _z95(top1: float, n: int) -> float:
+    """Half-width of the normal-approximation 95% interval of a top-1 measured on `n` images."""
+    return 1.96 * math.sqrt(max(top1 * (1 - top1), 0.0) / n) if n else math.nan
+
+
+
+
+def _rung(row: dict[str, Any]) -> str:
+    return f"{row['engine']} {row['precision']}"
+
+
+def _speed_phrase(row: dict[str, Any]) -> str:
+    """What the speedup interval supports: 'is 5.86x [4.10, 6.30] faster than torch fp32', 'is 2.10x [...] slower',
+    or 'no measurable difference'."""
+    speed, ci, verdict = row.get("speedup"), row.get("speedup_ci") or [None, None], row.get("verdict")
+    if speed is None or None in ci:
+        return f"not timed ({row.get('error') or 'no timing'})"
+    if verdict == "faster":
+        return f"is {speed:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] faster than torch fp32"
+    if verdict == "slower":  # as a slowdown: torch fp32's speed over this rung's, interval inverted
+        return f"is {1 / speed:.2f}x [{1 / ci[1]:.2f}, {1 / ci[0]:.2f}] slower than torch fp32"
+    return (f"shows no measurable difference from torch fp32 (speedup {speed:.2f}x, but its 95% CI "
+            f"[{ci[0]:.2f}, {ci[1]:.2f}] does not lie wholly beyond 1 \u00b1 3%)")
+
+
+def ladder_nets(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """One entry per net of the ladder study, in plan order: label, unit, and the ladder its records carry
+    (`rows`, `int8`, settings: the field `ladder` of its torch fp32 batch-1 latency record)."""
+    nets: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if r.get("study") != "ladder" or not is_ladder_record(r):
+            continue
+        label = r.get("label") or r.get("unit")
+        net = nets.setdefault(label, {"label": label, "unit": r.get("unit"), "ladder": None})
+        if r.get("ladder") and net["ladder"] is None:
+            net["ladder"] = r["ladder"]
+    return list(nets.values())
+
+
+def _ladder_table(rows: Sequence[dict[str, Any]]) -> str:
+    from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table
+
+    cells = ladder_rows_table(rows)
+    head = "| " + " | ".join(LADDER_COLUMNS) + " |"
+    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(LADDER_COLUMNS))) + "|"
+    return "\n".join([head, rule] + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells])
+
+
+def _int8_line(int8: dict[str, Any] | None) -> str:
+    """The int8 file's calibration and its check against fp32, or why there is none."""
+    if not int8:
+        return ""
+    if int8.get("error"):
+        return f"int8 file: refused ({int8['error']}).\n\n"
+    check = int8.get("check") or {}
+    if not check:
+        return ""
+    verdict = "**passed**" if check.get("passed") else "**FAILED** (its rungs are measured anyway, marked 'check failed')"
+    ratio = check.get("accuracy_ratio")
+    return (f"int8 file: {int8.get('method')} calibration on {int8.get('calibration_images')} training images; its "
+            f"check on {check.get('images')} test images {verdict}: it predicts the fp32 file's class on "
+            f"{fmt_pct(check.get('top1_agreement'))} of them (needs {fmt_pct(check.get('min_agreement'))}), "
+            f"top-1 {fmt_pct(check.get('int8_accuracy'))} vs {fmt_pct(check.get('fp32_accuracy'))} fp32 = accuracy "
+            f"ratio {'n/a' if ratio is None else f'{ratio:.3f}'} (needs {check.get('min_accuracy_ratio')}).\n\n")
+
+
+def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
+                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
+    """The precision ladder of each net: rows table, accuracy-vs-latency plot, rungs not run, int8 check,
+    and findings stated only where the speedup interval supports them."""
+    from bench.scenarios.ladder import REFERENCE, plot_ladder
+
+    figs = out_dir / "figures"
+    parts, findings = [], []
+    for net in ladder_nets(records):
+        label, ladder = net["label"], net["ladder"]
+        parts.append(f"### {label}\n\n")
+        if not ladder or not ladder.get("rows"):
+            parts.append("No ladder rows in the records.\n\n")
+            continue
+        rows = ladder["rows"]
+        ref = next((r for r in rows if (r["engine"], r["precision"]) == REFERENCE), {})
+        ran = [r for r in rows if r.get("runs")]
+        n = ref.get("samples") or ladder.get("test_limit")
+        settings = ladder.get("settings") or {}
+        throughput = (f"; images/s timed again at batch {ladder['throughput_batch']}"
+                      if ladder.get("throughput_batch") else "")
+        parts.append(f"Every rung is evaluated on the same {n} test images and timed at batch 1, interleaved with "
+                     f"the others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds){throughput}. "
+                     "Speedups are torch fp32's p50 over the rung's with a bootstrap 95% interval over the paired "
+                     "rounds; '*' marks the Pareto front (no other rung both faster and at least as accurate).\n\n")
+        parts.append(_ladder_table(rows) + "\n\n")
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
+        title = f"{label}: precision ladder (batch 1, {n} test images)"
+        parts.append(image_link(plot_ladder(rows, figs / f"ladder_{slug}.png", title) if ran else None, out_dir,
+                          f"{label} precision ladder"))
+        not_run = [r for r in rows if not r.get("runs")]
+        if not_run:
+            parts.append("Not run here:\n\n" + "".join(f"- {_rung(r)}: {r.get('reason') or 'unknown reason'}\n"
+                                                        for r in not_run) + "\n")
+        parts.append(_int8_line(ladder.get("int8")))
+        others = [r for r in ran if (r["engine"], r["precision"]) != REFERENCE]
+        speed = [f"- {_rung(r)} {_speed_phrase(r)}.\n" for r in others]
+        if speed:
+            parts.append("**Speed** (batch-1 p50 latency, timed together)\n\n" + "".join(speed) + "\n")
+        top1 = ref.get("top1")
+        if top1 is not None and n:
+            accuracy = [f"- {_rung(r)}: top-1 {fmt_pct(r.get('top1'))} ({pp_text(r.get('top1'), top1)} vs torch fp32); "
+                        f"the same class as torch fp32 on {fmt_pct(r.get('agreement'))} of the images"
+                        f"{_differ(r.get('agreement'), n)}.\n" for r in others if r.get("top1") is not None]
+            parts.append(f"**Accuracy** on {n} test images: torch fp32 scores {fmt_pct(top1)}. As an estimate of "
+                         f"the whole test split's top-1, a figure from {n} images carries about "
+                         f"\u00b1{100 * _z95(top1, n):.1f} pp of sampling noise (95%); every rung sees the same images, "
+                         "so agreement with torch fp32 is the sharper measure of what a precision changes.\n\n"
+                         + "".join(accuracy) + "\n")
+        findings += _ladder_findings(label, rows, ladder.get("int8"), n)
+    return "".join(parts), findings
+
+
+def _differ(agreement: Any, n: int) -> str:
+    if agreement is None or not n:
+        return ""
+    k = round((1 - agreement) * n)
+    return f" ({k} of {n} differ)" if k else ""
+
+
+def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str, Any] | None, n: Any) -> list[str]:
+    from bench.scenarios.ladder import REFERENCE
+
+    others = [r for r in rows if r.get("runs") and (r["engine"], r["precision"]) != REFERENCE]
+    out = []
+    faster = sorted((r for r in others if r.get("verdict") == "faster"), key=lambda r: -(r.get("speedup") or 0))
+    if faster:
+        best = faster[0]
+        out.append(f"{label}: {_rung(best)} {_speed_phrase(best)} at batch 1 (p50 {fmt_ms(best.get('p50_ms'))} ms); "
+                   f"top-1 {fmt_pct(best.get('top1'))} on {n} test images, the same class as torch fp32 on "
+                   f"{fmt_pct(best.get('agreement'))} of them.")
+    elif others:
+        out.append(f"{label}: no rung is measurably faster than torch fp32 here.")
+    slower = [f"{_rung(r)} ({_speed_phrase(r).removeprefix('is ').removesuffix(' slower than torch fp32')})"
+              for r in others if r.get("verdict") == "slower"]
+    if slower:
+        out.append(f"{label}: slower than torch fp32: {', '.join(slower)}.")
+    same = [_rung(r) for r in others if r.get("verdict") == "no measurable difference"]
+    if same:
+        out.append(f"{label}: no measurable difference from torch fp32: {', '.join(same)}.")
+    check = (int8 or {}).get("check")
+    if check:
+        out.append(f"{label}: the int8 check {'passed' if check.get('passed') else 'FAILED'} on {check.get('images')} "
+                   f"test images (agreement with fp32 {fmt_pct(check.get('top1_agreement'))}, top-1 "
+                   f"{fmt_pct(check.get('int8_accuracy'))} vs {fmt_pct(check.get('fp32_accuracy'))}).")
+    front = [_rung(r) for r in rows if r.get("pareto")]
+    if front:
+        out.append(f"{label}: Pareto front (latency vs top-1): {', '.join(front)}.")
+    return out
+
+
+# --------------------------------------------------------------------------- the training-recipe studies
+
+
+
+
+STUDY = Study(NAME, StudyKind.LADDER, ladder_plan, budget=LadderBudget, section=ladder_section,
+              timing_flops=ladder_timing_flops)
