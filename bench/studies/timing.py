@@ -16,6 +16,12 @@ from bench.studies.plans import timed_units
 from bench.studies.registry import study_of
 from bench.studies.run_folder import artifact_path
 
+#: The suite times each study's nets in worker processes (`bench.measure.workers`), but within its
+#: 15-minute budget: the fewest workers that give a between-process spread (2), the preset's timed runs
+#: split between them rather than repeated in each, and more workers only while this many seconds allow.
+SUITE_WORKERS = 2
+SUITE_MAX_TIME_S = 20.0
+
 
 def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
                on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
@@ -51,13 +57,15 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
     records: list[dict[str, Any]] = []
     for engine in ctx.engines:
         on_stage(f"latency/{engine}")
-        settings = Settings(device=ctx.device, warmup=preset.warmup, iters=preset.iters,
-                            rounds=max(1, min(10, preset.iters // 4)))
+        iters = max(1, preset.iters // SUITE_WORKERS)
+        settings = Settings(device=ctx.device, warmup=preset.warmup, iters=iters, rounds=max(1, min(10, iters // 4)),
+                            workers=SUITE_WORKERS, max_time_s=SUITE_MAX_TIME_S)
         latency, _ = compare(sources, [engine], 1, settings, command=ctx.command)
         records += [_with_context(r, c) for r, c in zip(latency, contexts)]
         on_stage(f"throughput/{engine}")
-        settings = Settings(device=ctx.device, warmup=max(1, preset.warmup // 5), iters=preset.throughput_iters,
-                            rounds=max(1, min(10, preset.throughput_iters // 2)))
+        iters = max(1, preset.throughput_iters // SUITE_WORKERS)
+        settings = Settings(device=ctx.device, warmup=max(1, preset.warmup // 5), iters=iters,
+                            rounds=max(1, min(10, iters // 2)), workers=SUITE_WORKERS, max_time_s=SUITE_MAX_TIME_S)
         sweep, _ = compare(sources, [engine], preset.throughput_batch, settings, command=ctx.command)
         records += [_with_context(throughput_records([r], command=ctx.command)[0], c) for r, c in zip(sweep, contexts)]
     study = study_of(plan)
@@ -99,7 +107,8 @@ def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
 
     budget = _ladder_budget(plan, ctx)
     rungs = parse_rungs(budget.rungs)
-    settings = Settings(device=ctx.device, warmup=budget.warmup, iters=budget.iters, rounds=budget.rounds)
+    settings = Settings(device=ctx.device, warmup=budget.warmup, iters=max(1, budget.iters // SUITE_WORKERS),
+                        rounds=budget.rounds, workers=SUITE_WORKERS, max_time_s=SUITE_MAX_TIME_S)
     records: list[dict[str, Any]] = []
     for spec in list({unit.spec.unit_id: unit.spec for unit in plan.units}.values()):
         checkpoint = artifact_path(out_dir, spec) / CHECKPOINT
