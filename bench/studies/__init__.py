@@ -5,7 +5,7 @@
     >>> [u.label for u in plan.units]
     ['resnet20', 'plain20', 'resnet56', 'plain56']
 
-A study is one module (`depth`, `dynamic`, `activation`, `family`, `ladder`, `recipe`, `optimizer`) holding its
+A study is one module (`depth`, `dynamic`, `activation`, `family`, `ladder`, `recipe`, `optimizer`, `serve`) holding its
 `Study`: its kind (`StudyKind`: timed, accuracy-only, ladder), its budget (nested in the preset:
 `Preset.studies[name]`), its plan (units as data) and its report section. This package face imports every study
 module and registers it (`bench.studies.registry`); adding a study is one module and one line here.
@@ -16,11 +16,11 @@ module and registers it (`bench.studies.registry`); adding a study is one module
 with each study's section (`bench.report` keeps the generic formatting, plots and rendering).
 """
 
-from bench.studies import activation, depth, dynamic, family, ladder, optimizer, recipe
+from bench.studies import activation, depth, dynamic, family, ladder, optimizer, recipe, serve
 from bench.studies.base import Preset, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec
 from bench.studies.registry import get_study, register, study_names, study_plan, unregister
 
-for _module in (depth, dynamic, activation, family, ladder, recipe, optimizer):  # the order `rbench suite` runs
+for _module in (depth, dynamic, activation, family, ladder, recipe, optimizer, serve):  # the order `rbench suite` runs
     register(_module.STUDY)
 
 #: The built-in studies, in the order `rbench suite` runs them.

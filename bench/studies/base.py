@@ -29,6 +29,7 @@ class StudyKind(StrEnum):
     TIMED = "timed"  # latency and throughput of every unit, timed together per engine
     ACCURACY = "accuracy"  # nothing timed: units trained and scored by torch top-1 only
     LADDER = "ladder"  # every (engine, precision) rung of each unit's checkpoint (bench.scenarios.ladder)
+    OWN = "own"  # the study times its units itself (`Study.timing`: e.g. a LoadGen peak search)
 
 
 #: The TrainConfig fields a unit may override (`UnitSpec.train`), and the prefix each has in a unit id.
@@ -197,6 +198,10 @@ class Study:
     # Forward FLOPs its timing phase spends beyond timing (a ladder evaluates every rung): `bench.studies.shard`'s
     # estimate of the phase's cost.
     timing_flops: Callable[[StudyPlan, Preset], float] | None = None
+    # An OWN study's whole timing phase: timing(plan, ctx, out_dir, on_stage) -> records (one per unit at least),
+    # and its cost in seconds at a preset (`bench.studies.shard`'s estimate): timing_seconds(plan, preset).
+    timing: Callable[..., list[Record]] | None = None
+    timing_seconds: Callable[[StudyPlan, Preset], float] | None = None
 
     def budget_of(self, preset: Preset) -> Any:
         """This study's budget in `preset` (its defaults when the preset names none).

@@ -20,6 +20,7 @@ from bench.studies.family import FamilyBudget
 from bench.studies.ladder import LadderBudget
 from bench.studies.optimizer import OptimizerBudget
 from bench.studies.recipe import RecipeBudget
+from bench.studies.serve import ServeBudget
 
 __all__ = ["ALL_SUBSETS", "PRESETS", "Preset", "get_preset"]
 
@@ -51,6 +52,8 @@ PRESETS: dict[str, Preset] = {
             "recipe": RecipeBudget(rungs=5, seeds=2, epochs=2, max_batches=1, patience=(1, 1)),
             "optimizer": OptimizerBudget(sweeps=("optimizer", "no_bn"), roles=("sweep_resnet",), seeds=2, epochs=1,
                                          max_batches=1),
+            # One LoadGen Server run of half a second and 50 queries: the serve study's whole path in a second or two.
+            "serve": ServeBudget(search_duration_s=0.5, search_steps=1, min_queries=50, samples=64),
         },
     ),
     "quick": Preset(
@@ -87,6 +90,13 @@ PRESETS: dict[str, Preset] = {
             "recipe": RecipeBudget(rungs=2, seeds=2, epochs=1, max_batches=3, patience=(1, 1)),
             "optimizer": OptimizerBudget(sweeps=("optimizer",), roles=("sweep_resnet",), seeds=2, epochs=1,
                                          max_batches=3),
+            # One Server peak search of the depth study's resnet20 on onnxruntime (trained once for both): at most 5
+            # LoadGen runs of at least 3 s and 1000 queries, stopping when the INVALID step is within 25% of the
+            # VALID one. About 25 s on a quiet 2-core EPYC (a few seconds of warm-up, then 5 steps of 3-4 s: resnet20
+            # at 28x28 holds several hundred QPS, so 1000 queries take under 3 s near the peak), at most
+            # 3 + 5 x 3 = 18 s plus the steps' overrun beyond 3 s: with the 831.7 s the suite measured in
+            # results/suite-quick-amd-epyc-2c/run.json it stays within the 15 minutes.
+            "serve": ServeBudget(search_duration_s=3.0, search_steps=5, search_tolerance=0.25),
         },
     ),
     "standard": Preset(

@@ -91,6 +91,8 @@ def timing_cost(plan: StudyPlan, preset: Preset) -> float:
     study = study_of(plan)
     if study is not None and study.timing_flops is not None:
         seconds += SECONDS_PER_TFLOP / 3 * study.timing_flops(plan, preset) / 1e12  # forward passes: a third of a step
+    if study is not None and study.timing_seconds is not None:  # a study that times itself says how long it takes
+        seconds += study.timing_seconds(plan, preset)
     return seconds
 
 

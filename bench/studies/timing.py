@@ -37,6 +37,11 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
         return time_ladder(plan, ctx, out_dir, on_stage)
     if plan.kind is StudyKind.ACCURACY:
         return []
+    if plan.kind is StudyKind.OWN:  # the study's own timing phase (`Study.timing`)
+        study = study_of(plan)
+        if study is None or study.timing is None:
+            raise DataProblem(f"the {plan.name} study times its units itself but gives no timing")
+        return study.timing(plan, ctx, out_dir, on_stage)
     import torch
 
     from bench.engines.sources import resolve_source

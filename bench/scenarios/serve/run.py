@@ -154,7 +154,8 @@ def serve(model: Any, engine: str = "ort", config: ServeConfig | None = None, *,
     """Serve `model` on `engine` under LoadGen in `config.scenario` and return the `serve` record.
 
     Args:
-        model: any model source (zoo name, module, .onnx file, ...); with `checkpoint`, its zoo name.
+        model: any model source (zoo name, module, .onnx file, ...); with `checkpoint`, its zoo name; or a
+            `ServedModel` already holding its source and samples (a study's trained unit on its own test split).
         engine: torch | ort | openvino | trt.
         config: the scenario and its settings (`ServeConfig`; MLPerf's defaults where unset).
         out: the folder LoadGen's files go to (a subfolder per peak-search step).
@@ -178,8 +179,9 @@ def serve(model: Any, engine: str = "ort", config: ServeConfig | None = None, *,
     stage = on_stage or (lambda text: None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    served = load_served(model, checkpoint=checkpoint, dataset=dataset, data_root=data_root,
-                         eval_transform=eval_transform, samples=samples)
+    served = model if isinstance(model, ServedModel) else load_served(
+        model, checkpoint=checkpoint, dataset=dataset, data_root=data_root, eval_transform=eval_transform,
+        samples=samples)
     model_key = served.source.name
     spq = config.samples_per_query or read_settings(loadgen_settings(config, model_key)[0])["samples_per_query"]
     max_batch, timeout_ms = config.batching(spq if config.scenario == "multistream" else 1)
