@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.commands.measure import _fmt, _p50_with_interval
+
+def _fmt(value, spec: str = ".3f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _p50_with_interval(record: dict[str, Any]) -> str:
+    """'0.456 (0.450-0.470)': the median and its distribution-free 95% interval."""
+    ci = record.get("latency_ms_p50_ci")
+    return _fmt(record["latency_ms_p50"]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
 
 
 def _timed_what(settings, records: list[dict[str, Any]]) -> str:

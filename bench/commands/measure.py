@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from bench.commands._options import SECONDS, SECONDS_OR_ZERO, THREADS, Number, count
+from bench.commands.compare_table import _fmt, _p50_with_interval
 from bench.engines.sources import SOURCE_HELP
 from bench.errors import EnvironmentProblem, UsageProblem
 
@@ -46,10 +47,6 @@ What a measurement means:
 
 
 # -- presentation ------------------------------------------------------------------------------
-def _fmt(value, spec: str = ".3f", none: str = "-") -> str:
-    return none if value is None else format(value, spec)
-
-
 def _gflops(value) -> str:
     return "-" if value is None else f"{value / 1e9:.1f}"
 
@@ -96,12 +93,6 @@ def _progress_callback(progress, settings):
         return update
 
     return factory
-
-
-def _p50_with_interval(record: dict[str, Any]) -> str:
-    """'0.456 (0.450-0.470)': the median and its distribution-free 95% interval."""
-    ci = record.get("latency_ms_p50_ci")
-    return _fmt(record["latency_ms_p50"]) + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")
 
 
 def latency_table(records: list[dict[str, Any]], title: str):

@@ -19,6 +19,11 @@ from bench.studies.context import RunContext
 __all__ = ["CHECKPOINT", "DIVERGED", "ONNX", "WEIGHTS", "build_unit_model", "measure_unit", "unit_context",
            "unit_seed", "unit_train_config"]
 
+def artifact_path(out_dir: Path, spec: UnitSpec) -> Path:
+    """Where a prepared unit keeps its weights and ONNX file until its studies are timed."""
+    return Path(out_dir) / "artifacts" / spec.unit_id
+
+
 def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
                  on_stage: Callable[[str], None] = lambda stage: None) -> list[dict[str, Any]]:
     """Train, profile, export and evaluate one unit on every engine; return its records.

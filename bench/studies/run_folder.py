@@ -16,7 +16,7 @@ from typing import Any
 from bench.errors import UsageProblem
 from bench.studies.base import StudyPlan, UnitSpec
 from bench.studies.context import RunContext
-from bench.studies.measure import CHECKPOINT, ONNX, WEIGHTS
+from bench.studies.measure import CHECKPOINT, ONNX, WEIGHTS, artifact_path  # noqa: F401 (the run folder's face)
 from bench.studies.plans import timed_units
 
 #
@@ -93,11 +93,6 @@ def unit_path(out_dir: Path, spec: UnitSpec) -> Path:
 
 def timing_path(out_dir: Path, plan: StudyPlan) -> Path:
     return Path(out_dir) / "timing" / f"{plan.name}.jsonl"
-
-
-def artifact_path(out_dir: Path, spec: UnitSpec) -> Path:
-    """Where a prepared unit keeps its weights and ONNX file until its studies are timed."""
-    return Path(out_dir) / "artifacts" / spec.unit_id
 
 
 def _read_records_file(path: Path, units: Sequence[str], every_unit: bool = False,

@@ -132,8 +132,7 @@ def _peak_search(spec: UnitSpec, engine: str, budget: ServeBudget, ctx, out_dir:
     from bench.scenarios.serve import serve
     from bench.scenarios.serve.data import ServedModel
     from bench.scenarios.serve.qsl import SampleLibrary
-    from bench.studies.measure import ONNX, WEIGHTS, build_unit_model
-    from bench.studies.run_folder import artifact_path
+    from bench.studies.measure import ONNX, WEIGHTS, artifact_path, build_unit_model
 
     folder = artifact_path(out_dir, spec)
     bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
