@@ -1,8 +1,10 @@
-"""The activation study: ReLU vs LeakyReLU vs SiLU on one residual net (ResNet-20)."""
+"""The activation study: ReLU vs LeakyReLU vs SiLU on one residual net (ResNet-20 at quick, ResNet-50 as the seed
+report compared them at standard and full)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,31 @@ from bench.report.format import (
 )
 from bench.report.plots import plot_learning_curves
 from bench.report.seeds import seed_cell
-from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec
+from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
+from bench.studies.plans import kw
+
+ACTIVATIONS = ("relu", "leaky_relu", "silu")
+
+
+@dataclass(frozen=True)
+class ActivationBudget:
+    """The activation study's knobs: the residual net every activation is trained in."""
+
+    model: str = setting("resnet20", "activation_model")  # a registered residual net that takes `act`
+    # its builder kwargs, sorted pairs (ResNet-50's CIFAR stem: small_input)
+    model_kwargs: tuple[tuple[str, object], ...] = setting((), "activation_model_kwargs")
 
 
 def activation_plan(preset: Preset) -> StudyPlan:
-    units = tuple(StudyUnit(act, UnitSpec("resnet20", act=act)) for act in ("relu", "leaky_relu", "silu"))
+    budget = STUDY.budget_of(preset)
+    units = tuple(StudyUnit(act, UnitSpec(budget.model, act=act, kwargs=kw(**dict(budget.model_kwargs))))
+                  for act in ACTIVATIONS)
+    notes = () if budget.model == "resnet50" else (
+        f"This preset trains {budget.model}; the seed report compared the activations on ResNet-50, which "
+        "`--preset standard` and `--preset full` run.",)
     return StudyPlan("activation", "Activation: ReLU vs LeakyReLU vs SiLU",
-                     "Does the activation change accuracy or latency of one residual net (ResNet-20)?", units)
+                     f"Does the activation change accuracy or latency of one residual net ({budget.model})?", units,
+                     notes=notes)
 
 
 
@@ -58,4 +78,5 @@ def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequen
 
 
 
-STUDY = Study("activation", StudyKind.TIMED, activation_plan, section=activation_section, seeded=True)
+STUDY = Study("activation", StudyKind.TIMED, activation_plan, budget=ActivationBudget, section=activation_section,
+              seeded=True)
