@@ -186,7 +186,7 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
         section = sections.get(name) or (lambda r, o, e, p, _n=name: default_section(r, o, e, p, _n))
         text, findings = section(records, out_dir, engines, preset)
         if name in summaries:
-            rows += [(title, row) for row in summaries[name](records, preset)]
+            rows += [(name, title, row) for row in summaries[name](records, preset)]
         if findings:
             body.append("**Findings**\n\n" + "".join(f"- {f}\n" for f in findings) + "\n")
         body.append(text + "\n")
@@ -200,7 +200,7 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
     lines += ["## Method\n", *method_lines(records, run)]
     lines += body
     lines.append(parity_line(records))
-    return "\n".join(line for line in lines if line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line for line in lines if line))
 
 
 def left_out_line(preset: dict[str, Any]) -> str:

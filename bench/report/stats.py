@@ -128,6 +128,19 @@ def compare_groups(a: Mapping[str, Any], b: Mapping[str, Any], *, ratio: bool = 
         return {**out, "method": "paired bootstrap over test images" + (" and seeds" if max(len(ca), len(cb)) > 1
                                                                          else "")}
     samples = a.get("samples") or b.get("samples")
-    if ratio or not samples:
+    if not samples:
         return None
-    return {**normal_difference(a_top1, b_top1, samples), "method": "normal approximation (unpaired)"}
+    out = normal_difference(a_top1, b_top1, samples)
+    if ratio:  # the delta method: var(a/b) ~ (a/b)^2 (var a / a^2 + var b / b^2), the variances unpaired as above
+        mean_a, mean_b = sum(a_top1) / len(a_top1), sum(b_top1) / len(b_top1)
+        if not mean_b:
+            return None
+        half_diff = out["high"] - out["estimate"]
+        estimate = mean_a / mean_b
+        # normal_difference's half-width is Z95 * sqrt(var a + var b); split it back by each side's binomial share.
+        var_a = mean_a * (1 - mean_a) / samples / len(a_top1)
+        var_b = mean_b * (1 - mean_b) / samples / len(b_top1)
+        scale = (half_diff / Z95) ** 2 / max(var_a + var_b, 1e-18)
+        half = Z95 * estimate * math.sqrt(scale * (var_a / max(mean_a, 1e-12) ** 2 + var_b / mean_b ** 2))
+        out = {**out, "estimate": estimate, "low": estimate - half, "high": estimate + half}
+    return {**out, "method": "normal approximation (unpaired)"}

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bench.errors import UsageProblem
-from bench.studies.base import Preset
 from bench.studies.activation import ActivationBudget
+from bench.studies.base import Preset
 from bench.studies.depth import DepthBudget
 from bench.studies.dynamic import DynamicBudget
 from bench.studies.family import FamilyBudget
