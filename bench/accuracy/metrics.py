@@ -8,10 +8,36 @@ is the mean of per-class F1 scores (not the F1 of macro precision and recall).
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+#: The most test images whose per-image correctness a metrics dict keeps (`correct_bits`): 1 bit each, so
+#: ImageNet's 50,000 validation images take about 8 kB of base64 in a record.
+MAX_CORRECT_BITS = 200_000
+
+
+def encode_correct(correct: np.ndarray) -> str:
+    """Per-image correctness (booleans, test-split order) as base64 of `numpy.packbits`: what a paired bootstrap over
+    test images needs to compare two nets scored on the same images."""
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool).ravel())).decode("ascii")
+
+
+def decode_correct(bits: str, samples: int) -> np.ndarray:
+    """The booleans `encode_correct` packed, `samples` of them.
+
+    Raises:
+        ValueError: `bits` is not base64 or holds fewer than `samples` bits.
+    """
+    try:
+        packed = np.frombuffer(base64.b64decode(bits.encode("ascii"), validate=True), dtype=np.uint8)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"per-image correctness is not base64: {exc}") from None
+    if packed.size * 8 < samples:
+        raise ValueError(f"per-image correctness holds {packed.size * 8} bits, fewer than {samples} images")
+    return np.unpackbits(packed)[:samples].astype(bool)
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -47,7 +73,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
 
     Returns plain JSON-ready data: `top1`, `precision_macro`, `recall_macro`, `f1_macro`,
     `per_class` (list of {class, name, precision, recall, f1, support}), `confusion_matrix`
-    (list of rows), `samples`, and `top5` when `logits` are given and there are more than 5 classes.
+    (list of rows), `samples`, `correct_bits` (per-image correctness, `encode_correct`; None beyond
+    `MAX_CORRECT_BITS` images) and `top5` when `logits` are given and there are more than 5 classes.
     """
     cm = confusion_matrix(y_true, y_pred, num_classes)
     tp = np.diag(cm).astype(np.float64)
@@ -70,6 +97,8 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: 
             for i in range(num_classes)
         ],
         "confusion_matrix": cm.tolist(),
+        "correct_bits": encode_correct(np.asarray(y_true).ravel() == np.asarray(y_pred).ravel())
+        if n <= MAX_CORRECT_BITS else None,
     }
     if logits is not None and num_classes > 5:
         out["top5"] = topk_accuracy(logits, y_true, 5)

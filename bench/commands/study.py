@@ -265,8 +265,9 @@ def suite_command(preset, dataset, data_root, out, engines, resume, device, keep
     Interrupt it at any time: a rerun with the same --out resumes after the last finished unit.
     """
     from bench.studies import study_names
+    from bench.studies.presets import suite_studies
 
-    run_studies(list(study_names()), preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
+    run_studies(suite_studies(preset, study_names()), preset, dataset, data_root, out, engines, resume, device, keep_artifacts,
                 title="rbench suite", kind="suite", shard=shard, shard_costs=shard_costs, nproc=nproc)
 
 

@@ -64,6 +64,9 @@ FIELDS: dict[str, tuple[str, ...]] = {
         "dataset", "checkpoint", "checkpoint_epoch", "samples", "top1", "top5", "precision_macro", "recall_macro",
         "f1_macro", "per_class", "confusion_matrix", "seconds", "reference_engine", "top1_delta", "agreement",
         "max_abs_logit_diff", "mean_abs_logit_diff",
+        # Per-image correctness in test-split order (`bench.accuracy.metrics.encode_correct`): the paired bootstrap of
+        # an accuracy difference (`bench.report.stats`); None in records written before it, or beyond 200,000 images.
+        "correct_bits",
         # Accuracy mode (MLPerf's rule, `bench.accuracy.evaluate.accuracy_mode`) and the data pass: set by `rbench accuracy`.
         "top1_ratio", "top5_ratio", "threshold", "passed", "images_per_s", "wall_s", "skipped_images",
     ),

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.report.cells import fmt_count, fmt_ms, fmt_num, fmt_pct, fmt_text
-from bench.report.seeds import seed_cell, seed_difference, seed_groups
+from bench.report.cells import fmt_count, fmt_ms, fmt_num, fmt_pct, fmt_pp, fmt_ratio, fmt_text  # noqa: F401 - the studies read them here
+from bench.report.seeds import seed_cell, seed_groups
 
 Record = dict[str, Any]
 Column = tuple[str, str, Callable[[Any], str]]  # (header, row key, formatter)
@@ -119,9 +119,7 @@ def measurement_columns(engines: Sequence[str]) -> list[Column]:
     """The standard columns: params, MACs, FLOPs, top-1 and latency/throughput per engine."""
     cols: list[Column] = [("model", "label", fmt_text), ("params", "params", fmt_count), ("MACs", "macs", fmt_count),
                           ("FLOPs", "flops", fmt_count)]
-    for e in engines:
-        cols.append((f"top-1 {e}", f"top1_{e}", fmt_pct))
-    cols.append(SEED_COLUMN)
+    cols.append(SEED_COLUMN)  # torch's; every other engine's agreement with it is in the export-parity line
     for e in engines:
         cols.append((f"p50 ms {e}", f"latency_p50_{e}", fmt_ms))
     for e in engines:
@@ -136,53 +134,72 @@ def image_link(path: Path | None, out_dir: Path, alt: str) -> str:
     return f"![{alt}]({Path(path).relative_to(out_dir).as_posix()})\n\n" if path else ""
 
 
-def latency_ratios(a: dict, b: dict, engines: Sequence[str]) -> str:
-    """`a`'s p50 latency over `b`'s per engine, with its 95% interval and what it supports:
-    "1.96x (1.90-2.01, slower; torch), no measurable difference (0.97-1.04; ort)"."""
+def latency_comparison(a: dict, b: dict, engine: str) -> dict[str, Any] | None:
+    """`a`'s p50 latency over `b`'s on `engine` (rows of `unit_rows`), timed together: {ratio, low, high, verdict}
+    (`bench.measure.stats.compare_latencies`: 'faster', 'slower' or 'no measurable difference'); the bare ratio with
+    no interval when a row lacks its raw latencies; None when a row was not timed on `engine`."""
     from bench.measure.stats import compare_latencies
 
+    (a_lat, a_rounds), (b_lat, b_rounds) = a.get(f"latencies_{engine}") or (None, None), \
+        b.get(f"latencies_{engine}") or (None, None)
+    if a_lat and b_lat:
+        c = compare_latencies(b_lat, a_lat, b_rounds, a_rounds)
+        return {"ratio": c["ratio"], "low": c["low"], "high": c["high"], "verdict": c["verdict"]}
+    pa, pb = a.get(f"latency_p50_{engine}"), b.get(f"latency_p50_{engine}")
+    if not pa or not pb:
+        return None
+    return {"ratio": pa / pb, "low": None, "high": None, "verdict": "no interval"}
+
+
+def latency_ratios(a: dict, b: dict, engines: Sequence[str]) -> str:
+    """`a`'s p50 latency over `b`'s per engine, in the report's one ratio notation with what its interval supports:
+    "torch 1.96x [1.90, 2.01] slower; ort 1.01x [0.97, 1.04] no measurable difference"."""
     parts = []
     for e in engines:
-        (a_lat, a_rounds), (b_lat, b_rounds) = a.get(f"latencies_{e}") or (None, None), b.get(f"latencies_{e}") or (None, None)
-        if not a_lat or not b_lat:
-            parts.append(f"{ratio_text(a.get(f'latency_p50_{e}'), b.get(f'latency_p50_{e}'))} ({e})")
-            continue
-        c = compare_latencies(b_lat, a_lat, b_rounds, a_rounds)
-        interval = f"{c['low']:.2f}-{c['high']:.2f}"
-        if c["verdict"] == "no measurable difference":
-            parts.append(f"no measurable difference ({c['ratio']:.2f}x, 95% CI {interval}; {e})")
-        else:
-            parts.append(f"{c['ratio']:.2f}x ({interval}, {c['verdict']}; {e})")
-    return ", ".join(parts)
+        c = latency_comparison(a, b, e)
+        parts.append(f"{e} n/a" if c is None else f"{e} {fmt_ratio(c['ratio'], c['low'], c['high'])} {c['verdict']}")
+    return "; ".join(parts)
 
 
 def ratio_text(a: Any, b: Any) -> str:
-    return "n/a" if not a or not b else f"{a / b:.2f}x"
+    """a / b in the report's ratio notation (a count: no interval)."""
+    return "n/a" if not a or not b else fmt_ratio(a / b)
 
 
 def pp_text(a: Any, b: Any) -> str:
     """Difference of two fractions in percentage points."""
-    return "n/a" if a is None or b is None else f"{100 * (a - b):+.1f} pp"
+    return "n/a" if a is None or b is None else fmt_pp(a - b)
 
 
-#: Torch top-1 over the seeds a net was trained with (`Preset.accuracy_seeds`): what an accuracy comparison rests on.
-SEED_COLUMN: Column = ("top-1 torch over seeds: mean (min-max)", "top1_seeds", fmt_text)
+#: Torch top-1 with its 95% interval: Wilson over the test images for one training run, or the mean and min-max over
+#: the seeds a net was trained with (`Preset.accuracy_seeds`).
+SEED_COLUMN: Column = ("top-1 [95% CI] or mean (min-max, seeds)", "top1_seeds", fmt_text)
+
+
+def accuracy_comparison(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """`a`'s torch top-1 minus `b`'s (rows of `unit_rows`, or seed groups) with its 95% interval
+    (`bench.report.stats.compare_groups`: a paired bootstrap over test images and seeds) and verdict: 'better',
+    'worse' or 'not decided at this budget'. None when either has no trained seed."""
+    from bench.report.stats import compare_groups, difference_verdict
+
+    ga, gb = a.get("seeds", a), b.get("seeds", b)
+    if not ga or not gb:
+        return None
+    c = compare_groups(ga, gb)
+    if c is None:
+        return None
+    return {**c, "verdict": difference_verdict(c["low"], c["high"])}
 
 
 def accuracy_gap(a: dict[str, Any], b: dict[str, Any], *, as_error: bool = False) -> str:
-    """`a`'s torch top-1 minus `b`'s (rows of `unit_rows`), in pp, with what the seeds support: the means over seeds
-    and 'within seed noise' when the gap is no larger than the seed spread (as the recipe studies judge a gain), or
-    'one training run each' when neither has a second seed. `as_error`: the gap in test error (the sign flipped)."""
-    ga, gb = a.get("seeds"), b.get("seeds")
-    if not ga or not gb:
-        return pp_text(b.get("top1"), a.get("top1")) if as_error else pp_text(a.get("top1"), b.get("top1"))
-    diff, verdict = seed_difference(gb, ga)
-    if diff is None:
-        return verdict
-    gap = f"{100 * (-diff if as_error else diff):+.1f} pp"
-    if ga.get("spread") is None and gb.get("spread") is None:
-        return f"{gap}, one training run each: no seed spread to judge it by"
-    return f"{gap} between the means over {ga['n']} and {gb['n']} seeds, {verdict}"
+    """`a`'s torch top-1 minus `b`'s as a finding says it: '+4.4 pp [+1.2, +7.5], better' or '... not decided at this
+    budget'. `as_error`: the gap in test error (signs flipped, and lower error is better)."""
+    c = accuracy_comparison(a, b)
+    if c is None:
+        return pp_text(a.get("top1"), b.get("top1")) + " (no interval: a net has no trained seed)"
+    sign = -1 if as_error else 1
+    low, high = sorted((sign * c["low"], sign * c["high"]))
+    return f"{fmt_pp(sign * c['estimate'], low, high)}, {c['verdict']}"
 
 
 def mean_top1(row: dict[str, Any]) -> float:

@@ -23,6 +23,7 @@ from bench.report.format import (
     records_of,
     unit_rows,
 )
+from bench.report.summary import Summary, github_anchor, summary_table
 
 
 def parity_table(records: Sequence[Record]) -> str:
@@ -89,71 +90,123 @@ def default_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
     return markdown_table(unit_rows(records, study), measurement_columns(engines)) + "\n\n", []
 
 
+def engines_not_run(records: Sequence[Record]) -> list[str]:
+    """What this machine could not run, once for the whole report: one line per reason, naming the engine and
+    precisions it kept out (from the precision ladders' rows that did not run)."""
+    by_reason: dict[str, dict[str, list[str]]] = {}
+    for r in records:
+        for row in (r.get("ladder") or {}).get("rows") or []:
+            if not row.get("runs"):
+                reason = row.get("reason") or "unknown reason"
+                precisions = by_reason.setdefault(reason, {}).setdefault(row["engine"], [])
+                if row["precision"] not in precisions:
+                    precisions.append(row["precision"])
+    return [", ".join(f"{engine} {'/'.join(precisions)}" for engine, precisions in engines.items()) + f": {reason}"
+            for reason, engines in by_reason.items()]
+
+
+def parity_line(records: Sequence[Record]) -> str:
+    """Export parity and engine agreement: one line when every export passed, else the table of every unit."""
+    exports = {r["unit"]: r for r in records if r.get("kind") == "export"}
+    if not exports:
+        return ""
+    failed = [u for u, r in exports.items() if not r.get("parity_passed")]
+    if failed:
+        return f"## Export parity\n\n{len(failed)} of {len(exports)} ONNX exports FAILED parity.\n\n" \
+               + parity_table(records) + "\n"
+    worst = max((r.get("parity_max_abs_err") or 0.0) for r in exports.values())
+    agree: dict[str, list[float]] = {}
+    for r in records:
+        if r.get("kind") == "accuracy" and r.get("engine") != r.get("reference_engine") and not r.get("eval_channels") \
+                and not is_ladder_record(r) and r.get("agreement") is not None:
+            agree.setdefault(r["engine"], []).append(r["agreement"])
+    agreement = "; ".join(f"{e} predicts torch's class on at least {fmt_pct(min(v))} of the test images "
+                          f"({len(v)} nets)" for e, v in agree.items())
+    return (f"Export parity: all {len(exports)} ONNX exports passed (worst max abs error {worst:.2g})"
+            f"{'; ' + agreement if agreement else ''}.\n")
+
+
+def method_lines(records: Sequence[Record], run: dict[str, Any]) -> list[str]:
+    """How the run measured: the preset, units, and the statistics behind every interval and verdict."""
+    preset = run.get("preset_settings", {})
+    return [
+        f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
+        f"images, {preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}"
+        f"{schedule_note(records, preset)}), batch {preset.get('batch_size')}, input {preset.get('input_size')}x"
+        f"{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} warm-up + {preset.get('iters')} timed "
+        f"runs (p50); throughput = batch {preset.get('throughput_batch')}; ONNX exporter {preset.get('exporter')}. "
+        "Params = all parameters; FLOPs by torch's counter (2 per MAC) per image; latency in ms.\n",
+        "Statistics: a ratio reads `1.27x [1.11, 1.48]` (95% interval); a latency ratio is a bootstrap over the "
+        "interleaved rounds of nets timed together and says faster or slower only when the interval lies beyond "
+        "1 \u00b1 3%. A test accuracy carries its Wilson 95% interval for the test-set size, or the mean and min-max "
+        "over its training seeds; a difference between two nets reads `+4.4 pp [+1.2, +7.5]`, a paired bootstrap "
+        "over the test images (and seeds, where there are several). 'better', 'worse' and 'MET' appear only when "
+        "that interval clears the line; otherwise 'not decided at this budget'.\n",
+    ]
+
+
 def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str | Path,
-                  sections: Mapping[str, Section] | None = None, notes: Sequence[str] = ()) -> str:
+                  sections: Mapping[str, Section] | None = None, summaries: Mapping[str, Summary] | None = None,
+                  notes: Sequence[str] = ()) -> str:
     """The Markdown report of a run (its plots written under `out_dir/figures/`).
 
-    `run` is the run's run.json (title, preset settings, its studies' plans); `sections` gives each study's section
-    by name (a study without one gets `default_section`); `notes` are lines for the report's head (a merged run's
-    origin). `bench.studies.reporting.render_report` passes every registered study's section."""
-    sections = sections or {}
+    It opens with the summary table (every study's `summaries` rows), then a Key findings list that links to the
+    sections, what this machine could not run (said once), and how it measured; then each study's section (a study
+    without one in `sections` gets `default_section`) with its findings, said there only. `run` is the run's run.json
+    (title, preset settings, its studies' plans); `notes` are lines for the head (a merged run's origin)."""
+    sections, summaries = sections or {}, summaries or {}
     out_dir = Path(out_dir)
     engines = engines_in(records) or list(run.get("engines") or [])
     machine = run.get("machine") or (records[0]["machine"] if records else {})
     preset = run.get("preset_settings", {})
     studies = run.get("studies", [])
     minutes = (run.get("measured_seconds") or 0) / 60
+    versions = machine.get("versions", {})
     lines = [f"# {run.get('title', 'rbench report')}: preset {run.get('preset')}\n",
              f"Data: {run.get('dataset_note', run.get('dataset'))}. Engines: {', '.join(engines)} on "
-             f"{run.get('device', 'cpu')}. Machine: {machine.get('cpu')} ({machine.get('cores_usable')} usable cores"
-             f"{', GPU ' + machine['gpu']['name'] if machine.get('gpu') else ''}), torch "
-             f"{machine.get('versions', {}).get('torch')}, onnxruntime {machine.get('versions', {}).get('onnxruntime')}.\n",
-             f"Measured time of all units: {minutes:.1f} min (wall time of the last invocation: "
-             f"{run.get('wall_seconds_this_invocation', 0) / 60:.1f} min). Command: `{run.get('command')}`.\n",
-             f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
-             f"images, {preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}"
-             f"{schedule_note(records, preset)}), batch {preset.get('batch_size')}, input "
-             f"{preset.get('input_size')}x{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} "
-             f"warm-up + {preset.get('iters')} timed runs (p50 shown); throughput = batch {preset.get('throughput_batch')}; "
-             f"ONNX exporter: {preset.get('exporter')}.\n",
-             "Units: params = all parameters (trainable or not); MACs by thop; FLOPs by torch's flop counter (2 per MAC), per "
-             "image; latency in ms; top-1 on the test split through each engine. Records behind every number: "
-             "[records.jsonl](records.jsonl).\n",
-             "Timing: each study's nets are timed together, per engine, interleaved in rounds (a new random order "
-             "each round), after all of them are trained and exported. A latency ratio comes with its bootstrap 95% "
-             "interval and says faster or slower only when the whole interval lies beyond 1 \u00b1 3%; otherwise "
-             "'no measurable difference'. Accuracy comes from one short training run per net (seed 0) unless the "
-             "'over seeds' column gives a mean and min-max over several (the preset's accuracy_seeds: the extra seeds "
-             "are trained and scored by torch only, not exported or timed); an accuracy difference no larger than the "
-             "spread between seeds is 'within seed noise', and one without a second seed says 'one training run'"
-             + ("; the training-recipe studies (recipe, optimizer) train every configuration with several seeds and "
-                "call a difference no larger than the spread between seeds 'within seed noise'"
-                if any(s.get("timed") is False for s in studies) else "") + ".\n",
-             contention_note(records)]
-    lines += notes
-    all_findings: list[tuple[str, list[str]]] = []
-    body = []
+             f"{run.get('device', 'cpu')}; {machine.get('cpu')} ({machine.get('cores_usable')} usable cores"
+             f"{', GPU ' + machine['gpu']['name'] if machine.get('gpu') else ''}), torch {versions.get('torch')}, "
+             f"onnxruntime {versions.get('onnxruntime')}. Measured time of all units {minutes:.1f} min; command "
+             f"`{run.get('command')}`; records behind every number: [records.jsonl](records.jsonl).\n"]
+    not_run = engines_not_run(records)
+    if not_run:
+        lines.append("Not run on this machine: " + "; ".join(not_run) + ".\n")
+    left_out = left_out_line(preset)
+    if left_out:
+        lines.append(left_out)
+    lines += [contention_note(records), *notes]
+    rows, findings_of, body = [], [], []
     for study in studies:
-        name = study["name"]
-        body.append(f"## {study['title']}\n\n{study['question']}\n\n")
-        for note in study.get("notes", ()):
-            body.append(f"> {note}\n\n")
+        name, title = study["name"], study["title"]
+        body.append(f"## {title}\n\n{study['question']}\n\n")
+        body += [f"> {note}\n\n" for note in study.get("notes", ())]
         if not records_of(records, study=name):
             body.append("No records yet.\n\n")
             continue
-        if name in sections:
-            text, findings = sections[name](records, out_dir, engines, preset)
-        else:
-            text, findings = default_section(records, out_dir, engines, preset, name)
+        section = sections.get(name) or (lambda r, o, e, p, _n=name: default_section(r, o, e, p, _n))
+        text, findings = section(records, out_dir, engines, preset)
+        if name in summaries:
+            rows += [(name, title, row) for row in summaries[name](records, preset)]
         if findings:
             body.append("**Findings**\n\n" + "".join(f"- {f}\n" for f in findings) + "\n")
         body.append(text + "\n")
-        all_findings.append((study["title"], findings))
-    summary = ["## Key findings\n"]
-    for title, findings in all_findings:
-        summary += [f"- {title}:"] + [f"  - {f}" for f in findings]
-    lines.append("\n".join(summary) + "\n")
+        findings_of.append((title, len(findings)))
+    if rows:
+        lines.append("## Summary\n\n" + summary_table(rows) + "\n")
+    if findings_of:
+        lines.append("## Key findings\n\n" + "".join(
+            f"- [{title}](#{github_anchor(title)}): {n} finding{'' if n == 1 else 's'}, in its section.\n"
+            for title, n in findings_of))
+    lines += ["## Method\n", *method_lines(records, run)]
     lines += body
-    if records_of(records, "export"):  # the training-recipe studies export nothing
-        lines.append("## Export parity and engine agreement\n\n" + parity_table(records) + "\n")
-    return "\n".join(lines)
+    lines.append(parity_line(records))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(line for line in lines if line))
+
+
+def left_out_line(preset: dict[str, Any]) -> str:
+    """The line naming the studies this preset's suite leaves out, and the preset that runs them ('' for none)."""
+    left_out = preset.get("suite_leaves_out") or {}
+    if not left_out:
+        return ""
+    return "Left out of this preset's suite: " + "; ".join(f"{name} ({why})" for name, why in dict(left_out).items()) \
+        + ".\n"

@@ -6,7 +6,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from bench.report.cells import fmt_pct
+from bench.accuracy.metrics import decode_correct
+from bench.report.cells import fmt_pct, fmt_pct_ci
 
 Record = dict[str, Any]
 
@@ -21,7 +22,8 @@ def seed_groups(records: Sequence[Record], study: str, by: str = "group", engine
 
     Each holds `group`, `model`, `train_config` (of its first seed), `top1` {seed: torch top-1 or None when the
     training diverged}, `diverged` {seed: message}, `histories` [(seed, history)], `epochs_run` [epochs per seed],
-    `stopped_early` (seeds that stopped early), `classes` and `samples` (of the test split), and the summary
+    `stopped_early` (seeds that stopped early), `classes` and `samples` (of the test split), `correct` {seed:
+    per-image correctness, where the records hold it (`bench.report.stats`)}, and the summary
     `mean`, `low`, `high`, `spread` (max - min over the seeds that trained; None with fewer than two) and `n`.
     """
     groups: dict[str, dict[str, Any]] = {}
@@ -32,7 +34,8 @@ def seed_groups(records: Sequence[Record], study: str, by: str = "group", engine
         key = _seed_key(r, by)
         g = groups.setdefault(key, {"group": key, "model": r.get("model"), "train_config": None, "top1": {},
                                     "diverged": {}, "histories": [], "epochs_run": [], "stopped_early": 0,
-                                    "classes": None, "samples": None, "label": r.get("label")})
+                                    "classes": None, "samples": None, "label": r.get("label"),
+                                    "correct": {}})
         if r["kind"] == "train":
             config = r.get("train_config") or {}
             seed = config.get("seed")
@@ -52,8 +55,11 @@ def seed_groups(records: Sequence[Record], study: str, by: str = "group", engine
             g = groups.get(_seed_key(r, by))
             if g is None:
                 continue
-            g["top1"][seed_of.get(r.get("unit"))] = r.get("top1")
+            seed = seed_of.get(r.get("unit"))
+            g["top1"][seed] = r.get("top1")
             g["samples"] = g["samples"] or r.get("samples")
+            if r.get("correct_bits") and r.get("samples"):
+                g["correct"][seed] = decode_correct(r["correct_bits"], r["samples"])
             g["classes"] = g["classes"] or (len(r["per_class"]) if r.get("per_class") else None)
     for g in groups.values():
         values = [v for v in g["top1"].values() if v is not None]
@@ -92,26 +98,33 @@ def training_outcome(group: dict[str, Any]) -> str:
 
 
 def seed_difference(base: dict[str, Any], other: dict[str, Any]) -> tuple[float | None, str]:
-    """(other's mean top-1 minus base's, and what it supports): 'within seed noise' when the difference is no
-    larger than the wider of the two seed spreads (max - min); 'n/a' when one did not train at all."""
+    """(other's mean top-1 minus base's, and what its 95% interval supports): '+4.4 pp [+1.2, +7.5], better' or
+    '... not decided at this budget' (`bench.report.stats.compare_groups`: a paired bootstrap over test images and
+    seeds); 'n/a' when one did not train at all."""
+    from bench.report.cells import fmt_pp
+    from bench.report.stats import compare_groups, difference_verdict
+
     if base.get("mean") is None or other.get("mean") is None:
         return None, "n/a (a configuration has no trained seed)"
+    c = compare_groups(other, base)
     diff = other["mean"] - base["mean"]
-    spreads = [s for s in (base.get("spread"), other.get("spread")) if s is not None]
-    if not spreads:
-        return diff, "one seed each: no spread to compare with"
-    noise = max(spreads)
-    if abs(diff) <= noise:
-        return diff, f"within seed noise (seed spread {100 * noise:.1f} pp)"
-    return diff, f"{'gain' if diff > 0 else 'loss'} beyond the seed spread ({100 * noise:.1f} pp)"
+    if c is None:
+        return diff, "no interval (no test-set size recorded)"
+    return diff, f"{fmt_pp(c['estimate'], c['low'], c['high'])}, {difference_verdict(c['low'], c['high'])}"
 
 
 def seed_cell(group: dict[str, Any]) -> str:
-    """'81.2% (80.1-82.3%)': the mean top-1 and its min-max over the seeds; '81.2% (one training run)' with one."""
+    """A net's torch top-1 as a table gives it: '81.2% [78.7, 83.5]' (the Wilson 95% interval over the test images)
+    for one training run, '81.2% (80.1-82.3%)' (mean, min-max over the seeds) for several."""
+    from bench.report.stats import wilson_interval
+
     if group.get("mean") is None:
         return "failed"
     if group.get("spread") is None:
-        return f"{fmt_pct(group['mean'])} (one training run)"
+        samples = group.get("samples")
+        if not samples:
+            return fmt_pct(group["mean"])
+        return fmt_pct_ci(group["mean"], *wilson_interval(group["mean"], samples))
     return f"{fmt_pct(group['mean'])} ({fmt_pct(group['low'])}-{fmt_pct(group['high'])})"
 
 

@@ -3,7 +3,8 @@
 A study is one module (`bench.studies.depth`, ...) that defines a `Study`: a name, a kind (`StudyKind`: timed,
 accuracy-only or ladder; the runner asks it, never the name), a budget (a frozen dataclass of its knobs, nested in
 the preset under the study's name), a `plan(preset)` that lists its units, and a report section. It is registered
-once (`bench.studies.registry.register`); adding a study touches its module and the registration.
+once (`bench.studies.registry.register`); adding a study touches its module and the registration. Its `summary`
+hook gives its rows of the report's opening table (`bench.report.summary.SummaryRow`).
 """
 
 from __future__ import annotations
@@ -175,6 +176,9 @@ class Preset:
     # the report gives the mean and min-max over the seeds. The run's seed comes first.
     accuracy_seeds: int = 1  # seeds per unit (1: one training run, and the report says so)
     accuracy_seed_units: tuple[str, ...] | None = None  # 'study:label' units that get them (None: every unit)
+    # (study, why and which preset runs it) for each study `rbench suite` leaves out at this preset: one whose
+    # question this budget cannot answer (the report names them once, at the top).
+    suite_leaves_out: tuple[tuple[str, str], ...] = ()
     #: study name -> its budget (the study's `budget` dataclass); a study not named here runs at its defaults
     studies: dict[str, Any] = field(default_factory=dict)
 
@@ -192,6 +196,9 @@ class Study:
     plan: Callable[[Preset], StudyPlan]  # its title, question, units and notes at a preset
     budget: type = NoBudget  # frozen dataclass of its knobs; defaults serve a preset that does not name it
     section: Section | None = None  # its report section (None: one table of its units' measurements)
+    # Its rows of the report's opening table: summary(records, preset settings) -> [bench.report.summary.SummaryRow],
+    # one per question it answers, each with its figure, 95% interval and status. None: the study has no row.
+    summary: Callable[[Sequence[Record], dict[str, Any]], list[Any]] | None = None
     seeded: bool = False  # its units get the preset's extra accuracy seeds (`Preset.accuracy_seeds`)
     # More timing records after a timed study's latency and throughput: extra_timing(plan, sources, contexts, ctx)
     extra_timing: Callable[..., list[Record]] | None = None

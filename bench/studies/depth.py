@@ -10,6 +10,7 @@ from typing import Any
 from bench.report.format import (
     SEED_COLUMN,
     accuracy_gap,
+    engines_in,
     fmt_count,
     fmt_ms,
     fmt_pct,
@@ -23,6 +24,7 @@ from bench.report.format import (
     unit_rows,
 )
 from bench.report.plots import plot_cost_vs_depth, plot_error_vs_depth, plot_learning_curves
+from bench.report.summary import SummaryRow, accuracy_row, latency_row
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 
 
@@ -102,4 +104,24 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
 
 
 
-STUDY = Study("depth", StudyKind.TIMED, depth_plan, budget=DepthBudget, section=depth_section, seeded=True)
+def depth_summary(records: Sequence[Record], preset: dict[str, Any]) -> list[SummaryRow]:
+    """The depth study's rows of the opening table: shortcuts at each depth, the degradation, the cost of depth."""
+    rows = unit_rows(records, "depth")
+    by = {r["label"]: r for r in rows}
+    depths = sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])})
+    engines = engines_in(records)
+    out = [accuracy_row(f"Do shortcuts help at {d} layers?", by[f"resnet{d}"], by[f"plain{d}"])
+           for d in depths if f"resnet{d}" in by and f"plain{d}" in by]
+    if len(depths) >= 2:
+        lo, hi = depths[0], depths[-1]
+        if f"plain{lo}" in by and f"plain{hi}" in by:
+            out.append(accuracy_row(f"Degradation: is plain{hi} less accurate than plain{lo}?", by[f"plain{hi}"],
+                                    by[f"plain{lo}"]))
+        if f"resnet{lo}" in by and f"resnet{hi}" in by and engines:
+            out.append(latency_row(f"Latency of resnet{hi} over resnet{lo}", by[f"resnet{hi}"], by[f"resnet{lo}"],
+                                   engines[0]))
+    return [row for row in out if row is not None]
+
+
+STUDY = Study("depth", StudyKind.TIMED, depth_plan, budget=DepthBudget, section=depth_section, seeded=True,
+              summary=depth_summary)

@@ -13,6 +13,7 @@ from typing import Any
 
 from bench.report.format import (
     accuracy_gap,
+    engines_in,
     fmt_count,
     fmt_ms,
     fmt_num,
@@ -28,6 +29,7 @@ from bench.report.format import (
     unit_rows,
 )
 from bench.report.plots import plot_accuracy_vs_flops, plot_channel_subsets, plot_k_ablation, plot_learning_curves
+from bench.report.summary import SummaryRow, accuracy_row, latency_row
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, plain_json, setting
 from bench.studies.plans import kw, resolve_role, role_kw
 
@@ -171,6 +173,11 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
                 f"{d['label']} vs {s['label']}: {ratio_text(d.get('params'), s.get('params'))} the params, "
                 f"{ratio_text(d.get('flops'), s.get('flops'))} the FLOPs; p50 latency, timed together: {lat}; "
                 f"top-1 {fmt_pct(d.get('top1'))} vs {fmt_pct(s.get('top1'))} ({accuracy_gap(d, s)}).")
+    for twin, agnostic in AGNOSTIC_TWINS:
+        a, b = by_group.get(agnostic), by_group.get(twin)
+        if a and b:
+            findings.append(f"Channel-agnostic {a['label']} vs its RGB twin {b['label']} on RGB input: top-1 "
+                            f"{fmt_pct(a.get('top1'))} vs {fmt_pct(b.get('top1'))} ({accuracy_gap(a, b)}).")
     split_text, split_findings = cost_split_table(records, rows)
     parts.append(split_text)
     findings += split_findings
@@ -191,11 +198,12 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
                          "construction; a channel-agnostic net (mean and max over equal planes) gives the same logits "
                          "on every subset. Run `--dataset cifar10` (or a colour ImageFolder) for the colour "
                          "question.\n\n")
-        parts.append(markdown_table(sub_rows, [("model", "label", fmt_text), ("way", "way", fmt_text)]
-                                    + [(s, s, fmt_pct) for s in subsets]) + "\n\n")
+        if not grey:  # on a greyscale set every subset scores as RGB does: the table would repeat one column
+            parts.append(markdown_table(sub_rows, [("model", "label", fmt_text), ("way", "way", fmt_text)]
+                                        + [(s, s, fmt_pct) for s in subsets]) + "\n\n")
         parts.append(image_link(plot_channel_subsets(with_subsets, subsets, figs / "dynamic_subsets.png"), out_dir,
                           "channel subsets"))
-        if subset_nets:
+        if subset_nets and grey:  # the subset table, when shown, has these nets' rows
             parts.append("**Nets built for the subset** (in_chans = number of kept channels, trained on them)\n\n")
             parts.append(markdown_table(subset_nets, [("model", "label", fmt_text), ("params", "params", fmt_count),
                                                       (f"top-1 {e0}", f"top1_{e0}", fmt_pct)]) + "\n\n")
@@ -207,7 +215,7 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
                                     + [(f"p50 ms {e}", f"latency_p50_{e}", fmt_ms) for e in engines]) + "\n\n")
         parts.append(image_link(plot_k_ablation(kab, engines, figs / "dynamic_k.png"), out_dir, "K ablation"))
         best = max(kab, key=lambda r: r.get("top1") or 0)
-        findings.append(f"K ablation: best top-1 at K={best['k']} ({fmt_pct(best.get('top1'))}); params grow from "
+        findings.append(f"K ablation: highest top-1 at K={best['k']} ({best['top1_seeds']}); params grow from "
                         f"{fmt_count(kab[0].get('params'))} (K={kab[0]['k']}) to {fmt_count(kab[-1].get('params'))} (K={kab[-1]['k']}).")
     parts.append(image_link(plot_learning_curves(main, figs / "dynamic_curves.png", "Static vs dynamic: training curves"),
                       out_dir, "training curves"))
@@ -238,28 +246,25 @@ def cost_split_table(records: Sequence[Record], rows: Sequence[dict[str, Any]] =
     split = cost_split_rows(records, rows)
     if not split:
         return "", []
-    text = ("**Where the extra latency goes** (eager torch, batch 1; every DynamicConv2d's parts timed apart on the "
-            "input it sees, interleaved in rounds; medians in ms summed over the net's dynamic layers. "
-            "*static conv* is the static twin's conv at the same shapes; the extra cost is attention + aggregation + "
-            "(conv - static conv); *other* is the layer minus its three parts: choosing the form, reshapes, "
-            "allocation)\n\n")
+    text = ("**Where the time goes** (eager torch, batch 1; every DynamicConv2d's parts timed apart on the input it "
+            "sees, interleaved in rounds; medians in ms summed over the net's dynamic layers, absolute times only. "
+            "*static conv* is the static twin's conv at the same shapes; *other* is the layer timed whole minus its "
+            "three parts: choosing the form, reshapes, allocation)\n\n")
     text += markdown_table(split, [
         ("model", "label", fmt_text), ("form", "forms", fmt_text), ("layers", "layers", fmt_num),
         ("attention", "attention", fmt_ms), ("aggregation", "aggregation", fmt_ms), ("conv", "conv", fmt_ms),
         ("other", "other", fmt_ms), ("layers total", "layer", fmt_ms), ("static conv", "static_conv", fmt_ms),
-        ("extra", "extra", fmt_ms), ("attention share", "share_attention", fmt_pct),
-        ("aggregation share", "share_aggregation", fmt_pct), ("conv share", "share_conv", fmt_pct),
         ("net p50 ms torch", "net_p50", fmt_ms)]) + "\n\n"
     findings = []
     for r in split:
-        shares = {k: r.get(f"share_{k}") for k in ("attention", "aggregation", "conv")}
-        if any(v is None for v in shares.values()):
+        parts = {k: r.get(k) for k in ("attention", "aggregation", "conv", "static_conv")}
+        if any(v is None for v in parts.values()):
             continue
-        top = max(shares, key=lambda k: shares[k])
-        findings.append(f"{r['label']}: of the {fmt_ms(r['extra'])} ms its dynamic layers add over static convs "
-                        f"(torch, batch 1), {fmt_pct(shares['attention'])} is the attention, "
-                        f"{fmt_pct(shares['aggregation'])} the kernel aggregation and {fmt_pct(shares['conv'])} the "
-                        f"convolution's own excess; the {top} dominates.")
+        # Absolute times, no shares: the parts are timed apart, so a share of their difference can leave [0, 100%].
+        findings.append(f"{r['label']} (torch, batch 1, summed over its {r['layers']} dynamic layers): attention "
+                        f"{fmt_ms(parts['attention'])} ms, kernel aggregation {fmt_ms(parts['aggregation'])} ms, "
+                        f"convolution {fmt_ms(parts['conv'])} ms, against {fmt_ms(parts['static_conv'])} ms for the "
+                        "static twin's convolutions at the same shapes.")
     return text, findings
 
 
@@ -285,5 +290,27 @@ def subset_engine(records: Sequence[Record]) -> str:
 GREY_DATASETS = {"fashion-mnist", "digits"}
 
 
+def dynamic_summary(records: Sequence[Record], preset: dict[str, Any]) -> list[SummaryRow]:
+    """The dynamic study's rows: what dynamic convolution buys in accuracy and costs in latency (ResNet form), and
+    what the channel-agnostic stem costs in accuracy against its RGB twin."""
+    by_group = {r["group"]: r for r in unit_rows(records, "dynamic")}
+    engines = engines_in(records)
+    out = []
+    s, d = by_group.get("ResNet static"), by_group.get("ResNet dynamic")
+    if s and d:
+        out.append(accuracy_row("Does dynamic convolution buy accuracy?", d, s))
+        if engines:
+            out.append(latency_row("What does it cost in latency?", d, s, engines[0]))
+    for twin, agnostic in AGNOSTIC_TWINS:
+        a, b = by_group.get(agnostic), by_group.get(twin)
+        if a and b:
+            out.append(accuracy_row(f"Does the channel-agnostic {b['label']} lose accuracy on RGB?", a, b))
+    return [row for row in out if row is not None]
+
+
+#: (RGB twin's group, its channel-agnostic net's group): the pairs the report compares on RGB input.
+AGNOSTIC_TWINS = (("ResNet static", "ResNet static, any channels"), ("ResNet dynamic", "ResNet dynamic, any channels"))
+
+
 STUDY = Study("dynamic", StudyKind.TIMED, dynamic_plan, budget=DynamicBudget, section=dynamic_section, seeded=True,
-              extra_timing=dynamic_cost_records)
+              extra_timing=dynamic_cost_records, summary=dynamic_summary)

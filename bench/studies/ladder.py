@@ -6,7 +6,6 @@ Its kind is `StudyKind.LADDER`: the runner times each unit's rungs (`bench.studi
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageProblem
-from bench.report.format import fmt_ms, fmt_pct, image_link, is_ladder_record, pp_text
+from bench.report.cells import fmt_pct_ci, fmt_ratio
+from bench.report.format import fmt_ms, fmt_pct, image_link, is_ladder_record
+from bench.report.stats import wilson_interval
+from bench.report.summary import SummaryRow, status_of
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 
 NAME = "ladder"
@@ -91,11 +93,6 @@ def ladder_timing_flops(plan: StudyPlan, preset: Preset) -> float:
     return total
 
 
-def _z95(top1: float, n: int) -> float:
-    """Half-width of the normal-approximation 95% interval of a top-1 measured on `n` images."""
-    return 1.96 * math.sqrt(max(top1 * (1 - top1), 0.0) / n) if n else math.nan
-
-
 
 
 def _rung(row: dict[str, Any]) -> str:
@@ -133,7 +130,7 @@ def ladder_nets(records: Sequence[Record]) -> list[dict[str, Any]]:
 def _ladder_table(rows: Sequence[dict[str, Any]]) -> str:
     from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table
 
-    cells = ladder_rows_table(rows)
+    cells = ladder_rows_table([r for r in rows if r.get("runs")])  # what did not run is named once, at the top
     head = "| " + " | ".join(LADDER_COLUMNS) + " |"
     rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(LADDER_COLUMNS))) + "|"
     return "\n".join([head, rule] + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells])
@@ -187,34 +184,15 @@ def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
         title = f"{label}: precision ladder (batch 1, {n} test images)"
         parts.append(image_link(plot_ladder(rows, figs / f"ladder_{slug}.png", title) if ran else None, out_dir,
                           f"{label} precision ladder"))
-        not_run = [r for r in rows if not r.get("runs")]
-        if not_run:
-            parts.append("Not run here:\n\n" + "".join(f"- {_rung(r)}: {r.get('reason') or 'unknown reason'}\n"
-                                                        for r in not_run) + "\n")
         parts.append(_int8_line(ladder.get("int8")))
-        others = [r for r in ran if (r["engine"], r["precision"]) != REFERENCE]
-        speed = [f"- {_rung(r)} {_speed_phrase(r)}.\n" for r in others]
-        if speed:
-            parts.append("**Speed** (batch-1 p50 latency, timed together)\n\n" + "".join(speed) + "\n")
         top1 = ref.get("top1")
         if top1 is not None and n:
-            accuracy = [f"- {_rung(r)}: top-1 {fmt_pct(r.get('top1'))} ({pp_text(r.get('top1'), top1)} vs torch fp32); "
-                        f"the same class as torch fp32 on {fmt_pct(r.get('agreement'))} of the images"
-                        f"{_differ(r.get('agreement'), n)}.\n" for r in others if r.get("top1") is not None]
-            parts.append(f"**Accuracy** on {n} test images: torch fp32 scores {fmt_pct(top1)}. As an estimate of "
-                         f"the whole test split's top-1, a figure from {n} images carries about "
-                         f"\u00b1{100 * _z95(top1, n):.1f} pp of sampling noise (95%); every rung sees the same images, "
-                         "so agreement with torch fp32 is the sharper measure of what a precision changes.\n\n"
-                         + "".join(accuracy) + "\n")
+            low, high = wilson_interval(top1, n)
+            parts.append(f"Accuracy on {n} test images: torch fp32 scores {fmt_pct_ci(top1, low, high)}; every rung "
+                         "sees the same images, so its agreement with torch fp32 is the sharper measure of what a "
+                         "precision changes. Rungs not run here are named at the top of the report.\n\n")
         findings += _ladder_findings(label, rows, ladder.get("int8"), n)
     return "".join(parts), findings
-
-
-def _differ(agreement: Any, n: int) -> str:
-    if agreement is None or not n:
-        return ""
-    k = round((1 - agreement) * n)
-    return f" ({k} of {n} differ)" if k else ""
 
 
 def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str, Any] | None, n: Any) -> list[str]:
@@ -253,5 +231,25 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str,
 
 
 
+def ladder_summary(records: Sequence[Record], preset: dict[str, Any]) -> list[SummaryRow]:
+    """The ladder's rows: per net, its fastest rung's speedup over torch fp32, decided when its interval clears."""
+    from bench.scenarios.ladder import REFERENCE
+
+    out = []
+    for net in ladder_nets(records):
+        rows = [r for r in ((net["ladder"] or {}).get("rows") or [])
+                if r.get("runs") and (r["engine"], r["precision"]) != REFERENCE and r.get("speedup")]
+        if not rows:
+            continue
+        best = max(rows, key=lambda r: r["speedup"])
+        ci = best.get("speedup_ci") or [None, None]
+        verdict = best.get("verdict") or ""
+        answer = f"{_rung(best)}, {verdict}" if verdict == "faster" else f"no rung measurably faster ({verdict})"
+        out.append(SummaryRow(f"Fastest rung of {net['label']} vs torch fp32", answer,
+                              f"speedup {fmt_ratio(best['speedup'], *ci)}; top-1 {fmt_pct(best.get('top1'))}",
+                              status_of(verdict)))
+    return out
+
+
 STUDY = Study(NAME, StudyKind.LADDER, ladder_plan, budget=LadderBudget, section=ladder_section,
-              timing_flops=ladder_timing_flops)
+              timing_flops=ladder_timing_flops, summary=ladder_summary)

@@ -24,12 +24,18 @@ def sections() -> dict[str, render.Section]:
     return {name: section for name in study_names() if (section := get_study(name).section) is not None}
 
 
+def summaries() -> dict[str, Any]:
+    """Every registered study's summary hook (`Study.summary`), by name (a study without one has no row)."""
+    return {name: summary for name in study_names() if (summary := get_study(name).summary) is not None}
+
+
 def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str | Path) -> str:
     """The Markdown report of a run (its plots written under `out_dir/figures/`, which must not be a link)."""
     from bench.studies.shard import merge_note
 
     check_subfolders(Path(out_dir))
-    return render.render_report(records, run, out_dir, sections=sections(), notes=[merge_note(run)])
+    return render.render_report(records, run, out_dir, sections=sections(), summaries=summaries(),
+                                notes=[merge_note(run)])
 
 
 def run_record(plans: Sequence[StudyPlan], ctx: RunContext, out_dir: Path, *, title: str, dataset_note: str,
@@ -69,4 +75,4 @@ def write_outputs(records: Sequence[Record], run: dict[str, Any], out_dir: Path)
     return out_dir / "report.md"
 
 
-__all__ = ["render_report", "run_record", "sections", "write_outputs"]
+__all__ = ["render_report", "run_record", "sections", "summaries", "write_outputs"]
