@@ -41,9 +41,10 @@ def _install(session: nox.Session) -> None:
     session.run("python", "-c", _VERSIONS, *REPORTED, silent=False)
 
 
-def _pytest(session: nox.Session, marks: str) -> None:
-    # -n auto: one worker per core (pytest-xdist); --dist loadgroup spreads tests one by one, but for xdist_group marks.
-    session.run("python", "-m", "pytest", "-m", marks, "-n", "auto", "--dist", "loadgroup", "-p", "no:cacheprovider",
+def _pytest(session: nox.Session, marks: str, dist: str = "load") -> None:
+    # -n auto: one worker per core (pytest-xdist); --dist load spreads tests one by one, loadfile keeps a file's
+    # module fixtures (a whole smoke suite) in one worker instead of building them once per worker.
+    session.run("python", "-m", "pytest", "-m", marks, "-n", "auto", "--dist", dist, "-p", "no:cacheprovider",
                 *session.posargs)
 
 
@@ -58,7 +59,7 @@ def tests(session: nox.Session) -> None:
 def slow(session: nox.Session) -> None:
     """The slow end-to-end runs (whole smoke suites, sharded runs, multi-process studies): CI runs these too."""
     _install(session)
-    _pytest(session, "slow and not benchmark")
+    _pytest(session, "slow and not benchmark", dist="loadfile")
 
 
 @nox.session(**SHARED)

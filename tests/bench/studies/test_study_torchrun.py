@@ -24,6 +24,7 @@ def _files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_two_process_study_writes_the_one_process_folder_and_resumes(run_cli, tmp_path):
     code, _, err = run_cli(*STUDY, "--out", tmp_path / "one")
     assert code == 0, err
@@ -78,6 +79,7 @@ def test_a_usage_error_under_torchrun_is_printed_by_rank_0_alone(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_refusal_inside_the_ranks_is_printed_once_under_nproc(tmp_path):
     """A run folder holding someone else's file: rank 0 refuses it for every rank; the launcher says it once."""
     out = tmp_path / "out"

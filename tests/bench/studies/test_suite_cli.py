@@ -9,6 +9,9 @@ import pytest
 from bench.records.io import read_records, validate_record
 from bench.studies import STUDIES
 
+#: Whole smoke suites end to end (a minute or more each): `nox -s slow`, which CI runs too.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):

@@ -276,6 +276,7 @@ def _rank_of(pid: int) -> int | None:
     return int(ranks[0]) if ranks else None
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the ranks through /proc")
 def test_killing_one_rank_ends_the_run(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "bench", "train", "resnet20", "--dataset", "digits", "--subset",
