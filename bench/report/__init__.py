@@ -12,7 +12,7 @@ import importlib
 from typing import Any
 
 _MODULES = ("bench.report.render", "bench.report.format", "bench.report.cells", "bench.report.seeds",
-            "bench.report.plots")
+            "bench.report.plots", "bench.report.figures")
 
 
 def __getattr__(name: str) -> Any:

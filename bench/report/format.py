@@ -80,7 +80,8 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
             row.update(history=r.get("history") or [], final_train_error=r.get("final_train_error"),
                        final_val_error=r.get("final_val_error"), best_epoch=r.get("best_epoch"),
                        train_seconds=r.get("train_seconds"), epochs=r.get("epochs"),
-                       train_images_per_epoch=r.get("train_images_per_epoch"))
+                       train_images_per_epoch=r.get("train_images_per_epoch"),
+                       val_size=((r.get("dataset") or {}).get("sizes") or {}).get("val"))
         elif kind == "flops":
             row.update(params=r.get("params"), macs=r.get("macs"), flops=r.get("flops"),
                        counters_agree=r.get("counters_agree"))
@@ -89,6 +90,7 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
                        exporter=r.get("exporter"))
         elif kind == "latency":
             row[f"latency_p50_{r['engine']}"] = r.get("latency_ms_p50")
+            row[f"latency_ci_{r['engine']}"] = r.get("latency_ms_p50_ci")
             row[f"latencies_{r['engine']}"] = (r.get("latencies_ms"), r.get("rounds"))
             row[f"latency_p99_{r['engine']}"] = r.get("latency_ms_p99")
             row[f"latency_cv_{r['engine']}"] = r.get("latency_cv")
@@ -101,6 +103,7 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
                 row["subset_mode"] = r.get("eval_channel_mode")  # 'average' (naive) or 'select' (fed natively)
                 continue
             row[f"top1_{r['engine']}"] = r.get("top1")
+            row.setdefault("samples", r.get("samples"))
             row[f"f1_{r['engine']}"] = r.get("f1_macro")
             row.setdefault("per_class", r.get("per_class"))
             if r.get("top1") is not None:
@@ -131,7 +134,15 @@ def measurement_columns(engines: Sequence[str]) -> list[Column]:
 
 
 def image_link(path: Path | None, out_dir: Path, alt: str) -> str:
-    return f"![{alt}]({Path(path).relative_to(out_dir).as_posix()})\n\n" if path else ""
+    """A Markdown image paragraph of the figure at `path` (relative to `out_dir`); '' for no figure."""
+    return image_row(out_dir, (path, alt))
+
+
+def image_row(out_dir: Path, *figures: tuple[Path | None, str]) -> str:
+    """Several (path, alt text) figures in one Markdown paragraph, side by side where the page is wide enough; the
+    figures that are None are left out ('' for none)."""
+    links = [f"![{alt}]({Path(path).relative_to(out_dir).as_posix()})" for path, alt in figures if path]
+    return " ".join(links) + "\n\n" if links else ""
 
 
 def latency_comparison(a: dict, b: dict, engine: str) -> dict[str, Any] | None:
@@ -215,3 +226,18 @@ def training_line(rows: Sequence[dict[str, Any]]) -> str:
     return (f"Training: {r['epochs']} epoch(s) of up to {r.get('train_images_per_epoch')} images each "
             f"(best-validation weights measured).\n\n")
 
+
+
+def per_class_table(rows: Sequence[dict[str, Any]], *, name: str = "model") -> str:
+    """Per-class precision / recall / F1 on the test split (torch), one row per net and one column per class, each
+    cell 'P / R / F1'; '' when no row holds per-class figures."""
+    rows = [r for r in rows if r.get("per_class")]
+    if not rows:
+        return ""
+    classes = [c.get("name", str(c["class"])) for c in rows[0]["per_class"]]
+    table = [{"label": r["label"], **{cls: c for cls, c in zip(classes, r["per_class"], strict=False)}} for r in rows]
+
+    def cell(c: Any) -> str:
+        return "n/a" if not c else f"{c['precision']:.2f} / {c['recall']:.2f} / {c['f1']:.2f}"
+
+    return markdown_table(table, [(name, "label", fmt_text)] + [(cls, cls, cell) for cls in classes])

@@ -1,4 +1,5 @@
-"""Rows -> PNG plots (the only module that draws): one file each, matplotlib Agg, written atomically."""
+"""Rows -> PNG plots: one file each, matplotlib Agg, written atomically (`save_figure`); the figures with a
+`build_*` for the label check are in `bench.report.figures`."""
 
 from __future__ import annotations
 
@@ -28,58 +29,9 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def plot_learning_curves(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
-    """Training error (dashed) and validation error (solid) per epoch, one colour per net."""
-    rows = [r for r in rows if r.get("history")]
-    if not rows:
-        return None
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, row in enumerate(rows):
-        colour = f"C{i % 10}"
-        epochs = [h["epoch"] for h in row["history"]]
-        ax.plot(epochs, [100 * (1 - h["train_acc"]) for h in row["history"]], "--", color=colour, alpha=0.8)
-        ax.plot(epochs, [100 * (1 - h["val_acc"]) for h in row["history"]], "-o", color=colour, label=row["label"],
-                markersize=4)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("error (%)")
-    ax.set_title(f"{title}\n(dashed: training error, solid: validation error)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
-    if max(len(r["history"]) for r in rows) <= 10:
-        ax.set_xticks(sorted({h["epoch"] for r in rows for h in r["history"]}))
-    return save_figure(fig, path)
-
-
-def plot_error_vs_depth(rows: Sequence[dict[str, Any]], path: str | Path) -> Path | None:
-    """Final training and test error against depth, residual and plain nets."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for group, colour in (("residual", "C0"), ("plain", "C3")):
-        pts = sorted((model_depth(r["model"]), r) for r in rows if r.get("group") == group and model_depth(r["model"]))
-        if not pts:
-            continue
-        depths = [d for d, _ in pts]
-        test = [100 * r["test_error"] if r.get("test_error") is not None else math.nan for _, r in pts]
-        train = [100 * r["final_train_error"] if r.get("final_train_error") is not None else math.nan for _, r in pts]
-        ax.plot(depths, test, "-o", color=colour, label=f"{group}: test error")
-        ax.plot(depths, train, "--s", color=colour, alpha=0.7, label=f"{group}: final training error")
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_xlabel("depth (layers)")
-    ax.set_ylabel("error (%)")
-    ax.set_title("Error vs depth")
-    ax.set_xticks(sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])}))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
-
-
 def plot_cost_vs_depth(rows: Sequence[dict[str, Any]], engines: Sequence[str], path: str | Path) -> Path | None:
-    """p50 latency per engine (left) and FLOPs (right) against depth; residual solid, plain dashed."""
+    """p50 latency per engine (left, bars: its 95% interval) and FLOPs (right) against depth; residual solid, plain
+    dashed."""
     plt = pyplot()
     fig, (ax_lat, ax_flops) = plt.subplots(1, 2, figsize=(10, 3.8))
     drawn = False
@@ -87,9 +39,13 @@ def plot_cost_vs_depth(rows: Sequence[dict[str, Any]], engines: Sequence[str], p
         members = sorted(((model_depth(r["model"]), r) for r in rows
                           if r.get("group") == group and model_depth(r["model"])), key=lambda t: t[0])
         for e_i, engine in enumerate(engines):
-            pts = [(d, r.get(f"latency_p50_{engine}")) for d, r in members if r.get(f"latency_p50_{engine}") is not None]
+            pts = [(d, r[f"latency_p50_{engine}"], r.get(f"latency_ci_{engine}")) for d, r in members
+                   if r.get(f"latency_p50_{engine}") is not None]
             if pts:
-                ax_lat.plot([d for d, _ in pts], [v for _, v in pts], style, color=f"C{e_i}", label=f"{engine} {group}")
+                err = [[max(0.0, v - (ci or (v, v))[0]) for _, v, ci in pts],
+                       [max(0.0, (ci or (v, v))[1] - v) for _, v, ci in pts]]
+                ax_lat.errorbar([d for d, _, _ in pts], [v for _, v, _ in pts], yerr=err, fmt=style, color=f"C{e_i}",
+                                capsize=3, label=f"{engine} {group}")
                 drawn = True
         pts = [(d, r["flops"]) for d, r in members if r.get("flops")]
         if pts:
@@ -99,33 +55,40 @@ def plot_cost_vs_depth(rows: Sequence[dict[str, Any]], engines: Sequence[str], p
         return None
     depths = sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])})
     ax_lat.set_ylabel("p50 latency, batch 1 (ms)")
-    ax_lat.set_title("Latency vs depth")
+    ax_lat.set_title("Latency vs depth (bars: p50 95% interval)")
     ax_flops.set_ylabel("MFLOPs per image")
     ax_flops.set_title("FLOPs vs depth (plain and residual overlap)")
     for ax in (ax_lat, ax_flops):
         ax.set_xlabel("depth (layers)")
         ax.set_xticks(depths)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 def plot_accuracy_vs_flops(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
-    """Test top-1 against FLOPs per image (log scale), each net labelled."""
-    pts = [r for r in rows if r.get("flops") and r.get("top1") is not None]
+    """Test top-1 against FLOPs per image (log scale), one colour per net named in the legend (labels on the points
+    would overlap where nets cost alike); error bars: seed min-max, or the Wilson 95% interval for one seed."""
+    from bench.report.figures import accuracy_limits, log_axis, top1_interval
+
+    pts = [(r, iv) for r in rows if r.get("flops") and (iv := top1_interval(r))]
     if not pts:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for i, r in enumerate(pts):
-        ax.scatter(r["flops"], 100 * r["top1"], color=f"C{i % 10}", s=40, zorder=3)
-        ax.annotate(r["label"], (r["flops"], 100 * r["top1"]), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set_xscale("log")
+    fig, ax = plt.subplots(figsize=(7.2, 4.2), layout="constrained")
+    markers = "osD^v<>ph*"
+    for i, (r, (top1, low, high)) in enumerate(pts):
+        ax.errorbar(r["flops"], 100 * top1, yerr=[[100 * (top1 - low)], [100 * (high - top1)]],
+                    fmt=markers[i // 10 % len(markers)], color=f"C{i % 10}", capsize=3, label=r["label"])
+    log_axis(ax.xaxis)
+    accuracy_limits(ax, [100 * iv[1] for _, iv in pts], [100 * iv[2] for _, iv in pts])
     ax.set_xlabel("FLOPs per image (torch counter, log scale)")
     ax.set_ylabel("test top-1 (%)")
-    ax.set_title(title)
+    ax.set_title(f"{title} (bars: seed min-max or Wilson 95%)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return save_figure(fig, path)
 
 
@@ -198,18 +161,3 @@ def plot_k_ablation(rows: Sequence[dict[str, Any]], engines: Sequence[str], path
     fig.suptitle("Dynamic ResNet-20: K ablation")
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-# --------------------------------------------------------------------------- study sections
-
-
-def seed_curves(groups: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
-    """Learning curves of each configuration's first seed that has any epochs."""
-    rows = []
-    for g in groups:
-        seed, history = next(((s, h) for s, h in g["histories"] if h), (None, []))
-        if history:
-            rows.append({"label": f"{g['group'].split('|')[-1]} (seed {seed})", "history": history})
-    return plot_learning_curves(rows, path, title) if rows else None
-
-

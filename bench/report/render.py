@@ -17,13 +17,14 @@ from bench.report.format import (
     engines_in,
     fmt_pct,
     fmt_text,
+    image_link,
     is_ladder_record,
     markdown_table,
     measurement_columns,
     records_of,
     unit_rows,
 )
-from bench.report.summary import Summary, github_anchor, summary_table
+from bench.report.summary import Summary, summary_table
 
 
 def parity_table(records: Sequence[Record]) -> str:
@@ -126,8 +127,37 @@ def parity_line(records: Sequence[Record]) -> str:
             f"{'; ' + agreement if agreement else ''}.\n")
 
 
+def training_note(records: Sequence[Record], studies: Sequence[str]) -> str:
+    """How long each study's nets trained, from their train records: 'Training: 3 epoch(s) of up to 2700 images
+    (depth, family); ... best-validation weights measured.' ('' without train records)."""
+    budgets: dict[tuple[Any, Any], list[str]] = {}
+    for study in studies:
+        seen = {(r.get("epochs"), r.get("train_images_per_epoch")) for r in records
+                if r.get("kind") == "train" and r.get("study") == study and r.get("epochs")}
+        for budget in sorted(seen, key=str):
+            budgets.setdefault(budget, []).append(study)
+    if not budgets:
+        return ""
+    return "Training: " + "; ".join(
+        f"{epochs} epoch(s) of up to {images or 'all'} images ({', '.join(names)})"
+        for (epochs, images), names in budgets.items()) + "; the best-validation weights are measured.\n"
+
+
+def cost_figure(records: Sequence[Record], studies: Sequence[dict[str, Any]], out_dir: Path,
+                engines: Sequence[str]) -> str:
+    """The latency-vs-FLOPs figure of every net the run's studies timed (a precision ladder's rungs aside), as a
+    Markdown image paragraph ('' when nothing was timed)."""
+    from bench.report.figures import plot_latency_vs_flops
+
+    ladders = {r.get("study") for r in records if is_ladder_record(r)}  # rungs, not nets: their own section
+    rows = [{**row, "study": study["name"]} for study in studies if study["name"] not in ladders
+            for row in unit_rows(records, study["name"]) if row.get("flops")]
+    path = plot_latency_vs_flops(rows, engines, out_dir / "figures" / "latency_vs_flops.png")
+    return image_link(path, out_dir, "latency vs FLOPs")
+
+
 def method_lines(records: Sequence[Record], run: dict[str, Any]) -> list[str]:
-    """How the run measured: the preset, units, and the statistics behind every interval and verdict."""
+    """How the run measured: the preset, units, training, and the statistics behind every interval and verdict."""
     preset = run.get("preset_settings", {})
     return [
         f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
@@ -136,6 +166,7 @@ def method_lines(records: Sequence[Record], run: dict[str, Any]) -> list[str]:
         f"{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} warm-up + {preset.get('iters')} timed "
         f"runs (p50); throughput = batch {preset.get('throughput_batch')}; ONNX exporter {preset.get('exporter')}. "
         "Params = all parameters; FLOPs by torch's counter (2 per MAC) per image; latency in ms.\n",
+        training_note(records, [s["name"] for s in run.get("studies", [])]),
         "Statistics: a ratio reads `1.27x [1.11, 1.48]` (95% interval); a latency ratio is a bootstrap over the "
         "interleaved rounds of nets timed together and says faster or slower only when the interval lies beyond "
         "1 \u00b1 3%. A test accuracy carries its Wilson 95% interval for the test-set size, or the mean and min-max "
@@ -150,9 +181,10 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
                   notes: Sequence[str] = ()) -> str:
     """The Markdown report of a run (its plots written under `out_dir/figures/`).
 
-    It opens with the summary table (every study's `summaries` rows), then a Key findings list that links to the
-    sections, what this machine could not run (said once), and how it measured; then each study's section (a study
-    without one in `sections` gets `default_section`) with its findings, said there only. `run` is the run's run.json
+    It opens with what this machine could not run (said once) and the summary table (every study's `summaries`
+    rows, linked to the sections), then how it measured; then each study's section (a study without one in
+    `sections` gets `default_section`) with its findings (a finding said once in the whole report), and the
+    latency-vs-FLOPs figure of every timed net. `run` is the run's run.json
     (title, preset settings, its studies' plans); `notes` are lines for the head (a merged run's origin)."""
     sections, summaries = sections or {}, summaries or {}
     out_dir = Path(out_dir)
@@ -175,11 +207,12 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
     if left_out:
         lines.append(left_out)
     lines += [contention_note(records), *notes]
-    rows, findings_of, body = [], [], []
+    rows, body, said = [], [], set()
     for study in studies:
         name, title = study["name"], study["title"]
-        body.append(f"## {title}\n\n{study['question']}\n\n")
-        body += [f"> {note}\n\n" for note in study.get("notes", ())]
+        body.append(f"## {title}\n{study['question']}\n\n")  # a heading needs no blank line after it
+        if study.get("notes"):
+            body.append("> " + " ".join(study["notes"]) + "\n\n")
         if not records_of(records, study=name):
             body.append("No records yet.\n\n")
             continue
@@ -187,18 +220,18 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
         text, findings = section(records, out_dir, engines, preset)
         if name in summaries:
             rows += [(name, title, row) for row in summaries[name](records, preset)]
+        findings = [f for f in findings if f not in said]  # a finding is said once in the whole report
+        said.update(findings)
         if findings:
-            body.append("**Findings**\n\n" + "".join(f"- {f}\n" for f in findings) + "\n")
+            body.append("**Findings**\n" + "".join(f"- {f}\n" for f in findings) + "\n")  # a list may follow a line
         body.append(text + "\n")
-        findings_of.append((title, len(findings)))
     if rows:
-        lines.append("## Summary\n\n" + summary_table(rows) + "\n")
-    if findings_of:
-        lines.append("## Key findings\n\n" + "".join(
-            f"- [{title}](#{github_anchor(title)}): {n} finding{'' if n == 1 else 's'}, in its section.\n"
-            for title, n in findings_of))
-    lines += ["## Method\n", *method_lines(records, run)]
+        lines.append("## Summary\n" + summary_table(rows) + "\n")
+    lines += ["## Method", *method_lines(records, run)]
     lines += body
+    cost = cost_figure(records, studies, out_dir, engines)
+    if cost:
+        lines.append("## Latency vs FLOPs\n" + cost)
     lines.append(parity_line(records))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line for line in lines if line))
 

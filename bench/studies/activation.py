@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.report.figures import plot_learning_curves
 from bench.report.format import (
     accuracy_gap,
     fmt_pct,
@@ -17,10 +18,9 @@ from bench.report.format import (
     markdown_table,
     mean_top1,
     measurement_columns,
-    training_line,
+    per_class_table,
     unit_rows,
 )
-from bench.report.plots import plot_learning_curves
 from bench.report.seeds import seed_cell
 from bench.report.summary import SummaryRow, accuracy_row
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
@@ -57,9 +57,15 @@ def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequen
     figs = out_dir / "figures"
     cols = [("activation", "label", fmt_text), ("final train error", "final_train_error", fmt_pct),
             ] + measurement_columns(engines)[4:]
-    parts = [training_line(rows), markdown_table(rows, cols) + "\n\n",
-             image_link(plot_learning_curves(rows, figs / "activation_curves.png", "ResNet-20: ReLU vs LeakyReLU vs SiLU"),
-                  out_dir, "training curves")]
+    parts = [markdown_table(rows, cols) + "\n\n"]
+    per_class = per_class_table(rows, name="activation")
+    if per_class:
+        n = next((r.get("samples") for r in rows if r.get("samples")), None)
+        parts.append(f"**Per class** (torch, test split{f', {n} images' if n else ''}): precision / recall / F1\n\n"
+                     + per_class + "\n\n")
+    model = next((r.get("model") for r in rows if r.get("model")), "the net")
+    parts.append(image_link(plot_learning_curves(rows, figs / "activation_curves.png",
+                                                 f"{model}: ReLU vs LeakyReLU vs SiLU"), out_dir, "training curves"))
     findings = []
     scored = [r for r in rows if r.get("top1") is not None]
     if scored:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.report.figures import plot_accuracy_vs_depth, plot_learning_curves
 from bench.report.format import (
     SEED_COLUMN,
     accuracy_gap,
@@ -15,15 +16,14 @@ from bench.report.format import (
     fmt_ms,
     fmt_pct,
     fmt_text,
-    image_link,
+    image_row,
     latency_ratios,
     markdown_table,
     model_depth,
     ratio_text,
-    training_line,
     unit_rows,
 )
-from bench.report.plots import plot_cost_vs_depth, plot_error_vs_depth, plot_learning_curves
+from bench.report.plots import plot_cost_vs_depth
 from bench.report.summary import SummaryRow, accuracy_row, latency_row
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 
@@ -56,16 +56,17 @@ def depth_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
     """The depth study: learning curves, error vs depth, latency vs depth, and the degradation verdict."""
     rows = unit_rows(records, "depth")
     figs = out_dir / "figures"
-    parts = [training_line(rows)]
+    parts = []
     cols = [("model", "label", fmt_text), ("shortcuts", "group", fmt_text), ("params", "params", fmt_count),
             ("FLOPs", "flops", fmt_count), ("final train error", "final_train_error", fmt_pct),
             ("final val error", "final_val_error", fmt_pct), ("test error", "test_error", fmt_pct), SEED_COLUMN]
     cols += [(f"p50 ms {e}", f"latency_p50_{e}", fmt_ms) for e in engines]
     parts.append(markdown_table(rows, cols) + "\n\n")
-    parts.append(image_link(plot_learning_curves(rows, figs / "depth_curves.png", "Residual vs plain: training curves"),
-                      out_dir, "training curves"))
-    parts.append(image_link(plot_error_vs_depth(rows, figs / "depth_error.png"), out_dir, "error vs depth"))
-    parts.append(image_link(plot_cost_vs_depth(rows, engines, figs / "depth_cost.png"), out_dir, "latency and FLOPs vs depth"))
+    parts.append(image_row(
+        out_dir, (plot_learning_curves(rows, figs / "depth_curves.png", "Residual vs plain: training curves"),
+                  "training curves"),
+        (plot_accuracy_vs_depth(rows, figs / "depth_accuracy.png"), "accuracy vs depth"),
+        (plot_cost_vs_depth(rows, engines, figs / "depth_cost.png"), "latency and FLOPs vs depth")))
     findings = []
     by = {r["label"]: r for r in rows}
     depths = sorted({model_depth(r["model"]) for r in rows if model_depth(r["model"])})

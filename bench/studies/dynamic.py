@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.report.figures import plot_learning_curves
 from bench.report.format import (
     accuracy_gap,
     engines_in,
@@ -19,16 +20,15 @@ from bench.report.format import (
     fmt_num,
     fmt_pct,
     fmt_text,
-    image_link,
+    image_row,
     latency_ratios,
     markdown_table,
     measurement_columns,
     ratio_text,
     records_of,
-    training_line,
     unit_rows,
 )
-from bench.report.plots import plot_accuracy_vs_flops, plot_channel_subsets, plot_k_ablation, plot_learning_curves
+from bench.report.plots import plot_accuracy_vs_flops, plot_channel_subsets, plot_k_ablation
 from bench.report.summary import SummaryRow, accuracy_row, latency_row
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, plain_json, setting
 from bench.studies.plans import kw, resolve_role, role_kw
@@ -161,9 +161,9 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
     figs = out_dir / "figures"
     main = [r for r in rows if r["group"] in ("VGG static", "VGG dynamic", "ResNet static", "ResNet dynamic",
                                               "ResNet static, any channels", "ResNet dynamic, any channels")]
-    parts = [training_line(rows), "**Cost and accuracy** (RGB input: the grey images copied to 3 channels)\n\n",
+    parts = ["**Cost and accuracy** (RGB input: the grey images copied to 3 channels)\n\n",
              markdown_table(main, measurement_columns(engines)) + "\n\n"]
-    findings = []
+    findings, figures = [], []
     by_group = {r["group"]: r for r in main}
     for kind in ("VGG", "ResNet"):
         s, d = by_group.get(f"{kind} static"), by_group.get(f"{kind} dynamic")
@@ -178,9 +178,7 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
         if a and b:
             findings.append(f"Channel-agnostic {a['label']} vs its RGB twin {b['label']} on RGB input: top-1 "
                             f"{fmt_pct(a.get('top1'))} vs {fmt_pct(b.get('top1'))} ({accuracy_gap(a, b)}).")
-    split_text, split_findings = cost_split_table(records, rows)
-    parts.append(split_text)
-    findings += split_findings
+    parts.append(cost_split_table(records, rows)[0])  # its table says what its findings would, once
     with_subsets = [r for r in rows if r.get("subsets")]
     if with_subsets:
         sub_rows = [{"label": r["label"], "way": "channel-agnostic" if r.get("subset_mode") == "select" else "naive",
@@ -188,12 +186,12 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
         sub_rows += retrained_subset_rows(records, e0)
         subset_nets = [r for r in rows if r["group"] == "subset net"]
         n = next((r.get("samples") for r in records_of(records, "accuracy", "dynamic") if r.get("eval_channels")), None)
-        parts.append(f"**Channel subsets, three ways** (top-1 on {n or 'the'} test images through "
-                     f"{subset_engine(records)}; the way column says how each row reached the subset)\n\n")
-        parts.append("".join(f"- {way}\n" for way in SUBSET_WAYS.values()) + "\n")
         grey = {r.get("dataset", {}).get("name") for r in records_of(records, "accuracy", "dynamic")} & GREY_DATASETS
+        parts.append(f"**Channel subsets, three ways** (top-1 on {n or 'the'} test images through "
+                     f"{subset_engine(records)}{'' if grey else '; the way column says how each row reached the subset'})"
+                     + (": " if grey else "\n\n"))
         if grey:
-            parts.append(f"> {', '.join(sorted(grey))} is greyscale: its RGB form copies one plane to R, G and B, so "
+            parts.append(f"{', '.join(sorted(grey))} is greyscale: its RGB form copies one plane to R, G and B, so "
                          "every subset carries the same information and the naive subsets score like RGB by "
                          "construction; a channel-agnostic net (mean and max over equal planes) gives the same logits "
                          "on every subset. Run `--dataset cifar10` (or a colour ImageFolder) for the colour "
@@ -201,26 +199,26 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
         if not grey:  # on a greyscale set every subset scores as RGB does: the table would repeat one column
             parts.append(markdown_table(sub_rows, [("model", "label", fmt_text), ("way", "way", fmt_text)]
                                         + [(s, s, fmt_pct) for s in subsets]) + "\n\n")
-        parts.append(image_link(plot_channel_subsets(with_subsets, subsets, figs / "dynamic_subsets.png"), out_dir,
-                          "channel subsets"))
+        figures.append((plot_channel_subsets(with_subsets, subsets, figs / "dynamic_subsets.png"), "channel subsets"))
         if subset_nets and grey:  # the subset table, when shown, has these nets' rows
-            parts.append("**Nets built for the subset** (in_chans = number of kept channels, trained on them)\n\n")
-            parts.append(markdown_table(subset_nets, [("model", "label", fmt_text), ("params", "params", fmt_count),
-                                                      (f"top-1 {e0}", f"top1_{e0}", fmt_pct)]) + "\n\n")
+            parts.append("Nets built for the subset (in_chans = number of kept channels, trained on them), top-1 "
+                         f"{e0}: " + "; ".join(f"{r['label']} {fmt_pct(r.get(f'top1_{e0}'))} "
+                                               f"({fmt_count(r.get('params'))} params)" for r in subset_nets) + ".\n\n")
     kab = sorted((r for r in rows if r.get("k") is not None), key=lambda r: r["k"])
     if kab:
-        parts.append("**K ablation** (dynamic ResNet-20)\n\n")
-        parts.append(markdown_table(kab, [("K", "k", fmt_num), ("params", "params", fmt_count), ("FLOPs", "flops", fmt_count),
-                                          (f"top-1 {e0}", f"top1_{e0}", fmt_pct)]
-                                    + [(f"p50 ms {e}", f"latency_p50_{e}", fmt_ms) for e in engines]) + "\n\n")
-        parts.append(image_link(plot_k_ablation(kab, engines, figs / "dynamic_k.png"), out_dir, "K ablation"))
+        # The figure draws the K table (top-1, params, latency per engine); the finding gives its ends.
+        figures.append((plot_k_ablation(kab, engines, figs / "dynamic_k.png"), "K ablation"))
         best = max(kab, key=lambda r: r.get("top1") or 0)
-        findings.append(f"K ablation: highest top-1 at K={best['k']} ({best['top1_seeds']}); params grow from "
-                        f"{fmt_count(kab[0].get('params'))} (K={kab[0]['k']}) to {fmt_count(kab[-1].get('params'))} (K={kab[-1]['k']}).")
-    parts.append(image_link(plot_learning_curves(main, figs / "dynamic_curves.png", "Static vs dynamic: training curves"),
-                      out_dir, "training curves"))
-    parts.append(image_link(plot_accuracy_vs_flops(rows, figs / "dynamic_acc_flops.png", "Static vs dynamic: accuracy vs FLOPs"),
-                      out_dir, "accuracy vs FLOPs"))
+        lat = "; ".join(f"p50 {e} {fmt_ms(kab[0].get(f'latency_p50_{e}'))} to {fmt_ms(kab[-1].get(f'latency_p50_{e}'))} ms"
+                        for e in engines)
+        findings.append(f"K ablation (K={kab[0]['k']} to {kab[-1]['k']}): highest top-1 at K={best['k']} "
+                        f"({best['top1_seeds']}); params {fmt_count(kab[0].get('params'))} to "
+                        f"{fmt_count(kab[-1].get('params'))}{'; ' + lat if lat else ''}.")
+    figures.append((plot_learning_curves(main, figs / "dynamic_curves.png", "Static vs dynamic: training curves"),
+                    "training curves"))
+    figures.append((plot_accuracy_vs_flops(rows, figs / "dynamic_acc_flops.png", "Static vs dynamic: accuracy vs FLOPs"),
+                    "accuracy vs FLOPs"))
+    parts.append(image_row(out_dir, *figures))
     return "".join(parts), findings
 
 

@@ -8,19 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.cells import fmt_pct_ci
+from bench.report.figures import plot_learning_curves
 from bench.report.format import (
     accuracy_gap,
     fmt_count,
     fmt_pct,
     fmt_text,
-    image_link,
+    image_row,
     markdown_table,
     measurement_columns,
     ratio_text,
-    training_line,
     unit_rows,
 )
-from bench.report.plots import plot_accuracy_vs_flops, plot_learning_curves, plot_per_class
+from bench.report.plots import plot_accuracy_vs_flops, plot_per_class
 from bench.report.summary import SummaryRow, status_of
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 from bench.studies.plans import resolve_role, role_kw
@@ -64,13 +64,14 @@ def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     rows = unit_rows(records, "family")
     figs = out_dir / "figures"
     cols = [("model", "label", fmt_text), ("family", "group", fmt_text)] + measurement_columns(engines)[1:]
-    parts = [training_line(rows), markdown_table(rows, cols) + "\n\n",
-             image_link(plot_accuracy_vs_flops(rows, figs / "family_acc_flops.png", "Families: accuracy vs FLOPs"),
-                  out_dir, "accuracy vs FLOPs"),
-             image_link(plot_learning_curves(rows, figs / "family_curves.png", "Families: training curves"), out_dir,
-                  "training curves"),
-             image_link(plot_per_class(rows, figs / "family_per_class.png", "Families: per-class F1 (test split)"), out_dir,
-                  "per-class F1")]
+    parts = [markdown_table(rows, cols) + "\n\n",
+             image_row(out_dir,
+                       (plot_accuracy_vs_flops(rows, figs / "family_acc_flops.png", "Families: accuracy vs FLOPs"),
+                        "accuracy vs FLOPs"),
+                       (plot_learning_curves(rows, figs / "family_curves.png", "Families: training curves"),
+                        "training curves"),
+                       (plot_per_class(rows, figs / "family_per_class.png", "Families: per-class F1 (test split)"),
+                        "per-class F1"))]
     findings = []
     target = next((r for r in rows if r["group"] == "ResNet (target)"), None)
     rrdb = next((r for r in rows if r["group"] == "4-layer RRDB + attention"), None)

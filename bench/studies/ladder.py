@@ -14,7 +14,8 @@ from typing import Any
 
 from bench.errors import UsageProblem
 from bench.report.cells import fmt_pct_ci, fmt_ratio
-from bench.report.format import fmt_ms, fmt_pct, image_link, is_ladder_record
+from bench.report.figures import plot_pareto
+from bench.report.format import fmt_ms, fmt_num, fmt_pct, image_row, is_ladder_record
 from bench.report.stats import wilson_interval
 from bench.report.summary import SummaryRow, status_of
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
@@ -127,75 +128,121 @@ def ladder_nets(records: Sequence[Record]) -> list[dict[str, Any]]:
     return list(nets.values())
 
 
-def _ladder_table(rows: Sequence[dict[str, Any]]) -> str:
-    from bench.scenarios.ladder import LADDER_COLUMNS, ladder_rows_table
+def _rung_cells(row: dict[str, Any] | None) -> tuple[str, str, str, str]:
+    """One net's cells of a rung: p50 ms, speedup over torch fp32 with its interval and verdict, images/s, and
+    top-1 with its agreement with torch fp32."""
+    from bench.scenarios.ladder import REFERENCE
 
-    cells = ladder_rows_table([r for r in rows if r.get("runs")])  # what did not run is named once, at the top
-    head = "| " + " | ".join(LADDER_COLUMNS) + " |"
-    rule = "|" + "|".join("---" if i < 2 else "---:" for i in range(len(LADDER_COLUMNS))) + "|"
-    return "\n".join([head, rule] + ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells])
+    if not row or not row.get("runs"):
+        return ("not run", "", "", "")
+    ci = row.get("speedup_ci") or [None, None]
+    if (row["engine"], row["precision"]) == REFERENCE:
+        speed = "1.00x (reference)"
+    elif row.get("speedup") is None:
+        speed = f"not timed ({row.get('error') or 'no timing'})"
+    else:
+        speed = f"{fmt_ratio(row['speedup'], *ci)} {row.get('verdict') or ''}".strip()
+    failed = (row.get("note") or "").startswith("int8 check failed")
+    top1 = f"{fmt_pct(row.get('top1'))} ({fmt_pct(row.get('agreement'))}){' check failed' if failed else ''}"
+    return (fmt_ms(row.get("p50_ms")), speed, fmt_num(row.get("images_per_s")), top1)
 
 
-def _int8_line(int8: dict[str, Any] | None) -> str:
-    """The int8 file's calibration and its check against fp32, or why there is none."""
-    if not int8:
+def _ladder_table(nets: Sequence[dict[str, Any]]) -> str:
+    """Every rung that ran on some net, one row each, with each net's cells side by side; '*' after a net's p50
+    marks its Pareto front (no other rung both faster and at least as accurate)."""
+    rungs: dict[tuple[str, str], None] = {}
+    by_net = []
+    for net in nets:
+        rows = {(r["engine"], r["precision"]): r for r in (net["ladder"] or {}).get("rows") or [] if r.get("runs")}
+        rungs.update(dict.fromkeys(rows))
+        by_net.append(rows)
+    head = ["engine", "precision"]
+    for net in nets:
+        head += [f"{net['label']} p50 ms", f"{net['label']} speedup vs torch fp32", f"{net['label']} img/s",
+                 f"{net['label']} top-1 (agrees w/ fp32)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i < 2 else "---:" for i in range(len(head))) + "|"]
+    for rung in rungs:
+        cells = list(rung)
+        for rows in by_net:
+            p50, speed, img_s, top1 = _rung_cells(rows.get(rung))
+            cells += [p50 + (" *" if (rows.get(rung) or {}).get("pareto") else ""), speed, img_s, top1]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _int8_line(nets: Sequence[dict[str, Any]]) -> str:
+    """The int8 files' calibration and each net's check against fp32, or why there is none, in one paragraph."""
+    parts, method = [], ""
+    for net in nets:
+        int8 = (net["ladder"] or {}).get("int8")
+        if not int8:
+            continue
+        if int8.get("error"):
+            parts.append(f"{net['label']} refused ({int8['error']})")
+            continue
+        check = int8.get("check") or {}
+        if not check:
+            continue
+        method = method or f"{int8.get('method')} calibration on {int8.get('calibration_images')} training images"
+        verdict = "**passed**" if check.get("passed") else "**FAILED** (its rungs measured anyway, marked 'check failed')"
+        ratio = check.get("accuracy_ratio")
+        parts.append(f"{net['label']} {verdict} on {check.get('images')} test images (predicts the fp32 file's class "
+                     f"on {fmt_pct(check.get('top1_agreement'))}, needs {fmt_pct(check.get('min_agreement'))}; top-1 "
+                     f"{fmt_pct(check.get('int8_accuracy'))} vs {fmt_pct(check.get('fp32_accuracy'))} = ratio "
+                     f"{'n/a' if ratio is None else f'{ratio:.3f}'}, needs {check.get('min_accuracy_ratio')})")
+    if not parts:
         return ""
-    if int8.get("error"):
-        return f"int8 file: refused ({int8['error']}).\n\n"
-    check = int8.get("check") or {}
-    if not check:
-        return ""
-    verdict = "**passed**" if check.get("passed") else "**FAILED** (its rungs are measured anyway, marked 'check failed')"
-    ratio = check.get("accuracy_ratio")
-    return (f"int8 file: {int8.get('method')} calibration on {int8.get('calibration_images')} training images; its "
-            f"check on {check.get('images')} test images {verdict}: it predicts the fp32 file's class on "
-            f"{fmt_pct(check.get('top1_agreement'))} of them (needs {fmt_pct(check.get('min_agreement'))}), "
-            f"top-1 {fmt_pct(check.get('int8_accuracy'))} vs {fmt_pct(check.get('fp32_accuracy'))} fp32 = accuracy "
-            f"ratio {'n/a' if ratio is None else f'{ratio:.3f}'} (needs {check.get('min_accuracy_ratio')}).\n\n")
+    return f"int8 files{': ' + method if method else ''}; their check: {'; '.join(parts)}.\n\n"
 
 
 def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
                    preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
-    """The precision ladder of each net: rows table, accuracy-vs-latency plot, rungs not run, int8 check,
-    and findings stated only where the speedup interval supports them."""
-    from bench.scenarios.ladder import REFERENCE, plot_ladder
+    """Every net's precision ladder in one table, a Pareto plot per net, the int8 checks, and findings stated only
+    where the speedup interval supports them."""
+    from bench.scenarios.ladder import REFERENCE
 
     figs = out_dir / "figures"
-    parts, findings = [], []
-    for net in ladder_nets(records):
+    nets = ladder_nets(records)
+    missing = [net["label"] for net in nets if not (net["ladder"] or {}).get("rows")]
+    nets = [net for net in nets if net["label"] not in missing]
+    parts = [f"No ladder rows in the records for {', '.join(missing)}.\n\n"] if missing else []
+    if not nets:
+        return "".join(parts), []
+    first = nets[0]["ladder"]
+    ref = next((r for r in first["rows"] if (r["engine"], r["precision"]) == REFERENCE), {})
+    n = ref.get("samples") or first.get("test_limit")
+    settings = first.get("settings") or {}
+    throughput = f"; images/s at batch {first['throughput_batch']}" if first.get("throughput_batch") else ""
+    parts.append(f"Every rung of a net sees the same {n} test images and is timed at batch 1, interleaved with the "
+                 f"others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds){throughput}. Speedup: "
+                 "torch fp32's p50 over the rung's, a bootstrap 95% interval over the paired rounds; top-1 with, in "
+                 "brackets, the share of images on which it predicts torch fp32's class; '*' marks the Pareto front. "
+                 "Rungs not run here are named at the top of the report.\n\n")
+    parts.append(_ladder_table(nets) + "\n\n")
+    figures, accuracy, findings = [], [], []
+    for net in nets:
         label, ladder = net["label"], net["ladder"]
-        parts.append(f"### {label}\n\n")
-        if not ladder or not ladder.get("rows"):
-            parts.append("No ladder rows in the records.\n\n")
-            continue
         rows = ladder["rows"]
         ref = next((r for r in rows if (r["engine"], r["precision"]) == REFERENCE), {})
-        ran = [r for r in rows if r.get("runs")]
-        n = ref.get("samples") or ladder.get("test_limit")
-        settings = ladder.get("settings") or {}
-        throughput = (f"; images/s timed again at batch {ladder['throughput_batch']}"
-                      if ladder.get("throughput_batch") else "")
-        parts.append(f"Every rung is evaluated on the same {n} test images and timed at batch 1, interleaved with "
-                     f"the others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds){throughput}. "
-                     "Speedups are torch fp32's p50 over the rung's with a bootstrap 95% interval over the paired "
-                     "rounds; '*' marks the Pareto front (no other rung both faster and at least as accurate).\n\n")
-        parts.append(_ladder_table(rows) + "\n\n")
+        samples = ref.get("samples") or ladder.get("test_limit")
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)
-        title = f"{label}: precision ladder (batch 1, {n} test images)"
-        parts.append(image_link(plot_ladder(rows, figs / f"ladder_{slug}.png", title) if ran else None, out_dir,
-                          f"{label} precision ladder"))
-        parts.append(_int8_line(ladder.get("int8")))
-        top1 = ref.get("top1")
-        if top1 is not None and n:
-            low, high = wilson_interval(top1, n)
-            parts.append(f"Accuracy on {n} test images: torch fp32 scores {fmt_pct_ci(top1, low, high)}; every rung "
-                         "sees the same images, so its agreement with torch fp32 is the sharper measure of what a "
-                         "precision changes. Rungs not run here are named at the top of the report.\n\n")
-        findings += _ladder_findings(label, rows, ladder.get("int8"), n)
+        figures.append((plot_pareto(rows, figs / f"ladder_{slug}.png",
+                                    f"{label}: precision ladder (batch 1, {samples} test images)"),
+                        f"{label} precision ladder"))
+        if ref.get("top1") is not None and samples:
+            accuracy.append(f"{label} {fmt_pct_ci(ref['top1'], *wilson_interval(ref['top1'], samples))}")
+        findings += _ladder_findings(label, rows, samples)
+    parts.append(_int8_line(nets))
+    if accuracy:
+        parts.append(f"torch fp32 top-1 on the {n} test images: {'; '.join(accuracy)}; every rung sees the same "
+                     "images, so its agreement with torch fp32 is the sharper measure of what a precision changes.\n\n")
+    parts.append(image_row(out_dir, *figures))
     return "".join(parts), findings
 
 
-def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str, Any] | None, n: Any) -> list[str]:
+def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], n: Any) -> list[str]:
+    """What a net's ladder shows beyond its table: its fastest rung, and the rungs slower than or level with torch
+    fp32 (the int8 check and the Pareto front are said once, in the section's text and table)."""
     from bench.scenarios.ladder import REFERENCE
 
     others = [r for r in rows if r.get("runs") and (r["engine"], r["precision"]) != REFERENCE]
@@ -215,14 +262,6 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], int8: dict[str,
     same = [_rung(r) for r in others if r.get("verdict") == "no measurable difference"]
     if same:
         out.append(f"{label}: no measurable difference from torch fp32: {', '.join(same)}.")
-    check = (int8 or {}).get("check")
-    if check:
-        out.append(f"{label}: the int8 check {'passed' if check.get('passed') else 'FAILED'} on {check.get('images')} "
-                   f"test images (agreement with fp32 {fmt_pct(check.get('top1_agreement'))}, top-1 "
-                   f"{fmt_pct(check.get('int8_accuracy'))} vs {fmt_pct(check.get('fp32_accuracy'))}).")
-    front = [_rung(r) for r in rows if r.get("pareto")]
-    if front:
-        out.append(f"{label}: Pareto front (latency vs top-1): {', '.join(front)}.")
     return out
 
 

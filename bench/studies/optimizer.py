@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageProblem
+from bench.report.figures import seed_curves
 from bench.report.format import fmt_num, fmt_pct, fmt_text, image_link, markdown_table, pp_text
-from bench.report.plots import seed_curves
 from bench.report.seeds import reference_cell, seed_cell, seed_difference, seed_groups, training_outcome
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 from bench.studies.plans import kw, resolve_role, role_kw
@@ -166,7 +166,8 @@ def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequenc
                              "diff": "" if g is base or not base else pp_text(g.get("mean"), base.get("mean")),
                              "verdict": verdict,
                              "reference": "failed" if ref is None else None if ref == "n/a" else ref})
-                if g is not base and base is not None:
+                # The table gives every point; a finding, what its interval decides.
+                if g is not base and base is not None and verdict.endswith(("better", "worse")):
                     findings.append(f"{g['model']}, {sweep} {rows[-1]['value']}: top-1 {fmt_pct(g.get('mean'))} vs "
                                     f"{fmt_pct(base.get('mean'))} at the base ({rows[-1]['diff'] or 'n/a'}): {verdict}"
                                     f"{'' if training_outcome(g) == 'trained' else '; ' + training_outcome(g)}.")
@@ -196,8 +197,7 @@ def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequenc
         else:
             line += (". Whether the seed report's failure under Adam reproduces cannot be told here: the net with "
                      "BatchNorm did not train either (too little training at this preset, or Adam fails for both).")
-        parts.append(f"**VGG without BatchNorm under Adam**\n\n{line}\n\n")
-        findings.append(line)
+        findings.append(line)  # said once, among the findings
     parts.append(image_link(seed_curves(groups, out_dir / "figures" / "optimizer_curves.png", "004 sweeps: training curves"),
                       out_dir, "optimizer sweep curves"))
     return "".join(parts), findings

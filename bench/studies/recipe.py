@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.report.figures import seed_curves
 from bench.report.format import fmt_pct, fmt_text, image_link, markdown_table, pp_text
-from bench.report.plots import seed_curves
 from bench.report.seeds import reference_cell, seed_cell, seed_difference, seed_groups, training_outcome
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 from bench.studies.plans import kw, resolve_role
@@ -123,7 +123,8 @@ def recipe_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
             line += f"; {pp_text(g.get('mean'), previous.get('mean'))} over the previous rung: {verdict}"
         if training_outcome(g) != "trained":
             line += f"; {training_outcome(g)}"
-        findings.append(line + ".")
+        if verdict.endswith(("better", "worse")):  # the table gives every rung; a finding, what its interval decides
+            findings.append(line + ".")
         previous = g
     cols = [("rung", "rung", fmt_text), ("test top-1, mean (min-max over seeds)", "top1", fmt_text),
             ("seeds trained", "seeds", fmt_text), ("gain over previous rung", "gain", fmt_text),
