@@ -26,26 +26,46 @@ PANELS_PER_ROW = 4
 # --------------------------------------------------------------------------- the label check
 
 
+def _drawn_tick_labels(axis) -> list:
+    """The tick labels `axis` draws: matplotlib keeps labels of ticks beyond the view limits, undrawn."""
+    low, high = sorted(axis.get_view_interval())
+    out = []
+    for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+        if low - 1e-9 * abs(high - low) <= tick.get_loc() <= high + 1e-9 * abs(high - low):
+            out += [t for t in (tick.label1, tick.label2) if t.get_visible()]
+    return out
+
+
+def _shown(texts) -> list:
+    return [t for t in texts if t is not None and t.get_visible() and t.get_text().strip()]
+
+
 def label_problems(fig) -> list[str]:
     """What a reader would see wrong with `fig`'s text: a label outside the figure (clipped when saved at the figure's
-    size) or two labels of one axes that overlap (tick labels, annotations, titles). Empty when every label reads."""
+    size) or two labels of one axes that overlap (tick labels, annotations and texts). Empty when every label reads."""
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     box = fig.bbox
     problems = []
-    texts = [t for t in fig.findobj(lambda a: hasattr(a, "get_text") and hasattr(a, "get_window_extent"))
-             if t.get_visible() and t.get_text().strip()]
-    for t in texts:
+    texts = _shown([fig._suptitle, *fig.texts])  # noqa: SLF001 - matplotlib keeps the suptitle there alone
+    per_axes = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        ticks = (_shown(_drawn_tick_labels(ax.xaxis)), _shown(_drawn_tick_labels(ax.yaxis)))
+        own = _shown([*ax.texts, ax.title, ax._left_title, ax._right_title])  # noqa: SLF001 - the side titles
+        legend = ax.get_legend()
+        texts += [*ticks[0], *ticks[1], *own, ax.xaxis.label, ax.yaxis.label,
+                  *(_shown([legend.get_title(), *legend.get_texts()]) if legend else [])]
+        per_axes += [ticks[0], ticks[1], own]
+    for t in _shown(texts):
         e = t.get_window_extent(renderer)
         if e.x0 < box.x0 - 1 or e.y0 < box.y0 - 1 or e.x1 > box.x1 + 1 or e.y1 > box.y1 + 1:
             problems.append(f"label {t.get_text()!r} lies outside the figure")
-    for ax in fig.axes:
-        groups = [ax.get_xticklabels(), ax.get_yticklabels(), [*ax.texts, ax.title]]
-        for group in groups:
-            shown = [t for t in group if t.get_visible() and t.get_text().strip()]
-            for a, b in combinations(shown, 2):
-                if a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer)):
-                    problems.append(f"labels {a.get_text()!r} and {b.get_text()!r} overlap")
+    for group in per_axes:
+        for a, b in combinations(group, 2):
+            if a.get_window_extent(renderer).overlaps(b.get_window_extent(renderer)):
+                problems.append(f"labels {a.get_text()!r} and {b.get_text()!r} overlap")
     return problems
 
 
@@ -213,7 +233,7 @@ def build_learning_curves(rows: Sequence[dict[str, Any]], title: str):
     plt = pyplot()
     cols = min(PANELS_PER_ROW, len(curves))
     lines = math.ceil(len(curves) / cols)
-    fig, axes = plt.subplots(lines, cols, figsize=(2.9 * cols + 0.6, 2.3 * lines + 0.9), sharex=True, sharey=True,
+    fig, axes = plt.subplots(lines, cols, figsize=(max(5.5, 2.9 * cols + 0.6), 2.3 * lines + 0.9), sharex=True, sharey=True,
                              squeeze=False, layout="constrained")
     for ax, (label, (epochs, train, val, low, high)) in zip(axes.flat, curves, strict=False):
         ax.plot(epochs, train, "--", color="C1", label="training error")

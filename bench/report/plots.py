@@ -99,19 +99,19 @@ def plot_per_class(rows: Sequence[dict[str, Any]], path: str | Path, title: str)
         return None
     plt = pyplot()
     names = [c.get("name", str(c["class"])) for c in rows[0]["per_class"]]
-    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(names)), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7, 0.9 * len(names)), 4.2), layout="constrained")
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(names))]
         ax.bar(xs, [100 * c["f1"] for c in r["per_class"]], width, label=r["label"], color=f"C{i % 10}")
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels(names, fontsize=8)  # level: a slanted label's box would cover its neighbours
     ax.set_ylabel("F1 (%)")
     ax.set_ylim(0, 100)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
-    # Below the axes: above the bars it would hide the best classes.
-    ax.legend(fontsize=8, ncol=min(5, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    # Beside the axes: above the bars it would hide the best classes.
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
 
 
@@ -121,7 +121,7 @@ def plot_channel_subsets(rows: Sequence[dict[str, Any]], subsets: Sequence[str],
     if not rows:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     width = 0.8 / len(rows)
     for i, r in enumerate(rows):
         xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(subsets))]
@@ -132,9 +132,9 @@ def plot_channel_subsets(rows: Sequence[dict[str, Any]], subsets: Sequence[str],
     ax.set_xticklabels(subsets)
     ax.set_ylabel("test top-1 (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Accuracy on channel subsets (naive: averaged to 3; channel-agnostic: fed natively)")
+    ax.set_title("Accuracy on channel subsets\n(naive: averaged to 3; channel-agnostic: fed natively)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8, ncol=min(4, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, path)
 
 
