@@ -128,19 +128,32 @@ def parity_line(records: Sequence[Record]) -> str:
 
 
 def training_note(records: Sequence[Record], studies: Sequence[str]) -> str:
-    """How long each study's nets trained, from their train records: 'Training: 3 epoch(s) of up to 2700 images
-    (depth, family); ... best-validation weights measured.' ('' without train records)."""
-    budgets: dict[tuple[Any, Any], list[str]] = {}
+    """How each study's nets trained, from their train records (what ran, not what the preset names): 'Training:
+    3 epoch(s) of adam, cosine schedule, up to 2700 images per epoch, seed(s) 0, 1 (depth, family); ...' ('' without
+    train records)."""
+    budgets: dict[tuple[Any, ...], list[str]] = {}
     for study in studies:
-        seen = {(r.get("epochs"), r.get("train_images_per_epoch")) for r in records
-                if r.get("kind") == "train" and r.get("study") == study and r.get("epochs")}
-        for budget in sorted(seen, key=str):
-            budgets.setdefault(budget, []).append(study)
+        trains = [r for r in records if r.get("kind") == "train" and r.get("study") == study and r.get("epochs")]
+        if not trains:
+            continue
+        configs = [r.get("train_config") or {} for r in trains]
+        key = (tuple(sorted({r["epochs"] for r in trains})),
+               max((r.get("train_images_per_epoch") or 0) for r in trains) or None,
+               tuple(dict.fromkeys(str(c["optimizer"]) for c in configs if c.get("optimizer"))),
+               tuple(dict.fromkeys(str(c["schedule"]) for c in configs if c.get("schedule"))),
+               tuple(sorted({c["seed"] for c in configs if c.get("seed") is not None})))
+        budgets.setdefault(key, []).append(study)
     if not budgets:
         return ""
-    return "Training: " + "; ".join(
-        f"{epochs} epoch(s) of up to {images or 'all'} images ({', '.join(names)})"
-        for (epochs, images), names in budgets.items()) + "; the best-validation weights are measured.\n"
+    parts = []
+    for (epochs, images, optimizers, schedules, seeds), names in budgets.items():
+        text = f"{'/'.join(map(str, epochs))} epoch(s)"
+        text += f" of {'/'.join(optimizers)}" if optimizers else ""
+        text += f", {' / '.join(schedules)} schedule{'s' if len(schedules) > 1 else ''}" if schedules else ""
+        text += f", up to {images} images per epoch" if images else ""
+        text += f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else ""
+        parts.append(f"{text} ({', '.join(names)})")
+    return "Training (from the train records): " + "; ".join(parts) + "; the best-validation weights are measured.\n"
 
 
 def cost_figure(records: Sequence[Record], studies: Sequence[dict[str, Any]], out_dir: Path,
@@ -159,14 +172,19 @@ def cost_figure(records: Sequence[Record], studies: Sequence[dict[str, Any]], ou
 def method_lines(records: Sequence[Record], run: dict[str, Any]) -> list[str]:
     """How the run measured: the preset, units, training, and the statistics behind every interval and verdict."""
     preset = run.get("preset_settings", {})
+    training = training_note(records, [s["name"] for s in run.get("studies", [])])
+    # The preset's training settings only before anything trained: a study may train otherwise (the recipe studies'
+    # own epochs, optimizers and seeds), and the train records say what ran.
+    planned = "" if training else (
+        f"{preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}"
+        f"{schedule_note(records, preset)}), ")
     return [
         f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
-        f"images, {preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}"
-        f"{schedule_note(records, preset)}), batch {preset.get('batch_size')}, input {preset.get('input_size')}x"
+        f"images, {planned}batch {preset.get('batch_size')}, input {preset.get('input_size')}x"
         f"{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} warm-up + {preset.get('iters')} timed "
         f"runs (p50); throughput = batch {preset.get('throughput_batch')}; ONNX exporter {preset.get('exporter')}. "
         "Params = all parameters; FLOPs by torch's counter (2 per MAC) per image; latency in ms.\n",
-        training_note(records, [s["name"] for s in run.get("studies", [])]),
+        training,
         "Statistics: a ratio reads `1.27x [1.11, 1.48]` (95% interval); a latency ratio is a bootstrap over the "
         "interleaved rounds of nets timed together and says faster or slower only when the interval lies beyond "
         "1 \u00b1 3%. A test accuracy carries its Wilson 95% interval for the test-set size, or the mean and min-max "

@@ -147,17 +147,18 @@ def test_an_empty_study_says_so(tmp_path):
 
 
 def test_the_preset_line_says_what_ran(records, tmp_path):
-    """The schedule comes from the train records (the fixture's units ran 'step', not the default cosine),
+    """The training comes from the train records (the fixture's units ran 'step' with adam, not the preset's cosine),
     and params are every parameter, as bench.measure.flops.count_params counts them."""
     md = reporting.render_report(records, _run(["depth"]), tmp_path)
-    assert "(lr default, step schedule)" in md and "cosine" not in md
+    assert "Training (from the train records): 3 epoch(s) of adam, step schedule, up to 900 images per epoch (depth)" in md
+    assert "cosine" not in md
     assert "Params = all parameters" in md and "trainable parameters" not in md
     records += _unit("depth", "resnet110", "resnet110", "residual", train_err=0.1, test_top1=0.8, flops=1, params=1,
                      latency=1.0, schedule="onecycle")
     assert "step / onecycle schedules" in reporting.render_report(records, _run(["depth"]), tmp_path)
     # Before any unit has trained: what the preset names, or nothing rather than a guess.
     run = _run(["depth"])
-    assert "schedule" not in reporting.render_report([], run, tmp_path).split("Units:")[0].split("Preset:")[1]
+    assert "schedule" not in reporting.render_report([], run, tmp_path).split("Statistics:")[0].split("Preset:")[1]
     run["preset_settings"]["schedule"] = "plateau"
     assert "plateau schedule" in reporting.render_report([], run, tmp_path)
 
