@@ -278,12 +278,23 @@ def suite_command(preset, dataset, data_root, out, engines, resume, device, keep
               help="Where the merged records.jsonl, run.json, report.md and figures go (needed with several DIRs; "
                    "with one DIR, default: DIR itself, its report rendered again).")
 @click.option("--partial", is_flag=True, help="Report what the folders hold even when studies are missing.")
-def report_command(folders, out, partial):
+@click.option("--summary", is_flag=True,
+              help="Print the summary table of one run folder, from its records, as a Markdown snippet for another "
+                   "page to quote (README); writes nothing.")
+def report_command(folders, out, partial, summary):
     """Merge finished suite runs (the shards of `rbench suite --shard I/N`) into one report.
 
     Refuses folders whose preset, data, engines, device or seed differ, and names the studies and
     units no folder holds. Each study's latency comes from the one machine that timed it.
     """
+    if summary:
+        from bench.errors import UsageProblem
+        from bench.studies.reporting import summary_snippet
+
+        if len(folders) != 1 or out:
+            raise UsageProblem("--summary quotes one run folder: give one DIR and no --out")
+        click.echo(summary_snippet(folders[0]), nl=False)
+        return
     from bench.studies.run import write_merged
     from bench.studies.shard import merge_runs
 

@@ -129,8 +129,8 @@ def parity_line(records: Sequence[Record]) -> str:
 
 def training_note(records: Sequence[Record], studies: Sequence[str]) -> str:
     """How each study's nets trained, from their train records (what ran, not what the preset names): 'Training:
-    3 epoch(s) of adam, cosine schedule, up to 2700 images per epoch, seed(s) 0, 1 (depth, family); ...' ('' without
-    train records)."""
+    3 epoch(s) of adam, cosine schedule, up to 2700 images per epoch, seeds 0, 1, best-validation weights measured
+    (depth, family); ...' ('' without train records)."""
     budgets: dict[tuple[Any, ...], list[str]] = {}
     for study in studies:
         trains = [r for r in records if r.get("kind") == "train" and r.get("study") == study and r.get("epochs")]
@@ -141,19 +141,23 @@ def training_note(records: Sequence[Record], studies: Sequence[str]) -> str:
                max((r.get("train_images_per_epoch") or 0) for r in trains) or None,
                tuple(dict.fromkeys(str(c["optimizer"]) for c in configs if c.get("optimizer"))),
                tuple(dict.fromkeys(str(c["schedule"]) for c in configs if c.get("schedule"))),
-               tuple(sorted({c["seed"] for c in configs if c.get("seed") is not None})))
+               tuple(sorted({c["seed"] for c in configs if c.get("seed") is not None})),
+               tuple(sorted({bool(c.get("restore_best", True)) for c in configs})))
         budgets.setdefault(key, []).append(study)
     if not budgets:
         return ""
     parts = []
-    for (epochs, images, optimizers, schedules, seeds), names in budgets.items():
+    weights = {(True,): "best-validation weights", (False,): "last epoch's weights",
+               (False, True): "best-validation or last epoch's weights, as each configuration says"}
+    for (epochs, images, optimizers, schedules, seeds, best), names in budgets.items():
         text = f"{'/'.join(map(str, epochs))} epoch(s)"
         text += f" of {'/'.join(optimizers)}" if optimizers else ""
         text += f", {' / '.join(schedules)} schedule{'s' if len(schedules) > 1 else ''}" if schedules else ""
         text += f", up to {images} images per epoch" if images else ""
         text += f", seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}" if seeds else ""
+        text += f", {weights[best]} measured"
         parts.append(f"{text} ({', '.join(names)})")
-    return "Training (from the train records): " + "; ".join(parts) + "; the best-validation weights are measured.\n"
+    return "Training (from the train records): " + "; ".join(parts) + ".\n"
 
 
 def cost_figure(records: Sequence[Record], studies: Sequence[dict[str, Any]], out_dir: Path,

@@ -54,11 +54,12 @@ def github_anchor(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
 
 
-def summary_table(rows: Sequence[tuple[str, str, SummaryRow]]) -> str:
-    """The opening table: (study name, section heading, row) triples, the study column linking to the section."""
+def summary_table(rows: Sequence[tuple[str, str, SummaryRow]], report: str = "") -> str:
+    """The opening table: (study name, section heading, row) triples, the study column linking to the section (of
+    the report at the relative link `report`; '' for the page the table is on)."""
     head = "| study | question | answer | figure [95% CI] | status |\n|---|---|---|---|---|"
-    body = [f"| [{name}](#{github_anchor(title)}) | {row.question} | {row.answer} | {row.figure} | {row.status} |"
-            for name, title, row in rows]
+    body = [f"| [{name}]({report}#{github_anchor(title)}) | {row.question} | {row.answer} | {row.figure} | "
+            f"{row.status} |" for name, title, row in rows]
     return "\n".join([head, *body])
 
 

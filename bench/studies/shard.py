@@ -254,6 +254,8 @@ def merge_runs(folders: Sequence[str | Path], allow_missing: bool = False) -> Me
         expected = [study_plan(name, get_preset(preset_name)) for name in study_names()]
     except UsageProblem:  # a preset this rbench no longer has: the runs' own studies are all we know
         expected = []
+    if len(runs) == 1 and str(first.get("title", "")).startswith("rbench study "):
+        expected = []  # a `rbench study NAME` run, rendered again: its own studies are the whole of it
     missing_studies = [p.name for p in expected if p.name not in owner]
     present_units = {r.get("unit") for r in records}
     missing_units = sorted({u.spec.unit_id for p in expected if p.name in missing_studies for u in p.units}

@@ -150,7 +150,8 @@ def test_the_preset_line_says_what_ran(records, tmp_path):
     """The training comes from the train records (the fixture's units ran 'step' with adam, not the preset's cosine),
     and params are every parameter, as bench.measure.flops.count_params counts them."""
     md = reporting.render_report(records, _run(["depth"]), tmp_path)
-    assert "Training (from the train records): 3 epoch(s) of adam, step schedule, up to 900 images per epoch (depth)" in md
+    assert ("Training (from the train records): 3 epoch(s) of adam, step schedule, up to 900 images per epoch, "
+            "best-validation weights measured (depth)") in md
     assert "cosine" not in md
     assert "Params = all parameters" in md and "trainable parameters" not in md
     records += _unit("depth", "resnet110", "resnet110", "residual", train_err=0.1, test_top1=0.8, flops=1, params=1,
