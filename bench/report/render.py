@@ -221,7 +221,7 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              f"{run.get('device', 'cpu')}; {machine.get('cpu')} ({machine.get('cores_usable')} usable cores"
              f"{', GPU ' + machine['gpu']['name'] if machine.get('gpu') else ''}), torch {versions.get('torch')}, "
              f"onnxruntime {versions.get('onnxruntime')}. Measured time of all units {minutes:.1f} min; command "
-             f"`{run.get('command')}`; records behind every number: [records.jsonl](records.jsonl).\n"]
+             f"{_commands(run)}; records behind every number: [records.jsonl](records.jsonl).\n"]
     not_run = engines_not_run(records)
     if not_run:
         lines.append("Not run on this machine: " + "; ".join(not_run) + ".\n")
@@ -256,6 +256,15 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
         lines.append("## Latency vs FLOPs\n" + cost)
     lines.append(parity_line(records))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line for line in lines if line))
+
+
+def _commands(run: dict[str, Any]) -> str:
+    """The command that measured the run, and the one that rendered this report when that was another (`rbench
+    report` rendering a finished run again)."""
+    measured = list(dict.fromkeys(run.get("run_commands") or []))
+    if len(measured) != 1 or measured[0] == run.get("command"):
+        return f"`{run.get('command')}`"
+    return f"`{measured[0]}` (this report rendered again by `{run.get('command')}`)"
 
 
 def left_out_line(preset: dict[str, Any]) -> str:
