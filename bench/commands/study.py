@@ -33,7 +33,7 @@ every configuration with 2 seeds (3 at full); a difference no larger than the se
 reported as "within seed noise", and a configuration that diverges is recorded as failed.
 \b
 Presets: smoke (seconds, CI), quick (the suite in under 15 minutes on a 2-core CPU; the recipe
-studies reduced to a few tiny units), standard (recipe + optimizer in about 45 minutes on a
+and optimizer studies left out), standard (recipe + optimizer in about 45 minutes on a
 2-core CPU, every rung and sweep), full (the whole data set and the seed reports' nets, for a GPU).
 """
 
