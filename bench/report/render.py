@@ -182,20 +182,19 @@ def method_lines(records: Sequence[Record], run: dict[str, Any]) -> list[str]:
     planned = "" if training else (
         f"{preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}"
         f"{schedule_note(records, preset)}), ")
-    return [
+    return [" ".join(part for part in (
         f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
         f"images, {planned}batch {preset.get('batch_size')}, input {preset.get('input_size')}x"
         f"{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} warm-up + {preset.get('iters')} timed "
         f"runs (p50); throughput = batch {preset.get('throughput_batch')}; ONNX exporter {preset.get('exporter')}. "
-        "Params = all parameters; FLOPs by torch's counter (2 per MAC) per image; latency in ms.\n",
-        training,
+        "Params = all parameters; FLOPs by torch's counter (2 per MAC) per image; latency in ms.",
+        training.rstrip("\n"),
         "Statistics: a ratio reads `1.27x [1.11, 1.48]` (95% interval); a latency ratio is a bootstrap over the "
         "interleaved rounds of nets timed together and says faster or slower only when the interval lies beyond "
         "1 \u00b1 3%. A test accuracy carries its Wilson 95% interval for the test-set size, or the mean and min-max "
         "over its training seeds; a difference between two nets reads `+4.4 pp [+1.2, +7.5]`, a paired bootstrap "
         "over the test images (and seeds, where there are several). 'better', 'worse' and 'MET' appear only when "
-        "that interval clears the line; otherwise 'not decided at this budget'.\n",
-    ]
+        "that interval clears the line; otherwise 'not decided at this budget'.") if part) + "\n"]
 
 
 def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str | Path,
@@ -205,8 +204,8 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
 
     It opens with what this machine could not run (said once) and the summary table (every study's `summaries`
     rows, linked to the sections), then how it measured; then each study's section (a study without one in
-    `sections` gets `default_section`) with its findings (a finding said once in the whole report), and the
-    latency-vs-FLOPs figure of every timed net. `run` is the run's run.json
+    `sections` gets `default_section`) with its findings (a finding said once in the whole report). The
+    latency-vs-FLOPs figure of every timed net follows the summary table. `run` is the run's run.json
     (title, preset settings, its studies' plans); `notes` are lines for the head (a merged run's origin)."""
     sections, summaries = sections or {}, summaries or {}
     out_dir = Path(out_dir)
@@ -232,9 +231,9 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
     rows, body, said = [], [], set()
     for study in studies:
         name, title = study["name"], study["title"]
-        body.append(f"## {title}\n{study['question']}\n\n")  # a heading needs no blank line after it
-        if study.get("notes"):
-            body.append("> " + " ".join(study["notes"]) + "\n\n")
+        # A heading needs no blank line after it, nor a paragraph before a block quote.
+        body.append(f"## {title}\n{study['question']}\n" + ("> " + " ".join(study["notes"]) + "\n" if study.get("notes")
+                                                               else "") + "\n")
         if not records_of(records, study=name):
             body.append("No records yet.\n\n")
             continue
@@ -245,15 +244,13 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
         findings = [f for f in findings if f not in said]  # a finding is said once in the whole report
         said.update(findings)
         if findings:
-            body.append("**Findings**\n" + "".join(f"- {f}\n" for f in findings) + "\n")  # a list may follow a line
+            body.append("".join(f"- {f}\n" for f in findings) + "\n")  # under its question: what the study found
         body.append(text + "\n")
-    if rows:
-        lines.append("## Summary\n" + summary_table(rows) + "\n")
+    cost = cost_figure(records, studies, out_dir, engines)  # every timed net of every study, beside the summary
+    if rows or cost:
+        lines.append("## Summary\n" + (summary_table(rows) + "\n\n" if rows else "") + cost)
     lines += ["## Method", *method_lines(records, run)]
     lines += body
-    cost = cost_figure(records, studies, out_dir, engines)
-    if cost:
-        lines.append("## Latency vs FLOPs\n" + cost)
     lines.append(parity_line(records))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line for line in lines if line))
 

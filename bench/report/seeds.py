@@ -84,6 +84,22 @@ def chance_level(group: dict[str, Any]) -> float | None:
     return p + 3 * math.sqrt(p * (1 - p) / n)
 
 
+def none_trained(groups: Sequence[dict[str, Any]]) -> str:
+    """'' when some configuration trained on some seed; else the one paragraph that says so: every seed of every
+    configuration scored at chance (or diverged), so a difference between them measures noise, not the settings."""
+    scores = [v for g in groups for v in g["top1"].values() if v is not None]
+    for g in groups:
+        chance = chance_level(g)
+        if chance is None or any(v is not None and v > chance for v in g["top1"].values()):
+            return ""
+    if not groups:
+        return ""
+    span = f" (top-1 {fmt_pct(min(scores))} to {fmt_pct(max(scores))})" if scores else ""
+    return (f"No configuration trained at this budget: every seed of all {len(groups)} scored at chance or "
+            f"diverged{span}, so their differences measure noise, not the settings; the study ran end to end, and "
+            "its records hold each configuration's figures.\n\n")
+
+
 def training_outcome(group: dict[str, Any]) -> str:
     """'trained', 'diverged (k of n seeds)', 'did not train (at chance)' or a mix, for tables and verdicts."""
     parts = []

@@ -195,13 +195,13 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
                          "every subset carries the same information and the naive subsets score like RGB by "
                          "construction; a channel-agnostic net (mean and max over equal planes) gives the same logits "
                          "on every subset. Run `--dataset cifar10` (or a colour ImageFolder) for the colour "
-                         "question.\n\n")
+                         "question." + (" " if subset_nets else "\n\n"))
         if not grey:  # on a greyscale set every subset scores as RGB does: the table would repeat one column
             parts.append(markdown_table(sub_rows, [("model", "label", fmt_text), ("way", "way", fmt_text)]
                                         + [(s, s, fmt_pct) for s in subsets]) + "\n\n")
         figures.append((plot_channel_subsets(with_subsets, subsets, figs / "dynamic_subsets.png"), "channel subsets"))
         if subset_nets and grey:  # the subset table, when shown, has these nets' rows
-            parts.append("Nets built for the subset (in_chans = number of kept channels, trained on them), top-1 "
+            parts.append("Nets built for one subset (in_chans = the kept channels, trained on them), top-1 "
                          f"{e0}: " + "; ".join(f"{r['label']} {fmt_pct(r.get(f'top1_{e0}'))} "
                                                f"({fmt_count(r.get('params'))} params)" for r in subset_nets) + ".\n\n")
     kab = sorted((r for r in rows if r.get("k") is not None), key=lambda r: r["k"])

@@ -213,12 +213,11 @@ def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     n = ref.get("samples") or first.get("test_limit")
     settings = first.get("settings") or {}
     throughput = f"; images/s at batch {first['throughput_batch']}" if first.get("throughput_batch") else ""
-    parts.append(f"Every rung of a net sees the same {n} test images and is timed at batch 1, interleaved with the "
+    text = (f"Every rung of a net sees the same {n} test images and is timed at batch 1, interleaved with the "
                  f"others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds){throughput}. Speedup: "
                  "torch fp32's p50 over the rung's, a bootstrap 95% interval over the paired rounds; top-1 with, in "
                  "brackets, the share of images on which it predicts torch fp32's class; '*' marks the Pareto front. "
-                 "Rungs not run here are named at the top of the report.\n\n")
-    parts.append(_ladder_table(nets) + "\n\n")
+                 "Rungs not run here are named at the top of the report.")
     figures, accuracy, findings = [], [], []
     for net in nets:
         label, ladder = net["label"], net["ladder"]
@@ -232,10 +231,10 @@ def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
         if ref.get("top1") is not None and samples:
             accuracy.append(f"{label} {fmt_pct_ci(ref['top1'], *wilson_interval(ref['top1'], samples))}")
         findings += _ladder_findings(label, rows, samples)
-    parts.append(_int8_line(nets))
     if accuracy:
-        parts.append(f"torch fp32 top-1 on the {n} test images: {'; '.join(accuracy)}; every rung sees the same "
-                     "images, so its agreement with torch fp32 is the sharper measure of what a precision changes.\n\n")
+        text += (f" torch fp32 scores {'; '.join(accuracy)}; every rung sees the same images, so its agreement with "
+                 "torch fp32 is the sharper measure of what a precision changes.")
+    parts += [text + "\n\n", _ladder_table(nets) + "\n\n", _int8_line(nets)]
     parts.append(image_row(out_dir, *figures))
     return "".join(parts), findings
 
@@ -257,11 +256,11 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], n: Any) -> list
         out.append(f"{label}: no rung is measurably faster than torch fp32 here.")
     slower = [f"{_rung(r)} ({_speed_phrase(r).removeprefix('is ').removesuffix(' slower than torch fp32')})"
               for r in others if r.get("verdict") == "slower"]
-    if slower:
-        out.append(f"{label}: slower than torch fp32: {', '.join(slower)}.")
     same = [_rung(r) for r in others if r.get("verdict") == "no measurable difference"]
-    if same:
-        out.append(f"{label}: no measurable difference from torch fp32: {', '.join(same)}.")
+    rest = ([f"slower than torch fp32: {', '.join(slower)}"] if slower else []) + \
+        ([f"no measurable difference from torch fp32: {', '.join(same)}"] if same else [])
+    if rest:
+        out.append(f"{label}: {'; '.join(rest)}.")
     return out
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from bench.errors import UsageProblem
 from bench.report.figures import seed_curves
 from bench.report.format import fmt_num, fmt_pct, fmt_text, image_link, markdown_table, pp_text
-from bench.report.seeds import reference_cell, seed_cell, seed_difference, seed_groups, training_outcome
+from bench.report.seeds import none_trained, reference_cell, seed_cell, seed_difference, seed_groups, training_outcome
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 from bench.studies.plans import kw, resolve_role, role_kw
 from bench.studies.recipe import SEED_REPORT_LABEL, seeds_of, test_images
@@ -145,6 +145,9 @@ def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequenc
     BatchNorm fails under Adam."""
 
     groups = seed_groups(records, "optimizer")
+    untrained = none_trained(groups)
+    if untrained:
+        return untrained, []
     roles = list(dict.fromkeys(_sweep_role(g) for g in groups if _sweep_role(g) != "sweep_vgg_nobn"))
     parts, findings = [], []
     names = {"lr": "Learning rate (SGD, augmentation on)", "optimizer": "Optimizer (lr 0.001, augmentation on)",

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.report.figures import seed_curves
 from bench.report.format import fmt_pct, fmt_text, image_link, markdown_table, pp_text
-from bench.report.seeds import reference_cell, seed_cell, seed_difference, seed_groups, training_outcome
+from bench.report.seeds import none_trained, reference_cell, seed_cell, seed_difference, seed_groups, training_outcome
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 from bench.studies.plans import kw, resolve_role
 
@@ -106,6 +106,9 @@ def recipe_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     """The 001 ladder: top-1 per rung over its seeds, the gain over the previous rung and whether it exceeds the
     seed spread, the curves, and the seed report's figures as a reference."""
     groups = seed_groups(records, "recipe")
+    untrained = none_trained(groups)
+    if untrained:
+        return untrained, []
     rows, findings, previous = [], [], None
     for index, g in enumerate(groups):
         diff, verdict = seed_difference(previous, g) if previous else (None, "")
