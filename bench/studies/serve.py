@@ -262,5 +262,23 @@ def _finding(row: dict[str, Any]) -> str:
             f"{fmt_ms(row['peak_p99'])} ms under the {_num(row['bound'])} ms bound){above}{short}.")
 
 
+def serve_summary(records: Sequence[Record], preset: dict[str, Any]) -> list[Any]:
+    """The report's opening rows: each served net's Server peak, decided when an INVALID step bounds it from above
+    (shortened steps say so: LoadGen's verdict, not an MLPerf-valid one)."""
+    from bench.report.summary import DECIDED, UNDECIDED, SummaryRow
+
+    out = []
+    for row in serve_rows(records):
+        if row["error"]:
+            continue
+        peak, above = row["peak_qps"], row["invalid_above"]
+        answer = "no VALID step" if peak is None else f"{_num(peak)} QPS VALID"
+        figure = (f"peak {_num(peak)} QPS, INVALID at {_num(above)} QPS (p99 bound {_num(row['bound'])} ms"
+                  f"{'; shortened steps' if row['shortened'] else ''})")
+        status = DECIDED if peak is not None and above is not None else UNDECIDED
+        out.append(SummaryRow(f"Server peak of {row['label']} on {row['engine']}", answer, figure, status))
+    return out
+
+
 STUDY = Study(NAME, StudyKind.OWN, serve_plan, budget=ServeBudget, section=serve_section, timing=serve_timing,
-              timing_seconds=serve_timing_seconds)
+              timing_seconds=serve_timing_seconds, summary=serve_summary)
