@@ -1,5 +1,6 @@
 """Reports, the generic parts: table cells (`cells`), rows and Markdown (`format`), seed summaries (`seeds`),
-PNG plots (`plots`), the whole report around the studies' own sections (`render`), and the regression diff (`diff`).
+PNG plots (`plots`; those with intervals and their label check, `figures`), the summary table (`summary`), the
+whole report around the studies' own sections (`render`), and the regression diff (`diff`).
 
 Each study's section lives in its study's module (`bench.studies.depth`, ...); `bench.studies.reporting` renders
 a run's report with them. `bench.report` was one module before it became this package; its generic names are

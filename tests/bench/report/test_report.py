@@ -311,3 +311,26 @@ def test_single_run_accuracy_findings_say_so(records, tmp_path):
     assert any(f.startswith("Highest top-1 here: leaky_relu (79.0% [") for f in findings), findings
     # relu's two seeds (0.78, 0.70) against silu's one: the interval carries the seed spread and straddles 0
     assert any(f.startswith("silu vs relu: top-1 +3.0 pp [") and "not decided at this budget" in f for f in findings)
+
+
+def test_summary_snippet_is_the_summary_table_of_a_run_folder(records, tmp_path, run_cli):
+    """`rbench report DIR --summary` prints the run's summary table, linked to its report's sections, from its
+    records alone (nothing rendered or written); a page quotes it between the generated markers."""
+    import json
+
+    from bench.records.io import to_json
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "records.jsonl").write_text("".join(to_json(r) + "\n" for r in records))
+    (folder / "run.json").write_text(json.dumps(_run(["depth", "activation"])))
+    code, stdout, stderr = run_cli("report", folder, "--summary")
+    assert code == 0, stderr
+    assert stdout == reporting.summary_snippet(folder)
+    lines = stdout.splitlines()
+    assert lines[0] == reporting.SNIPPET_BEGIN.format(folder=folder.as_posix()) and lines[-1] == reporting.SNIPPET_END
+    assert f"| [depth]({folder.as_posix()}/report.md#depth-residual-vs-plain) | Do shortcuts help at 20 layers?" in stdout
+    assert sorted(p.name for p in folder.iterdir()) == ["records.jsonl", "run.json"], "--summary writes nothing"
+    for args, message in [((folder, folder, "--summary"), "one DIR"), ((tmp_path / "none", "--summary"), "run.json")]:
+        code, _, stderr = run_cli("report", *args)
+        assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
