@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -16,16 +17,31 @@ REPORT_MAX_LINES = 170
 pytestmark = pytest.mark.slow
 
 
+#: What `bench.report.figures.label_problems` found in each figure the module's smoke suite saved, by file name.
+LABEL_PROBLEMS: dict[str, list[str]] = {}
+
+
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
-    """One smoke suite for the module: (exit code, stdout, stderr, out folder)."""
+    """One smoke suite for the module: (exit code, stdout, stderr, out folder); every figure it saves is checked
+    for clipped and overlapping labels on the way (LABEL_PROBLEMS)."""
     from click.testing import CliRunner
 
     from bench.cli import cli
+    from bench.report import figures, plots
+
+    save = plots.save_figure
+
+    def checking_save(fig, path):
+        LABEL_PROBLEMS[str(getattr(path, "name", path))] = figures.label_problems(fig)
+        return save(fig, path)
 
     out = tmp_path_factory.mktemp("suite") / "smoke"
-    result = CliRunner().invoke(cli, ["suite", "--preset", "smoke", "--dataset", "digits", "--engines", "torch,ort",
-                                      "--out", str(out)], catch_exceptions=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "save_figure", checking_save)
+        patch.setattr(figures, "save_figure", checking_save)
+        result = CliRunner().invoke(cli, ["suite", "--preset", "smoke", "--dataset", "digits", "--engines",
+                                          "torch,ort", "--out", str(out)], catch_exceptions=False)
     return result.exit_code, result.output, out
 
 
@@ -86,6 +102,9 @@ def test_the_smoke_report_has_the_shape_of_the_committed_one(smoke_run):
     assert re.search(r"\| relu \|( \d\.\d\d / \d\.\d\d / \d\.\d\d \|)+", activation)
     for name in ("latency_vs_flops", "depth_accuracy", "depth_curves", "ladder_resnet20", "activation_curves"):
         assert (out / "figures" / f"{name}.png").is_file(), name
+    # Every figure of the report, drawn from these records, with its labels readable.
+    assert {f"{Path(link).name}" for link in re.findall(r"!\[[^]]*\]\(([^)]+)\)", report)} <= set(LABEL_PROBLEMS)
+    assert not {name: p for name, p in LABEL_PROBLEMS.items() if p}
 
 
 def test_the_smoke_suite_trains_a_second_seed_and_reports_its_spread(smoke_run):
