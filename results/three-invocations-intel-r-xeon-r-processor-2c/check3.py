@@ -1,5 +1,7 @@
-import sys
+"""The three-invocation check: each engine and timing mode, the four criteria, PASS or FAIL, from the records here."""
+
 from bench.records.io import read_records
+
 for mode in ("workers", "in-process"):
     for engine in ("torch", "ort"):
         runs = []

@@ -114,7 +114,7 @@ def test_record_and_report_table():
     validate_record(record)
     assert record["kind"] == "cost_split" and record["engine"] == "torch"
     text, findings = report.cost_split_table([record])
-    assert "Where the extra latency goes" in text and "dy_resnet20 K=4" in text
+    assert "Where the time goes" in text and "dy_resnet20 K=4" in text
     assert len(findings) == (1 if split["extra_ms"] > 0 else 0)
     assert report.cost_split_table([]) == ("", [])
 
