@@ -1,6 +1,6 @@
 """Timing loops: untimed warm-up, then every iteration timed and kept. Returns dicts, prints nothing.
 
-What one timed iteration is (DESIGN.md, "What a measurement means"): one synchronous inference
+What one timed iteration is (docs/measuring.md): one synchronous inference
 on an input that is already where the engine reads it (`engine.prepare` ran before, untimed),
 ended by `engine.synchronize()` so queued GPU work is inside the time. With
 `include_transfers=True` an iteration also copies the batch in and the logits out.

@@ -1,6 +1,6 @@
 """Result records: one JSON object per line in results/, each carrying the machine it ran on.
 
-A record is a flat dict (schema in DESIGN.md, checked by `validate_record`): the metric names
+A record is a flat dict (its kinds and fields in `bench.records.schema`, checked by `validate_record`): the metric names
 carry their units (`latency_ms_p50`, `throughput_img_s`). Measurement code builds records with
 the one builder per kind in `bench.records.builders`; only the CLI layer writes them, with `append_record`.
 """
