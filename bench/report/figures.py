@@ -14,11 +14,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.report.format import model_depth
-from bench.report.plots import pyplot, save_figure
+from bench.report.plots import (  # noqa: F401 (the axis helpers' former home)
+    MIN_ACCURACY_SPAN,
+    _yerr,
+    accuracy_limits,
+    log_axis,
+    pyplot,
+    save_figure,
+    top1_interval,
+)
 from bench.report.stats import wilson_interval
 
-#: The least top-1 span (percentage points) an accuracy axis shows: a few tenths of a point never fill the height.
-MIN_ACCURACY_SPAN = 10.0
 #: Panels per row of a small-multiples figure.
 PANELS_PER_ROW = 4
 
@@ -70,53 +76,6 @@ def label_problems(fig) -> list[str]:
 
 
 # --------------------------------------------------------------------------- intervals of a row
-
-
-def top1_interval(row: dict[str, Any]) -> tuple[float, float, float] | None:
-    """A row's torch top-1 with its error bar, as fractions: (mean, min, max) over its seeds where it has several,
-    else (top-1, Wilson 95% interval over its test images); None when it has no top-1."""
-    seeds = row.get("seeds") or {}
-    if seeds.get("spread") is not None:
-        return seeds["mean"], seeds["low"], seeds["high"]
-    top1 = seeds.get("mean") if seeds.get("mean") is not None else row.get("top1")
-    if top1 is None:
-        return None
-    samples = seeds.get("samples") or row.get("samples")
-    low, high = wilson_interval(top1, samples) if samples else (top1, top1)
-    return top1, low, high
-
-
-def log_axis(axis) -> None:
-    """Put `axis` (an x or y Axis) on a log scale labelled in plain numbers at 1, 2, 3 and 5 of each decade (a short
-    range still gets labels; the other ticks stay bare so their labels cannot crowd)."""
-    from matplotlib.ticker import FuncFormatter
-
-    def label(value: float, _position: Any) -> str:
-        if value <= 0:
-            return ""
-        mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
-        return f"{value:g}" if mantissa in (1.0, 2.0, 3.0, 5.0) else ""
-
-    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
-    axis.set_major_formatter(FuncFormatter(label))
-    axis.set_minor_formatter(FuncFormatter(label))
-
-
-def _yerr(values: Sequence[tuple[float, float, float]], scale: float = 100.0) -> list[list[float]]:
-    return [[scale * (v - lo) for v, lo, _ in values], [scale * (hi - v) for v, _, hi in values]]
-
-
-def accuracy_limits(ax, lows: Sequence[float], highs: Sequence[float], span: float = MIN_ACCURACY_SPAN) -> None:
-    """Accuracy limits (in %) that hold every error bar and span at least `span` points, inside [0, 100]."""
-    lo, hi = min(lows), max(highs)
-    if hi - lo < span:
-        mid = (lo + hi) / 2
-        lo, hi = mid - span / 2, mid + span / 2
-    pad = 0.05 * (hi - lo)
-    lo, hi = max(0.0, lo - pad), min(100.0, hi + pad)
-    if hi - lo < span:  # pressed against 0 or 100: extend the other way
-        lo, hi = (0.0, span) if lo == 0.0 else (100.0 - span, 100.0)
-    ax.set_ylim(lo, hi)
 
 
 # --------------------------------------------------------------------------- latency vs FLOPs

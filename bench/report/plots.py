@@ -10,6 +10,10 @@ from typing import Any
 
 from bench.atomic import atomic_path
 from bench.report.format import model_depth
+from bench.report.stats import wilson_interval
+
+#: The least top-1 span (percentage points) an accuracy axis shows: a few tenths of a point never fill the height.
+MIN_ACCURACY_SPAN = 10.0
 
 
 def pyplot():
@@ -27,6 +31,56 @@ def save_figure(fig, path: Path) -> Path:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
     pyplot().close(fig)
     return path
+
+
+# --------------------------------------------------------------------------- axis helpers
+
+
+def top1_interval(row: dict[str, Any]) -> tuple[float, float, float] | None:
+    """A row's torch top-1 with its error bar, as fractions: (mean, min, max) over its seeds where it has several,
+    else (top-1, Wilson 95% interval over its test images); None when it has no top-1."""
+    seeds = row.get("seeds") or {}
+    if seeds.get("spread") is not None:
+        return seeds["mean"], seeds["low"], seeds["high"]
+    top1 = seeds.get("mean") if seeds.get("mean") is not None else row.get("top1")
+    if top1 is None:
+        return None
+    samples = seeds.get("samples") or row.get("samples")
+    low, high = wilson_interval(top1, samples) if samples else (top1, top1)
+    return top1, low, high
+
+
+def log_axis(axis) -> None:
+    """Put `axis` (an x or y Axis) on a log scale labelled in plain numbers at 1, 2, 3 and 5 of each decade (a short
+    range still gets labels; the other ticks stay bare so their labels cannot crowd)."""
+    from matplotlib.ticker import FuncFormatter
+
+    def label(value: float, _position: Any) -> str:
+        if value <= 0:
+            return ""
+        mantissa = round(value / 10 ** math.floor(math.log10(value)), 6)
+        return f"{value:g}" if mantissa in (1.0, 2.0, 3.0, 5.0) else ""
+
+    axis.axes.set_xscale("log") if axis is axis.axes.xaxis else axis.axes.set_yscale("log")
+    axis.set_major_formatter(FuncFormatter(label))
+    axis.set_minor_formatter(FuncFormatter(label))
+
+
+def _yerr(values: Sequence[tuple[float, float, float]], scale: float = 100.0) -> list[list[float]]:
+    return [[scale * (v - lo) for v, lo, _ in values], [scale * (hi - v) for v, _, hi in values]]
+
+
+def accuracy_limits(ax, lows: Sequence[float], highs: Sequence[float], span: float = MIN_ACCURACY_SPAN) -> None:
+    """Accuracy limits (in %) that hold every error bar and span at least `span` points, inside [0, 100]."""
+    lo, hi = min(lows), max(highs)
+    if hi - lo < span:
+        mid = (lo + hi) / 2
+        lo, hi = mid - span / 2, mid + span / 2
+    pad = 0.05 * (hi - lo)
+    lo, hi = max(0.0, lo - pad), min(100.0, hi + pad)
+    if hi - lo < span:  # pressed against 0 or 100: extend the other way
+        lo, hi = (0.0, span) if lo == 0.0 else (100.0 - span, 100.0)
+    ax.set_ylim(lo, hi)
 
 
 def plot_cost_vs_depth(rows: Sequence[dict[str, Any]], engines: Sequence[str], path: str | Path) -> Path | None:
@@ -71,8 +125,6 @@ def plot_cost_vs_depth(rows: Sequence[dict[str, Any]], engines: Sequence[str], p
 def plot_accuracy_vs_flops(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
     """Test top-1 against FLOPs per image (log scale), one colour per net named in the legend (labels on the points
     would overlap where nets cost alike); error bars: seed min-max, or the Wilson 95% interval for one seed."""
-    from bench.report.figures import accuracy_limits, log_axis, top1_interval
-
     pts = [(r, iv) for r in rows if r.get("flops") and (iv := top1_interval(r))]
     if not pts:
         return None
