@@ -237,9 +237,9 @@ def study_command(name, preset, dataset, data_root, out, engines, resume, device
     activation  ReLU vs LeakyReLU vs SiLU on ResNet-20
     family      VGG vs ResNet vs the plain template CNN vs the 4-layer RRDB+attention net
     ladder      precision ladder of ResNet-20 and -56: every engine x precision, speed vs accuracy
-    recipe      the 001 ladder on the Keras-style ResNet: augmentation, deeper + early stopping,
+    recipe      the recipe ladder on the Keras-style ResNet: augmentation, deeper + early stopping,
                 plateau schedule, deeper + dropout, one rung at a time, over seeds
-    optimizer   the 004 sweeps for a VGG-BN and a ResNet: lr, SGD/Adagrad/Adam, augmentation
+    optimizer   the optimizer sweeps for a VGG-BN and a ResNet: lr, SGD/Adagrad/Adam, augmentation
                 on/off, plus VGG without BN under Adam, over seeds
     """
     from bench.studies import study_names

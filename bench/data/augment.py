@@ -7,7 +7,7 @@ Every augmentation draws from the batch's generator (seeded by seed and epoch), 
 the same whether a run was resumed or not. The geometric ones go through torchvision's
 transforms v2 functional API with parameters drawn here: `rotate`, `translate` and `scale`
 together make one affine warp per image (one interpolation, as Keras' ImageDataGenerator does),
-`rotate90` turns each image by 0, 90, 180 or 270 degrees (the right-angle rotations of the 004
+`rotate90` turns each image by 0, 90, 180 or 270 degrees (the right-angle rotations of the optimizer
 seed report), `vflip` flips upside down. `crop` and `flip` stay hand-vectorized index arithmetic
 (they are exact and the cheapest), and `erase` (RandomErasing) works on the normalized batch.
 """

@@ -48,7 +48,7 @@ def measure_unit(spec: UnitSpec, ctx: RunContext, work_dir: Path,
     except TrainingDiverged as exc:
         if not spec.accuracy_only:
             raise  # a net every engine must measure cannot be measured without weights
-        # A recipe that diverges is a result (the 004 seed's Adam/VGG19 case): recorded, and the study goes on.
+        # A recipe that diverges is a result (the optimizer seed report's Adam/VGG19 case): recorded, and the study goes on.
         return [_diverged_record(spec, ctx, model, bundle, work_dir, context, str(exc))]
     torch.save(model.state_dict(), work_dir / WEIGHTS)
     source = resolve_source(model, input_shape=tuple(bundle.input_shape), name=spec.model)
@@ -142,7 +142,7 @@ def _train_unit(spec: UnitSpec, ctx: RunContext, model, bundle, work_dir: Path, 
     result = (_trained_before(spec, ctx, model, work_dir / "train")
               or train_model(model, bundle, config, work_dir / "train", progress=False))
     # Measure the best validation epoch's weights, as `rbench train` keeps them, unless the unit's recipe keeps the
-    # last epoch's (`restore_best=False`: the 001 ladder's rungs before early stopping, as Keras without it).
+    # last epoch's (`restore_best=False`: the recipe ladder's rungs before early stopping, as Keras without it).
     if config.restore_best:
         model.load_state_dict(load_training_checkpoint(result.best_checkpoint)["state_dict"])
     model.eval()

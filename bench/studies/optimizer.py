@@ -1,4 +1,4 @@
-"""The optimizer study: the 004 sweeps (learning rate, SGD/Adagrad/Adam, augmentation) for a VGG-BN and a ResNet,
+"""The optimizer study: the optimizer sweeps (learning rate, SGD/Adagrad/Adam, augmentation) for a VGG-BN and a ResNet,
 plus VGG without BN under Adam, over seeds (accuracy only)."""
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ class OptimizerBudget:
         return self.roles
 
 
-#: The 004 sweeps, each varying one setting of SWEEP_BASE (SGD, lr 0.001, augmentation on).
+#: The optimizer sweeps, each varying one setting of SWEEP_BASE (SGD, lr 0.001, augmentation on).
 SWEEPS = ("lr", "optimizer", "augment", "no_bn")
-SWEEP_AUGMENT = ("flip", "rotate90")  # the 004 seed's random flips and rotations by 90/180/270
+SWEEP_AUGMENT = ("flip", "rotate90")  # the optimizer seed report's random flips and rotations by 90/180/270
 SWEEP_BASE: dict[str, object] = {"optimizer": "sgd", "lr": 1e-3, "augment": SWEEP_AUGMENT, "schedule": "constant"}
 SWEEP_LRS = (2e-3, 1e-3, 8e-4)
 SWEEP_OPTIMIZERS = ("sgd", "adagrad", "adam")
-#: The 004 seed's figures (%), per (net kind, sweep, value); None: failed to train (about 1%).
+#: The optimizer seed report's figures (%), per (net kind, sweep, value); None: failed to train (about 1%).
 SWEEP_SEED_TOP1: dict[tuple[str, str, object], float | None] = {
     ("vgg", "lr", 2e-3): 88.6, ("vgg", "lr", 1e-3): 94.6, ("vgg", "lr", 8e-4): 92.6,
     ("resnet", "lr", 2e-3): 85.0, ("resnet", "lr", 1e-3): 91.8, ("resnet", "lr", 8e-4): 89.4,
@@ -78,7 +78,7 @@ def _sweep_configs(preset: Preset, budget: OptimizerBudget) -> list[tuple[str, s
 
 
 def optimizer_plan(preset: Preset) -> StudyPlan:
-    """The 004 sweeps (learning rate; SGD/Adagrad/Adam; augmentation on/off) for a VGG-BN and a ResNet, plus the
+    """The optimizer sweeps (learning rate; SGD/Adagrad/Adam; augmentation on/off) for a VGG-BN and a ResNet, plus the
     VGG without BN under Adam, every configuration per seed."""
     from bench.data import parse_augment
 
@@ -110,7 +110,7 @@ def optimizer_plan(preset: Preset) -> StudyPlan:
                      f"{', '.join(resolve_role(r, preset) for r in budget.roles)}, {budget.epochs} "
                      f"epoch(s) of {images}; the numbers show the study runs, not an answer (`--preset standard` runs "
                      "every sweep on both nets).")
-    return StudyPlan("optimizer", "Learning rate x optimizer x augmentation: the 004 sweeps for VGG vs ResNet",
+    return StudyPlan("optimizer", "Learning rate x optimizer x augmentation for VGG vs ResNet",
                      "How do learning rate, optimizer (SGD, Adagrad, Adam) and augmentation change a VGG-BN's and a "
                      "ResNet's test accuracy, which differences exceed the seed spread, and does VGG without BatchNorm "
                      "fail under Adam as the seed report's VGG19 did (its explanation: vanishing gradients)?",
@@ -140,7 +140,7 @@ def _sweep_rows(groups: Sequence[dict[str, Any]], role: str, sweep: str) -> list
 
 def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
                    preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
-    """The 004 sweeps per net: top-1 over seeds for each swept value, its difference from the base configuration
+    """The optimizer sweeps per net: top-1 over seeds for each swept value, its difference from the base configuration
     (SGD, lr 0.001, augmentation on) against the seed spread, the seed report's figures, and whether VGG without
     BatchNorm fails under Adam."""
 
@@ -201,7 +201,7 @@ def optimizer_section(records: Sequence[Record], out_dir: Path, engines: Sequenc
             line += (". Whether the seed report's failure under Adam reproduces cannot be told here: the net with "
                      "BatchNorm did not train either (too little training at this preset, or Adam fails for both).")
         findings.append(line)  # said once, among the findings
-    parts.append(image_link(seed_curves(groups, out_dir / "figures" / "optimizer_curves.png", "004 sweeps: training curves"),
+    parts.append(image_link(seed_curves(groups, out_dir / "figures" / "optimizer_curves.png", "optimizer sweeps: training curves"),
                       out_dir, "optimizer sweep curves"))
     return "".join(parts), findings
 

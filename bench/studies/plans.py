@@ -24,9 +24,9 @@ ROLE_MODELS: dict[str, str] = {
     "template": "template_cnn",  # the coursework's plain template CNN
     "rrdb": "rrdb_attention_net",  # the 4-layer RRDB + self-attention net
     "keras_resnet": "keras_resnet",  # the Keras-style CIFAR bottleneck ResNet
-    "sweep_vgg": "vgg19_bn",  # the optimizer study's VGG-BN (the 004 seed's VGG19-BN)
+    "sweep_vgg": "vgg19_bn",  # the optimizer study's VGG-BN (the optimizer seed report's VGG19-BN)
     "sweep_vgg_nobn": "vgg19",  # ... and the same VGG without BatchNorm (the vanishing-gradient test)
-    "sweep_resnet": "resnet50",  # the optimizer study's ResNet (the 004 seed's ResNet-50)
+    "sweep_resnet": "resnet50",  # the optimizer study's ResNet (the optimizer seed report's ResNet-50)
 }
 
 

@@ -32,7 +32,7 @@ ALL_SUBSETS = ("RGB", "RG", "GB", "R", "G", "B")
 #: VGG's CIFAR head (global pool + one linear) instead of the 120M-parameter ImageNet head.
 _SMALL_VGG = {"vgg": {"small_input": True}, "dy_vgg": {"small_input": True}, "sweep_vgg": {"small_input": True},
               "sweep_vgg_nobn": {"small_input": True}}
-#: The small nets of the 004 sweeps on a CPU: VGG-11 (with and without BN) and ResNet-20 instead of VGG-19 and ResNet-50.
+#: The small nets of the optimizer sweeps on a CPU: VGG-11 (with and without BN) and ResNet-20 instead of VGG-19 and ResNet-50.
 _CPU_SWEEP_NETS = {"sweep_vgg": "vgg11_bn", "sweep_vgg_nobn": "vgg11", "sweep_resnet": "resnet20"}
 
 PRESETS: dict[str, Preset] = {
@@ -92,7 +92,7 @@ PRESETS: dict[str, Preset] = {
             "ladder": LadderBudget(models=("resnet20", "resnet56"), test_limit=1000, calibration=512, warmup=5,
                                    iters=30, rounds=5, throughput_batch=32),
             # The recipe studies get what is left of the 15 minutes (about half a minute): the first two rungs of the
-            # 001 ladder and the 004 optimizer sweep on ResNet-20 only, two seeds, three batches of training. They
+            # recipe ladder and the optimizer sweep on ResNet-20 only, two seeds, three batches of training. They
             # show the path works, not an answer: `--preset standard` is the size that separates the rungs.
             "recipe": RecipeBudget(rungs=2, seeds=2, epochs=1, max_batches=3, patience=(1, 1)),
             "optimizer": OptimizerBudget(sweeps=("optimizer",), roles=("sweep_resnet",), seeds=2, epochs=1,

@@ -1,4 +1,4 @@
-"""The recipe study: the 001 ladder on a Keras-style ResNet, one trick at a time, over seeds (accuracy only)."""
+"""The recipe study: the recipe ladder on a Keras-style ResNet, one trick at a time, over seeds (accuracy only)."""
 
 from __future__ import annotations
 
@@ -19,18 +19,18 @@ class RecipeBudget:
     """The recipe study's knobs: each unit trains `epochs` epochs of at most `max_batches` batches (None: the whole
     training split) per seed."""
 
-    rungs: int = setting(5, "recipe_rungs")  # how many rungs of the 001 ladder (RECIPE_RUNGS) run, from the first
+    rungs: int = setting(5, "recipe_rungs")  # how many rungs of the recipe ladder (RECIPE_RUNGS) run, from the first
     seeds: int = setting(2, "recipe_seeds")
     epochs: int = setting(10, "recipe_epochs")
     max_batches: int | None = setting(None, "recipe_max_batches")
     patience: tuple[int, int] = setting((10, 5), "recipe_patience")  # (early stopping, reduce-on-plateau) epochs
 
 
-#: The 001 seed's augmentation (Keras ImageDataGenerator style): rotation, shift, horizontal flip, zoom.
+#: The recipe seed report's augmentation (Keras ImageDataGenerator style): rotation, shift, horizontal flip, zoom.
 RECIPE_AUGMENT = ("rotate:15", "translate:0.1", "flip", "scale:0.1")
 #: Stands for the preset's patience (`Preset.recipe_patience`) in a rung's training overrides.
 PRESET_PATIENCE = "preset"
-#: The 001 ladder: (label, what the rung adds, builder kwargs, training overrides); each rung keeps the previous
+#: The recipe ladder: (label, what the rung adds, builder kwargs, training overrides); each rung keeps the previous
 #: rung's settings and adds its own. '{es}' and '{plateau}' in the text are the preset's patiences.
 RECIPE_RUNGS: tuple[tuple[str, str, dict[str, object], dict[str, object]], ...] = (
     ("baseline", "Keras-style bottleneck ResNet, Adam at a constant rate, no augmentation, the last epoch's weights",
@@ -59,7 +59,7 @@ def seeds_of(count: int) -> range:
 
 
 def recipe_plan(preset: Preset) -> StudyPlan:
-    """The 001 ladder on the Keras-style ResNet: each rung adds one thing to the previous, every rung per seed."""
+    """The recipe ladder on the Keras-style ResNet: each rung adds one thing to the previous, every rung per seed."""
     from bench.data import parse_augment
 
     budget = STUDY.budget_of(preset)
@@ -94,8 +94,8 @@ def recipe_plan(preset: Preset) -> StudyPlan:
         if len(rungs) >= (3 if what == "early stopping" else 4) and value >= budget.epochs:
             notes.append(f"The {what} patience ({value}) is not below the {budget.epochs} epoch(s) of this "
                          f"preset: that rung's {what} never acts here.")
-    return StudyPlan("recipe", "Training recipe: the 001 ladder on a Keras-style ResNet",
-                     "How much does each trick of the 001 seed report (augmentation, a deeper net with early stopping, "
+    return StudyPlan("recipe", "Training recipe: one trick at a time on a Keras-style ResNet",
+                     "How much does each trick of the recipe study's seed report (augmentation, a deeper net with early stopping, "
                      "a plateau schedule, more depth with dropout) add to test accuracy, and is each gain larger than "
                      "the spread between seeds?", tuple(units), notes=tuple(notes), kind=StudyKind.ACCURACY)
 
@@ -103,7 +103,7 @@ def recipe_plan(preset: Preset) -> StudyPlan:
 
 def recipe_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
                    preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
-    """The 001 ladder: top-1 per rung over its seeds, the gain over the previous rung and whether it exceeds the
+    """The recipe ladder: top-1 per rung over its seeds, the gain over the previous rung and whether it exceeds the
     seed spread, the curves, and the seed report's figures as a reference."""
     groups = seed_groups(records, "recipe")
     untrained = none_trained(groups)
@@ -134,7 +134,7 @@ def recipe_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
             ("vs seed spread", "verdict", fmt_text), ("outcome", "outcome", fmt_text),
             ("epochs run per seed", "epochs", fmt_text), (f"seed report ({SEED_REPORT_LABEL})", "reference", fmt_text)]
     parts = [markdown_table(rows, cols) + "\n\n"]
-    parts.append(image_link(seed_curves(groups, out_dir / "figures" / "recipe_curves.png", "001 ladder: training curves"),
+    parts.append(image_link(seed_curves(groups, out_dir / "figures" / "recipe_curves.png", "recipe ladder: training curves"),
                       out_dir, "recipe ladder curves"))
     return "".join(parts), findings
 

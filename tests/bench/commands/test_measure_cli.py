@@ -146,7 +146,7 @@ def test_out_of_memory_at_one_batch_is_reported_and_the_run_goes_on(run_cli, res
     assert set(records[1]) == set(records[0]), "an error record has the same keys, its metrics None"
 
 
-# -- --out is checked before any measuring (issue 11 B) ------------------------------------------------
+# -- --out is checked before any measuring ------------------------------------------------
 def _no_measuring(monkeypatch):
     import bench.measure.run
 
@@ -193,7 +193,7 @@ def test_out_that_does_not_exist_yet_is_made(run_cli, tmp_path):
     assert len(read_records(out / "latency.jsonl")) == 1
 
 
-# -- fp16 on a CPU without fp16 arithmetic: advice that works for each engine (issue 11 C) ---------------------
+# -- fp16 on a CPU without fp16 arithmetic: advice that works for each engine ---------------------
 def test_ort_fp16_on_cpu_advises_what_ort_takes(run_cli, results_dir, monkeypatch):
     import bench.engines.torch_engine as torch_engine
 
@@ -217,7 +217,7 @@ def test_ort_fp16_on_this_cpu_is_refused_with_working_advice(run_cli, results_di
     assert code == 1 and "--precision fp32" in err and list(results_dir.iterdir()) == []
 
 
-# -- `rbench device` fails when it cannot save its peak (issue 11 D) -----------------------------------------
+# -- `rbench device` fails when it cannot save its peak -----------------------------------------
 def test_device_with_an_unusable_cache_fails_before_measuring(run_cli, results_dir, tmp_path, monkeypatch):
     import bench.measure.device
 

@@ -1,4 +1,4 @@
-"""Bad inputs and leftovers end as one line, a non-zero exit and nothing half-written (issue 11).
+"""Bad inputs and leftovers end as one line, a non-zero exit and nothing half-written.
 
 Corrupt cache entries are rebuilt, corrupt .onnx files are one line, stale scratch folders are swept,
 bad --device / one-class folders / tiny --subset are refused before training, a failed manifest write

@@ -92,7 +92,7 @@ def test_loaders_batches_augmentation_and_epochs():
     images = torch.randint(0, 255, (5, 3, 8, 8), dtype=torch.uint8)
     assert augment_batch(images, ("crop", "flip"), g).shape == images.shape
     with pytest.raises(UsageProblem):
-        Batches(bundle.train, 8, bundle.mean, bundle.std, augment="spin")  # rotate is one since issue 16
+        Batches(bundle.train, 8, bundle.mean, bundle.std, augment="spin")  # no such augmentation
 
 
 def test_imagefolder(synthetic_imagefolder):

@@ -138,7 +138,7 @@ def test_torch_cuda_agrees_with_cpu(options):
 @pytest.mark.skipif(not HAS_CUDA, reason="no CUDA GPU: torch.cuda.is_available() is False")
 @pytest.mark.parametrize("tf32", [False, True])
 def test_torch_cuda_fp32_is_strict_unless_tf32(tf32):
-    """Issue 14, item 4: cuDNN's TF32 default is switched off for fp32 (as TensorRT clears it), and put back."""
+    """cuDNN's TF32 default is switched off for fp32 (as TensorRT clears it), and put back."""
     before = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
     with create_engine("torch", "resnet20", device="cuda", tf32=tf32) as engine:
         assert (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32) == (tf32, tf32)
@@ -172,7 +172,7 @@ def test_tensorrt_agrees_with_torch():
 @pytest.mark.gpu
 @pytest.mark.trt
 def test_memory_is_measured_per_engine_on_the_gpu():
-    """Issue 14, item 2 on hardware: each engine's own memory figure, labelled, not torch's buffers alone."""
+    """On hardware: each engine's own memory figure, labelled, not torch's buffers alone."""
     reason = _trt_reason()
     if reason:
         pytest.skip(f"TensorRT engine unavailable: {reason}")

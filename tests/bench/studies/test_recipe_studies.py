@@ -1,4 +1,4 @@
-"""The training-recipe studies (issue 16): the 001 ladder (`recipe`) and the 004 sweeps (`optimizer`).
+"""The training-recipe studies: the recipe ladder (`recipe`) and the optimizer sweeps (`optimizer`).
 
 Plans as data (seeds, unique and stable unit ids, what each preset reduces), a diverging unit recorded as
 failed while the study goes on, and the report's seed-noise verdicts against hand-made records.

@@ -79,7 +79,7 @@ def test_quick_preset_covers_what_the_studies_promise():
 
 
 def test_quick_preset_runs_the_ladder_for_resnet20_and_resnet56():
-    """Issue 12: the quick suite runs the precision ladder of resnet20 and resnet56, nets it trains anyway."""
+    """The quick suite runs the precision ladder of resnet20 and resnet56, nets it trains anyway."""
     quick = get_preset("quick")
     assert "ladder" in STUDIES
     ladder = study_plan("ladder", quick)
@@ -211,7 +211,7 @@ def test_a_run_folder_refuses_other_settings_and_no_resume_starts_over(tmp_path)
     assert json.loads((tmp_path / "settings.json").read_text())["preset"]["name"] == "quick"
 
 
-# --------------------------------------------------------------------------- the dynamic study's third way (issue 17)
+# --------------------------------------------------------------------------- the dynamic study's third way
 
 
 @pytest.mark.parametrize("preset", list(PRESETS))

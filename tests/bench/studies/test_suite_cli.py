@@ -275,7 +275,7 @@ def test_the_smoke_suite_in_two_shards_merges_into_the_unsharded_run(smoke_run, 
 
 
 def test_smoke_dynamic_study_says_where_the_extra_latency_goes(smoke_run):
-    """Issue 10: the dynamic study splits its dynamic ResNet's latency into attention, aggregation and conv."""
+    """The dynamic study splits its dynamic ResNet's latency into attention, aggregation and conv."""
     code, output, out = smoke_run
     assert code == 0, output
     splits = [r for r in read_records(out / "records.jsonl") if r["kind"] == "cost_split"]
