@@ -4,15 +4,6 @@
 loaded from `bench.accuracy.evaluate` on first use.
 """
 
-from __future__ import annotations
+from bench import _names_from
 
-import importlib
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    module = importlib.import_module("bench.accuracy.evaluate")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module 'bench.accuracy' has no attribute {name!r}") from None
+__getattr__ = _names_from(__name__, "bench.accuracy.evaluate")

@@ -16,8 +16,11 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: Above this the calibration kernel is "slower than this machine can do": contention. The kernel is
 #: a weak signal on a VM whose clock wanders: on this 2-core machine its quiet time ranged from 2.9
@@ -145,3 +148,23 @@ def assess(before: Snapshot, after: Snapshot, cores: int, threads: int | None) -
             "cpu_share": None if share is None else round(share, 3),
             "calibration_ms": [round(before.calibration_ms, 3), round(after.calibration_ms, 3)],
             "calibration_reference_ms": None if reference is None else round(reference, 3)}
+
+
+def watched(run: Callable[[], T], require_quiet: bool, threads: int | None) -> tuple[T, dict[str, Any]]:
+    """`run()` between two readings of how busy the machine is: (its result, `assess`'s verdict). With
+    `require_quiet`, a machine busy before is refused, and a timing other work competed with is not kept.
+    `threads`: the timed work's own threads (None where the timing runs in other processes)."""
+    from bench.errors import EnvironmentProblem
+    from bench.records.io import describe_machine
+
+    cores = describe_machine()["cores_usable"] or 1
+    before = snapshot()
+    if require_quiet and (busy := quiet_enough(before, cores)):
+        raise EnvironmentProblem(f"the machine is busy ({'; '.join(busy)}); measure when it is quiet, "
+                                 "or drop --require-quiet")
+    result = run()
+    state = assess(before, snapshot(), cores, threads)
+    if require_quiet and state["contended"]:
+        raise EnvironmentProblem(f"other work competed while timing ({'; '.join(state['reasons'])}); nothing was "
+                                 "kept: measure again when the machine is quiet, or drop --require-quiet")
+    return result, state

@@ -209,21 +209,9 @@ def _time_entries(entries: list[_Entry], batch_size: int, settings: Settings, rn
 def _timed_phase(entries: list[_Entry], batch_size: int, settings: Settings, rng, on_progress):
     """(runs, contention): `_time_entries` between two readings of how busy the machine was."""
     from bench.measure import contention
-    from bench.records.io import describe_machine
 
-    cores = describe_machine()["cores_usable"] or 1
-    before = contention.snapshot()
-    if settings.require_quiet:
-        busy = contention.quiet_enough(before, cores)
-        if busy:
-            raise EnvironmentProblem(f"the machine is busy ({'; '.join(busy)}); measure when it is quiet, "
-                                     "or drop --require-quiet")
-    runs = _time_entries(entries, batch_size, settings, rng, on_progress)
-    state = contention.assess(before, contention.snapshot(), cores, settings.threads)
-    if settings.require_quiet and state["contended"]:
-        raise EnvironmentProblem(f"other work competed while timing ({'; '.join(state['reasons'])}); nothing was "
-                                 "kept: measure again when the machine is quiet, or drop --require-quiet")
-    return runs, state
+    return contention.watched(lambda: _time_entries(entries, batch_size, settings, rng, on_progress),
+                              settings.require_quiet, settings.threads)
 
 
 def _latency_records(entries: list[_Entry], runs, batch_size: int, settings: Settings, context, command,

@@ -392,7 +392,6 @@ def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, setti
     when a source cannot be sent to a worker process (the caller then times in-process)."""
     from bench.measure import contention
     from bench.measure.settings import cached_peak
-    from bench.records.io import describe_machine
 
     entries = []
     for index, (src, costs, engine, precision) in enumerate(items):
@@ -402,22 +401,9 @@ def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, setti
         entries.append(WorkerEntry(src, engine, precision, costs, cached_peak(settings, engine), spec,
                                    thread_policy(engine, settings.threads), device=settings.device,
                                    own_precision=own_precision))
-    cores = describe_machine()["cores_usable"] or 1
-    before = contention.snapshot()
-    if settings.require_quiet:
-        from bench.errors import EnvironmentProblem
-
-        busy = contention.quiet_enough(before, cores)
-        if busy:
-            raise EnvironmentProblem(f"the machine is busy ({'; '.join(busy)}); measure when it is quiet, "
-                                     "or drop --require-quiet")
-    outcome = time_in_workers(entries, settings, workdir, rng, on_progress)
-    state = contention.assess(before, contention.snapshot(), cores, None)  # the parent's own CPU share says nothing
+    # The parent's own CPU share says nothing about the workers' threads: no thread count for the assessment.
+    outcome, state = contention.watched(lambda: time_in_workers(entries, settings, workdir, rng, on_progress),
+                                        settings.require_quiet, None)
     state["worker_seconds"] = outcome["elapsed_s"]
-    if settings.require_quiet and state["contended"]:
-        from bench.errors import EnvironmentProblem
-
-        raise EnvironmentProblem(f"other work competed while timing ({'; '.join(state['reasons'])}); nothing was "
-                                 "kept: measure again when the machine is quiet, or drop --require-quiet")
     records = worker_records(entries, batch, settings, outcome, state, context, command)
     return records, worker_comparisons(entries, records, threshold, context, command)

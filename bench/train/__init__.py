@@ -5,15 +5,6 @@ their launch under torchrun (`distributed`, the public face of both).
 loaded from `bench.train.loop` on first use.
 """
 
-from __future__ import annotations
+from bench import _names_from
 
-import importlib
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    module = importlib.import_module("bench.train.loop")
-    try:
-        return getattr(module, name)
-    except AttributeError:
-        raise AttributeError(f"module 'bench.train' has no attribute {name!r}") from None
+__getattr__ = _names_from(__name__, "bench.train.loop")
