@@ -60,7 +60,7 @@ class Settings:
     timing: str = dataclasses.field(default_factory=lambda: os.environ.get(TIMING_ENV, "auto"))
     workers: int = 4  # the fewest worker processes per entry; more follow until the precision target
     precision_target: float = 0.03  # stop adding workers once every ratio's interval is within +/- this
-    max_time_s: float = 60.0  # ... or once this many seconds of worker timing have passed
+    max_time_s: float = 60.0  # ... or once this many seconds of worker timing have passed (0: `workers` only)
     worker_timeout_s: float = 120.0  # a worker silent this long (starting, or in one round) is killed
 
     def validate(self) -> None:
@@ -82,10 +82,11 @@ class Settings:
             raise UsageProblem(f"timing is one of {', '.join(TIMING_MODES)}, got {self.timing!r}")
         if self.workers < 1:
             raise UsageProblem(f"--workers must be at least 1, got {self.workers}")
-        for name, value in (("--precision-target", self.precision_target), ("--max-time", self.max_time_s),
-                            ("worker timeout", self.worker_timeout_s)):
+        for name, value in (("--precision-target", self.precision_target), ("worker timeout", self.worker_timeout_s)):
             if not math.isfinite(value) or value <= 0:
                 raise UsageProblem(f"{name} must be a positive number, got {value}")
+        if not math.isfinite(self.max_time_s) or self.max_time_s < 0:  # 0: exactly `workers` workers
+            raise UsageProblem(f"--max-time must be zero or more seconds, got {self.max_time_s}")
         if self.precision_target >= 1:
             raise UsageProblem(f"--precision-target is a fraction like 0.03, got {self.precision_target}")
         if self.rounds < 1:

@@ -179,6 +179,12 @@ class Preset:
     # (study, why and which preset runs it) for each study `rbench suite` leaves out at this preset: one whose
     # question this budget cannot answer (the report names them once, at the top).
     suite_leaves_out: tuple[tuple[str, str], ...] = ()
+    # Seconds of worker-process timing each comparison may add beyond its fewest workers (`Settings.max_time_s`):
+    # 0 times exactly those workers, which keeps the short presets' many small comparisons within their budget.
+    timing_extra_s: float = 20.0
+    # Where the timing phase times (`Settings.timing`): "auto" (worker processes, unless RBENCH_TIMING says
+    # otherwise) or "in-process" (smoke: its figures test the plumbing, and worker start-up would dominate them).
+    timing: str = "auto"
     #: study name -> its budget (the study's `budget` dataclass); a study not named here runs at its defaults
     studies: dict[str, Any] = field(default_factory=dict)
 

@@ -38,6 +38,7 @@ _CPU_SWEEP_NETS = {"sweep_vgg": "vgg11_bn", "sweep_vgg_nobn": "vgg11", "sweep_re
 PRESETS: dict[str, Preset] = {
     "smoke": Preset(
         name="smoke", train_size=256, test_size=128, epochs=1, batch_size=64, lr=None, optimizer="adam", input_size=16,
+        timing="in-process", timing_extra_s=0.0,  # plumbing figures: no worker processes (Preset.timing)
         warmup=2, iters=5, throughput_batch=8, throughput_iters=2, exporter="torchscript",
         models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet20", **_CPU_SWEEP_NETS},
         model_kwargs=_SMALL_VGG,
@@ -61,6 +62,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "quick": Preset(
         name="quick", train_size=3000, test_size=1000, epochs=3, batch_size=64, lr=None, optimizer="adam",
+        timing_extra_s=0.0,  # worker timing beyond the 2 workers per entry (Preset.timing_extra_s)
         input_size=28,
         warmup=20, iters=200, throughput_batch=32, throughput_iters=10, subset_test_size=500, exporter="torchscript",
         models={"vgg": "vgg11_bn", "dy_vgg": "dy_vgg11", "resnet_deep": "resnet34", **_CPU_SWEEP_NETS},
@@ -138,6 +140,7 @@ PRESETS: dict[str, Preset] = {
     ),
     "full": Preset(
         name="full", train_size=None, test_size=None, epochs=30, batch_size=128, lr=0.1, optimizer="sgd", input_size=32,
+        timing_extra_s=60.0,  # worker timing beyond the 2 workers per entry (Preset.timing_extra_s)
         warmup=50, iters=300, throughput_batch=128, throughput_iters=20,
         models={"vgg": "vgg19_bn", "dy_vgg": "dy_vgg19", "resnet_deep": "resnet34"},
         model_kwargs={**_SMALL_VGG, "sweep_resnet": {"small_input": True}},  # ResNet-50 with the CIFAR stem

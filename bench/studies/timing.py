@@ -17,10 +17,23 @@ from bench.studies.registry import study_of
 from bench.studies.run_folder import artifact_path
 
 #: The suite times each study's nets in worker processes (`bench.measure.workers`), but within its
-#: 15-minute budget: the fewest workers that give a between-process spread (2), the preset's timed runs
-#: split between them rather than repeated in each, and more workers only while this many seconds allow.
+#: budget: the fewest workers that give a between-process spread (2), the preset's timed runs split between
+#: them rather than repeated in each, and more workers only while the preset's `timing_extra_s` allows.
 SUITE_WORKERS = 2
-SUITE_MAX_TIME_S = 20.0
+
+
+def _timing_mode(preset) -> str:
+    """The preset's timing mode, unless RBENCH_TIMING (the user's, or the tests') says otherwise."""
+    import os
+
+    from bench.measure.settings import TIMING_ENV
+
+    return os.environ.get(TIMING_ENV) or preset.timing
+
+
+def _runs_share(preset) -> int:
+    """How many processes share the preset's timed runs: its workers, or the one process when in-process."""
+    return 1 if _timing_mode(preset) == "in-process" else SUITE_WORKERS
 
 
 def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
@@ -59,18 +72,22 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
         sources.append(source)
         contexts.append(unit_context(spec, ctx))
     preset = ctx.preset
+    share = _runs_share(preset)
     records: list[dict[str, Any]] = []
     for engine in ctx.engines:
         on_stage(f"latency/{engine}")
-        iters = max(1, preset.iters // SUITE_WORKERS)
+        iters = max(1, preset.iters // share)
         settings = Settings(device=ctx.device, warmup=preset.warmup, iters=iters, rounds=max(1, min(10, iters // 4)),
-                            workers=SUITE_WORKERS, max_time_s=SUITE_MAX_TIME_S)
+                            workers=SUITE_WORKERS, max_time_s=ctx.preset.timing_extra_s,
+                            timing=_timing_mode(ctx.preset))
         latency, _ = compare(sources, [engine], 1, settings, command=ctx.command)
         records += [_with_context(r, c) for r, c in zip(latency, contexts)]
         on_stage(f"throughput/{engine}")
-        iters = max(1, preset.throughput_iters // SUITE_WORKERS)
+        iters = max(1, preset.throughput_iters // share)
         settings = Settings(device=ctx.device, warmup=max(1, preset.warmup // 5), iters=iters,
-                            rounds=max(1, min(10, iters // 2)), workers=SUITE_WORKERS, max_time_s=SUITE_MAX_TIME_S)
+                            rounds=max(1, min(10, iters // 2)), workers=SUITE_WORKERS,
+                            max_time_s=ctx.preset.timing_extra_s,
+                            timing=_timing_mode(ctx.preset))
         sweep, _ = compare(sources, [engine], preset.throughput_batch, settings, command=ctx.command)
         records += [_with_context(throughput_records([r], command=ctx.command)[0], c) for r, c in zip(sweep, contexts)]
     study = study_of(plan)
@@ -112,8 +129,9 @@ def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
 
     budget = _ladder_budget(plan, ctx)
     rungs = parse_rungs(budget.rungs)
-    settings = Settings(device=ctx.device, warmup=budget.warmup, iters=max(1, budget.iters // SUITE_WORKERS),
-                        rounds=budget.rounds, workers=SUITE_WORKERS, max_time_s=SUITE_MAX_TIME_S)
+    settings = Settings(device=ctx.device, warmup=budget.warmup, iters=max(1, budget.iters // _runs_share(ctx.preset)),
+                        rounds=budget.rounds, workers=SUITE_WORKERS, max_time_s=ctx.preset.timing_extra_s,
+                            timing=_timing_mode(ctx.preset))
     records: list[dict[str, Any]] = []
     for spec in list({unit.spec.unit_id: unit.spec for unit in plan.units}.values()):
         checkpoint = artifact_path(out_dir, spec) / CHECKPOINT
