@@ -280,3 +280,16 @@ def _accuracy_on_native_subsets(source, spec: UnitSpec, ctx: RunContext, bundle,
     return records
 
 
+def unit_source(spec: UnitSpec, ctx: RunContext, out_dir: Path):
+    """(model source, data bundle) of a prepared unit: its trained weights in its net, its ONNX file reused."""
+    import torch
+
+    from bench.engines.sources import resolve_source
+
+    folder = artifact_path(out_dir, spec)
+    bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
+    model = build_unit_model(spec, bundle)
+    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    source = resolve_source(model.eval(), input_shape=tuple(bundle.input_shape), name=spec.model)
+    source.exported[("fp32", None)] = folder / ONNX
+    return source, bundle

@@ -125,21 +125,13 @@ def serve_timing(plan: StudyPlan, ctx, out_dir: Path,
 def _peak_search(spec: UnitSpec, engine: str, budget: ServeBudget, ctx, out_dir: Path,
                  on_stage: Callable[[str], None]) -> Record:
     """One unit's Server peak search from its prepared weights and ONNX file, LoadGen's logs dropped."""
-    import torch
-
     from bench.atomic import work_dir
-    from bench.engines.sources import resolve_source
     from bench.scenarios.serve import serve
     from bench.scenarios.serve.data import ServedModel
     from bench.scenarios.serve.qsl import SampleLibrary
-    from bench.studies.measure import ONNX, WEIGHTS, artifact_path, build_unit_model
+    from bench.studies.measure import unit_source
 
-    folder = artifact_path(out_dir, spec)
-    bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
-    model = build_unit_model(spec, bundle)
-    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
-    source = resolve_source(model.eval(), input_shape=tuple(bundle.input_shape), name=spec.model)
-    source.exported[("fp32", None)] = folder / ONNX
+    source, bundle = unit_source(spec, ctx, out_dir)
     test = ctx.test_split(bundle, budget.samples)
     library = SampleLibrary(test, bundle.mean, bundle.std, name=f"{bundle.name} test")
     dataset = {"name": bundle.name, "source": bundle.source, "split": "test", "samples": library.total_count,

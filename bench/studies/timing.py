@@ -11,7 +11,7 @@ from typing import Any
 from bench.errors import DataProblem
 from bench.studies.base import StudyKind, StudyPlan, UnitSpec, plain_json
 from bench.studies.context import RunContext
-from bench.studies.measure import CHECKPOINT, ONNX, WEIGHTS, build_unit_model, unit_context
+from bench.studies.measure import CHECKPOINT, unit_context, unit_source
 from bench.studies.plans import timed_units
 from bench.studies.registry import study_of
 from bench.studies.run_folder import artifact_path
@@ -55,20 +55,13 @@ def time_study(plan: StudyPlan, ctx: RunContext, out_dir: Path,
         if study is None or study.timing is None:
             raise DataProblem(f"the {plan.name} study times its units itself but gives no timing")
         return study.timing(plan, ctx, out_dir, on_stage)
-    import torch
 
-    from bench.engines.sources import resolve_source
     from bench.measure.run import Settings, compare, throughput_records
 
     specs = list({unit.spec.unit_id: unit.spec for unit in timed_units(plan)}.values())
     sources, contexts = [], []
     for spec in specs:
-        folder = artifact_path(out_dir, spec)
-        bundle = ctx.bundle(channels=spec.channels or ("RGB" if spec.rgb else None))
-        model = build_unit_model(spec, bundle)
-        model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
-        source = resolve_source(model.eval(), input_shape=tuple(bundle.input_shape), name=spec.model)
-        source.exported[("fp32", None)] = folder / ONNX
+        source, _ = unit_source(spec, ctx, out_dir)
         sources.append(source)
         contexts.append(unit_context(spec, ctx))
     preset = ctx.preset
