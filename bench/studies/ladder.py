@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import UsageProblem
 from bench.report.cells import fmt_pct_ci, fmt_ratio
 from bench.report.figures import plot_pareto
 from bench.report.format import fmt_ms, fmt_num, fmt_pct, image_row, is_ladder_record
@@ -40,14 +39,10 @@ class LadderBudget:
 
 def ladder_plan(preset: Preset) -> StudyPlan:
     """Every (engine, precision) rung of `budget.models`, trained as the depth study trains them (one unit each)."""
-    import nets
+    from bench.studies.plans import require_registered
 
     budget = STUDY.budget_of(preset)
-    for name in budget.models:
-        try:
-            nets.model_entry(name)
-        except nets.UnknownModelError as exc:
-            raise UsageProblem(f"ladder model of preset {preset.name!r} is no registered model: {exc}") from None
+    require_registered("ladder", preset, budget.models)
     if budget.rungs is not None:
         from bench.scenarios.ladder import parse_rungs
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from bench.errors import UsageProblem
 from bench.studies.base import TRAIN_OVERRIDES, Preset, StudyKind, StudyPlan, StudyUnit, UnitSpec
 
-__all__ = ["ROLE_MODELS", "TRAIN_OVERRIDES", "StudyKind", "StudyPlan", "StudyUnit", "UnitSpec", "resolve_role",
-           "timed_units"]
+__all__ = ["ROLE_MODELS", "TRAIN_OVERRIDES", "StudyKind", "StudyPlan", "StudyUnit", "UnitSpec", "require_registered",
+           "resolve_role", "timed_units"]
 
 #: The model that plays each role of a study, unless the preset names another (`Preset.models`).
 #: Every name is a registered model (tests check it); the defaults are what `--preset full` runs.
@@ -64,3 +64,14 @@ def role_kw(preset: Preset, role: str, **extra: object) -> tuple[tuple[str, obje
 def timed_units(plan: StudyPlan) -> tuple[StudyUnit, ...]:
     """The units of `plan` its timing phase measures: none for an accuracy study, never an accuracy-only extra seed."""
     return tuple(unit for unit in plan.units if plan.timed and not unit.spec.accuracy_only)
+
+
+def require_registered(study: str, preset: Preset, names) -> None:
+    """Refuse, before anything trains, a model a study's budget names that the zoo does not hold."""
+    import nets
+
+    for name in names:
+        try:
+            nets.model_entry(name)
+        except nets.UnknownModelError as exc:
+            raise UsageProblem(f"{study} model of preset {preset.name!r} is no registered model: {exc}") from None

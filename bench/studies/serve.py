@@ -40,15 +40,10 @@ class ServeBudget:
 
 def serve_plan(preset: Preset) -> StudyPlan:
     """One unit per served net, as the depth study trains it (a net both studies use is trained once)."""
-    import nets
-    from bench.errors import UsageProblem
+    from bench.studies.plans import require_registered
 
     budget = STUDY.budget_of(preset)
-    for name in budget.models:
-        try:
-            nets.model_entry(name)
-        except nets.UnknownModelError as exc:
-            raise UsageProblem(f"serve model of preset {preset.name!r} is no registered model: {exc}") from None
+    require_registered("serve", preset, budget.models)
     _config(budget).validate()  # a bad budget is refused before anything trains
     bound = "MLPerf's 15 ms" if budget.latency_bound_ms is None else f"{budget.latency_bound_ms:g} ms"
     queries = budget.min_queries or "1000"

@@ -330,3 +330,15 @@ def test_an_accuracy_seed_entry_that_names_no_unit_is_refused():
         preset = dataclasses.replace(get_preset("smoke"), accuracy_seed_units=entries)
         with pytest.raises(UsageProblem, match="accuracy_seed_units"):
             study_plan("depth", preset)
+
+
+@pytest.mark.parametrize("study", ["ladder", "serve"])
+def test_a_budget_naming_a_model_the_zoo_lacks_is_refused_before_training(study):
+    from bench.studies.ladder import LadderBudget
+    from bench.studies.serve import ServeBudget
+
+    smoke = get_preset("smoke")
+    budget = {"ladder": LadderBudget, "serve": ServeBudget}[study](models=("resnet_nope",))
+    preset = dataclasses.replace(smoke, studies={**smoke.studies, study: budget})
+    with pytest.raises(UsageProblem, match=f"{study} model of preset 'smoke' is no registered model"):
+        study_plan(study, preset)
