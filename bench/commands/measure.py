@@ -121,6 +121,13 @@ def _warn_noise(records: list[dict[str, Any]]) -> None:
         click.echo(f"rbench: warning: {model} {engine} batch {batch}: other work competed for the CPU "
                    f"({'; '.join(reasons)}); these figures are likely slow (records say contended; --require-quiet "
                    "refuses such runs)", err=True)
+    from bench.measure.intervals import describe_periods
+
+    for r in records:
+        if r.get("slow_periods"):
+            click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: the machine ran at more than "
+                       f"one speed during the run ({describe_periods(r['period_modes_ms'], r['period_rounds'])}); the "
+                       "p50 mixes them, ratios pair rounds timed together and hold", err=True)
     noisy = [r for r in records if r.get("high_variation")]
     for r in noisy:
         click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: CV {100 * r['latency_cv']:.0f}% (> 10%): "
@@ -507,9 +514,10 @@ def compare_command(models: tuple[str, ...], batch: int, threshold: float, markd
     interval is within --precision-target or --max-time has passed), one worker per entry at a
     time, timed in --rounds rounds in a new random order each, so drift and other work hit all
     entries alike. The ratio is the entry's median latency over the first entry's, with a
-    hierarchical bootstrap 95% interval (workers, then rounds); workers that settle into
-    separate speeds make the verdict "unstable" with both figures. The verdict is faster / slower when the whole interval lies beyond
-    1 +/- --threshold, else "no measurable difference". Naming a model twice is an A/A check.
+    hierarchical bootstrap 95% interval (workers, then rounds); worker pairs whose own ratios
+    settle into separate values make the verdict "unstable" with both. The verdict is faster /
+    slower when the whole interval lies beyond 1 +/- --threshold, else "no measurable
+    difference". Naming a model twice is an A/A check.
 
     \b
     Example:

@@ -26,6 +26,10 @@ HIERARCHICAL_METHOD = ("hierarchical bootstrap over worker processes, then round
 #: Two workers whose medians differ by more than this fraction, with intervals that exclude each other's
 #: median, are in different modes.
 MODE_GAP = 0.10
+#: Sorted round medians further apart than this split a run into the machine's speeds (`detect_periods`).
+PERIOD_GAP = 0.20
+#: A speed needs at least this share of the rounds (and two of them) to count as one; fewer are outliers.
+PERIOD_MIN_SHARE = 0.10
 #: Default target for the ratio's interval: within +/- this fraction of the ratio.
 DEFAULT_PRECISION_TARGET = 0.03
 
@@ -99,6 +103,8 @@ def target_met(ratio: float, low: float, high: float, target: float) -> bool:
 def detect_modes(worker_latencies: Sequence[Sequence[float]], gap: float = MODE_GAP) -> dict[str, Any]:
     """Whether workers' medians fall into separate clusters ("modes"), and the clusters.
 
+    For one entry this cannot tell a process's own mode from a slow period of the machine that fell on
+    it; `ratio_modes` can, for a pair of entries timed together.
     Workers sorted by median split into clusters where the next median is more than `gap` above the last
     and each of the two workers' 95% median intervals (distribution-free) excludes the other's median.
     Returns {"unstable", "modes_ms" (each cluster's median of worker medians), "mode_workers" (counts),
@@ -123,7 +129,65 @@ def detect_modes(worker_latencies: Sequence[Sequence[float]], gap: float = MODE_
             "worker_medians_ms": medians}
 
 
-def describe_modes(modes_ms: Sequence[float], mode_workers: Sequence[int]) -> str:
-    """'unstable: 2.3 ms in 3 processes, 5.6 ms in 2' for a report or verdict."""
-    parts = [f"{m:.3g} ms in {n} process{'es' if n != 1 else ''}" for m, n in zip(modes_ms, mode_workers)]
+def ratio_modes(base: Sequence[Sequence[Sequence[float]]], new: Sequence[Sequence[Sequence[float]]],
+                gap: float = MODE_GAP) -> dict[str, Any]:
+    """`detect_modes` over the paired ratios of each worker pair (new's round median over base's, round by
+    round): whether the *ratio* differs between processes. Workers that share an index ran interleaved, so
+    a slow period of the machine slows both and leaves their ratio; a process stuck in a slow mode on one
+    side moves it. Returns detect_modes' fields, with ratios in place of milliseconds."""
+    count = min(len(base), len(new))
+    pairs = []
+    for b, n in zip(base[:count], new[:count]):
+        rounds = min(len(b), len(n))
+        pairs.append([float(np.median(n[r]) / np.median(b[r])) for r in range(rounds)])
+    return detect_modes(pairs, gap)
+
+
+def describe_modes(modes_ms: Sequence[float], mode_workers: Sequence[int], unit: str = " ms") -> str:
+    """'unstable: 2.3 ms in 3 processes, 5.6 ms in 2' for a report or verdict (unit "" for ratios, as
+    'unstable: ratio 0.95 in 5 processes, 1.12 in 2')."""
+    parts = [f"{m:.3g}{unit} in {n} process{'es' if n != 1 else ''}" for m, n in zip(modes_ms, mode_workers)]
+    if not unit:
+        parts[0] = "ratio " + parts[0]
     return "unstable: " + ", ".join(parts)
+
+
+def detect_periods(workers: Sequence[Sequence[Sequence[float]]], gap: float = PERIOD_GAP,
+                   min_share: float = PERIOD_MIN_SHARE) -> dict[str, Any]:
+    """Whether the machine ran at more than one speed during a run: the rounds' medians (every worker's)
+    fall into clusters more than `gap` apart, each holding at least `min_share` of the rounds and two.
+
+    This is the spread in time, not between processes: on a shared host a whole VM can run far slower for
+    seconds at a time, whatever the thread count (results/slow-periods-*: one thread in one process, timed
+    in 0.5 s windows). Every entry of a comparison is timed round by round in turn, so the
+    slow periods fall on all of them and the ratio, which pairs rounds, holds; an absolute latency mixes
+    the speeds. Returns {"slow_periods", "period_modes_ms" (each cluster's median), "period_rounds"}.
+    """
+    medians = sorted(float(np.median(r)) for w in workers for r in w if len(r))
+    if not medians:
+        return {"slow_periods": False, "period_modes_ms": [], "period_rounds": []}
+    clusters: list[list[float]] = [[medians[0]]]
+    for value in medians[1:]:
+        if value > clusters[-1][-1] * (1 + gap):
+            clusters.append([value])
+        else:
+            clusters[-1].append(value)
+    least = max(2, math.ceil(min_share * len(medians)))
+    while len(clusters) > 1 and min(len(c) for c in clusters) < least:
+        i = min(range(len(clusters)), key=lambda k: len(clusters[k]))
+        if i == 0:
+            j = 1
+        elif i == len(clusters) - 1:
+            j = i - 1
+        else:  # into the neighbour it is closer to
+            j = i - 1 if clusters[i][0] / clusters[i - 1][-1] <= clusters[i + 1][0] / clusters[i][-1] else i + 1
+        merged = sorted(clusters[i] + clusters[j])
+        clusters[min(i, j)] = merged
+        del clusters[max(i, j)]
+    return {"slow_periods": len(clusters) > 1, "period_modes_ms": [float(np.median(c)) for c in clusters],
+            "period_rounds": [len(c) for c in clusters]}
+
+
+def describe_periods(modes_ms: Sequence[float], rounds: Sequence[int]) -> str:
+    """'2.0 ms in 40 rounds, 3.2 ms in 20'."""
+    return ", ".join(f"{m:.3g} ms in {n} round{'s' if n != 1 else ''}" for m, n in zip(modes_ms, rounds))

@@ -310,13 +310,16 @@ def thread_settings(entry: WorkerEntry) -> dict[str, Any]:
 
 def timing_fields(entry: WorkerEntry, settings, outcome: dict[str, Any]) -> dict[str, Any]:
     """The record fields of worker timing: mode, workers, per-worker medians, modes, the precision target."""
-    from bench.measure.intervals import detect_modes
+    from bench.measure.intervals import detect_modes, detect_periods
 
     modes = detect_modes([[v for r in w["rounds"] for v in r] for w in entry.workers])
+    periods = detect_periods([w["rounds"] for w in entry.workers])
     return {"timing_mode": "workers", "workers": len(entry.workers),
             "worker_medians_ms": [round(m, 5) for m in modes["worker_medians_ms"]],
             "unstable": modes["unstable"], "modes_ms": [round(m, 5) for m in modes["modes_ms"]],
-            "mode_workers": modes["mode_workers"], "precision_target": settings.precision_target,
+            "mode_workers": modes["mode_workers"], "slow_periods": periods["slow_periods"],
+            "period_modes_ms": [round(m, 5) for m in periods["period_modes_ms"]],
+            "period_rounds": periods["period_rounds"], "precision_target": settings.precision_target,
             "target_met": outcome["target_met"]}
 
 
@@ -360,7 +363,7 @@ def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]]
                        command) -> list[dict[str, Any]]:
     """One comparison per entry after the first: hierarchical ratio interval and verdict, or "unstable" with
     the modes when either side's workers fell into separate modes."""
-    from bench.measure.intervals import HIERARCHICAL_METHOD, describe_modes, ratio_interval
+    from bench.measure.intervals import HIERARCHICAL_METHOD, describe_modes, ratio_interval, ratio_modes
     from bench.measure.stats import verdict
     from bench.records.builders import comparison_record
 
@@ -371,10 +374,14 @@ def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]]
     for entry, record in zip(entries[1:], records[1:]):
         if entry.error is not None or not entry.workers:
             continue
-        ratio, low, high = ratio_interval(base_rounds, [w["rounds"] for w in entry.workers])
-        unstable = [r for r in (records[0], record) if r.get("unstable")]
-        note = "; ".join(f"{r['model']} on {r['engine']}: {describe_modes(r['modes_ms'], r['mode_workers'])}"
-                         for r in unstable) or None
+        new_rounds = [w["rounds"] for w in entry.workers]
+        ratio, low, high = ratio_interval(base_rounds, new_rounds)
+        # The ratio's own modes, worker pair by worker pair: a slow period of the machine fell on both sides
+        # alike (they ran interleaved) and is no reason to withhold the ratio; a process in its own mode is.
+        modes = ratio_modes(base_rounds, new_rounds)
+        unstable = modes["unstable"]
+        note = f"{record['model']} / {records[0]['model']}: " + \
+            describe_modes(modes["modes_ms"], modes["mode_workers"], unit="") if unstable else None
         comparisons.append(comparison_record(
             records[0], record, ratio=ratio, low=low, high=high, ci_method=HIERARCHICAL_METHOD,
             verdict="unstable" if unstable else verdict(low, high, threshold), threshold=threshold,

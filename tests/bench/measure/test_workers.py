@@ -60,6 +60,44 @@ def test_one_mode_with_small_spread_between_processes_is_stable():
     assert not intervals.detect_modes([[v for r in w for v in r] for w in population])["unstable"]
 
 
+def test_slow_periods_in_time_are_found_in_every_worker_and_named():
+    """A host that runs the VM 1.55x slower for a stretch: rounds 3-6 of every worker slow, the rest fast."""
+    rng = np.random.default_rng(4)
+    population = [[list((3.1 if 3 <= r < 7 else 2.0) * np.exp(rng.normal(0, 0.02, 20))) for r in range(10)]
+                  for _ in range(4)]
+    found = intervals.detect_periods(population)
+    assert found["slow_periods"] and found["period_rounds"] == [24, 16]
+    assert found["period_modes_ms"] == pytest.approx([2.0, 3.1], rel=0.02)
+    assert intervals.describe_periods(found["period_modes_ms"], found["period_rounds"]) == \
+        "2 ms in 24 rounds, 3.1 ms in 16 rounds"
+    assert not intervals.detect_modes([[v for r in w for v in r] for w in population])["unstable"]  # not processes
+
+
+def test_a_slow_period_on_both_sides_leaves_the_ratio_stable_a_process_mode_on_one_side_does_not():
+    rng = np.random.default_rng(6)
+
+    def side(scale, slow_workers):
+        return [[list(scale * (1.3 if w in slow_workers else 1.0) * np.exp(rng.normal(0, 0.01, 20)))
+                 for _ in range(8)] for w in range(6)]
+
+    base, new = side(2.0, {4}), side(1.9, {4})  # worker pair 4 ran while the machine was slow
+    assert intervals.detect_modes([[v for r in w for v in r] for w in base])["unstable"]  # one entry cannot tell
+    assert not intervals.ratio_modes(base, new)["unstable"]
+    stuck = side(1.9, {1, 4})  # worker 1 of the new side alone in a slow mode of its own
+    found = intervals.ratio_modes(base, stuck)
+    assert found["unstable"] and found["mode_workers"] == [5, 1]
+    assert intervals.describe_modes(found["modes_ms"], found["mode_workers"], unit="").startswith("unstable: ratio 0.95")
+
+
+@pytest.mark.parametrize("slow_rounds", [0, 1, 3])
+def test_one_speed_or_a_few_outlier_rounds_are_not_slow_periods(slow_rounds):
+    rng = np.random.default_rng(5)
+    population = [[list((3.1 if w == 0 and r < slow_rounds else 2.0) * np.exp(rng.normal(0, 0.03, 20)))
+                   for r in range(10)] for w in range(4)]  # at most 3 of 40 rounds slow: under the 10% share
+    found = intervals.detect_periods(population)
+    assert not found["slow_periods"] and found["period_rounds"] == [40]
+
+
 def test_interval_covers_when_the_spread_between_workers_dominates():
     """Each process draws its own speed (5% spread), rounds within it agree to 1%: the ratio's interval must
     still cover the true ratio about 95% of the time (at least 90% of 200 seeded experiments)."""
