@@ -3,7 +3,10 @@
 A latency measured while other work competes for the cores can be uniformly slower (3.6x was
 seen here with a CV of only 4.6%, so a spread check alone misses it). Around every timed phase
 rbench reads:
-- the 1-minute load average (other runnable work, lagging by up to a minute);
+- the CPU time other processes used: the machine's busy time (`/proc/stat`) less this process's and
+  its reaped children's (the timing workers) over the phase's wall time;
+- the 1-minute load average, recorded but not judged: it lags by up to a minute, and the worker
+  processes a phase starts, or the phase before, count in it;
 - the CPU time the hypervisor stole (`/proc/stat`, the `steal` column);
 - this process's CPU share: CPU seconds over wall seconds, judged only for one-thread runs
   (a multi-threaded engine leaves threads idle on small ops even on a quiet machine);
@@ -30,8 +33,10 @@ CALIBRATION_SLOWDOWN = 2.0
 CALIBRATION_DRIFT = 1.8
 STEAL_FRACTION = 0.05
 CPU_SHARE = 0.85
-#: Load above the usable cores by this much means other work was runnable beside us.
-LOAD_MARGIN = 0.5
+#: Other processes using more than this many cores on average, while we timed, competed with us.
+OTHER_CORES = 0.25
+#: How long `quiet_enough` watches an idle moment for other processes' CPU time.
+QUIET_SAMPLE_S = 0.3
 
 
 def _steal() -> tuple[int, int] | None:
@@ -42,6 +47,23 @@ def _steal() -> tuple[int, int] | None:
     except (OSError, ValueError):
         return None
     return (fields[7] if len(fields) > 7 else 0), sum(fields)
+
+
+def _busy_s() -> float | None:
+    """CPU seconds all CPUs spent running anything (user, nice, system, irq, softirq), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return (fields[0] + fields[1] + fields[2] + sum(fields[5:7])) / ticks
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of its children that have been waited for (the timing workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _load() -> float | None:
@@ -101,20 +123,38 @@ class Snapshot:
     load: float | None
     steal: tuple[int, int] | None
     calibration_ms: float
+    #: Machine-wide busy CPU seconds, and this process's own with its waited-for children's.
+    busy_s: float | None = None
+    own_cpu_s: float | None = None
 
 
 def snapshot() -> Snapshot:
     """What the machine looks like now (takes a few milliseconds: the calibration kernel)."""
     calibration = calibrate()
     times = os.times()
-    return Snapshot(time.perf_counter(), times.user + times.system, _load(), _steal(), calibration)
+    return Snapshot(time.perf_counter(), times.user + times.system, _load(), _steal(), calibration, _busy_s(),
+                    _own_cpu_s())
+
+
+def other_cores(before: Snapshot, after: Snapshot) -> float | None:
+    """Cores other processes kept busy on average between two snapshots (None where it cannot be read)."""
+    wall = after.wall_s - before.wall_s
+    if None in (before.busy_s, after.busy_s, before.own_cpu_s, after.own_cpu_s) or wall <= 0:
+        return None
+    return max(0.0, (after.busy_s - before.busy_s) - (after.own_cpu_s - before.own_cpu_s)) / wall
 
 
 def quiet_enough(before: Snapshot, cores: int) -> list[str]:
-    """Reasons the machine is busy right now (empty when it looks quiet), before any timing."""
+    """Reasons the machine is busy right now (empty when it looks quiet), before any timing: other
+    processes' CPU time while this one sleeps a moment, and the calibration kernel."""
     reasons = []
-    if before.load is not None and before.load > cores + LOAD_MARGIN:
-        reasons.append(f"load average {before.load:.1f} on {cores} usable cores")
+    if before.busy_s is not None:
+        start = Snapshot(time.perf_counter(), 0.0, None, None, 0.0, _busy_s(), _own_cpu_s())
+        time.sleep(QUIET_SAMPLE_S)
+        end = Snapshot(time.perf_counter(), 0.0, None, None, 0.0, _busy_s(), _own_cpu_s())
+        busy = other_cores(start, end)
+        if busy is not None and busy > OTHER_CORES:
+            reasons.append(f"other processes are using {busy:.1f} of {cores} usable cores")
     reference = calibration_reference()
     if reference and before.calibration_ms > CALIBRATION_SLOWDOWN * reference:
         reasons.append(f"calibration kernel {before.calibration_ms / reference:.2f}x its quiet time on this machine")
@@ -124,9 +164,9 @@ def quiet_enough(before: Snapshot, cores: int) -> list[str]:
 def assess(before: Snapshot, after: Snapshot, cores: int, threads: int | None) -> dict[str, Any]:
     """The "contention" field of a record: the readings and whether other work competed, with why."""
     reasons = []
-    loads = [x for x in (before.load, after.load) if x is not None]
-    if loads and max(loads) > cores + LOAD_MARGIN:
-        reasons.append(f"load average up to {max(loads):.1f} on {cores} usable cores")
+    others = other_cores(before, after)
+    if others is not None and others > OTHER_CORES:
+        reasons.append(f"other processes used {others:.1f} of {cores} usable cores on average")
     steal = None
     if before.steal and after.steal and after.steal[1] > before.steal[1]:
         steal = (after.steal[0] - before.steal[0]) / (after.steal[1] - before.steal[1])
@@ -144,6 +184,7 @@ def assess(before: Snapshot, after: Snapshot, cores: int, threads: int | None) -
     if reference and worst > CALIBRATION_SLOWDOWN * reference:
         reasons.append(f"calibration kernel {worst / reference:.2f}x its quiet time on this machine")
     return {"contended": bool(reasons), "reasons": reasons, "load_average": [before.load, after.load],
+            "other_cores": None if others is None else round(others, 3),
             "steal_fraction": None if steal is None else round(steal, 4),
             "cpu_share": None if share is None else round(share, 3),
             "calibration_ms": [round(before.calibration_ms, 3), round(after.calibration_ms, 3)],

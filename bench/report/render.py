@@ -66,6 +66,17 @@ def schedule_note(records: Iterable[Record], preset: dict[str, Any]) -> str:
     return f", {' / '.join(schedules)} schedule{'s' if len(schedules) > 1 else ''}"
 
 
+#: A contention reason's words (its figures left to the records) -> the kind of evidence it is.
+_EVIDENCE = (("other processes", "other processes used the CPU"), ("load average", "load average above the cores"),
+             ("stolen", "CPU time stolen by the hypervisor"), ("of a core", "a one-thread run got less than a core"),
+             ("calibration kernel", "the calibration kernel ran slow"))
+
+
+def _evidence(reason: str) -> str:
+    return next((kind for words, kind in _EVIDENCE if words in reason),
+                re.sub(r"\s+", " ", re.sub(r"[\d.]+(x|%)?", "", reason)).strip())
+
+
 def contention_note(records: Sequence[Record]) -> str:
     """A warning line when some timings were taken while other work competed for the CPU, else ''."""
     timed = {(r.get("unit"), r.get("engine"), r.get("rung"), r.get("batch"), r["kind"]): r for r in records
@@ -74,8 +85,7 @@ def contention_note(records: Sequence[Record]) -> str:
     if not busy:
         return ""
     # The kinds of evidence, without each run's figures (the records hold those).
-    reasons = sorted({re.sub(r"\s+", " ", re.sub(r"[\d.]+(x|%)?", "", reason)).strip()
-                      for r in busy for reason in r["contention"]["reasons"]})
+    reasons = sorted({_evidence(reason) for r in busy for reason in r["contention"]["reasons"]})
     return (f"**Warning:** {len(busy)} of {len(timed)} timings were taken while other work competed for the CPU "
             f"({'; '.join(reasons)}); their latencies, and ratios built on them, may be off. "
             "Rerun on a quiet machine (`--require-quiet` on the measuring commands refuses a busy one).\n")

@@ -161,8 +161,9 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
     figs = out_dir / "figures"
     main = [r for r in rows if r["group"] in ("VGG static", "VGG dynamic", "ResNet static", "ResNet dynamic",
                                               "ResNet static, any channels", "ResNet dynamic, any channels")]
-    parts = ["**Cost and accuracy** (RGB input: the grey images copied to 3 channels)\n\n",
-             markdown_table(main, measurement_columns(engines)) + "\n\n"]
+    grey_data = {(r.get("dataset") or {}).get("name") for r in records_of(records, "accuracy", "dynamic")} & GREY_DATASETS
+    parts = ["**Cost and accuracy** (RGB input" + (": the grey images copied to 3 channels)" if grey_data else ")")
+             + "\n\n", markdown_table(main, measurement_columns(engines)) + "\n\n"]
     findings, figures = [], []
     by_group = {r["group"]: r for r in main}
     for kind in ("VGG", "ResNet"):
@@ -186,7 +187,7 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
         sub_rows += retrained_subset_rows(records, e0)
         subset_nets = [r for r in rows if r["group"] == "subset net"]
         n = next((r.get("samples") for r in records_of(records, "accuracy", "dynamic") if r.get("eval_channels")), None)
-        grey = {r.get("dataset", {}).get("name") for r in records_of(records, "accuracy", "dynamic")} & GREY_DATASETS
+        grey = grey_data
         parts.append(f"**Channel subsets, three ways** (top-1 on {n or 'the'} test images through "
                      f"{subset_engine(records)}{'' if grey else '; the way column says how each row reached the subset'})"
                      + (": " if grey else "\n\n"))

@@ -169,7 +169,7 @@ def _timed(study, label, model, group, latencies, contended=False):
     return record_of("latency", command="test", study=study, label=label, group=group, unit=f"{model}-{label}",
                      model=model, engine="ort", latencies_ms=list(latencies), rounds=10,
                      latency_ms_p50=sorted(latencies)[len(latencies) // 2],
-                     contention={"contended": contended, "reasons": ["load average up to 3.0 on 2 usable cores"]
+                     contention={"contended": contended, "reasons": ["other processes used 0.6 of 2 usable cores on average"]
                                  if contended else []})
 
 
@@ -186,7 +186,7 @@ def test_a_latency_ratio_is_stated_only_where_its_interval_supports_it(tmp_path)
     assert "timed together: ort 1.0" in text and "no measurable difference" in text  # same distribution
     assert "] slower" in text  # resnet56 vs resnet20: 3x
     note = render.contention_note(records)
-    assert "1 of 3 timings" in note and "(load average up to on usable cores)" in note
+    assert "1 of 3 timings" in note and "(other processes used the CPU)" in note
     assert render.contention_note(records[:2]) == ""
 
 

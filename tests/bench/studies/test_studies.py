@@ -259,11 +259,13 @@ def test_dynamic_report_says_which_way_each_subset_row_used(tmp_path):
     assert "retrained per subset" in lines["resnet20 in_chans=len(subset)"]
     assert "60.0" in lines["resnet20 in_chans=len(subset)"]
     assert "every subset carries the same information" not in text
+    assert "**Cost and accuracy** (RGB input)" in text and "grey images" not in text  # colour data: none copied
 
     # On a greyscale set every subset scores as RGB does: a note says so instead of the table.
     grey = [{**r, "dataset": {"name": "digits"}} for r in records]
     text, _ = dynamic_section(grey, tmp_path, ["torch"], {"channel_subsets": ["RGB", "R"]})
     assert "every subset carries the same information" in text and "| resnet20 in_chans=len(subset)" not in text
+    assert "(RGB input: the grey images copied to 3 channels)" in text
 
 
 @pytest.mark.parametrize("engine", ["torch", "ort"])
