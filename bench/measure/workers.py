@@ -40,6 +40,14 @@ MAX_GENERATIONS = 16
 AFFINITY_KEYS = ("OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY", "GOMP_CPU_AFFINITY")
 
 
+#: Idle time before a round whose engine differs from the round before it. Another engine's pool keeps
+#: spinning for a while after its round (onnxruntime's and OpenVINO's threads wait for work busily):
+#: with no pause, torch rounds after them ran over twice as slow (resnet20, 2 pinned threads); 50 ms of
+#: pause removed that mode (results/engine-switch-*; docs/measuring.md, "Engines in turn").
+#: RBENCH_ENGINE_SWITCH_GAP_S changes it, to check that finding on another machine.
+ENGINE_SWITCH_GAP_S = float(os.environ.get("RBENCH_ENGINE_SWITCH_GAP_S", "0.05"))
+
+
 class WorkerFailed(Exception):
     """A worker crashed, hung, or reported an error; the message says which, with stderr's tail."""
 
@@ -221,12 +229,16 @@ def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progre
         record = {"rounds": [], "threads": ready["threads"], "memory_peak_bytes": 0, "warmup_iters": 0,
                   "warmup_s": 0.0, "timed_wall_s": 0.0}
         running.append((entry, worker, record))
+    previous_engine = None
     for round_index in range(settings.rounds):
         order = list(range(len(running))) if round_index == 0 else list(rng.permutation(len(running)))
         for i in order:
             entry, worker, record = running[i]
             if entry.error is not None:
                 continue
+            if previous_engine is not None and entry.engine_name != previous_engine:
+                time.sleep(ENGINE_SWITCH_GAP_S)  # the last engine's spinning threads settle first
+            previous_engine = entry.engine_name
             try:
                 reply = worker.request(_round_request(settings, round_index == 0, settings.rounds))
             except WorkerFailed as exc:

@@ -184,3 +184,40 @@ def test_compare_in_workers_end_to_end(run_cli, results_dir):
     assert all(r["iters"] == 18 and r["settings"]["threads_in_workers"]["torch_threads"] == 1 for r in latency)
     (comparison,) = read_records(results_dir / "comparison.jsonl")
     assert comparison["timing_mode"] == "workers" and comparison["target_met"] in (True, False)
+
+
+def test_a_round_after_another_engines_round_waits_for_its_threads_to_settle(tmp_path, monkeypatch):
+    """Round by round, a pause comes only where the engine changes: onnxruntime's and OpenVINO's pools spin on
+    after their round, and a torch round right after one ran 2.5x slower."""
+    log: list[str] = []
+
+    class FakeWorker:
+        def __init__(self, spec, env, workdir, timeout_s):
+            self.engine = spec["engine"]
+
+        def receive(self):
+            return {"info": {}, "device": "cpu", "input_shape": [3, 8, 8], "threads": {}}
+
+        def request(self, message):
+            log.append(self.engine)
+            return {"latencies_ms": [1.0], "warmup_iters": 0, "warmup_s": 0.0, "timed_wall_s": 0.001,
+                    "memory_peak_bytes": 0, "memory_kind": "rss", "include_transfers": False, "timer": "perf_counter"}
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(workers, "Worker", FakeWorker)
+    monkeypatch.setattr(workers.time, "sleep", lambda s: log.append(f"pause {s:g}"))
+    entries = [workers.WorkerEntry(None, engine, "fp32", {}, None, {"engine": engine}, {"set": {}})
+               for engine in ("torch", "torch", "ort")]
+    workers._generation(entries, Settings(threads=1, rounds=4, iters=4), tmp_path, np.random.default_rng(0), None)
+    assert all(len(e.workers[0]["rounds"]) == 4 for e in entries)
+    rounds = [item for item in log if not item.startswith("pause")]
+    assert len(rounds) == 12
+    for before, after in zip(log, log[1:]):
+        if not before.startswith("pause") and not after.startswith("pause"):
+            assert before == after  # no pause only between rounds of one engine
+        if after.startswith("pause"):
+            assert after == f"pause {workers.ENGINE_SWITCH_GAP_S:g}" and not before.startswith("pause")
+    switches = sum(1 for a, b in zip(rounds, rounds[1:]) if a != b)
+    assert switches and log.count(f"pause {workers.ENGINE_SWITCH_GAP_S:g}") == switches
