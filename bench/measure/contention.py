@@ -49,21 +49,18 @@ def _steal() -> tuple[int, int] | None:
     return (fields[7] if len(fields) > 7 else 0), sum(fields)
 
 
-def _busy_s() -> float | None:
-    """CPU seconds all CPUs spent running anything (user, nice, system, irq, softirq), or None off Linux."""
+def _others_cpu_s() -> float | None:
+    """CPU seconds every process but this one and its waited-for children (the timing workers) has run:
+    all CPUs' busy time in /proc/stat (user, nice, system, irq, softirq) less our own. None off Linux."""
     try:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
         ticks = os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, AttributeError):
         return None
-    return (fields[0] + fields[1] + fields[2] + sum(fields[5:7])) / ticks
-
-
-def _own_cpu_s() -> float:
-    """CPU seconds of this process and of its children that have been waited for (the timing workers)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    own = os.times()
+    busy = (fields[0] + fields[1] + fields[2] + sum(fields[5:7])) / ticks
+    return busy - (own.user + own.system + own.children_user + own.children_system)
 
 
 def _load() -> float | None:
@@ -123,37 +120,34 @@ class Snapshot:
     load: float | None
     steal: tuple[int, int] | None
     calibration_ms: float
-    #: Machine-wide busy CPU seconds, and this process's own with its waited-for children's.
-    busy_s: float | None = None
-    own_cpu_s: float | None = None
+    #: CPU seconds other processes have run (`_others_cpu_s`).
+    others_cpu_s: float | None = None
 
 
 def snapshot() -> Snapshot:
     """What the machine looks like now (takes a few milliseconds: the calibration kernel)."""
     calibration = calibrate()
     times = os.times()
-    return Snapshot(time.perf_counter(), times.user + times.system, _load(), _steal(), calibration, _busy_s(),
-                    _own_cpu_s())
+    return Snapshot(time.perf_counter(), times.user + times.system, _load(), _steal(), calibration, _others_cpu_s())
 
 
 def other_cores(before: Snapshot, after: Snapshot) -> float | None:
     """Cores other processes kept busy on average between two snapshots (None where it cannot be read)."""
     wall = after.wall_s - before.wall_s
-    if None in (before.busy_s, after.busy_s, before.own_cpu_s, after.own_cpu_s) or wall <= 0:
+    if before.others_cpu_s is None or after.others_cpu_s is None or wall <= 0:
         return None
-    return max(0.0, (after.busy_s - before.busy_s) - (after.own_cpu_s - before.own_cpu_s)) / wall
+    return max(0.0, after.others_cpu_s - before.others_cpu_s) / wall
 
 
 def quiet_enough(before: Snapshot, cores: int) -> list[str]:
     """Reasons the machine is busy right now (empty when it looks quiet), before any timing: other
     processes' CPU time while this one sleeps a moment, and the calibration kernel."""
     reasons = []
-    if before.busy_s is not None:
-        start = Snapshot(time.perf_counter(), 0.0, None, None, 0.0, _busy_s(), _own_cpu_s())
+    start, began = _others_cpu_s(), time.perf_counter()
+    if start is not None:
         time.sleep(QUIET_SAMPLE_S)
-        end = Snapshot(time.perf_counter(), 0.0, None, None, 0.0, _busy_s(), _own_cpu_s())
-        busy = other_cores(start, end)
-        if busy is not None and busy > OTHER_CORES:
+        busy = max(0.0, _others_cpu_s() - start) / (time.perf_counter() - began)
+        if busy > OTHER_CORES:
             reasons.append(f"other processes are using {busy:.1f} of {cores} usable cores")
     reference = calibration_reference()
     if reference and before.calibration_ms > CALIBRATION_SLOWDOWN * reference:

@@ -14,9 +14,8 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("RBENCH_CACHE", str(tmp_path / "cache"))
 
 
-def snap(wall=0.0, cpu=0.0, load=0.5, steal=(0, 1000), calibration=3.0, busy=None, own=None):
-    busy = cpu if busy is None else busy  # by default the machine ran only us
-    return Snapshot(wall, cpu, load, steal, calibration, busy, cpu if own is None else own)
+def snap(wall=0.0, cpu=0.0, load=0.5, steal=(0, 1000), calibration=3.0, others=0.0):
+    return Snapshot(wall, cpu, load, steal, calibration, others)
 
 
 def test_a_quiet_phase_is_not_flagged():
@@ -28,14 +27,14 @@ def test_a_quiet_phase_is_not_flagged():
 def test_our_own_workers_and_the_load_they_leave_are_not_other_work():
     """Timing in worker processes: the parent sleeps on a pipe while its (waited-for) children run, and the load
     average they raise lags for a minute. Neither is other work."""
-    after = snap(wall=10.0, cpu=0.3, load=5.1, busy=19.0, own=18.8)
+    after = snap(wall=10.0, cpu=0.3, load=5.1, others=0.2)
     state = assess(snap(load=4.0), after, cores=2, threads=None)
     assert not state["contended"], state["reasons"]
     assert state["other_cores"] == pytest.approx(0.02) and state["load_average"] == [4.0, 5.1]
 
 
 @pytest.mark.parametrize("after, threads, reason", [
-    (snap(wall=1.0, cpu=1.0, busy=1.6), 1, "other processes used 0.6 of 2 usable cores"),
+    (snap(wall=1.0, cpu=1.0, others=0.6), 1, "other processes used 0.6 of 2 usable cores"),
     (snap(wall=1.0, cpu=1.0, steal=(200, 2000)), 1, "20% of CPU time stolen"),
     (snap(wall=1.0, cpu=0.5), 1, "got 50% of a core"),
     (snap(wall=1.0, cpu=1.0, calibration=6.0), 1, "2.00x slower after the run"),
@@ -50,7 +49,7 @@ def test_cpu_share_is_judged_only_for_one_thread_runs():
 
 
 def test_a_phase_busy_from_start_to_end_shows_against_the_machines_quiet_time(monkeypatch):
-    monkeypatch.setattr(contention, "_busy_s", lambda: 5.0)  # nothing else runs (the tests beside this one do)
+    monkeypatch.setattr(contention, "_others_cpu_s", lambda: 5.0)  # nothing else runs (the tests beside this one do)
     assess(snap(calibration=2.0), snap(wall=1.0, cpu=1.0, calibration=2.0), cores=2, threads=1)  # the quiet reference
     state = assess(snap(calibration=4.4), snap(wall=1.0, cpu=1.0, calibration=4.4), cores=2, threads=1)
     assert state["calibration_reference_ms"] == 2.0
@@ -59,9 +58,8 @@ def test_a_phase_busy_from_start_to_end_shows_against_the_machines_quiet_time(mo
 
 
 def test_require_quiet_refuses_and_keeps_nothing(run_cli, results_dir, monkeypatch):
-    busy = iter(range(0, 1000, 2))  # another process keeps both cores busy: 2 CPU seconds a call, none of them ours
-    monkeypatch.setattr(contention, "_busy_s", lambda: float(next(busy)))
-    monkeypatch.setattr(contention, "_own_cpu_s", lambda: 0.0)
+    busy = iter(range(0, 1000, 2))  # another process keeps both cores busy: 2 CPU seconds a call
+    monkeypatch.setattr(contention, "_others_cpu_s", lambda: float(next(busy)))
     code, _, err = run_cli("latency", "resnet20", "--iters", "2", "--require-quiet", "--out", results_dir)
     assert code == 1 and "the machine is busy (other processes are using" in err
     assert list(results_dir.iterdir()) == []
