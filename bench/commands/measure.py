@@ -125,9 +125,9 @@ def _warn_noise(records: list[dict[str, Any]]) -> None:
 
     for r in records:
         if r.get("slow_periods"):
-            click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: the machine ran at more than "
-                       f"one speed during the run ({describe_periods(r['period_modes_ms'], r['period_rounds'])}); the "
-                       "p50 mixes them, ratios pair rounds timed together and hold", err=True)
+            click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: its rounds ran at more than "
+                       f"one speed ({describe_periods(r['period_modes_ms'], r['period_rounds'])}): the p50 mixes "
+                       "them; ratios pair rounds timed together", err=True)
     noisy = [r for r in records if r.get("high_variation")]
     for r in noisy:
         click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: CV {100 * r['latency_cv']:.0f}% (> 10%): "

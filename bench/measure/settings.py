@@ -61,7 +61,7 @@ class Settings:
     workers: int = 4  # the fewest worker processes per entry; more follow until the precision target
     precision_target: float = 0.03  # stop adding workers once every ratio's interval is within +/- this
     max_time_s: float = 60.0  # ... or once this many seconds of worker timing have passed (0: `workers` only)
-    worker_timeout_s: float = 120.0  # a worker silent this long (starting, or in one round) is killed
+    worker_timeout_s: float = 120.0  # a worker silent this long in one round is killed (starting: START_TIMEOUT_S at least)
 
     def validate(self) -> None:
         # NaN passes every comparison below and an infinite duration never ends the timed loop: refuse both first.

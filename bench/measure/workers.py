@@ -48,6 +48,11 @@ AFFINITY_KEYS = ("OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY", "GOMP_CPU_AFFINI
 ENGINE_SWITCH_GAP_S = float(os.environ.get("RBENCH_ENGINE_SWITCH_GAP_S", "0.05"))
 
 
+#: Least time a worker gets to start (import torch and its engine, open the model) before it counts as hung:
+#: several workers start at once, and on 2 busy cores that took longer than a short `worker_timeout_s`.
+START_TIMEOUT_S = 120.0
+
+
 class WorkerFailed(Exception):
     """A worker crashed, hung, or reported an error; the message says which, with stderr's tail."""
 
@@ -220,7 +225,7 @@ def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progre
     running: list[tuple[WorkerEntry, Worker, dict[str, Any]]] = []
     for entry, worker in started:
         try:
-            ready = worker.receive()
+            ready = worker.receive(max(settings.worker_timeout_s, START_TIMEOUT_S))
         except WorkerFailed as exc:
             entry.error = f"worker failed to start: {exc}"
             worker.stop()

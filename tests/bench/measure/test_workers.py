@@ -195,7 +195,7 @@ def test_a_round_after_another_engines_round_waits_for_its_threads_to_settle(tmp
         def __init__(self, spec, env, workdir, timeout_s):
             self.engine = spec["engine"]
 
-        def receive(self):
+        def receive(self, timeout_s=None):
             return {"info": {}, "device": "cpu", "input_shape": [3, 8, 8], "threads": {}}
 
         def request(self, message):
