@@ -45,7 +45,27 @@ AFFINITY_KEYS = ("OMP_PROC_BIND", "OMP_PLACES", "KMP_AFFINITY", "GOMP_CPU_AFFINI
 #: with no pause, torch rounds after them ran over twice as slow (resnet20, 2 pinned threads); 50 ms of
 #: pause removed that mode (results/engine-switch-*; docs/measuring.md, "Engines in turn").
 #: RBENCH_ENGINE_SWITCH_GAP_S changes it, to check that finding on another machine.
-ENGINE_SWITCH_GAP_S = float(os.environ.get("RBENCH_ENGINE_SWITCH_GAP_S", "0.05"))
+ENGINE_SWITCH_GAP_S = 0.05
+GAP_ENV = "RBENCH_ENGINE_SWITCH_GAP_S"
+
+
+def engine_switch_gap_s() -> float:
+    """The pause before a round of another engine: $RBENCH_ENGINE_SWITCH_GAP_S when set, else the default."""
+    import math
+
+    from bench.errors import UsageProblem
+
+    text = os.environ.get(GAP_ENV)
+    if text is None:
+        return ENGINE_SWITCH_GAP_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and 0 <= value <= 10):
+        raise UsageProblem(f"{GAP_ENV}={text!r} is not a pause in seconds from 0 to 10; unset it for the default "
+                           f"{ENGINE_SWITCH_GAP_S:g}")
+    return value
 
 
 #: Least time a worker gets to start (import torch and its engine, open the model) before it counts as hung:
@@ -234,7 +254,7 @@ def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progre
         record = {"rounds": [], "threads": ready["threads"], "memory_peak_bytes": 0, "warmup_iters": 0,
                   "warmup_s": 0.0, "timed_wall_s": 0.0}
         running.append((entry, worker, record))
-    previous_engine = None
+    previous_engine, gap_s = None, engine_switch_gap_s()
     for round_index in range(settings.rounds):
         order = list(range(len(running))) if round_index == 0 else list(rng.permutation(len(running)))
         for i in order:
@@ -242,7 +262,7 @@ def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progre
             if entry.error is not None:
                 continue
             if previous_engine is not None and entry.engine_name != previous_engine:
-                time.sleep(ENGINE_SWITCH_GAP_S)  # the last engine's spinning threads settle first
+                time.sleep(gap_s)  # the last engine's spinning threads settle first
             previous_engine = entry.engine_name
             try:
                 reply = worker.request(_round_request(settings, round_index == 0, settings.rounds))

@@ -206,6 +206,7 @@ def test_a_round_after_another_engines_round_waits_for_its_threads_to_settle(tmp
         def stop(self):
             pass
 
+    monkeypatch.delenv(workers.GAP_ENV, raising=False)
     monkeypatch.setattr(workers, "Worker", FakeWorker)
     monkeypatch.setattr(workers.time, "sleep", lambda s: log.append(f"pause {s:g}"))
     entries = [workers.WorkerEntry(None, engine, "fp32", {}, None, {"engine": engine}, {"set": {}})
@@ -221,3 +222,14 @@ def test_a_round_after_another_engines_round_waits_for_its_threads_to_settle(tmp
             assert after == f"pause {workers.ENGINE_SWITCH_GAP_S:g}" and not before.startswith("pause")
     switches = sum(1 for a, b in zip(rounds, rounds[1:]) if a != b)
     assert switches and log.count(f"pause {workers.ENGINE_SWITCH_GAP_S:g}") == switches
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
+def test_a_pause_setting_that_is_no_pause_is_one_line(value, monkeypatch):
+    from bench.errors import UsageProblem
+
+    monkeypatch.setenv(workers.GAP_ENV, value)
+    with pytest.raises(UsageProblem, match="RBENCH_ENGINE_SWITCH_GAP_S=.* is not a pause in seconds"):
+        workers.engine_switch_gap_s()
+    monkeypatch.setenv(workers.GAP_ENV, "0")
+    assert workers.engine_switch_gap_s() == 0.0
