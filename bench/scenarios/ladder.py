@@ -361,50 +361,20 @@ LADDER_COLUMNS = ("engine", "precision", "p50 ms [95% CI]", "img/s", "MiB", "top
                   "macro-F1", "agrees w/ torch fp32", "speedup vs torch fp32")
 
 
-def plot_ladder(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
-    """Accuracy against latency, one point per rung, the Pareto front joined and marked."""
-    import matplotlib
+def plot_ladder(rows: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path | None:
+    """Accuracy against latency, one point per rung: the report's Pareto plot (`bench.report.figures.build_pareto`),
+    with the latency interval and the test accuracy's Wilson interval as bars and every rung named in the legend, not
+    beside its point, where rungs that tie on accuracy would overlap. None when no rung was both timed and scored."""
+    from bench.report.figures import plot_pareto
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from bench.atomic import atomic_path
-
-    measured = [r for r in rows if r.get("p50_ms") is not None and r.get("top1") is not None]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for index, row in enumerate(measured):
-        marker = "*" if row.get("pareto") else "o"
-        ax.scatter(row["p50_ms"], 100 * row["top1"], marker=marker, s=120 if row.get("pareto") else 40)
-        # Rungs often tie on accuracy: stagger the labels so neighbours stay readable.
-        ax.annotate(f"{row['engine']} {row['precision']}", (row["p50_ms"], 100 * row["top1"]),
-                    textcoords="offset points", xytext=(6, -10 + 10 * (index % 3)), fontsize=8)
-    front = sorted((r for r in measured if r.get("pareto")), key=lambda r: r["p50_ms"])
-    if len(front) > 1:
-        ax.plot([r["p50_ms"] for r in front], [100 * r["top1"] for r in front], "--", color="grey", lw=1,
-                label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8)
-    if measured and max(r["p50_ms"] for r in measured) > 5 * min(r["p50_ms"] for r in measured):
-        from matplotlib.ticker import FormatStrFormatter, NullFormatter
-
-        ax.set_xscale("log")  # engines differ by an order of magnitude on small nets
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel(f"batch-{measured[0].get('batch', 1) if measured else 1} p50 latency (ms, lower is better)")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    return path
+    return plot_pareto(rows, path, title)
 
 
 def write_ladder(result: LadderResult, out: str | Path, model: str, checkpoint: str | Path, settings) -> list[Path]:
-    """Into `out`: the records appended; `ladder.md`, `ladder.png` and `ladder.json` written whole (atomic).
+    """Into `out`: the records appended; `ladder.md`, `ladder.png` (when some rung was both timed and scored) and
+    `ladder.json` written whole (atomic).
 
-    Returns the three written paths.
+    Returns the written paths.
     """
     from bench.atomic import write_text
     from bench.records.io import append_record, describe_machine, to_json
@@ -413,7 +383,7 @@ def write_ladder(result: LadderResult, out: str | Path, model: str, checkpoint: 
     for record in result.records:
         append_record(record, out)
     machine = describe_machine()
-    plot_ladder(result.rows, out / "ladder.png", f"{model} precision ladder on {machine['cpu']}")
+    png = plot_ladder(result.rows, out / "ladder.png", f"{model} precision ladder on {machine['cpu']}")
     lines = [f"# {model}: precision ladder", "",
              f"Machine: {machine['cpu']}, {machine['cores_usable']} usable cores. Checkpoint: `{checkpoint}`.",
              f"Timing: {settings.rounds} interleaved rounds, {settings.iters} timed runs per rung. '*' marks the "
@@ -437,4 +407,4 @@ def write_ladder(result: LadderResult, out: str | Path, model: str, checkpoint: 
     payload: dict[str, Any] = {"model": model, "checkpoint": str(checkpoint), "machine": machine,
                                "settings": settings.as_record(), "rows": result.rows, "int8": result.int8}
     write_text(out / "ladder.json", to_json(payload) + "\n")
-    return [out / "ladder.md", out / "ladder.png", out / "ladder.json"]
+    return [path for path in (out / "ladder.md", png, out / "ladder.json") if path is not None]

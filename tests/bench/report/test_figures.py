@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bench.report import figures, plots
+from bench.scenarios.ladder import plot_ladder
 
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 
@@ -70,6 +71,7 @@ def _is_png(path):
         [{"group": f"resnet20|lr {lr}", "histories": [(s, _history(4, 0.5 + s / 10)) for s in (0, 1)]}
          for lr in (0.1, 0.01, 0.001, 0.0001, 1e-5)], p, "sweeps")),
     ("pareto", lambda p: figures.plot_pareto(LADDER, p, "resnet20: precision ladder (batch 1, 1000 test images)")),
+    ("ladder_command", lambda p: plot_ladder(LADDER, p, "resnet50 precision ladder on Intel(R) Xeon(R) Processor")),
     ("cost_vs_depth", lambda p: plots.plot_cost_vs_depth(DEPTH, ["torch", "ort"], p)),
     ("accuracy_vs_flops", lambda p: plots.plot_accuracy_vs_flops(MANY, p, "Families: accuracy vs FLOPs")),
     ("per_class", lambda p: plots.plot_per_class(MANY[:5], p, "Families: per-class F1 (test split)")),
