@@ -229,18 +229,20 @@ def _common_options(fn):
 @click.argument("name", metavar="NAME")
 @_common_options
 def study_command(name, preset, dataset, data_root, out, engines, resume, device, keep_artifacts, nproc):
-    """Run one study end to end: NAME is depth, dynamic, activation, family, ladder, recipe or optimizer.
+    """Run one study end to end: NAME is depth, dynamic, activation, family, ladder, recipe, optimizer or serve.
 
     \b
     depth       residual vs plain CIFAR ResNets at 20/56(/110) layers: the degradation problem
     dynamic     static vs dynamic convolution (VGG and ResNet form), channel subsets, K ablation
-    activation  ReLU vs LeakyReLU vs SiLU on ResNet-20
+    activation  ReLU vs LeakyReLU vs SiLU on ResNet-20 (ResNet-50, the seed report's net, at standard
+                and full)
     family      VGG vs ResNet vs the plain template CNN vs the 4-layer RRDB+attention net
     ladder      precision ladder of ResNet-20 and -56: every engine x precision, speed vs accuracy
     recipe      the recipe ladder on the Keras-style ResNet: augmentation, deeper + early stopping,
                 plateau schedule, deeper + dropout, one rung at a time, over seeds
     optimizer   the optimizer sweeps for a VGG-BN and a ResNet: lr, SGD/Adagrad/Adam, augmentation
                 on/off, plus VGG without BN under Adam, over seeds
+    serve       the queries per second ResNet-20 holds under MLPerf LoadGen's Server scenario (peak search)
     """
     from bench.studies import study_names
 

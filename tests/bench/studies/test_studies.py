@@ -327,6 +327,20 @@ def test_larger_presets_train_extra_seeds_of_every_timed_net(preset, seeds):
         assert not any(u.spec.accuracy_only and u.spec.seed and plan.timed for u in plan.units)
 
 
+@pytest.mark.parametrize("preset, cap", [("standard", 10), ("full", None)])
+def test_the_activation_study_runs_resnet50_where_the_seed_report_did(preset, cap):
+    """The seed report compared the activations on ResNet-50 (CIFAR stem): standard and full train it, every
+    activation and every seed on the same batches per epoch, and the plan says the cap."""
+    plan = study_plan("activation", get_preset(preset))
+    assert {(u.spec.model, dict(u.spec.kwargs).get("small_input"), u.spec.max_batches) for u in plan.units} == \
+        {("resnet50", True, cap)}
+    assert sorted({u.spec.act for u in plan.units}) == ["leaky_relu", "relu", "silu"]
+    assert any(f"at most {cap} batches" in note for note in plan.notes) == (cap is not None)
+    assert not any("seed report compared" in note for note in plan.notes)
+    quick = study_plan("activation", get_preset("quick"))
+    assert {u.spec.model for u in quick.units} == {"resnet20"} and any("ResNet-50" in n for n in quick.notes)
+
+
 def test_an_accuracy_seed_entry_that_names_no_unit_is_refused():
     for entries in (("depth:resnet21",), ("width:resnet20",), ("resnet20",)):
         preset = dataclasses.replace(get_preset("smoke"), accuracy_seed_units=entries)
