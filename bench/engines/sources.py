@@ -360,6 +360,12 @@ def onnx_file(source: ModelSource, precision: str = "fp32", workdir: Path | None
             raise ValueError("onnx_file needs a workdir to export a module source into")
         stem = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in source.name)
         path = Path(workdir) / f"{stem}-{suffix}.onnx"
+        # Sources often share a name (a study's K=3 and K=4 nets, an RGB net and its 1-channel twin): each exports
+        # to its own file, never over another source's.
+        n = 1
+        while path.exists() or path.with_suffix(".onnx.data").exists():
+            n += 1
+            path = Path(workdir) / f"{stem}-{suffix}-{n}.onnx"
     # Only the dynamo exporter takes a computed conv weight (the fixed-batch dynamic conv form).
     report = export.to_onnx(model.cpu(), path, input_shape=(c, h, w), batch=fixed or 1, dynamic_batch=fixed is None,
                             precision=precision, verify=False, model_name=source.name,

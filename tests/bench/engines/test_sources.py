@@ -147,3 +147,19 @@ def test_a_trt_engine_from_a_model_is_tuned_for_the_batch_it_measures(tmp_path, 
     (name, kw), = built
     assert kw["batch_range"] == expected and kw["tf32"] is tf32
     assert path.name == name and f"opt{expected[1]}" in name and ("tf32" in name) is tf32
+
+
+def test_modules_that_share_a_name_export_to_their_own_files(tmp_path):
+    """A study times nets that share a name (dy_resnet20 on RGB and its 1-channel twin): each gets its own ONNX file
+    in the work folder; the quick suite once timed every RGB dy_resnet20 on the 1-channel twin's file."""
+    import onnx
+
+    from bench.engines.sources import onnx_file
+
+    rgb = resolve_source(TinyNet(in_chans=3), input_shape=(3, 16, 16), name="twin")
+    grey = resolve_source(TinyNet(in_chans=1), input_shape=(1, 16, 16), name="twin")
+    paths = [onnx_file(src, "fp32", tmp_path) for src in (rgb, grey)]
+    assert paths[0] != paths[1]
+    channels = [onnx.load(str(p)).graph.input[0].type.tensor_type.shape.dim[1].dim_value for p in paths]
+    assert channels == [3, 1]
+    assert onnx_file(rgb, "fp32", tmp_path) == paths[0]  # the same source reuses its own file
