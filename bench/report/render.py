@@ -232,11 +232,11 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              f"onnxruntime {versions.get('onnxruntime')}. Measured time of all units {minutes:.1f} min; command "
              f"{_commands(run)}; records behind every number: [records.jsonl](records.jsonl).\n"]
     not_run = engines_not_run(records)
-    if not_run:
-        lines.append("Not run on this machine: " + "; ".join(not_run) + ".\n")
-    left_out = left_out_line(preset)
-    if left_out:
-        lines.append(left_out)
+    # what this run did not do, in one paragraph: the engines this machine lacks, the studies this preset leaves out
+    missing = ["Not run on this machine: " + "; ".join(not_run) + "." if not_run else "",
+               left_out_line(preset).strip()]
+    if any(missing):
+        lines.append(" ".join(m for m in missing if m) + "\n")
     lines += [contention_note(records), *notes]
     rows, body, said = [], [], set()
     for study in studies:

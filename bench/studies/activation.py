@@ -16,12 +16,10 @@ from bench.report.format import (
     image_link,
     latency_ratios,
     markdown_table,
-    mean_top1,
     measurement_columns,
     per_class_table,
     unit_rows,
 )
-from bench.report.seeds import seed_cell
 from bench.report.summary import SummaryRow, accuracy_row
 from bench.studies.base import Preset, Record, Study, StudyKind, StudyPlan, StudyUnit, UnitSpec, setting
 from bench.studies.plans import kw
@@ -76,9 +74,6 @@ def activation_section(records: Sequence[Record], out_dir: Path, engines: Sequen
     findings = []
     scored = [r for r in rows if r.get("top1") is not None]
     if scored:
-        best = max(scored, key=lambda r: mean_top1(r))
-        findings.append(f"Highest top-1 here: {best['label']} ({seed_cell(best['seeds'])}); the comparisons below "
-                        "say whether its lead is decided.")
         relu = next((r for r in rows if r["label"] == "relu"), None)
         for r in rows:
             if relu is not None and r is not relu:

@@ -210,8 +210,9 @@ def dynamic_section(records: Sequence[Record], out_dir: Path, engines: Sequence[
         # The figure draws the K table (top-1, params, latency per engine); the finding gives its ends.
         figures.append((plot_k_ablation(kab, engines, figs / "dynamic_k.png"), "K ablation"))
         best = max(kab, key=lambda r: r.get("top1") or 0)
+        # an engine that timed neither end of the ablation is left out, not printed as "n/a to n/a"
         lat = "; ".join(f"p50 {e} {fmt_ms(kab[0].get(f'latency_p50_{e}'))} to {fmt_ms(kab[-1].get(f'latency_p50_{e}'))} ms"
-                        for e in engines)
+                        for e in engines if any(r.get(f"latency_p50_{e}") is not None for r in (kab[0], kab[-1])))
         findings.append(f"K ablation (K={kab[0]['k']} to {kab[-1]['k']}): highest top-1 at K={best['k']} "
                         f"({best['top1_seeds']}); params {fmt_count(kab[0].get('params'))} to "
                         f"{fmt_count(kab[-1].get('params'))}{'; ' + lat if lat else ''}.")

@@ -254,7 +254,9 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], n: Any) -> list
     same = [_rung(r) for r in others if r.get("verdict") == "no measurable difference"]
     rest = ([f"slower than torch fp32: {', '.join(slower)}"] if slower else []) + \
         ([f"no measurable difference from torch fp32: {', '.join(same)}"] if same else [])
-    if rest:
+    if rest and out:  # one line per net: its fastest rung, then the rungs that are not faster
+        out[0] = f"{out[0].removesuffix('.')}; {'; '.join(rest)}."
+    elif rest:
         out.append(f"{label}: {'; '.join(rest)}.")
     return out
 

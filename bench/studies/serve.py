@@ -197,7 +197,8 @@ def _num(value: Any, spec: str = "g") -> str:
 
 def serve_section(records: Sequence[Record], out_dir: Path, engines: Sequence[str],
                   preset: dict[str, Any] | None = None) -> tuple[str, list[str]]:
-    """Each net's Server peak: the peak table, every search step, and one finding per net."""
+    """Each net's Server peak: the peak table (when several nets are served: one net's peak is its finding and a row
+    of its search), every search step, and one finding per net."""
     rows = serve_rows(records)
     if not rows:
         return "No serve records.\n\n", []
@@ -207,7 +208,7 @@ def serve_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
         if row["error"]:
             parts.append(f"{row['label']}: not served here ({row['error']}).\n\n")
             findings.append(f"{row['label']}: not served ({row['error']}).")
-    if served:
+    if len(served) > 1:
         cols = [("net", "label", fmt_text), ("engine", "engine", fmt_text),
                 ("peak QPS (VALID)", "peak_qps", lambda v: _num(v)),
                 ("INVALID at QPS", "invalid_above", lambda v: _num(v)),
@@ -215,8 +216,7 @@ def serve_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
                 ("p99 ms at peak", "peak_p99", fmt_ms), ("bound ms", "bound", lambda v: _num(v)),
                 ("steps", "steps", lambda v: _num(v, "d")), ("workers x threads", "pool", fmt_text),
                 ("max batch", "max_batch", lambda v: _num(v, "d"))]
-        parts.append("**Server peak** (LoadGen's Server scenario, one LoadGen run per search step; a step is VALID "
-                      "when its 99th percentile latency stays under the bound and early stopping confirms it)\n\n")
+        parts.append("**Server peak** (the highest VALID step of each net's search below)\n\n")
         parts.append(markdown_table(served, cols) + "\n\n")
     for row in served:
         step_rows = [{"step": i, "target": s.get("target_qps"), "result": s.get("result"),
@@ -224,8 +224,9 @@ def serve_section(records: Sequence[Record], out_dir: Path, engines: Sequence[st
                       "why": "; ".join(s.get("result_reasons") or []) or "-"}
                      for i, s in enumerate(row["search"], 1)]
         parts.append(f"**{row['label']} on {row['engine']}: the search** ({row['workers']} worker(s) of "
-                     f"{row['threads']} thread(s), dynamic batching up to {row['max_batch']}; steps of at least "
-                     f"{_num(row['step_s'])} s)\n\n")
+                     f"{row['threads']} thread(s), dynamic batching up to {row['max_batch']}; one LoadGen run of at "
+                     f"least {_num(row['step_s'])} s per step, VALID when its 99th percentile latency stays under "
+                     f"the {_num(row['bound'])} ms bound and early stopping confirms it)\n\n")
         parts.append(markdown_table(step_rows, [
             ("step", "step", lambda v: _num(v, "d")), ("target QPS", "target", lambda v: _num(v)),
             ("LoadGen", "result", fmt_text), ("samples/s", "sps", lambda v: _num(v, ".1f")),

@@ -214,7 +214,7 @@ def merge_runs(folders: Sequence[str | Path], allow_missing: bool = False) -> Me
             the folders); a study is in two folders; studies are missing and not `allow_missing`.
     """
     from bench.records.io import current_command, read_records
-    from bench.studies.presets import get_preset
+    from bench.studies.presets import get_preset, suite_studies
     from bench.studies.registry import study_names, study_plan
 
     if not folders:
@@ -248,10 +248,11 @@ def merge_runs(folders: Sequence[str | Path], allow_missing: bool = False) -> Me
                                   "its latency ratios would compare machines, not nets")
             timed_on[name] = next(iter(machines), _machine_of(run.get("machine") or {}))
         records += mine
-    # What the whole suite at this preset holds: every study, and the shard layout the runs name.
+    # What the whole suite at this preset holds: every study it runs (not those the preset leaves out of its suite),
+    # and the shard layout the runs name.
     preset_name = first.get("preset")
     try:
-        expected = [study_plan(name, get_preset(preset_name)) for name in study_names()]
+        expected = [study_plan(name, get_preset(preset_name)) for name in suite_studies(preset_name, study_names())]
     except UsageProblem:  # a preset this rbench no longer has: the runs' own studies are all we know
         expected = []
     if len(runs) == 1 and str(first.get("title", "")).startswith("rbench study "):

@@ -43,12 +43,13 @@ def test_the_smoke_serve_study_records_a_peak_search_and_reports_it(serve_run, r
     assert len(record["peak_search"]) == 1 and record["loadgen_dir"] is None  # the LoadGen logs are not kept
     assert not (out / "artifacts").exists()
     report = (out / "report.md").read_text()
-    assert "**Server peak**" in report and "the search" in report
+    assert "the search**" in report and "ms bound and early stopping confirms it" in report
+    assert "**Server peak**" not in report  # one net: its peak is the finding and a row of the search
     # `rbench report DIR` renders the serve records again through the study's section
     (out / "report.md").unlink()
     code, _, err = run_cli("report", out, "--partial")
     assert code == 0, err
-    assert "**Server peak**" in (out / "report.md").read_text()
+    assert "the search**" in (out / "report.md").read_text()
 
 
 def test_the_serve_study_reuses_the_depth_study_s_resnet20():
@@ -110,8 +111,13 @@ def _record(**fields):
 
 def test_the_section_states_the_peak_and_the_invalid_step_above_it(tmp_path):
     text, findings = serve_section([_record(), record_of("serve", study="depth")], tmp_path, ["ort"])
-    assert "| resnet20 | ort | 200 | 400 | 199.0 | 4.00 | 15 | 2 | 1 x 2 | 8 |" in text
+    assert "| 2 | 200 | VALID | 199.0 | 4.00 | 1000 | - |" in text  # one net: its peak is a row of its search
+    assert "**Server peak**" not in text
     assert "99th percentile latency over the bound" in text
+    two, _ = serve_section([_record(), _record(model="resnet56", label="resnet56", unit="resnet56-relu")], tmp_path,
+                           ["ort"])
+    assert "**Server peak**" in two  # several nets: one table to compare their peaks
+    assert "| resnet20 | ort | 200 | 400 | 199.0 | 4.00 | 15 | 2 | 1 x 2 | 8 |" in two
     (finding,) = findings
     assert "holds 200 QPS" in finding and "INVALID at 400 QPS" in finding and "not an MLPerf-valid" in finding
     (row,) = summary_rows([_record()])
