@@ -230,13 +230,13 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
              f"{run.get('device', 'cpu')}; {machine.get('cpu')} ({machine.get('cores_usable')} usable cores"
              f"{', GPU ' + machine['gpu']['name'] if machine.get('gpu') else ''}), torch {versions.get('torch')}, "
              f"onnxruntime {versions.get('onnxruntime')}. Measured time of all units {minutes:.1f} min; command "
-             f"{_commands(run)}; records behind every number: [records.jsonl](records.jsonl).\n"]
+             f"{_commands(run)}; records behind every number: [records.jsonl](records.jsonl)."]
     not_run = engines_not_run(records)
-    # what this run did not do, in one paragraph: the engines this machine lacks, the studies this preset leaves out
+    # what this run did not do, in the same paragraph: the engines this machine lacks, the studies this preset
+    # leaves out
     missing = ["Not run on this machine: " + "; ".join(not_run) + "." if not_run else "",
                left_out_line(preset).strip()]
-    if any(missing):
-        lines.append(" ".join(m for m in missing if m) + "\n")
+    lines[-1] = " ".join([lines[-1], *(m for m in missing if m)]) + "\n"
     lines += [contention_note(records), *notes]
     rows, body, said = [], [], set()
     for study in studies:

@@ -11,7 +11,6 @@ from bench.report.cells import fmt_pct_ci
 from bench.report.figures import plot_learning_curves
 from bench.report.format import (
     accuracy_gap,
-    fmt_count,
     fmt_pct,
     fmt_text,
     image_row,
@@ -85,13 +84,6 @@ def family_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
             f"{ratio_text(rrdb.get('flops'), target.get('flops'))} the FLOPs; top-1 {accuracy_gap(rrdb, target)}.")
     elif target and not rrdb:
         findings.append("The 4-layer RRDB + attention net is not in the model zoo, so the 90% target could not be checked.")
-    scored = [r for r in rows if r.get("top1") is not None and r.get("flops")]
-    if scored:
-        best = max(scored, key=lambda r: r["top1"])
-        cheapest = min(scored, key=lambda r: r["flops"])
-        findings.append(f"Most accurate: {best['label']} ({best['top1_seeds']}, {fmt_count(best['flops'])} FLOPs); "
-                        f"cheapest: {cheapest['label']} ({fmt_count(cheapest['flops'])} FLOPs, "
-                        f"{cheapest['top1_seeds']}).")
     return "".join(parts), findings
 
 

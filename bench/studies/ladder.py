@@ -229,7 +229,8 @@ def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     if accuracy:
         text += (f" torch fp32 scores {'; '.join(accuracy)}; every rung sees the same images, so its agreement with "
                  "torch fp32 is the sharper measure of what a precision changes.")
-    parts += [text + "\n\n", _ladder_table(nets) + "\n\n", _int8_line(nets)]
+    int8 = _int8_line(nets)  # how the table was made and the int8 check: one paragraph under the table
+    parts += [_ladder_table(nets) + "\n\n", f"{text} {int8[0].upper()}{int8[1:]}" if int8 else text + "\n\n"]
     parts.append(image_row(out_dir, *figures))
     return "".join(parts), findings
 

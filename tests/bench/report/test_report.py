@@ -249,7 +249,7 @@ def test_the_ladder_section_renders_from_records_and_states_only_supported_findi
     # The summary links to the section; each finding is said once, in its section; the int8 check once, in text.
     assert "](#precision-ladder" in md.split("## Summary")[1].split("\n## ")[0]
     assert section.count("resnet56: openvino int8 is 19.70x [15.50, 21.20] faster than torch fp32") == 1
-    assert md.count("int8 files: ") == 1 and md.count("**FAILED**") == 2 and "the int8 check FAILED" not in md
+    assert md.count("Int8 files: ") == 1 and md.count("**FAILED**") == 2 and "the int8 check FAILED" not in md
     assert "| ladder |" not in md or "speedup 19.70x [15.50, 21.20]" in md
     # The ladder's rungs stay in their section: no openvino column, no ladder agreement in the parity table.
     assert format.engines_in(records + ladder) == list(ENGINES)
