@@ -116,6 +116,26 @@ def engines_not_run(records: Sequence[Record]) -> list[str]:
             for reason, engines in by_reason.items()]
 
 
+def timing_failures(records: Sequence[Record]) -> list[str]:
+    """The timings that failed (their cells read n/a), once for the whole report: one entry per study, engine and
+    reason, naming the nets (a net whose latency failed is not named again for its throughput). A record's error
+    is the worker's or engine's own one-line message."""
+    by_reason: dict[tuple[str, str, str], list[str]] = {}
+    failed_latency = {(r.get("study"), r.get("engine"), r.get("label")) for r in records
+                      if r.get("kind") == "latency" and r.get("error")}
+    for r in records:
+        if r.get("kind") == "throughput" and (r.get("study"), r.get("engine"), r.get("label")) in failed_latency:
+            continue  # the latency's reason is the throughput's too: said once
+        if r.get("kind") in ("latency", "throughput") and r.get("error"):
+            reason = " ".join(str(r["error"]).split())
+            reason = reason if len(reason) <= 160 else reason[:157] + "..."
+            nets = by_reason.setdefault((r.get("study") or "?", r.get("engine") or "?", reason), [])
+            if r.get("label") not in nets:
+                nets.append(r.get("label"))
+    return [f"{', '.join(str(n) for n in nets)} on {engine} ({study}): {reason}"
+            for (study, engine, reason), nets in by_reason.items()]
+
+
 def parity_line(records: Sequence[Record]) -> str:
     """Export parity and engine agreement: one line when every export passed, else the table of every unit."""
     exports = {r["unit"]: r for r in records if r.get("kind") == "export"}
@@ -237,6 +257,9 @@ def render_report(records: Sequence[Record], run: dict[str, Any], out_dir: str |
     missing = ["Not run on this machine: " + "; ".join(not_run) + "." if not_run else "",
                left_out_line(preset).strip()]
     lines[-1] = " ".join([lines[-1], *(m for m in missing if m)]) + "\n"
+    failed = timing_failures(records)
+    if failed:
+        lines.append("**Timings that failed** (n/a in the tables): " + "; ".join(failed) + ".\n")
     lines += [contention_note(records), *notes]
     rows, body, said = [], [], set()
     for study in studies:

@@ -349,3 +349,21 @@ def test_an_engine_that_timed_no_dynamic_net_is_left_out_of_the_k_ablation_line(
     assert "p50 torch" in line and "ort" not in line and "n/a" not in line
     _, findings = dynamic.dynamic_section(records, tmp_path, list(ENGINES))
     assert "p50 ort" in next(f for f in findings if f.startswith("K ablation"))
+
+
+def test_timings_that_failed_are_named_once_at_the_top(records, tmp_path):
+    """A failed timing's cells read n/a: the report's head says which nets, on which engine, and why."""
+    why = "worker failed to start: model.onnx takes 1 input channels, not --in-chans 3"
+    broken = []
+    for r in records:
+        if r.get("study") == "dynamic" and r.get("model") == "dy_resnet20" and r.get("engine") == "ort" \
+                and r["kind"] in ("latency", "throughput"):
+            r = {**r, "error": why if r["kind"] == "latency" else "every batch size failed",
+                 "latency_ms_p50": None, "throughput_img_s": None}
+        broken.append(r)
+    md = reporting.render_report(broken, _run(["dynamic"]), tmp_path)
+    head = md.split("## Summary")[0]
+    assert f"**Timings that failed** (n/a in the tables): dy_resnet20 K=3, dy_resnet20 K=4 on ort (dynamic): {why}." \
+        in head
+    assert "every batch size failed" not in md and md.count(why) == 1
+    assert "Timings that failed" not in reporting.render_report(records, _run(["dynamic"]), tmp_path)
