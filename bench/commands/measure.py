@@ -128,6 +128,16 @@ def _warn_noise(records: list[dict[str, Any]]) -> None:
             click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: its rounds ran at more than "
                        f"one speed ({describe_periods(r['period_modes_ms'], r['period_rounds'])}): the p50 mixes "
                        "them; ratios pair rounds timed together", err=True)
+    for r in records:
+        check = r.get("thread_check") or {}
+        if check.get("verdict") in ("no measurable difference", "faster"):
+            ci = check["ratio_ci"]
+            than = "not measurably faster than 1" if check["verdict"] == "no measurable difference" \
+                else "slower than 1"
+            click.echo(f"rbench: note: {r['model']} {r['engine']} batch {r['batch']}: the default {check['threads']} "
+                       f"threads are {than} here (1 thread: p50 {_fmt(check['one_thread_p50_ms'])} ms, "
+                       f"{check['ratio_one_over_default']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] the default's, timed in the "
+                       "same workers); --threads 1 leaves the other cores free", err=True)
     noisy = [r for r in records if r.get("high_variation")]
     for r in noisy:
         click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: CV {100 * r['latency_cv']:.0f}% (> 10%): "
@@ -221,7 +231,9 @@ def _measure_options(fn):
                           "calibration kernel), and keep nothing if it starts during the run."),
         click.option("--include-transfers", is_flag=True, help="Time host->device input and device->host output copies too."),
         click.option("--threads", type=THREADS, default=None,
-                     help="Intra-op threads (torch and onnxruntime), at most the usable cores [default: all cores]."),
+                     help="Intra-op threads (torch and onnxruntime), at most the usable cores [default: all cores; "
+                          "timed in workers at batch 1, each engine's first entry is also timed at 1 thread and a "
+                          "note says when the default is not measurably faster]."),
         click.option("--input-size", type=count(1), default=None,
                      help="Image side [default: a zoo net's design size; 224 for torchvision; an ONNX file's own]."),
         click.option("--in-chans", type=count(1), default=None, help="Input channels [default: 3, or the file's own]."),
@@ -256,7 +268,8 @@ def _settings(kw: dict[str, Any], default_iters: int | None):
     iters = kw.pop("iters")
     if iters is None and kw["duration_s"] is None and default_iters is not None:
         iters = default_iters
-    return Settings(precision=kw.pop("precision"), device=kw.pop("device"), warmup=kw.pop("warmup"),
+    # With the default threads, batch-1 timing in workers also times one thread and says when it is as fast.
+    return Settings(thread_check=kw["threads"] is None, precision=kw.pop("precision"), device=kw.pop("device"), warmup=kw.pop("warmup"),
                     warmup_s=kw.pop("warmup_s"), iters=iters, duration_s=kw.pop("duration_s"),
                     include_transfers=kw.pop("include_transfers"), threads=kw.pop("threads"),
                     compile=kw.pop("compile_"), channels_last=kw.pop("channels_last"), cuda_graph=kw.pop("cuda_graph"),

@@ -62,6 +62,9 @@ class Settings:
     precision_target: float = 0.03  # stop adding workers once every ratio's interval is within +/- this
     max_time_s: float = 60.0  # ... or once this many seconds of worker timing have passed (0: `workers` only)
     worker_timeout_s: float = 120.0  # a worker silent this long in one round is killed (starting: START_TIMEOUT_S at least)
+    # At batch 1 on a CPU with the default threads, also time each engine's first entry at one thread, in the same
+    # worker generations, and say when the default's threads are no faster (`bench.measure.workers.thread_check`)
+    thread_check: bool = False
 
     def validate(self) -> None:
         # NaN passes every comparison below and an infinite duration never ends the timed loop: refuse both first.

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,9 +298,11 @@ def precision_reached(entries: list[WorkerEntry], target: float) -> bool:
     return all(target_met(*ratio_interval(base, [w["rounds"] for w in e.workers]), target) for e in ok[1:])
 
 
-def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on_progress=None) -> dict[str, Any]:
+def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on_progress=None,
+                    extra: Sequence[WorkerEntry] = ()) -> dict[str, Any]:
     """Time every entry in generations of workers until the precision target or the time budget; returns
-    {"workers": generations run, "target_met": bool, "elapsed_s": float}. Entries are filled in place."""
+    {"workers": generations run, "target_met": bool, "elapsed_s": float}. Entries are filled in place. `extra`
+    entries (the thread check's) are timed in the same generations but never decide when sampling stops."""
     trackers = {id(e): on_progress(e.label, e.spec["batch"]) if on_progress else None for e in entries}
     started = time.monotonic()
 
@@ -311,7 +314,7 @@ def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on
     generations, met, last = 0, False, 0.0
     while generations < MAX_GENERATIONS:
         begun = time.monotonic()
-        _generation(entries, settings, workdir, rng, progress)
+        _generation([*entries, *extra], settings, workdir, rng, progress)
         generations += 1
         last = time.monotonic() - begun
         if all(e.error is not None for e in entries):
@@ -429,6 +432,50 @@ def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]]
     return comparisons
 
 
+# -- the thread check ------------------------------------------------------------------------------
+#: Engines whose thread count `--threads` sets on a CPU.
+THREADED_ENGINES = ("torch", "ort", "openvino")
+
+
+def one_thread_twins(entries: list[WorkerEntry], batch: int, settings) -> list[tuple[int, WorkerEntry]]:
+    """(index of the entry, its one-thread twin) for the first entry of each threaded engine, when the check
+    applies: `settings.thread_check`, batch 1, a CPU with 2 or more usable cores and no `--threads` given."""
+    if not settings.thread_check or batch != 1 or settings.threads is not None or settings.device != "cpu" \
+            or usable_cores() < 2:
+        return []
+    twins, seen = [], set()
+    for index, entry in enumerate(entries):
+        if entry.engine_name in seen or entry.engine_name not in THREADED_ENGINES:
+            continue
+        seen.add(entry.engine_name)
+        spec = {**entry.spec, "engine_options": {**entry.spec.get("engine_options", {}), "threads": 1}}
+        twins.append((index, WorkerEntry(entry.source, entry.engine_name, entry.precision, entry.costs, entry.peak,
+                                         spec, thread_policy(entry.engine_name, 1), device=entry.device,
+                                         own_precision=entry.own_precision)))
+    return twins
+
+
+def thread_check(entry: WorkerEntry, twin: WorkerEntry, threads: int, threshold: float) -> dict[str, Any]:
+    """What one thread gives against the default's `threads`, from the same generations: the ratio of the
+    one-thread twin's p50 over the entry's (hierarchical interval, workers paired) and a verdict; `faster_with_
+    threads` is False when the default's threads are not measurably faster than one (the output says so)."""
+    from bench.measure.intervals import HIERARCHICAL_METHOD, ratio_interval
+    from bench.measure.stats import verdict
+
+    if entry.error or twin.error or not entry.workers or not twin.workers:
+        return {"threads": threads, "error": twin.error or entry.error or "no worker finished"}
+    ratio, low, high = ratio_interval([w["rounds"] for w in entry.workers], [w["rounds"] for w in twin.workers])
+    import numpy as np
+
+    one = [v for w in twin.workers for r in w["rounds"] for v in r]
+
+    outcome = verdict(low, high, threshold)  # of one thread against the default's threads
+    return {"threads": threads, "one_thread_p50_ms": round(float(np.median(one)), 5),
+            "ratio_one_over_default": round(ratio, 4), "ratio_ci": [round(low, 4), round(high, 4)],
+            "ci_method": HIERARCHICAL_METHOD, "verdict": outcome, "faster_with_threads": outcome == "slower",
+            "workers": min(len(entry.workers), len(twin.workers))}
+
+
 def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, settings, workdir: Path, rng, *,
             own_precision: bool = False, threshold: float, on_progress=None, context=None, command=None
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
@@ -445,9 +492,16 @@ def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, setti
         entries.append(WorkerEntry(src, engine, precision, costs, cached_peak(settings, engine), spec,
                                    thread_policy(engine, settings.threads), device=settings.device,
                                    own_precision=own_precision))
+    twins = one_thread_twins(entries, batch, settings)
     # The parent's own CPU share says nothing about the workers' threads: no thread count for the assessment.
-    outcome, state = contention.watched(lambda: time_in_workers(entries, settings, workdir, rng, on_progress),
-                                        settings.require_quiet, None)
+    outcome, state = contention.watched(
+        lambda: time_in_workers(entries, settings, workdir, rng, on_progress, extra=[t for _, t in twins]),
+        settings.require_quiet, None)
     state["worker_seconds"] = outcome["elapsed_s"]
     records = worker_records(entries, batch, settings, outcome, state, context, command)
+    for index, twin in twins:
+        if records[index].get("error") is None:
+            seen = entries[index].workers[0]["threads"] if entries[index].workers else {}
+            threads = seen.get("torch_threads") or usable_cores()  # torch says its own; the others take every core
+            records[index]["thread_check"] = thread_check(entries[index], twin, threads, threshold)
     return records, worker_comparisons(entries, records, threshold, context, command)

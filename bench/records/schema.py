@@ -113,7 +113,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 #: how the figures were timed (in fresh worker processes, or in this process) and what the workers showed.
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "latency": ("timing_mode", "workers", "worker_medians_ms", "unstable", "modes_ms", "mode_workers",
-                "slow_periods", "period_modes_ms", "period_rounds", "precision_target", "target_met"),
+                "slow_periods", "period_modes_ms", "period_rounds", "precision_target", "target_met", "thread_check"),
     "comparison": ("timing_mode", "workers", "unstable", "note", "precision_target", "target_met"),
 }
 

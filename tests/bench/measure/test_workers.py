@@ -233,3 +233,77 @@ def test_a_pause_setting_that_is_no_pause_is_one_line(value, monkeypatch):
         workers.engine_switch_gap_s()
     monkeypatch.setenv(workers.GAP_ENV, "0")
     assert workers.engine_switch_gap_s() == 0.0
+
+
+def _entry_with(rounds_per_worker, engine="torch"):
+    entry = workers.WorkerEntry(None, engine, "fp32", {}, None, {"engine": engine, "engine_options": {}}, {"set": {}})
+    entry.workers = [{"rounds": rounds, "threads": {}} for rounds in rounds_per_worker]
+    return entry
+
+
+def _rounds(level, workers_=3, rounds=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return [[list(level * (1 + 0.01 * rng.standard_normal(8))) for _ in range(rounds)] for _ in range(workers_)]
+
+
+def test_the_thread_check_says_when_one_thread_is_as_fast_as_the_default():
+    """Item 5 of the worker-timing issue: where 2 threads are no faster than 1 the record says so; where they
+    are, it says that too, from rounds timed in the same generations."""
+    default = _entry_with(_rounds(2.0))
+    same = workers.thread_check(default, _entry_with(_rounds(2.0, seed=1)), 2, 0.03)
+    assert same["verdict"] == "no measurable difference" and same["faster_with_threads"] is False
+    assert same["one_thread_p50_ms"] == pytest.approx(2.0, rel=0.02) and same["threads"] == 2
+    assert same["ratio_ci"][0] <= 1.0 <= same["ratio_ci"][1]
+    slower = workers.thread_check(default, _entry_with(_rounds(3.6, seed=2)), 2, 0.03)
+    assert slower["verdict"] == "slower" and slower["faster_with_threads"] is True
+    assert slower["ratio_one_over_default"] == pytest.approx(1.8, rel=0.03)
+    failed = _entry_with([])
+    failed.error = "worker failed to start: boom"
+    assert workers.thread_check(default, failed, 2, 0.03) == {"threads": 2, "error": "worker failed to start: boom"}
+
+
+def test_only_each_engines_first_entry_at_batch_1_with_default_threads_gets_a_twin(monkeypatch):
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    entries = [_entry_with([], engine) for engine in ("torch", "torch", "ort", "trt")]
+    twins = workers.one_thread_twins(entries, 1, Settings(thread_check=True))
+    assert [(i, t.engine_name, t.spec["engine_options"]["threads"]) for i, t in twins] == [(0, "torch", 1),
+                                                                                       (2, "ort", 1)]
+    assert twins[0][1].policy["set"] == {}  # one thread: nothing to pin
+    assert entries[0].spec["engine_options"] == {}  # the entry itself keeps the default
+    for batch, settings in ((8, Settings(thread_check=True)), (1, Settings(thread_check=True, threads=2)),
+                            (1, Settings())):
+        assert workers.one_thread_twins(entries, batch, settings) == []
+    monkeypatch.setattr(workers, "usable_cores", lambda: 1)
+    assert workers.one_thread_twins(entries, 1, Settings(thread_check=True)) == []
+
+
+@pytest.mark.skipif(workers.usable_cores() < 2, reason="the thread check needs 2 usable cores")
+def test_the_thread_check_runs_in_the_same_workers_and_lands_in_the_record(tmp_path):
+    from bench.engines.sources import resolve_source
+    from bench.measure.run import model_costs
+    from bench.records.schema import validate_record
+    from tests.bench.user_models import TinyNet
+
+    src = resolve_source(TinyNet(), input_shape=(3, 8, 8), name="tiny")
+    settings = Settings(workers=1, max_time_s=0, rounds=3, iters=6, warmup=1, thread_check=True)
+    records, _ = workers.measure([(src, model_costs(src), "torch", "fp32")], 1, settings, Path(tmp_path),
+                                 np.random.default_rng(0), threshold=0.03)
+    (record,) = records
+    validate_record(record)
+    check = record["thread_check"]
+    assert check["threads"] >= 2 and check["workers"] == 1 and check["one_thread_p50_ms"] > 0
+    assert check["verdict"] in ("faster", "slower", "no measurable difference")
+    assert record["iters"] == 6  # the twin's runs are its own, not pooled into the entry's
+
+
+def test_the_cli_notes_when_the_default_threads_are_no_faster(capsys):
+    from bench.commands.measure import _warn_noise
+
+    record = {"model": "resnet20", "engine": "torch", "batch": 1, "contention": {}, "peak_flops_s": 1.0,
+              "thread_check": {"threads": 2, "one_thread_p50_ms": 2.05, "ratio_one_over_default": 1.01,
+                               "ratio_ci": [0.98, 1.04], "verdict": "no measurable difference"}}
+    _warn_noise([record])
+    err = capsys.readouterr().err
+    assert "the default 2 threads are not measurably faster than 1 here (1 thread: p50 2.050 ms, 1.01x [0.98, 1.04]" in err
+    _warn_noise([{**record, "thread_check": {**record["thread_check"], "verdict": "slower"}}])
+    assert "threads" not in capsys.readouterr().err  # the threads help: nothing to say
