@@ -65,7 +65,7 @@ def test_the_smoke_ladder_study_records_every_rung_and_reports_it(ladder_run):
     # One table of every rung, the net's cells side by side (the full per-rung table is `rbench ladder`'s).
     assert "| engine | precision | resnet20 p50 ms | resnet20 speedup vs torch fp32 |" in report
     assert f"sees the same {smoke.test_limit} test images" in report and "torch fp32 scores resnet20 " in report
-    assert "int8 files: minmax calibration on" in report
+    assert "Int8 files: minmax calibration on" in report
     assert (out / "figures" / "ladder_resnet20.png").is_file()
     assert "![resnet20 precision ladder](figures/ladder_resnet20.png)" in report
     assert not (out / "artifacts").exists(), "the checkpoint, ONNX and int8 files are removed at the end"
