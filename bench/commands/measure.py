@@ -269,8 +269,8 @@ def _settings(kw: dict[str, Any], default_iters: int | None):
     if iters is None and kw["duration_s"] is None and default_iters is not None:
         iters = default_iters
     # With the default threads, batch-1 timing in workers also times one thread and says when it is as fast.
-    return Settings(thread_check=kw["threads"] is None, precision=kw.pop("precision"), device=kw.pop("device"), warmup=kw.pop("warmup"),
-                    warmup_s=kw.pop("warmup_s"), iters=iters, duration_s=kw.pop("duration_s"),
+    return Settings(thread_check=kw["threads"] is None, precision=kw.pop("precision"), device=kw.pop("device"),
+                    warmup=kw.pop("warmup"), warmup_s=kw.pop("warmup_s"), iters=iters, duration_s=kw.pop("duration_s"),
                     include_transfers=kw.pop("include_transfers"), threads=kw.pop("threads"),
                     compile=kw.pop("compile_"), channels_last=kw.pop("channels_last"), cuda_graph=kw.pop("cuda_graph"),
                     provider=kw.pop("provider"), graph_optimization=kw.pop("graph_optimization"), rounds=kw.pop("rounds"),

@@ -459,16 +459,15 @@ def thread_check(entry: WorkerEntry, twin: WorkerEntry, threads: int, threshold:
     """What one thread gives against the default's `threads`, from the same generations: the ratio of the
     one-thread twin's p50 over the entry's (hierarchical interval, workers paired) and a verdict; `faster_with_
     threads` is False when the default's threads are not measurably faster than one (the output says so)."""
+    import numpy as np
+
     from bench.measure.intervals import HIERARCHICAL_METHOD, ratio_interval
     from bench.measure.stats import verdict
 
     if entry.error or twin.error or not entry.workers or not twin.workers:
         return {"threads": threads, "error": twin.error or entry.error or "no worker finished"}
     ratio, low, high = ratio_interval([w["rounds"] for w in entry.workers], [w["rounds"] for w in twin.workers])
-    import numpy as np
-
     one = [v for w in twin.workers for r in w["rounds"] for v in r]
-
     outcome = verdict(low, high, threshold)  # of one thread against the default's threads
     return {"threads": threads, "one_thread_p50_ms": round(float(np.median(one)), 5),
             "ratio_one_over_default": round(ratio, 4), "ratio_ci": [round(low, 4), round(high, 4)],
