@@ -208,3 +208,20 @@ def test_bad_shard_options_are_one_line_and_write_nothing(run_cli, tmp_path, arg
                               "--out", out)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1, stderr
     assert not out.exists()
+
+
+def test_a_quick_suite_run_is_whole_without_the_studies_its_preset_leaves_out(tmp_path):
+    """`rbench report DIR` on a finished quick suite: recipe and optimizer are not in quick's suite, so they are not
+    missing; a study quick's suite does run still is."""
+    from bench.studies.presets import suite_studies
+
+    quick = get_preset("quick")
+    names = suite_studies("quick", STUDIES)
+    assert "recipe" in STUDIES and "recipe" not in names
+    folder = _run_folder(tmp_path / "run", {n: [u.spec.unit_id for u in study_plan(n, quick).units] for n in names},
+                         preset="quick")
+    merged = merge_runs([folder])
+    assert not merged.missing_studies and [s["name"] for s in merged.run["studies"]] == names
+    partial = _run_folder(tmp_path / "partial", {n: [] for n in names if n != "depth"}, preset="quick")
+    with pytest.raises(UsageProblem, match=r"the depth study\(ies\)"):
+        merge_runs([partial])
