@@ -51,7 +51,10 @@ def _steal() -> tuple[int, int] | None:
 
 def _others_cpu_s() -> float | None:
     """CPU seconds every process but this one and its waited-for children (the timing workers) has run:
-    all CPUs' busy time in /proc/stat (user, nice, system, irq, softirq) less our own. None off Linux."""
+    all CPUs' busy time in /proc/stat (user, nice, system, irq, softirq) less our own, and less what our live
+    zygotes and the workers they forked and reaped ran (`bench.measure.zygote.live_cpu_s`). None off Linux."""
+    from bench.measure.zygote import live_cpu_s
+
     try:
         with open("/proc/stat") as f:
             fields = [int(v) for v in f.readline().split()[1:]]
@@ -60,7 +63,7 @@ def _others_cpu_s() -> float | None:
         return None
     own = os.times()
     busy = (fields[0] + fields[1] + fields[2] + sum(fields[5:7])) / ticks
-    return busy - (own.user + own.system + own.children_user + own.children_system)
+    return busy - (own.user + own.system + own.children_user + own.children_system) - live_cpu_s()
 
 
 def _load() -> float | None:

@@ -42,6 +42,9 @@ def _source(spec: dict[str, Any]):
     return resolve_source(spec["source"], **options)
 
 
+#: How this process started: by exec (`python -m bench.measure.worker`), or forked by a zygote
+#: (`bench.measure.zygote`, which sets it).
+START = "exec"
 #: The process's CPUs when it started, before any library bound its main thread to one of them.
 _START_AFFINITY = _affinity()
 
@@ -49,7 +52,7 @@ _START_AFFINITY = _affinity()
 def _thread_state(engine_name: str) -> dict[str, Any]:
     # With OMP_PROC_BIND the main thread is bound to the first place once OpenMP starts: both are worth knowing.
     state: dict[str, Any] = {"env": thread_environment(), "affinity": _START_AFFINITY,
-                             "main_thread_affinity": _affinity(), "pid": os.getpid()}
+                             "main_thread_affinity": _affinity(), "pid": os.getpid(), "start": START}
     if engine_name == "torch" and "torch" in sys.modules:
         import torch
 

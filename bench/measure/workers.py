@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure.worker import THREAD_ENV_PREFIXES
+from bench.measure.zygote import ZygoteFailed, start_mode, zygote_for
 
 #: Untimed runs that re-warm an engine at the start of each later round.
 REWARM_RUNS = 2
@@ -113,9 +114,16 @@ class Worker:
         spec_file = Path(tempfile.mkstemp(prefix="worker-", suffix=".json", dir=workdir)[1])
         spec_file.write_text(json.dumps(spec))
         self.stderr = tempfile.TemporaryFile(dir=workdir)
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.measure.worker", str(spec_file)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
-                                     close_fds=True)
+        self.proc = None
+        if start_mode() == "fork":
+            try:
+                self.proc = zygote_for(env).fork(str(spec_file), self.stderr)
+            except ZygoteFailed:
+                self.proc = None  # started by exec below: slower to start, timed alike
+        if self.proc is None:
+            self.proc = subprocess.Popen([sys.executable, "-m", "bench.measure.worker", str(spec_file)],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
+                                         close_fds=True)
         self._buffer = b""
 
     def _tail(self) -> str:
@@ -344,7 +352,7 @@ def thread_settings(entry: WorkerEntry) -> dict[str, Any]:
     seen = entry.workers[0]["threads"] if entry.workers else {}
     return {"env_set_by_rbench": entry.policy["set"], "env_from_user": entry.policy["user"],
             "why": entry.policy["why"], "worker_env": seen.get("env"), "affinity": seen.get("affinity"),
-            "main_thread_affinity": seen.get("main_thread_affinity"),
+            "main_thread_affinity": seen.get("main_thread_affinity"), "start": seen.get("start"),
             **{k: v for k, v in seen.items() if k.startswith("torch_")}}
 
 
