@@ -139,7 +139,7 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
                model_name: str | None = None,
                dataset: str | None = None, data_root: str | None = None, calibration: str | None = None,
                method: str = "minmax", activations: str = "u8", batch: int = 1, throughput_batch: int | None = 32,
-               settings=None,
+               settings=None, throughput_settings=None,
                test_limit: int | None = None, device: str = "cpu",
                on_stage: Callable[[str], None] = lambda stage: None, on_progress=None,
                command: str | None = None, eval_transform: str | None = None, class_index: str | None = None,
@@ -158,6 +158,7 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
         batch: the latency batch (1: what a single request waits).
         throughput_batch: a second interleaved timing at this batch for images/s (None: skip it).
         settings: `bench.measure.run.Settings` (iterations, threads, rounds, ...).
+        throughput_settings: the same for the throughput batch (None: `settings`).
         test_limit: evaluate on at most this many test images (stratified; None: all of them).
         eval_transform, class_index, skip_bad_images: how an image folder is read (`dataset_for_checkpoint`).
         workers: DataLoader processes decoding a lazy image folder.
@@ -278,11 +279,12 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
     # Speed: every rung that ran, interleaved, at the latency batch and then the throughput batch.
     runnable = [(e, p) for (e, p), row in rows.items() if row["runs"]]
     items = [(_artifact(e, p, ckpt, files), e, p) for e, p in runnable]
-    for timed_batch, key in ((batch, "latency"), (throughput_batch, "throughput")):
+    for timed_batch, key, timed_settings in ((batch, "latency", settings),
+                                             (throughput_batch, "throughput", throughput_settings or settings)):
         if timed_batch is None:
             continue
         on_stage(f"time {len(items)} rungs at batch {timed_batch}")
-        latency, comparisons = time_pairs(items, timed_batch, settings, input_shape=ckpt.input_shape, name=name,
+        latency, comparisons = time_pairs(items, timed_batch, timed_settings, input_shape=ckpt.input_shape, name=name,
                                           workdir=workdir, on_progress=on_progress, command=command,
                                           context={"study": "ladder"})
         result.latency += latency

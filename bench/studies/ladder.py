@@ -32,7 +32,8 @@ class LadderBudget:
     test_limit: int | None = setting(1000, "ladder_test_limit")  # test images each rung is evaluated on (None: all)
     calibration: int = setting(512, "ladder_calibration")  # int8 calibration images (from the training split)
     warmup: int = setting(5, "ladder_warmup")  # untimed runs per rung before its first timed round
-    iters: int = setting(30, "ladder_iters")  # timed runs per rung (batch 1, then again at the throughput batch)
+    iters: int = setting(30, "ladder_iters")  # timed runs per rung at batch 1 (and at the throughput batch, unless:)
+    throughput_iters: int | None = setting(None, "ladder_throughput_iters")  # ... at the throughput batch (None: iters)
     rounds: int = setting(5, "ladder_rounds")  # interleaved rounds (each visits every rung in a new random order)
     throughput_batch: int | None = setting(32, "ladder_throughput_batch")  # batch of the images/s timing (None: skip)
 
@@ -52,8 +53,9 @@ def ladder_plan(preset: Preset) -> StudyPlan:
         "torch fp32 (the reference) and " + ", ".join(r.replace(":", " ") for r in budget.rungs)
     test = "the whole test split" if budget.test_limit is None else \
         f"{budget.test_limit} test images (a stratified sample of the test split)"
+    throughput_iters = budget.iters if budget.throughput_iters is None else budget.throughput_iters
     throughput = "" if budget.throughput_batch is None else \
-        f", then again at batch {budget.throughput_batch} for images/s"
+        f", then again at batch {budget.throughput_batch} for images/s ({throughput_iters} timed runs)"
     notes = (
         f"Rungs: {rungs}; a rung this machine cannot run is listed with the reason. `--engines` does not narrow "
         "the ladder: the preset names its rungs.",
@@ -207,7 +209,9 @@ def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     ref = next((r for r in first["rows"] if (r["engine"], r["precision"]) == REFERENCE), {})
     n = ref.get("samples") or first.get("test_limit")
     settings = first.get("settings") or {}
-    throughput = f"; images/s at batch {first['throughput_batch']}" if first.get("throughput_batch") else ""
+    runs = (first.get("throughput_settings") or {}).get("iters")
+    throughput = f"; images/s at batch {first['throughput_batch']}" + (f" ({runs} timed runs)" if runs else "") \
+        if first.get("throughput_batch") else ""
     text = (f"Every rung of a net sees the same {n} test images and is timed at batch 1, interleaved with the "
                  f"others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds){throughput}. Speedup: "
                  "torch fp32's p50 over the rung's, a bootstrap 95% interval over the paired rounds; top-1 with, in "

@@ -17,9 +17,12 @@ from bench.studies.registry import study_of
 from bench.studies.run_folder import artifact_path
 
 #: The suite times each study's nets in worker processes (`bench.measure.workers`), but within its
-#: budget: the fewest workers that give a between-process spread (2), the preset's timed runs split between
-#: them rather than repeated in each, and more workers only while the preset's `timing_extra_s` allows.
-SUITE_WORKERS = 2
+#: budget: the preset's timed runs split between 4 workers rather than repeated in each, and more workers only
+#: while the preset's `timing_extra_s` allows. With 2 workers the interval's Student's t has one degree of
+#: freedom (12.7 where 3 have 3.18): every ladder ratio of the quick run at 2 was wider than hi/lo 1.15. Workers
+#: forked from a zygote (`bench.measure.zygote`) get ready in a fraction of the time a new interpreter took,
+#: which pays for the other two.
+SUITE_WORKERS = 4
 
 
 def _timing_mode(preset) -> str:
@@ -122,9 +125,11 @@ def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
 
     budget = _ladder_budget(plan, ctx)
     rungs = parse_rungs(budget.rungs)
-    settings = Settings(device=ctx.device, warmup=budget.warmup, iters=max(1, budget.iters // _runs_share(ctx.preset)),
-                        rounds=budget.rounds, workers=SUITE_WORKERS, max_time_s=ctx.preset.timing_extra_s,
-                            timing=_timing_mode(ctx.preset))
+    settings, throughput_settings = (
+        Settings(device=ctx.device, warmup=budget.warmup, iters=max(1, iters // _runs_share(ctx.preset)),
+                 rounds=min(budget.rounds, max(1, iters // _runs_share(ctx.preset))), workers=SUITE_WORKERS,
+                 max_time_s=ctx.preset.timing_extra_s, timing=_timing_mode(ctx.preset))
+        for iters in (budget.iters, budget.iters if budget.throughput_iters is None else budget.throughput_iters))
     records: list[dict[str, Any]] = []
     for spec in list({unit.spec.unit_id: unit.spec for unit in plan.units}.values()):
         checkpoint = artifact_path(out_dir, spec) / CHECKPOINT
@@ -135,14 +140,17 @@ def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
             result = run_ladder(checkpoint, workdir=work, rungs=rungs, model_name=spec.model, data_root=ctx.data_root,
                                 calibration=str(budget.calibration), batch=1,
                                 throughput_batch=budget.throughput_batch, settings=settings,
+                                throughput_settings=throughput_settings,
                                 test_limit=budget.test_limit, device=ctx.device,
                                 on_stage=lambda stage, u=spec.unit_id: on_stage(f"ladder {u}: {stage}"),
                                 command=ctx.command)
-        records += _ladder_records(result, plan, spec, ctx, checkpoint.relative_to(out_dir).as_posix(), settings)
+        records += _ladder_records(result, plan, spec, ctx, checkpoint.relative_to(out_dir).as_posix(), settings,
+                                   throughput_settings)
     return records
 
 
-def _ladder_records(result, plan: StudyPlan, spec: UnitSpec, ctx: RunContext, checkpoint: str, settings) -> list[dict[str, Any]]:
+def _ladder_records(result, plan: StudyPlan, spec: UnitSpec, ctx: RunContext, checkpoint: str, settings,
+                    throughput_settings=None) -> list[dict[str, Any]]:
     """`result`'s records with the unit's context and rung; the first carries the rows (`LADDER_FIELD`)."""
     context = unit_context(spec, ctx)
     records = []
@@ -164,7 +172,8 @@ def _ladder_records(result, plan: StudyPlan, spec: UnitSpec, ctx: RunContext, ch
     budget = _ladder_budget(plan, ctx)
     payload = {"rows": rows, "int8": int8, "test_limit": budget.test_limit,
                "calibration_images": budget.calibration, "throughput_batch": budget.throughput_batch,
-               "settings": settings.as_record()}
+               "settings": settings.as_record(),
+               "throughput_settings": (throughput_settings or settings).as_record()}
     first = records[0]
     records[0] = _with_context(first, {LADDER_FIELD: _finite(plain_json(payload))})
     return records

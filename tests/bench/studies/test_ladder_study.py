@@ -50,6 +50,9 @@ def test_the_smoke_ladder_study_records_every_rung_and_reports_it(ladder_run):
     assert rungs == {"torch fp32", "ort fp32", "ort int8"}, "torch fp32 (the reference) and the preset's rungs"
     smoke = get_preset("smoke").studies["ladder"]
     assert {r["batch"] for r in timed if r["kind"] == "latency"} == {1, smoke.throughput_batch}
+    # Batch 1 gets the budget's iters; the throughput batch its own (fewer: each run there costs a batch).
+    assert {r["batch"]: r["iters"] for r in timed if r["kind"] == "latency"} == \
+        {1: smoke.iters, smoke.throughput_batch: smoke.throughput_iters}
     assert all(r["samples"] == smoke.test_limit for r in timed if r["kind"] == "accuracy")
     (carrier,) = [r for r in timed if r.get("ladder")]
     assert (carrier["kind"], carrier["rung"], carrier["batch"]) == ("latency", "torch fp32", 1)
@@ -65,6 +68,7 @@ def test_the_smoke_ladder_study_records_every_rung_and_reports_it(ladder_run):
     # One table of every rung, the net's cells side by side (the full per-rung table is `rbench ladder`'s).
     assert "| engine | precision | resnet20 p50 ms | resnet20 speedup vs torch fp32 |" in report
     assert f"sees the same {smoke.test_limit} test images" in report and "torch fp32 scores resnet20 " in report
+    assert f"images/s at batch {smoke.throughput_batch} ({smoke.throughput_iters} timed runs)" in report
     assert "Int8 files: minmax calibration on" in report
     assert (out / "figures" / "ladder_resnet20.png").is_file()
     assert "![resnet20 precision ladder](figures/ladder_resnet20.png)" in report
