@@ -87,9 +87,14 @@ def regress(session: nox.Session) -> None:
     """Latency regressions: time REGRESS_SET now and `rbench diff` it against results/baselines/<this machine>/.
 
     Exit 1 when a pair is significantly slower than the baseline by more than 5%. Where no
-    baseline matches this machine, it says how to make one and passes.
+    baseline matches this machine, it says how to make one and passes. `nox -s regress -- REV
+    [rbench regress options]` instead times this checkout against git revision REV interleaved in
+    one invocation (`rbench regress`), which holds on a machine whose speed drifts between runs.
     """
     _install(session)
+    if session.posargs and not session.posargs[0].startswith("-"):
+        session.run("rbench", "regress", *session.posargs)
+        return
     new = Path(session.create_tmp()) / "regress-new"
     shutil.rmtree(new, ignore_errors=True)
     session.run("rbench", *REGRESS_SET, "--out", str(new))

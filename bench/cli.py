@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dynamic": ("bench.commands.dynamic:dynamic_command",
                 "Dynamic vs static convolution timed interleaved: latency and training ratios, cost split."),
     "diff": ("bench.commands.diff:diff_command", "Latency regressions between two records files or folders (exit 1)."),
+    "regress": ("bench.commands.regress:regress_command",
+                "This checkout against a git revision, timed interleaved in one invocation (exit 1 if slower)."),
     "train": ("bench.commands.train:train_command", "Train a model briefly on real data; keep the best checkpoint."),
     "accuracy": ("bench.commands.train:accuracy_command", "Test-split accuracy of a checkpoint through every engine."),
     "serve": ("bench.commands.serve:serve_command",

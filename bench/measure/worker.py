@@ -52,7 +52,8 @@ _START_AFFINITY = _affinity()
 def _thread_state(engine_name: str) -> dict[str, Any]:
     # With OMP_PROC_BIND the main thread is bound to the first place once OpenMP starts: both are worth knowing.
     state: dict[str, Any] = {"env": thread_environment(), "affinity": _START_AFFINITY,
-                             "main_thread_affinity": _affinity(), "pid": os.getpid(), "start": START}
+                             "main_thread_affinity": _affinity(), "pid": os.getpid(), "start": START,
+                             "code": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     if engine_name == "torch" and "torch" in sys.modules:
         import torch
 

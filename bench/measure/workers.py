@@ -21,7 +21,6 @@ import json
 import os
 import selectors
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure.worker import THREAD_ENV_PREFIXES
-from bench.measure.zygote import ZygoteFailed, start_mode, zygote_for
+from bench.measure.zygote import ZygoteFailed, module_command, start_mode, zygote_for
 
 #: Untimed runs that re-warm an engine at the start of each later round.
 REWARM_RUNS = 2
@@ -97,11 +96,12 @@ def thread_policy(engine: str, threads: int | None, environ: dict[str, str] | No
             "why": "unbound OpenMP threads fall into a slow mode in some processes: one thread per core"}
 
 
-def worker_environment(policy: dict[str, Any]) -> dict[str, str]:
-    """The parent's environment with the policy's variables, and this checkout importable first."""
+def worker_environment(policy: dict[str, Any], root: str | None = None) -> dict[str, str]:
+    """The parent's environment with the policy's variables, and this checkout (or the checkout at `root`: another
+    version of rbench, `bench.measure.versions`) importable first."""
     env = dict(os.environ)
     env.update(policy["set"])
-    root = str(Path(__file__).resolve().parents[2])
+    root = root or str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
@@ -121,7 +121,7 @@ class Worker:
             except ZygoteFailed:
                 self.proc = None  # started by exec below: slower to start, timed alike
         if self.proc is None:
-            self.proc = subprocess.Popen([sys.executable, "-m", "bench.measure.worker", str(spec_file)],
+            self.proc = subprocess.Popen(module_command("bench.measure.worker", env, str(spec_file)),
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
                                          close_fds=True)
         self._buffer = b""
@@ -249,7 +249,7 @@ def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progre
     live = [e for e in entries if e.error is None]
     started: list[tuple[WorkerEntry, Worker]] = []
     for entry in live:
-        started.append((entry, Worker(entry.spec, worker_environment(entry.policy), workdir,
+        started.append((entry, Worker(entry.spec, worker_environment(entry.policy, entry.spec.get("root")), workdir,
                                       settings.worker_timeout_s)))
     running: list[tuple[WorkerEntry, Worker, dict[str, Any]]] = []
     for entry, worker in started:
@@ -307,10 +307,12 @@ def precision_reached(entries: list[WorkerEntry], target: float) -> bool:
 
 
 def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on_progress=None,
-                    extra: Sequence[WorkerEntry] = ()) -> dict[str, Any]:
+                    extra: Sequence[WorkerEntry] = (), groups: Sequence[list[WorkerEntry]] | None = None
+                    ) -> dict[str, Any]:
     """Time every entry in generations of workers until the precision target or the time budget; returns
     {"workers": generations run, "target_met": bool, "elapsed_s": float}. Entries are filled in place. `extra`
-    entries (the thread check's) are timed in the same generations but never decide when sampling stops."""
+    entries (the thread check's) are timed in the same generations but never decide when sampling stops.
+    `groups` (default: all entries, ratios over the first) are judged each on its own against the target."""
     trackers = {id(e): on_progress(e.label, e.spec["batch"]) if on_progress else None for e in entries}
     started = time.monotonic()
 
@@ -328,7 +330,7 @@ def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on
         if all(e.error is not None for e in entries):
             break
         if generations >= settings.workers:
-            met = precision_reached(entries, settings.precision_target)
+            met = all(precision_reached(group, settings.precision_target) for group in (groups or [entries]))
             elapsed = time.monotonic() - started
             if met or elapsed + last > settings.max_time_s:
                 break
@@ -353,6 +355,7 @@ def thread_settings(entry: WorkerEntry) -> dict[str, Any]:
     return {"env_set_by_rbench": entry.policy["set"], "env_from_user": entry.policy["user"],
             "why": entry.policy["why"], "worker_env": seen.get("env"), "affinity": seen.get("affinity"),
             "main_thread_affinity": seen.get("main_thread_affinity"), "start": seen.get("start"),
+            "code": seen.get("code"),
             **{k: v for k, v in seen.items() if k.startswith("torch_")}}
 
 

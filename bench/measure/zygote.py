@@ -45,6 +45,17 @@ PACKET = 1 << 16
 NOT_IN_KEY = frozenset({"PYTEST_CURRENT_TEST"})
 
 
+#: How a worker or zygote starts: `python -m` would put the working folder first on sys.path, ahead of the
+#: checkout PYTHONPATH names first (another version's, `bench.measure.versions`); this puts that checkout there.
+_BOOT = "import runpy, sys; sys.path[0] = sys.argv.pop(1); runpy.run_module(sys.argv.pop(1), run_name='__main__')"
+
+
+def module_command(module: str, env: dict[str, str], *args: str) -> list[str]:
+    """The command that runs `module` as a script from the checkout first on `env`'s PYTHONPATH."""
+    root = env.get("PYTHONPATH", "").split(os.pathsep)[0] or os.getcwd()
+    return [sys.executable, "-c", _BOOT, root, module, *args]
+
+
 class ZygoteFailed(Exception):
     """The zygote could not start, or stopped answering; the caller starts its workers by exec instead."""
 
@@ -185,7 +196,7 @@ class Zygote:
         self.sock = ours
         self.lock = threading.Lock()
         self.stderr = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.measure.zygote", str(theirs.fileno())],
+        self.proc = subprocess.Popen(module_command("bench.measure.zygote", env, str(theirs.fileno())),
                                      pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL, stdout=self.stderr,
                                      stderr=self.stderr, env=env, close_fds=True)
         theirs.close()

@@ -179,9 +179,11 @@ def test_compare_in_workers_end_to_end(run_cli, results_dir):
                              "--threads", "1", "--out", results_dir)
     assert code == 0, err
     latency = read_records(results_dir / "latency.jsonl")
-    assert all(r["timing_mode"] == "workers" and r["workers"] == 2 and len(r["worker_medians_ms"]) == 2
+    # At least --workers; more while --max-time lasts (forked workers are quick to start).
+    assert len({r["workers"] for r in latency}) == 1 and latency[0]["workers"] >= 2
+    assert all(r["timing_mode"] == "workers" and len(r["worker_medians_ms"]) == r["workers"] for r in latency)
+    assert all(r["iters"] == 9 * r["workers"] and r["settings"]["threads_in_workers"]["torch_threads"] == 1
                for r in latency)
-    assert all(r["iters"] == 18 and r["settings"]["threads_in_workers"]["torch_threads"] == 1 for r in latency)
     (comparison,) = read_records(results_dir / "comparison.jsonl")
     assert comparison["timing_mode"] == "workers" and comparison["target_met"] in (True, False)
 
