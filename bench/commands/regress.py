@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from bench.commands._options import Number, count
-from bench.errors import UsageProblem
+from bench.errors import EnvironmentProblem, UsageProblem
 
 
 @click.command("regress")
@@ -45,7 +45,7 @@ def regress_command(base: str, models: tuple[str, ...], engine: str, batch: int,
 
     \b
     Exit 0: no pair is significantly slower than BASE by more than --threshold.
-    Exit 1: at least one is (a regression).
+    Exit 1: at least one is (a regression), or an entry could not be timed on either side.
     Exit 2: a usage problem (BASE is neither a commit nor a checkout, an unknown model or engine).
     Example:
       rbench regress main resnet20 --engine torch,ort
@@ -103,7 +103,11 @@ def regress_command(base: str, models: tuple[str, ...], engine: str, batch: int,
     if out is not None:
         _emit(latency + comparisons, out, False)
     if failed and len(failed) == len(latency):
-        raise UsageProblem(f"nothing could be timed: {failed[0]['error']}")
+        raise EnvironmentProblem(f"nothing could be timed: {failed[0]['error']}")
+    if failed:  # a side that cannot be timed is no evidence of "no regression"
+        click.echo(f"rbench: error: {len(failed)} of {len(latency)} entries could not be timed (above); their pairs "
+                   "have no verdict", err=True)
+        raise click.exceptions.Exit(1)
     worse = [c for c in comparisons if c["verdict"] == "slower"]
     if worse:
         click.echo(f"rbench: regression: {len(worse)} of {len(comparisons)} pairs are significantly slower than {base} "

@@ -77,3 +77,12 @@ def test_a_revision_is_unpacked_with_its_workers(tmp_path):
     assert (tree / "bench" / "measure" / "worker.py").is_file() and (tree / "nets").is_dir()
     with pytest.raises(UsageProblem, match="not a commit"):
         versions.unpack_revision("no-such-revision-xyz", tmp_path / "other")
+
+
+def test_a_side_that_cannot_be_timed_is_exit_1_not_a_pass(run_cli, tmp_path):
+    base = _copy_code(tmp_path / "base")
+    with open(base / "bench" / "measure" / "timing.py", "a") as f:  # the base's worker fails in its first round
+        f.write("\n\ndef measure_latency(*args, **kwargs):\n    raise RuntimeError('planted failure')\n")
+    code, out, err = run_cli("regress", str(base), "resnet20", *FAST)
+    assert code == 1, out + err
+    assert "planted failure" in err and "1 of 2 entries could not be timed" in err
