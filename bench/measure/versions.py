@@ -65,7 +65,6 @@ def time_versions(models: list[str], engines: list[str], base_root: Path, settin
     """(latency records, comparisons): every model x engine timed by `base_root`'s code and by this checkout's,
     interleaved; one comparison per pair (new over base), with the hierarchical interval and a verdict against
     `threshold`. Records carry `label`: "base <base_label>" or "new" (`version_of` reads it)."""
-    from bench.engines import ONNX_ENGINES
     from bench.engines.sources import resolve_source
     from bench.measure import contention
     from bench.measure.run import model_costs
@@ -86,10 +85,7 @@ def time_versions(models: list[str], engines: list[str], base_root: Path, settin
             raise UsageProblem(f"{model}: only zoo nets can be built by both versions; `rbench list` names them")
         costs = model_costs(src)
         for engine in engines:
-            spec = portable_spec(src, engine, settings.precision, batch, settings, workdir, index)
-            if engine not in ONNX_ENGINES:  # each side builds the net from its own nets/
-                spec.pop("module_file", None)
-                spec["source"] = model
+            spec = portable_spec(src, engine, settings.precision, batch, settings, workdir, index, by_name=True)
             entries = []
             for root in (base_root, ROOT):
                 policy = thread_policy(engine, settings.threads)

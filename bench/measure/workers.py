@@ -118,7 +118,7 @@ class Worker:
         if start_mode() == "fork":
             try:
                 self.proc = zygote_for(env).fork(str(spec_file), self.stderr)
-            except ZygoteFailed:
+            except (ZygoteFailed, OSError):
                 self.proc = None  # started by exec below: slower to start, timed alike
         if self.proc is None:
             self.proc = subprocess.Popen(module_command("bench.measure.worker", env, str(spec_file)),
@@ -203,9 +203,11 @@ class WorkerEntry:
         return f"{self.engine_name} {self.precision}" if self.own_precision else self.engine_name
 
 
-def portable_spec(src, engine: str, precision: str, batch: int, settings, workdir: Path, index: int) -> dict | None:
+def portable_spec(src, engine: str, precision: str, batch: int, settings, workdir: Path, index: int, *,
+                  by_name: bool = False) -> dict | None:
     """What a worker needs to open `src` on `engine`, or None when `src` cannot be sent to another process
-    (a module that does not pickle). ONNX engines get the ONNX file, made here once for every worker."""
+    (a module that does not pickle). ONNX engines get the ONNX file, made here once for every worker. With
+    `by_name`, a zoo net goes by its name, and the worker builds it from its own `nets` (`bench.measure.versions`)."""
     from bench.engines import ONNX_ENGINES
     from bench.engines.sources import onnx_file
 
@@ -216,6 +218,9 @@ def portable_spec(src, engine: str, precision: str, batch: int, settings, workdi
                                                "name": src.name}}
     if not src.has_module:
         spec["source"] = str(src.path)
+        return spec
+    if by_name and src.kind == "zoo" and engine not in ONNX_ENGINES:
+        spec["source"] = src.name
         return spec
     if engine in ONNX_ENGINES:
         file_precision = "fp32" if engine == "openvino" and precision == "bf16" else precision

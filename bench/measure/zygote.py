@@ -74,17 +74,21 @@ def _child(spec: str, cwd: str, fds: list[int], sock: socket.socket) -> None:
     """In the forked child: the parent's working folder, the given descriptors as stdin, stdout and stderr;
     then the worker runs."""
     sock.close()
-    os.chdir(cwd)
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
     code = 1
     try:
+        os.chdir(cwd)  # after the descriptors: a folder that is gone is said on the worker's stderr
         from bench.measure import worker
 
         worker.START = f"fork of zygote {os.getppid()}"
         worker._START_AFFINITY = _START_AFFINITY
         code = worker.main([spec])
+    except BaseException:  # noqa: BLE001 - the parent reads this traceback's tail from the worker's stderr
+        import traceback
+
+        traceback.print_exc()
     finally:
         try:
             sys.stderr.flush()
