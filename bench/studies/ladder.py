@@ -37,6 +37,11 @@ class LadderBudget:
     rounds: int = setting(5, "ladder_rounds")  # interleaved rounds (each visits every rung in a new random order)
     throughput_batch: int | None = setting(32, "ladder_throughput_batch")  # batch of the images/s timing (None: skip)
 
+    @property
+    def throughput_runs(self) -> int:
+        """Timed runs per rung at the throughput batch: `throughput_iters`, or `iters` when that is None."""
+        return self.iters if self.throughput_iters is None else self.throughput_iters
+
 
 def ladder_plan(preset: Preset) -> StudyPlan:
     """Every (engine, precision) rung of `budget.models`, trained as the depth study trains them (one unit each)."""
@@ -53,9 +58,8 @@ def ladder_plan(preset: Preset) -> StudyPlan:
         "torch fp32 (the reference) and " + ", ".join(r.replace(":", " ") for r in budget.rungs)
     test = "the whole test split" if budget.test_limit is None else \
         f"{budget.test_limit} test images (a stratified sample of the test split)"
-    throughput_iters = budget.iters if budget.throughput_iters is None else budget.throughput_iters
     throughput = "" if budget.throughput_batch is None else \
-        f", then again at batch {budget.throughput_batch} for images/s ({throughput_iters} timed runs)"
+        f", then again at batch {budget.throughput_batch} for images/s ({budget.throughput_runs} timed runs)"
     notes = (
         f"Rungs: {rungs}; a rung this machine cannot run is listed with the reason. `--engines` does not narrow "
         "the ladder: the preset names its rungs.",
@@ -209,11 +213,15 @@ def ladder_section(records: Sequence[Record], out_dir: Path, engines: Sequence[s
     ref = next((r for r in first["rows"] if (r["engine"], r["precision"]) == REFERENCE), {})
     n = ref.get("samples") or first.get("test_limit")
     settings = first.get("settings") or {}
+    # In worker processes the runs are each worker's (the suite splits a rung's runs between its workers).
+    each = f" in each of at least {settings['workers']} worker processes" \
+        if settings.get("timing") != "in-process" and settings.get("workers") else ""
     runs = (first.get("throughput_settings") or {}).get("iters")
-    throughput = f"; images/s at batch {first['throughput_batch']}" + (f" ({runs} timed runs)" if runs else "") \
+    throughput = f"; images/s at batch {first['throughput_batch']}" + (f" ({runs} timed runs{each})" if runs else "") \
         if first.get("throughput_batch") else ""
     text = (f"Every rung of a net sees the same {n} test images and is timed at batch 1, interleaved with the "
-                 f"others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds){throughput}. Speedup: "
+                 f"others ({settings.get('iters')} timed runs in {settings.get('rounds')} rounds{each}){throughput}. "
+                 "Speedup: "
                  "torch fp32's p50 over the rung's, a bootstrap 95% interval over the paired rounds; top-1 with, in "
                  "brackets, the share of images on which it predicts torch fp32's class; '*' marks the Pareto front. "
                  "Rungs not run here are named at the top of the report.")

@@ -129,7 +129,7 @@ def time_ladder(plan: StudyPlan, ctx: RunContext, out_dir: Path,
         Settings(device=ctx.device, warmup=budget.warmup, iters=max(1, iters // _runs_share(ctx.preset)),
                  rounds=min(budget.rounds, max(1, iters // _runs_share(ctx.preset))), workers=SUITE_WORKERS,
                  max_time_s=ctx.preset.timing_extra_s, timing=_timing_mode(ctx.preset))
-        for iters in (budget.iters, budget.iters if budget.throughput_iters is None else budget.throughput_iters))
+        for iters in (budget.iters, budget.throughput_runs))
     records: list[dict[str, Any]] = []
     for spec in list({unit.spec.unit_id: unit.spec for unit in plan.units}.values()):
         checkpoint = artifact_path(out_dir, spec) / CHECKPOINT
