@@ -45,7 +45,8 @@ def regress_command(base: str, models: tuple[str, ...], engine: str, batch: int,
 
     \b
     Exit 0: no pair is significantly slower than BASE by more than --threshold.
-    Exit 1: at least one is (a regression), or an entry could not be timed on either side.
+    Exit 1: at least one is (a regression; an unstable pair counts when every one of its modes is
+    slower by more than --threshold), or an entry could not be timed on either side.
     Exit 2: a usage problem (BASE is neither a commit nor a checkout, an unknown model or engine).
     Example:
       rbench regress main resnet20 --engine torch,ort
@@ -108,8 +109,15 @@ def regress_command(base: str, models: tuple[str, ...], engine: str, batch: int,
         click.echo(f"rbench: error: {len(failed)} of {len(latency)} entries could not be timed (above); their pairs "
                    "have no verdict", err=True)
         raise click.exceptions.Exit(1)
-    worse = [c for c in comparisons if c["verdict"] == "slower"]
+    worse = [c for c in comparisons if c["verdict"] == "slower" or _slower_in_every_mode(c, threshold)]
     if worse:
         click.echo(f"rbench: regression: {len(worse)} of {len(comparisons)} pairs are significantly slower than {base} "
                    f"by more than {threshold:.0%}", err=True)
         raise click.exceptions.Exit(1)
+
+
+def _slower_in_every_mode(comparison: dict, threshold: float) -> bool:
+    """An unstable pair whose processes disagree on how much slower this checkout is, but all say it is
+    slower by more than `threshold`: a regression all the same."""
+    modes = comparison.get("ratio_modes") or []
+    return comparison["verdict"] == "unstable" and bool(modes) and min(modes) > 1.0 + threshold

@@ -443,8 +443,9 @@ def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]]
             verdict="unstable" if unstable else verdict(low, high, threshold), threshold=threshold,
             rounds=record["rounds"], interleaved=True, context=context, command=command,
             timing={"timing_mode": "workers", "workers": min(len(entries[0].workers), len(entry.workers)),
-                    "unstable": bool(unstable), "note": note, "precision_target": record["precision_target"],
-                    "target_met": record["target_met"]}))
+                    "unstable": bool(unstable), "note": note,
+                    "ratio_modes": [round(m, 5) for m in modes["modes_ms"]] if unstable else None,
+                    "precision_target": record["precision_target"], "target_met": record["target_met"]}))
     return comparisons
 
 

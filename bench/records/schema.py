@@ -114,7 +114,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "latency": ("timing_mode", "workers", "worker_medians_ms", "unstable", "modes_ms", "mode_workers",
                 "slow_periods", "period_modes_ms", "period_rounds", "precision_target", "target_met", "thread_check"),
-    "comparison": ("timing_mode", "workers", "unstable", "note", "precision_target", "target_met"),
+    "comparison": ("timing_mode", "workers", "unstable", "note", "ratio_modes", "precision_target", "target_met"),
 }
 
 #: What a study adds to any record: which unit, study and settings it belongs to.
