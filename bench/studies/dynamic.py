@@ -100,7 +100,8 @@ def dynamic_plan(preset: Preset) -> StudyPlan:
              "(nets.channel_agnostic: shared per-channel kernels, mean and max over the channels) train on RGB with "
              f"each channel dropped with probability {AGNOSTIC_CHANNEL_DROPOUT:g} per sample (at least one kept)."]
     if not budget.vgg:
-        notes.append("This preset leaves out the VGG-form pair (too slow for it); quick and full include it.")
+        notes.append("This preset leaves out the VGG-form pair (too slow for it); standard and full include it, "
+                     "and `rbench dynamic` times it.")
     if cap:
         notes.append(f"Every net of this study trains on at most {cap} batches of {preset.batch_size} per epoch "
                      f"({preset.epochs} epochs): dynamic convolution is slow to train on a CPU, and static and "

@@ -82,12 +82,16 @@ PRESETS: dict[str, Preset] = {
         accuracy_seeds=2, accuracy_seed_units=("depth:resnet20", "depth:plain20"),
         studies={
             "depth": DepthBudget(depths=(20, 56)),
-            # 15 of the 42 training batches an epoch: one more batch costs the 11 nets of the dynamic study about
-            # 11.7 s over 3 epochs (64 images / each net's train img/s in results/suite-quick-amd-epyc-2c/records.jsonl,
-            # summed: dy_vgg11 alone is nearly half), so 5 more than the 10 before add about 59 s to the 12.9-minute
-            # suite.
+            # 15 of the 42 training batches an epoch for the ResNet-form nets, and no VGG-form pair. Timed in worker
+            # processes, the quick suite took 16.2 minutes on the 2-core Intel Xeon VM
+            # (results/suite-quick-intel-r-xeon-r-processor-2c/run.json); on the 2-core EPYC the VGG pair's two units
+            # took 30 s and 124 s to prepare (dy_vgg11: 79 s of training, then 38 s scoring 1000 test images on two
+            # engines and 500 on six channel subsets), and its timing the largest share of the dynamic study's
+            # (dy_vgg11 is the slowest net at both batches, and its fixed-batch ONNX graphs are exported again for
+            # each). The study's summary rows are the ResNet form's; `rbench dynamic` still times the VGG pair, and
+            # standard and full train it.
             "dynamic": DynamicBudget(kernels=(3, 4, 5, 6), channel_subsets=ALL_SUBSETS, subset_nets=("R",),
-                                     max_batches=15),
+                                     max_batches=15, vgg=False),
             # resnet20 and resnet56 on every rung: the preset's 1000 test images, 200 runs per rung at batch 1 as the
             # other studies time (30 gave rounds of 2 runs a worker, and every ratio was wider than hi/lo 1.15 on the
             # Intel Xeon VM; all rungs' 200 runs cost seconds), 30 at the preset's batch 32 for images/s. Both ladders

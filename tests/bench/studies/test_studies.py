@@ -70,9 +70,12 @@ def test_quick_preset_covers_what_the_studies_promise():
     ks = sorted(dict(u.spec.kwargs)["kernels"] for u in dynamic.units if u.spec.model == "dy_resnet20"
                 and not u.spec.channels and not u.spec.any_chans)
     assert ks == [3, 4, 5, 6]
-    assert any(u.spec.model.startswith("dy_vgg") for u in dynamic.units)
+    assert not any(u.spec.model.startswith("dy_vgg") for u in dynamic.units), "quick leaves the VGG pair out"
+    assert any("leaves out the VGG-form pair" in note for note in dynamic.notes), "and says so"
     assert any(u.spec.channels for u in dynamic.units), "nets whose in_chans matches a subset"
-    assert any("instead of vgg19_bn" in note for note in dynamic.notes), "the substitution must be said"
+    standard = study_plan("dynamic", get_preset("standard"))
+    assert any(u.spec.model.startswith("dy_vgg") for u in standard.units)
+    assert any("instead of vgg19_bn" in note for note in standard.notes), "the substitution must be said"
     assert [u.label for u in study_plan("activation", quick).units] == ["relu", "leaky_relu", "silu"]
     family = {u.group for u in study_plan("family", quick).units}
     assert {"VGG", "ResNet", "ResNet (target)", "plain template CNN", "4-layer RRDB + attention"} <= family
