@@ -208,6 +208,22 @@ def _is_our_hidden(entry: Path, names: set[str]) -> bool:
     return any(entry.name.startswith(f".{name}.") for name in names)
 
 
+def _written_by_rbench(path: Path) -> bool:
+    """Whether every line of `path` is an rbench record (its schema name) of the unit the file is named for: what
+    rbench writes to units/, in this version's fields or an older one's."""
+    from bench.records.schema import SCHEMA
+
+    if not path.is_file() or path.is_symlink():
+        return False
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [json.loads(line) for line in lines]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return bool(records) and all(isinstance(r, dict) and r.get("schema") == SCHEMA and r.get("unit") == path.stem
+                                 for r in records)
+
+
 @dataclass
 class _Inventory:
     """What a run folder's units/, timing/ and artifacts/ hold."""
@@ -224,9 +240,10 @@ def _inventory(out_dir: Path, plans: Sequence[StudyPlan]) -> _Inventory:
     ids = known_unit_ids(plans)
     units = out_dir / "units"
     if units.is_dir() and not units.is_symlink():
-        # A unit file of a unit no preset makes today is still ours when its records say so.
+        # A unit file of a unit no preset makes today is still ours when its records say so, even when an older
+        # rbench wrote them (a field added since does not make them someone else's).
         for entry in units.glob("*.jsonl"):
-            if entry.stem not in ids and _read_records_file(entry, [entry.stem])[0] is not None:
+            if entry.stem not in ids and _written_by_rbench(entry):
                 ids.add(entry.stem)
     names = {"units": ids | {f"{i}.jsonl" for i in ids}, "timing": {f"{s}.jsonl" for s in study_names()},
              "artifacts": ids}

@@ -111,6 +111,21 @@ def test_a_fresh_start_deletes_only_rbench_files(tmp_path, fake):
     assert json.loads((tmp_path / "settings.json").read_text())["tool"] == "rbench"
 
 
+def test_an_older_rbench_unit_file_of_a_unit_no_plan_makes_is_ours(tmp_path, fake):
+    """A unit an earlier preset made, written by an rbench whose records lack a field added since: still rbench's
+    to delete on a fresh start (it refused to, after the quick preset dropped two units); a record of another unit
+    under its name is not."""
+    plans = _finished_run(tmp_path)
+    old = {"schema": "rbench.record/1", "kind": "accuracy", "unit": "vgg11bn-old", "top1": 0.5}  # no correct_bits
+    (tmp_path / "units" / "vgg11bn-old.jsonl").write_text(json.dumps(old) + "\n")
+    runner.check_run_folder(tmp_path, _ctx(), resume=False, plans=plans)
+    assert not (tmp_path / "units" / "vgg11bn-old.jsonl").exists()
+    _finished_run(tmp_path)
+    (tmp_path / "units" / "other.jsonl").write_text(json.dumps(old) + "\n")
+    with pytest.raises(UsageProblem, match="rbench did not write"):
+        runner.check_run_folder(tmp_path, _ctx(), resume=False, plans=plans)
+
+
 def test_a_folder_that_is_not_a_run_folder_is_refused(run_cli, tmp_path, fake):
     out = tmp_path / "out"
     out.mkdir()
