@@ -143,6 +143,46 @@ def ratio_modes(base: Sequence[Sequence[Sequence[float]]], new: Sequence[Sequenc
     return detect_modes(pairs, gap)
 
 
+def split_workers(latencies: Sequence[float], worker_rounds: Sequence[Sequence[int]] | None = None,
+                  workers: int | None = None, rounds: int | None = None) -> list[list[list[float]]] | None:
+    """A worker-timed latency record's pooled runs (`latencies_ms`, worker by worker, round by round) back as
+    workers x rounds x runs: from its `worker_rounds` (each worker's runs per round), or, for a record written
+    before that field, from `workers` and `rounds` (all rounds of all workers) when they divide the runs evenly,
+    as every worker of one invocation times the same rounds of the same size. None when neither adds up."""
+    if worker_rounds:
+        if sum(sum(w) for w in worker_rounds) != len(latencies):
+            return None
+        out, at = [], 0
+        for sizes in worker_rounds:
+            worker = []
+            for size in sizes:
+                worker.append(list(latencies[at:at + size]))
+                at += size
+            out.append(worker)
+        return out
+    if not workers or not rounds or rounds % workers or len(latencies) % rounds:
+        return None
+    per_worker, size = rounds // workers, len(latencies) // rounds
+    return split_workers(latencies, [[size] * per_worker for _ in range(workers)])
+
+
+def paired_worker_ratio(base: Sequence[Sequence[Sequence[float]]], new: Sequence[Sequence[Sequence[float]]],
+                        threshold: float) -> dict[str, Any]:
+    """new/base of two entries timed in the same generations of workers (paired by index): the hierarchical
+    interval and its verdict, or "unstable" with the ratio's modes when the worker pairs' own ratios split
+    (`ratio_modes`). Returns {ratio, low, high, verdict, unstable, ratio_modes, mode_workers, note}."""
+    from bench.measure.stats import verdict
+
+    ratio, low, high = ratio_interval(base, new)
+    modes = ratio_modes(base, new)
+    unstable = bool(modes["unstable"])
+    return {"ratio": ratio, "low": low, "high": high, "unstable": unstable,
+            "verdict": "unstable" if unstable else verdict(low, high, threshold),
+            "ratio_modes": [round(m, 5) for m in modes["modes_ms"]] if unstable else None,
+            "mode_workers": modes["mode_workers"] if unstable else None,
+            "note": describe_modes(modes["modes_ms"], modes["mode_workers"], unit="") if unstable else None}
+
+
 def describe_modes(modes_ms: Sequence[float], mode_workers: Sequence[int], unit: str = " ms") -> str:
     """'unstable: 2.3 ms in 3 processes, 5.6 ms in 2' for a report or verdict (unit "" for ratios, as
     'unstable: ratio 0.95 in 5 processes, 1.12 in 2')."""

@@ -371,6 +371,7 @@ def timing_fields(entry: WorkerEntry, settings, outcome: dict[str, Any]) -> dict
     modes = detect_modes([[v for r in w["rounds"] for v in r] for w in entry.workers])
     periods = detect_periods([w["rounds"] for w in entry.workers])
     return {"timing_mode": "workers", "workers": len(entry.workers),
+            "worker_rounds": [[len(r) for r in w["rounds"]] for w in entry.workers],
             "worker_medians_ms": [round(m, 5) for m in modes["worker_medians_ms"]],
             "unstable": modes["unstable"], "modes_ms": [round(m, 5) for m in modes["modes_ms"]],
             "mode_workers": modes["mode_workers"], "slow_periods": periods["slow_periods"],
@@ -419,8 +420,7 @@ def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]]
                        command) -> list[dict[str, Any]]:
     """One comparison per entry after the first: hierarchical ratio interval and verdict, or "unstable" with
     the modes when either side's workers fell into separate modes."""
-    from bench.measure.intervals import HIERARCHICAL_METHOD, describe_modes, ratio_interval, ratio_modes
-    from bench.measure.stats import verdict
+    from bench.measure.intervals import HIERARCHICAL_METHOD, paired_worker_ratio
     from bench.records.builders import comparison_record
 
     if entries[0].error is not None or not entries[0].workers:
@@ -430,21 +430,16 @@ def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]]
     for entry, record in zip(entries[1:], records[1:]):
         if entry.error is not None or not entry.workers:
             continue
-        new_rounds = [w["rounds"] for w in entry.workers]
-        ratio, low, high = ratio_interval(base_rounds, new_rounds)
         # The ratio's own modes, worker pair by worker pair: a slow period of the machine fell on both sides
         # alike (they ran interleaved) and is no reason to withhold the ratio; a process in its own mode is.
-        modes = ratio_modes(base_rounds, new_rounds)
-        unstable = modes["unstable"]
-        note = f"{record['model']} / {records[0]['model']}: " + \
-            describe_modes(modes["modes_ms"], modes["mode_workers"], unit="") if unstable else None
+        c = paired_worker_ratio(base_rounds, [w["rounds"] for w in entry.workers], threshold)
+        note = f"{record['model']} / {records[0]['model']}: {c['note']}" if c["unstable"] else None
         comparisons.append(comparison_record(
-            records[0], record, ratio=ratio, low=low, high=high, ci_method=HIERARCHICAL_METHOD,
-            verdict="unstable" if unstable else verdict(low, high, threshold), threshold=threshold,
+            records[0], record, ratio=c["ratio"], low=c["low"], high=c["high"], ci_method=HIERARCHICAL_METHOD,
+            verdict=c["verdict"], threshold=threshold,
             rounds=record["rounds"], interleaved=True, context=context, command=command,
             timing={"timing_mode": "workers", "workers": min(len(entries[0].workers), len(entry.workers)),
-                    "unstable": bool(unstable), "note": note,
-                    "ratio_modes": [round(m, 5) for m in modes["modes_ms"]] if unstable else None,
+                    "unstable": c["unstable"], "note": note, "ratio_modes": c["ratio_modes"],
                     "precision_target": record["precision_target"], "target_met": record["target_met"]}))
     return comparisons
 

@@ -112,7 +112,7 @@ FIELDS: dict[str, tuple[str, ...]] = {
 #: Fields a kind's builder always writes but older records lack (`validate_record` does not require them):
 #: how the figures were timed (in fresh worker processes, or in this process) and what the workers showed.
 OPTIONAL_FIELDS: dict[str, tuple[str, ...]] = {
-    "latency": ("timing_mode", "workers", "worker_medians_ms", "unstable", "modes_ms", "mode_workers",
+    "latency": ("timing_mode", "workers", "worker_rounds", "worker_medians_ms", "unstable", "modes_ms", "mode_workers",
                 "slow_periods", "period_modes_ms", "period_rounds", "precision_target", "target_met", "thread_check"),
     "comparison": ("timing_mode", "workers", "unstable", "note", "ratio_modes", "precision_target", "target_met"),
 }

@@ -68,6 +68,8 @@ def model_depth(name: str) -> int | None:
 
 def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
     """One row per unit of `study` (in plan order): everything its tables and plots need."""
+    from bench.measure.intervals import split_workers
+
     rows: dict[str, dict[str, Any]] = {}
     for r in records:
         if r.get("study") != study or r.get("accuracy_only"):  # an extra seed: only in the seed summary below
@@ -92,6 +94,9 @@ def unit_rows(records: Sequence[Record], study: str) -> list[dict[str, Any]]:
             row[f"latency_p50_{r['engine']}"] = r.get("latency_ms_p50")
             row[f"latency_ci_{r['engine']}"] = r.get("latency_ms_p50_ci")
             row[f"latencies_{r['engine']}"] = (r.get("latencies_ms"), r.get("rounds"))
+            if r.get("timing_mode") == "workers":  # each worker's rounds, paired by index with its neighbours'
+                row[f"workers_{r['engine']}"] = split_workers(r.get("latencies_ms") or [], r.get("worker_rounds"),
+                                                              r.get("workers"), r.get("rounds"))
             row[f"latency_p99_{r['engine']}"] = r.get("latency_ms_p99")
             row[f"latency_cv_{r['engine']}"] = r.get("latency_cv")
         elif kind == "throughput":
@@ -146,10 +151,20 @@ def image_row(out_dir: Path, *figures: tuple[Path | None, str]) -> str:
 
 
 def latency_comparison(a: dict, b: dict, engine: str) -> dict[str, Any] | None:
-    """`a`'s p50 latency over `b`'s on `engine` (rows of `unit_rows`), timed together: {ratio, low, high, verdict}
-    (`bench.measure.stats.compare_latencies`: 'faster', 'slower' or 'no measurable difference'); the bare ratio with
-    no interval when a row lacks its raw latencies; None when a row was not timed on `engine`."""
-    from bench.measure.stats import compare_latencies
+    """`a`'s p50 latency over `b`'s on `engine` (rows of `unit_rows`), timed together: {ratio, low, high, verdict,
+    unstable}. Timed in the same generations of worker processes: the hierarchical interval over workers and
+    rounds, or "unstable" with the ratio's modes (`bench.measure.intervals.paired_worker_ratio`); timed in one
+    process: paired rounds (`bench.measure.stats.compare_latencies`). Verdicts 'faster', 'slower', 'no measurable
+    difference' or 'unstable: ratio X in N processes, Y in M'; the bare ratio with no interval when a row lacks
+    its raw latencies; None when a row was not timed on `engine`."""
+    from bench.measure.intervals import paired_worker_ratio
+    from bench.measure.stats import DEFAULT_THRESHOLD, compare_latencies
+
+    a_workers, b_workers = a.get(f"workers_{engine}"), b.get(f"workers_{engine}")
+    if a_workers and b_workers and len(a_workers) == len(b_workers):
+        c = paired_worker_ratio(b_workers, a_workers, DEFAULT_THRESHOLD)
+        return {"ratio": c["ratio"], "low": c["low"], "high": c["high"], "unstable": c["unstable"],
+                "verdict": c["note"] if c["unstable"] else c["verdict"]}
 
     (a_lat, a_rounds), (b_lat, b_rounds) = a.get(f"latencies_{engine}") or (None, None), \
         b.get(f"latencies_{engine}") or (None, None)

@@ -212,16 +212,28 @@ def method_lines(records: Sequence[Record], run: dict[str, Any]) -> list[str]:
     planned = "" if training else (
         f"{preset.get('epochs')} epoch(s) of {preset.get('optimizer')} (lr {preset.get('lr') or 'default'}"
         f"{schedule_note(records, preset)}), ")
+    workers = sorted({r.get("workers") for r in records if r.get("kind") == "latency" and r.get("study") != "ladder"
+                      and r.get("timing_mode") == "workers" and r.get("workers")})
+    if workers:
+        count = str(workers[0]) if workers[0] == workers[-1] else f"{workers[0]} to {workers[-1]}"
+        timing = (f"latency = batch 1, {preset.get('iters')} timed runs split between the worker processes of each "
+                  f"net ({count} of them; {preset.get('warmup')} warm-up runs in each)")
+        statistics = ("a latency ratio of nets timed together in worker processes is a hierarchical bootstrap over "
+                      "the workers, paired by generation, and their interleaved rounds; it reads 'unstable: ratio X "
+                      "in N processes, Y in M' when the worker pairs' own ratios fall into separate modes")
+    else:
+        timing = f"latency = batch 1, {preset.get('warmup')} warm-up + {preset.get('iters')} timed runs"
+        statistics = "a latency ratio is a bootstrap over the interleaved rounds of nets timed together"
     return [" ".join(part for part in (
         f"Preset: {preset.get('train_size') or 'all'} train+val images, {preset.get('test_size') or 'all'} test "
         f"images, {planned}batch {preset.get('batch_size')}, input {preset.get('input_size')}x"
-        f"{preset.get('input_size')}; latency = batch 1, {preset.get('warmup')} warm-up + {preset.get('iters')} timed "
-        f"runs (p50); throughput = batch {preset.get('throughput_batch')}; ONNX exporter {preset.get('exporter')}. "
+        f"{preset.get('input_size')}; {timing} (p50); throughput = batch {preset.get('throughput_batch')}; ONNX "
+        f"exporter {preset.get('exporter')}. "
         "Params = all parameters; FLOPs by torch's counter (2 per MAC) per image; latency in ms.",
         training.rstrip("\n"),
-        "Statistics: a ratio reads `1.27x [1.11, 1.48]` (95% interval); a latency ratio is a bootstrap over the "
-        "interleaved rounds of nets timed together and says faster or slower only when the interval lies beyond "
-        "1 \u00b1 3%. A test accuracy carries its Wilson 95% interval for the test-set size, or the mean and min-max "
+        f"Statistics: a ratio reads `1.27x [1.11, 1.48]` (95% interval); {statistics}, and it says faster or "
+        "slower only when the interval lies beyond 1 \u00b1 3%. A test accuracy carries its Wilson 95% interval for "
+        "the test-set size, or the mean and min-max "
         "over its training seeds; a difference between two nets reads `+4.4 pp [+1.2, +7.5]`, a paired bootstrap "
         "over the test images (and seeds, where there are several). 'better', 'worse' and 'MET' appear only when "
         "that interval clears the line; otherwise 'not decided at this budget'.") if part) + "\n"]

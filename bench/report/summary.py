@@ -102,4 +102,4 @@ def latency_row(question: str, a: dict[str, Any], b: dict[str, Any], engine: str
     verdict = c["verdict"]
     answer = f"{a['label']} {verdict}" if verdict in ("faster", "slower") else verdict
     return SummaryRow(question, answer, f"{engine} p50 {fmt_ratio(c['ratio'], c['low'], c['high'])}",
-                      status_of(verdict))
+                      status_of(verdict, unstable=bool(c.get("unstable"))))
