@@ -20,6 +20,7 @@ pair whose LoadGen verdict went from VALID to INVALID is a regression whatever i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -147,12 +148,24 @@ def _key(record: dict[str, Any], cross_machine: bool) -> tuple:
     return key if cross_machine else (*key, machine_fingerprint(record))
 
 
+def _settings_of(record: dict[str, Any]) -> dict[str, Any]:
+    """A record's settings as two runs' can be compared: a worker's start without the zygote's process id
+    ('fork of zygote 14454' -> 'fork of zygote'), which differs between any two invocations."""
+    settings = dict(record.get("settings") or {})
+    workers = settings.get("threads_in_workers")
+    if isinstance(workers, dict) and isinstance(workers.get("start"), str):
+        settings["threads_in_workers"] = {**workers, "start": re.sub(r"\s+\d+$", "", workers["start"])}
+    return settings
+
+
 def _differences(base: dict[str, Any], new: dict[str, Any]) -> dict[str, list[Any]]:
     """Settings that differ between two matched records: {name: [baseline, new]}."""
     out = {}
     for section, sub in (("settings", None), ("engine_info", "options")):
-        a = (base.get(section) or {}) if sub is None else ((base.get(section) or {}).get(sub) or {})
-        b = (new.get(section) or {}) if sub is None else ((new.get(section) or {}).get(sub) or {})
+        if section == "settings":
+            a, b = _settings_of(base), _settings_of(new)
+        else:
+            a, b = (base.get(section) or {}).get(sub) or {}, (new.get(section) or {}).get(sub) or {}
         for name in sorted(set(a) | set(b)):
             if a.get(name) != b.get(name) and name != "onnx":  # a cached export's path says nothing
                 out[name] = [a.get(name), b.get(name)]

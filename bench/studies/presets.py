@@ -74,7 +74,8 @@ PRESETS: dict[str, Preset] = {
                           ("optimizer", "too little budget here to train above chance; `--preset standard` runs it")),
         # A second seed only for the depth study's 20-layer pair: its residual-vs-plain accuracy gap is the finding the
         # report leans on most, and the pair fits what is left of the 15 minutes (about 45 s). Estimate: the pair's
-        # whole units took 18.7 s and 14.9 s in results/suite-quick-amd-epyc-2c/run.json (unit_seconds), of which
+        # whole units took 18.7 s and 14.9 s in the EPYC quick run of 2026-11 (unit_seconds; git history of
+        # results/suite-quick-amd-epyc-2c/run.json), of which
         # training is the bulk; an accuracy-only unit skips FLOPs, export and the onnxruntime evaluation: resnet20's took
         # 0.82x its full unit back to back on the same 2-core EPYC (23.8 s vs 29.2 s, load average 1.5-2, measure_unit
         # on each), so the pair adds about 0.82 x (18.7 + 14.9) = 28 s. Every other timed net stays one training run,
@@ -109,8 +110,8 @@ PRESETS: dict[str, Preset] = {
             # LoadGen runs of at least 3 s and 1000 queries, stopping when the INVALID step is within 25% of the
             # VALID one. About 25 s on a quiet 2-core EPYC (a few seconds of warm-up, then 5 steps of 3-4 s: resnet20
             # at 28x28 holds several hundred QPS, so 1000 queries take under 3 s near the peak), at most
-            # 3 + 5 x 3 = 18 s plus the steps' overrun beyond 3 s: with the 831.7 s the suite measured in
-            # results/suite-quick-amd-epyc-2c/run.json it stays within the 15 minutes.
+            # 3 + 5 x 3 = 18 s plus the steps' overrun beyond 3 s: it took 13.0 s in the 810.1 s the quick suite
+            # measured on the 2-core EPYC (results/suite-quick-amd-epyc-2c/run.json).
             "serve": ServeBudget(search_duration_s=3.0, search_steps=5, search_tolerance=0.25),
         },
     ),

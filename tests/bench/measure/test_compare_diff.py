@@ -82,6 +82,17 @@ def test_diff_finds_a_regression_and_nothing_in_identical_runs(run_cli, tmp_path
     assert code == 0  # a 30% slowdown is within a 50% threshold
 
 
+def test_two_invocations_of_the_same_settings_differ_in_nothing_but_the_zygote():
+    """Each invocation forks its workers from its own zygote, whose process id the record's start names: that is
+    no setting, and a diff of two runs with the same settings lists none (it listed threads_in_workers)."""
+    from bench.report.diff import _differences
+
+    def record(pid, code="/a"):
+        return {"settings": {"threads": 1, "threads_in_workers": {"start": f"fork of zygote {pid}", "code": code}}}
+    assert _differences(record(14454), record(14563)) == {}
+    assert "threads_in_workers" in _differences(record(1), record(2, code="/b"))  # another checkout is a difference
+
+
 def test_diff_lists_settings_that_differ_and_refuses_other_machines(run_cli, tmp_path):
     base, other = tmp_path / "base", tmp_path / "other"
     assert run_cli("latency", "resnet20", "--engine", "ort", "--iters", "20", *FAST, "--out", base)[0] == 0
