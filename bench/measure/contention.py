@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -142,6 +142,31 @@ def other_cores(before: Snapshot, after: Snapshot) -> float | None:
     return max(0.0, after.others_cpu_s - before.others_cpu_s) / wall
 
 
+def reading() -> tuple[float, float | None]:
+    """(wall clock, other processes' CPU seconds) now: a cheap reading around one stretch of a run (no kernel)."""
+    return time.perf_counter(), _others_cpu_s()
+
+
+def cores_between(before: tuple[float, float | None], after: tuple[float, float | None]) -> float | None:
+    """Cores other processes kept busy on average between two `reading`s (None where it cannot be read)."""
+    (start, before_s), (end, after_s) = before, after
+    if before_s is None or after_s is None or end <= start:
+        return None
+    return max(0.0, after_s - before_s) / (end - start)
+
+
+def stretch_reasons(per_stretch: Sequence[float | None], cores: int, what: str) -> list[str]:
+    """Why a run was contended though its average was not: the busiest of its stretches (`what` names them,
+    "worker generation") where other processes used more than OTHER_CORES; empty when none did."""
+    busy = [(i, c) for i, c in enumerate(per_stretch, 1) if c is not None and c > OTHER_CORES]
+    if not busy:
+        return []
+    index, worst = max(busy, key=lambda item: item[1])
+    more = f" (and {len(busy) - 1} more of them)" if len(busy) > 1 else ""
+    return [f"other processes used {worst:.1f} of {cores} usable cores during {what} {index} of {len(per_stretch)}"
+            f"{more}"]
+
+
 def quiet_enough(before: Snapshot, cores: int) -> list[str]:
     """Reasons the machine is busy right now (empty when it looks quiet), before any timing: other
     processes' CPU time while this one sleeps a moment, and the calibration kernel."""
@@ -188,10 +213,13 @@ def assess(before: Snapshot, after: Snapshot, cores: int, threads: int | None) -
             "calibration_reference_ms": None if reference is None else round(reference, 3)}
 
 
-def watched(run: Callable[[], T], require_quiet: bool, threads: int | None) -> tuple[T, dict[str, Any]]:
+def watched(run: Callable[[], T], require_quiet: bool, threads: int | None,
+            more_reasons: Callable[[T, int], list[str]] | None = None) -> tuple[T, dict[str, Any]]:
     """`run()` between two readings of how busy the machine is: (its result, `assess`'s verdict). With
     `require_quiet`, a machine busy before is refused, and a timing other work competed with is not kept.
-    `threads`: the timed work's own threads (None where the timing runs in other processes)."""
+    `threads`: the timed work's own threads (None where the timing runs in other processes).
+    `more_reasons(result, cores)`: reasons the result itself shows (a busy stretch inside the run that the
+    run's average hides), judged with the others."""
     from bench.errors import EnvironmentProblem
     from bench.records.io import describe_machine
 
@@ -202,6 +230,9 @@ def watched(run: Callable[[], T], require_quiet: bool, threads: int | None) -> t
                                  "or drop --require-quiet")
     result = run()
     state = assess(before, snapshot(), cores, threads)
+    if more_reasons is not None and (extra := more_reasons(result, cores)):
+        state["reasons"] = [*state["reasons"], *extra]
+        state["contended"] = True
     if require_quiet and state["contended"]:
         raise EnvironmentProblem(f"other work competed while timing ({'; '.join(state['reasons'])}); nothing was "
                                  "kept: measure again when the machine is quiet, or drop --require-quiet")

@@ -66,14 +66,13 @@ def time_versions(models: list[str], engines: list[str], base_root: Path, settin
     interleaved; one comparison per pair (new over base), with the hierarchical interval and a verdict against
     `threshold`. Records carry `label`: "base <base_label>" or "new" (`version_of` reads it)."""
     from bench.engines.sources import resolve_source
-    from bench.measure import contention
     from bench.measure.run import model_costs
     from bench.measure.settings import cached_peak
     from bench.measure.workers import (
         WorkerEntry,
         portable_spec,
         thread_policy,
-        time_in_workers,
+        watched_in_workers,
         worker_comparisons,
         worker_records,
     )
@@ -94,10 +93,7 @@ def time_versions(models: list[str], engines: list[str], base_root: Path, settin
                                            own_precision=True))
             pairs.append(entries)
     flat = [e for pair in pairs for e in pair]
-    outcome, state = contention.watched(lambda: time_in_workers(flat, settings, workdir, rng, on_progress,
-                                                                groups=pairs),
-                                        settings.require_quiet, None)
-    state["worker_seconds"] = outcome["elapsed_s"]
+    outcome, state = watched_in_workers(flat, settings, workdir, rng, on_progress, groups=pairs)
     latency, comparisons = [], []
     for base, new in pairs:
         records = [worker_records([entry], batch, settings, outcome, state, {"label": label}, command)[0]

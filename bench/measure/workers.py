@@ -315,7 +315,8 @@ def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on
                     extra: Sequence[WorkerEntry] = (), groups: Sequence[list[WorkerEntry]] | None = None
                     ) -> dict[str, Any]:
     """Time every entry in generations of workers until the precision target or the time budget; returns
-    {"workers": generations run, "target_met": bool, "elapsed_s": float}. Entries are filled in place. `extra`
+    {"workers": generations run, "target_met": bool, "elapsed_s": float, "generation_other_cores": the cores
+    other processes kept busy during each generation}. Entries are filled in place. `extra`
     entries (the thread check's) are timed in the same generations but never decide when sampling stops.
     `groups` (default: all entries, ratios over the first) are judged each on its own against the target."""
     trackers = {id(e): on_progress(e.label, e.spec["batch"]) if on_progress else None for e in entries}
@@ -326,10 +327,13 @@ def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on
         if update:
             update(done, time.monotonic() - started)
 
-    generations, met, last = 0, False, 0.0
+    from bench.measure.contention import cores_between, reading
+
+    generations, met, last, others = 0, False, 0.0, []
     while generations < MAX_GENERATIONS:
-        begun = time.monotonic()
+        begun, before = time.monotonic(), reading()
         _generation([*entries, *extra], settings, workdir, rng, progress)
+        others.append(cores_between(before, reading()))  # a busy stretch the whole run's average would hide
         generations += 1
         last = time.monotonic() - begun
         if all(e.error is not None for e in entries):
@@ -339,7 +343,27 @@ def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on
             elapsed = time.monotonic() - started
             if met or elapsed + last > settings.max_time_s:
                 break
-    return {"workers": generations, "target_met": met, "elapsed_s": round(time.monotonic() - started, 2)}
+    return {"workers": generations, "target_met": met, "elapsed_s": round(time.monotonic() - started, 2),
+            "generation_other_cores": [None if c is None else round(c, 3) for c in others]}
+
+
+def watched_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on_progress=None,
+                       extra: Sequence[WorkerEntry] = (), groups: Sequence[list[WorkerEntry]] | None = None
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`time_in_workers` watched for contention (`bench.measure.contention.watched`): (its outcome, the records'
+    "contention" field). Other processes' CPU is judged over the whole run and over each generation, so one busy
+    stretch (a test run beside a minute of timing) is flagged though the minute's average stays low."""
+    from bench.measure import contention
+
+    # The parent's own CPU share says nothing about the workers' threads: no thread count for the assessment.
+    outcome, state = contention.watched(
+        lambda: time_in_workers(entries, settings, workdir, rng, on_progress, extra=extra, groups=groups),
+        settings.require_quiet, None,
+        more_reasons=lambda result, cores: contention.stretch_reasons(result["generation_other_cores"], cores,
+                                                                      "worker generation"))
+    state["worker_seconds"] = outcome["elapsed_s"]
+    state["generation_other_cores"] = outcome["generation_other_cores"]
+    return outcome, state
 
 
 # -- records ------------------------------------------------------------------------------------
@@ -492,7 +516,6 @@ def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, setti
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]] | None:
     """(latency records, comparisons) of (source, costs, engine, precision) items timed in workers, or None
     when a source cannot be sent to a worker process (the caller then times in-process)."""
-    from bench.measure import contention
     from bench.measure.settings import cached_peak
 
     entries = []
@@ -505,10 +528,7 @@ def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, setti
                                    own_precision=own_precision))
     twins = one_thread_twins(entries, batch, settings)
     # The parent's own CPU share says nothing about the workers' threads: no thread count for the assessment.
-    outcome, state = contention.watched(
-        lambda: time_in_workers(entries, settings, workdir, rng, on_progress, extra=[t for _, t in twins]),
-        settings.require_quiet, None)
-    state["worker_seconds"] = outcome["elapsed_s"]
+    outcome, state = watched_in_workers(entries, settings, workdir, rng, on_progress, extra=[t for _, t in twins])
     records = worker_records(entries, batch, settings, outcome, state, context, command)
     for index, twin in twins:
         if records[index].get("error") is None:

@@ -72,3 +72,30 @@ def test_records_carry_the_readings_and_the_cli_warns(run_cli, results_dir, monk
     assert code == 0 and "other work competed for the CPU" in err
     (record,) = read_records(results_dir / "latency.jsonl")
     assert record["contention"]["contended"] and record["contention"]["cpu_share"] == 0.4
+
+
+def test_a_busy_worker_generation_is_flagged_though_the_whole_runs_average_is_low():
+    """Other processes busy during one generation of workers only (a short test run beside a minute of
+    timing): the run's average stays below the threshold, the generation's does not."""
+    assert contention.cores_between((0.0, 10.0), (2.0, 11.2)) == pytest.approx(0.6)
+    assert contention.cores_between((0.0, None), (2.0, 11.0)) is None
+    per_generation = [0.02, 0.6, 0.03, 0.01, 0.02, 0.01, 0.0, 0.02]
+    assert sum(per_generation) / len(per_generation) < contention.OTHER_CORES
+    (reason,) = contention.stretch_reasons(per_generation, 2, "worker generation")
+    assert reason == "other processes used 0.6 of 2 usable cores during worker generation 2 of 8"
+    assert contention.stretch_reasons([0.4, None, 0.3], 2, "worker generation") == [
+        "other processes used 0.4 of 2 usable cores during worker generation 1 of 3 (and 1 more of them)"]
+    assert contention.stretch_reasons([0.01, None, 0.1], 2, "worker generation") == []
+
+
+def test_the_stretch_check_makes_a_timing_contended_and_require_quiet_refuses_it(monkeypatch):
+    from bench.errors import EnvironmentProblem
+
+    monkeypatch.setattr(contention, "snapshot", lambda: snap())
+    monkeypatch.setattr(contention, "_others_cpu_s", lambda: 0.0)  # quiet before: only the stretch can refuse
+    result, state = contention.watched(lambda: "timed", False, None,
+                                       more_reasons=lambda result, cores: ["busy in generation 2"])
+    assert result == "timed" and state["contended"] and state["reasons"] == ["busy in generation 2"]
+    with pytest.raises(EnvironmentProblem, match="busy in generation 2"):
+        contention.watched(lambda: "timed", True, None, more_reasons=lambda result, cores: ["busy in generation 2"])
+    assert not contention.watched(lambda: "timed", False, None, more_reasons=lambda r, c: [])[1]["contended"]
