@@ -163,8 +163,9 @@ def latency_comparison(a: dict, b: dict, engine: str) -> dict[str, Any] | None:
     a_workers, b_workers = a.get(f"workers_{engine}"), b.get(f"workers_{engine}")
     if a_workers and b_workers and len(a_workers) == len(b_workers):
         c = paired_worker_ratio(b_workers, a_workers, DEFAULT_THRESHOLD)
-        return {"ratio": c["ratio"], "low": c["low"], "high": c["high"], "unstable": c["unstable"],
-                "verdict": c["note"] if c["unstable"] else c["verdict"]}
+        if c["unstable"]:  # the modes instead of an interval that would pretend the processes agree
+            return {"ratio": c["ratio"], "low": None, "high": None, "unstable": True, "verdict": c["note"]}
+        return {"ratio": c["ratio"], "low": c["low"], "high": c["high"], "unstable": False, "verdict": c["verdict"]}
 
     (a_lat, a_rounds), (b_lat, b_rounds) = a.get(f"latencies_{engine}") or (None, None), \
         b.get(f"latencies_{engine}") or (None, None)
