@@ -1,12 +1,21 @@
-"""The three-invocation check: each engine and timing mode, the four criteria, PASS or FAIL, from the records here."""
+"""The three-invocation check of a folder of `rbench compare resnet20 plain20 resnet20` runs: each engine and timing
+mode, the four criteria of issue 23, PASS or FAIL, from the records in FOLDER/{workers,in-process}-{engine}-{1,2,3}
+(a mode with no runs is left out). Usage: python results/three_invocations_check.py FOLDER"""
+
+import sys
+from pathlib import Path
 
 from bench.records.io import read_records
 
+FOLDER = Path(sys.argv[1])
+
 for mode in ("workers", "in-process"):
     for engine in ("torch", "ort"):
+        if not (FOLDER / f"{mode}-{engine}-1").is_dir():
+            continue
         runs = []
         for i in (1, 2, 3):
-            folder = f"results/three-invocations-intel-r-xeon-r-processor-2c/{mode}-{engine}-{i}"
+            folder = FOLDER / f"{mode}-{engine}-{i}"
             latency, comparisons = read_records(f"{folder}/latency.jsonl"), read_records(f"{folder}/comparison.jsonl")
             plain, again = comparisons
             runs.append((latency[0]["latency_ms_p50"], plain, again))
