@@ -527,7 +527,6 @@ def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, setti
                                    thread_policy(engine, settings.threads), device=settings.device,
                                    own_precision=own_precision))
     twins = one_thread_twins(entries, batch, settings)
-    # The parent's own CPU share says nothing about the workers' threads: no thread count for the assessment.
     outcome, state = watched_in_workers(entries, settings, workdir, rng, on_progress, extra=[t for _, t in twins])
     records = worker_records(entries, batch, settings, outcome, state, context, command)
     for index, twin in twins:
