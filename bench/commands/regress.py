@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from bench.commands._options import Number, count
-from bench.errors import EnvironmentProblem, UsageProblem
+from bench.errors import EnvironmentProblem
 
 
 @click.command("regress")
@@ -56,16 +56,12 @@ def regress_command(base: str, models: tuple[str, ...], engine: str, batch: int,
     import numpy as np
 
     from bench.commands.measure import _console, _emit, check_out_folder
-    from bench.engines import ENGINES
     from bench.measure.run import Settings
-    from bench.measure.versions import base_tree, time_versions
+    from bench.measure.settings import parse_engines
+    from bench.measure.versions import base_tree, regressions, time_versions
     from bench.records.io import to_json
 
-    engines = [e.strip() for e in engine.split(",") if e.strip()]
-    unknown = [e for e in engines if e not in ENGINES]
-    if unknown or not engines:
-        raise UsageProblem(f"--engine {engine!r}: unknown engine {', '.join(unknown) or '(none)'}; "
-                           f"choose from {', '.join(ENGINES)}")
+    engines = parse_engines(engine)
     if out is not None:
         check_out_folder(out, ("latency.jsonl", "comparison.jsonl"))
     settings = Settings(threads=threads, workers=workers, precision_target=precision_target, max_time_s=max_time,
@@ -109,15 +105,9 @@ def regress_command(base: str, models: tuple[str, ...], engine: str, batch: int,
         click.echo(f"rbench: error: {len(failed)} of {len(latency)} entries could not be timed (above); their pairs "
                    "have no verdict", err=True)
         raise click.exceptions.Exit(1)
-    worse = [c for c in comparisons if c["verdict"] == "slower" or _slower_in_every_mode(c, threshold)]
+    worse = regressions(comparisons, threshold)
     if worse:
         click.echo(f"rbench: regression: {len(worse)} of {len(comparisons)} pairs are significantly slower than {base} "
                    f"by more than {threshold:.0%}", err=True)
         raise click.exceptions.Exit(1)
 
-
-def _slower_in_every_mode(comparison: dict, threshold: float) -> bool:
-    """An unstable pair whose processes disagree on how much slower this checkout is, but all say it is
-    slower by more than `threshold`: a regression all the same."""
-    modes = comparison.get("ratio_modes") or []
-    return comparison["verdict"] == "unstable" and bool(modes) and min(modes) > 1.0 + threshold

@@ -102,3 +102,12 @@ def time_versions(models: list[str], engines: list[str], base_root: Path, settin
         comparisons += worker_comparisons([base, new], records, threshold, {"label": f"new vs base {base_label}"},
                                           command)
     return latency, comparisons
+
+
+def regressions(comparisons: list[dict[str, Any]], threshold: float) -> list[dict[str, Any]]:
+    """The comparisons (new over base) that are a regression: significantly slower beyond `threshold`, or unstable
+    with every one of their modes slower beyond it (the processes disagree on how much slower, not on whether)."""
+    def slower(c: dict[str, Any]) -> bool:
+        modes = c.get("ratio_modes") or []
+        return c["verdict"] == "slower" or (c["verdict"] == "unstable" and bool(modes) and min(modes) > 1 + threshold)
+    return [c for c in comparisons if slower(c)]

@@ -65,20 +65,17 @@ def test_regress_exits_1_when_this_checkout_is_slower_than_the_base(run_cli, tmp
 
 
 def test_an_unstable_pair_is_a_regression_only_when_every_mode_is_slower():
-    from bench.commands.regress import _slower_in_every_mode
-
-    def pair(verdict, modes):
+    def pair(verdict, modes=None):
         return {"verdict": verdict, "ratio_modes": modes}
-    assert _slower_in_every_mode(pair("unstable", [1.2, 2.5]), 0.05)
-    assert not _slower_in_every_mode(pair("unstable", [0.98, 1.6]), 0.05)
-    assert not _slower_in_every_mode(pair("unstable", None), 0.05)
-    assert not _slower_in_every_mode(pair("faster", [1.2, 2.5]), 0.05)
+    pairs = [pair("unstable", [1.2, 2.5]), pair("unstable", [0.98, 1.6]), pair("unstable"), pair("slower"),
+             pair("faster", [1.2, 2.5]), pair("no measurable difference")]
+    assert versions.regressions(pairs, 0.05) == [pairs[0], pairs[3]]
 
 
 def test_a_base_that_is_neither_a_commit_nor_a_checkout_is_one_line(run_cli, tmp_path):
     for args, message in ((["no-such-revision-xyz"], "is not a commit"),
                           ([str(tmp_path)], "not a checkout of rbench"),
-                          (["HEAD", "--engine", "tensorflow"], "unknown engine tensorflow")):
+                          (["HEAD", "--engine", "tensorflow"], "unknown engine 'tensorflow'")):
         code, out, err = run_cli("regress", *args, *FAST[2:])
         assert code == 2 and message in err, (args, out, err)
         assert len(err.strip().splitlines()) == 1, err
