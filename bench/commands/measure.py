@@ -19,6 +19,7 @@ from bench.commands._options import SECONDS, SECONDS_OR_ZERO, THREADS, Number, c
 from bench.commands.compare_table import _fmt, _p50_with_interval
 from bench.engines.sources import SOURCE_HELP
 from bench.errors import EnvironmentProblem, UsageProblem
+from bench.measure.settings import TORCH_ONE_THREAD_LAYER_MACS
 
 MEASUREMENT_HELP = f"""
 \b
@@ -129,21 +130,37 @@ def _warn_noise(records: list[dict[str, Any]]) -> None:
                        f"one speed ({describe_periods(r['period_modes_ms'], r['period_rounds'])}): the p50 mixes "
                        "them; ratios pair rounds timed together", err=True)
     for r in records:
-        check = r.get("thread_check") or {}
-        if check.get("verdict") in ("no measurable difference", "faster"):
-            ci = check["ratio_ci"]
-            than = "not measurably faster than 1" if check["verdict"] == "no measurable difference" \
-                else "slower than 1"
-            click.echo(f"rbench: note: {r['model']} {r['engine']} batch {r['batch']}: the default {check['threads']} "
-                       f"threads are {than} here (1 thread: p50 {_fmt(check['one_thread_p50_ms'])} ms, "
-                       f"{check['ratio_one_over_default']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] the default's, timed in the "
-                       "same workers); --threads 1 leaves the other cores free", err=True)
+        note = thread_note(r.get("thread_check") or {})
+        if note:
+            click.echo(f"rbench: note: {r['model']} {r['engine']} batch {r['batch']}: {note}", err=True)
     noisy = [r for r in records if r.get("high_variation")]
     for r in noisy:
         click.echo(f"rbench: warning: {r['model']} {r['engine']} batch {r['batch']}: CV {100 * r['latency_cv']:.0f}% (> 10%): "
                    "the machine was busy or clocks changed; rerun with more --iters or --warmup-s", err=True)
     if records and not any(r.get("peak_flops_s") for r in records if not r.get("error")):
         click.echo("rbench: note: no measured device peak yet, so no '% peak'; run `rbench device` once", err=True)
+
+
+def thread_note(check: dict[str, Any]) -> str | None:
+    """What the thread check (`bench.measure.workers.thread_check`) tells a user, or None: whether more threads
+    than one were measurably faster, either way round the default went."""
+    if "verdict" not in check:
+        return None
+    threads, other = check["threads"], check["other_threads"]
+    ci = check["ratio_ci"]
+    measured = (f"{other} thread{'s' if other > 1 else ''}: p50 {_fmt(check['other_p50_ms'])} ms, "
+                f"{check['ratio_other_over_default']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}] the default's, timed in the "
+                "same workers")
+    if threads == 1:  # torch's default for a small batch
+        if check["more_threads_faster"]:
+            return (f"{other} threads were faster than the default 1 here ({measured}); "
+                    f"--threads {other} times with them")
+        return (f"1 thread, the default for a batch this small: {other} threads were not measurably faster "
+                f"({measured})")
+    if check["more_threads_faster"]:
+        return None
+    return (f"the default {threads} threads are not measurably faster than 1 here ({measured}); "
+            "--threads 1 leaves the other cores free")
 
 
 def _emit(records: list[dict[str, Any]], out: Path, as_json: bool) -> None:
@@ -231,9 +248,11 @@ def _measure_options(fn):
                           "calibration kernel), and keep nothing if it starts during the run."),
         click.option("--include-transfers", is_flag=True, help="Time host->device input and device->host output copies too."),
         click.option("--threads", type=THREADS, default=None,
-                     help="Intra-op threads (torch and onnxruntime), at most the usable cores [default: all cores; "
-                          "timed in workers at batch 1, each engine's first entry is also timed at 1 thread and a "
-                          "note says when the default is not measurably faster]."),
+                     help="Intra-op threads (torch and onnxruntime), at most the usable cores [default: every "
+                          "core, but torch on a CPU takes 1 thread for a batch of at most "
+                          f"{TORCH_ONE_THREAD_LAYER_MACS / 1e6:g}M multiply-accumulates; timed in workers at batch 1, each "
+                          "engine's first entry is also timed at the other count (1 thread, or every core) and a "
+                          "note says when more threads were not measurably faster]."),
         click.option("--input-size", type=count(1), default=None,
                      help="Image side [default: a zoo net's design size; 224 for torchvision; an ONNX file's own]."),
         click.option("--in-chans", type=count(1), default=None, help="Input channels [default: 3, or the file's own]."),

@@ -56,6 +56,7 @@ class OnnxFlopsReport:
     uncounted: dict[str, int] = field(default_factory=dict)  # op type -> nodes doing arithmetic that were not counted
     complete: bool = True
     counter: str = COUNTER
+    layers: int = 0  # weighted layers: Conv, ConvTranspose, Gemm and MatMul nodes (what torch's threads would share)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -282,5 +283,7 @@ def count_onnx_flops(model_or_path: str | os.PathLike | onnx.ModelProto, batch: 
     # Each round folds at least one node into a constant, so this ends; a round can resolve the shapes the next needs.
     while uncounted and _fold_constants(model):
         model, macs, by_op, uncounted = _infer_and_count(model)
+    layers = sum(1 for node in model.graph.node if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul"))
     return OnnxFlopsReport(flops=2 * macs, macs=macs, params=params, batch=batch, input_name=input_name,
-                           input_shape=chw, by_op_type=by_op, uncounted=uncounted, complete=not uncounted)
+                           input_shape=chw, by_op_type=by_op, uncounted=uncounted, complete=not uncounted,
+                           layers=layers)

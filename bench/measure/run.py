@@ -27,6 +27,7 @@ from bench.measure.settings import (  # noqa: F401  (public here too: the measur
     Settings,
     cached_peak,
     check_environment,
+    layer_macs,
     load_average,
     parse_batches,
     parse_engines,
@@ -35,8 +36,14 @@ from bench.measure.settings import (  # noqa: F401  (public here too: the measur
 
 
 # -- what a model costs ------------------------------------------------------------------------
+def weighted_layers(module) -> int:
+    """The layers of a module that hold a weight matrix or kernel (conv, linear, dynamic conv): the ops torch's
+    threads share the work of."""
+    return sum(1 for m in module.modules() if getattr(getattr(m, "weight", None), "ndim", 0) >= 2)
+
+
 def model_costs(source) -> dict[str, Any]:
-    """params, MACs, FLOPs per image and the counters behind them, for any resolved source.
+    """params, MACs, FLOPs per image, weighted layers and the counters behind them, for any resolved source.
 
     A PyTorch model: thop (MACs) and torch's flop counter (FLOPs), which check each other. An
     ONNX file: the graph's Conv/Gemm/MatMul multiply-accumulates after shape inference. A
@@ -45,8 +52,10 @@ def model_costs(source) -> dict[str, Any]:
     if source.has_module:
         from bench.measure.flops import profile_model
 
-        report = profile_model(source.module(), source.input_shape, batch=1, name=source.name)
+        module = source.module()
+        report = profile_model(module, source.input_shape, batch=1, name=source.name)
         return {"params": int(report.params), "macs": int(report.macs), "flops": int(report.flops),
+                "layers": weighted_layers(module),
                 "counters_agree": bool(report.agrees), "counters_warning": report.warning,
                 "counters": {"macs": "thop", "flops": "torch.utils.flop_counter", "params": "torch"}, "report": report}
     if source.kind == "onnx":
@@ -58,10 +67,11 @@ def model_costs(source) -> dict[str, Any]:
             raise UsageProblem(f"{source.path}: {exc}") from None
         warning = None if report.complete else \
             f"shapes of {', '.join(report.uncounted)} could not be inferred; those ops are not counted"
-        return {"params": report.params, "macs": report.macs, "flops": report.flops, "counters_agree": None,
+        return {"params": report.params, "macs": report.macs, "flops": report.flops, "layers": report.layers,
+                "counters_agree": None,
                 "counters_warning": warning, "counters": {"macs": "ONNX graph", "flops": "ONNX graph (2 per MAC)",
                                                           "params": "ONNX initializers"}, "report": report}
-    return {"params": None, "macs": None, "flops": None, "counters_agree": None,
+    return {"params": None, "macs": None, "flops": None, "layers": None, "counters_agree": None,
             "counters_warning": "a TensorRT engine does not expose its arithmetic; count its ONNX file",
             "counters": {}, "report": None}
 
@@ -133,7 +143,8 @@ def _open_entries(stack, sources, costs: list[dict[str, Any]], engines: list[str
     for src, cost in zip(sources, costs):
         for name in engines:
             engine = create_engine(name, src, device=settings.device, precision=settings.precision, workdir=workdir,
-                                   max_batch=max_batch, batch=batch, **settings.engine_options(name))
+                                   max_batch=max_batch, batch=batch,
+                                   **settings.engine_options(name, layer_macs(cost, batch)))
             stack.enter_context(engine)
             entries.append(_Entry(src, name, engine, cost, engine.describe(), cached_peak(settings, name)))
     return entries
@@ -482,7 +493,7 @@ def time_pairs(items: Sequence[tuple[Any, str, str]], batch: int = 1, settings: 
         for src, costs, engine_name, precision in resolved:
             engine = create_engine(engine_name, src, device=settings.device, precision=precision, workdir=workdir,
                                    max_batch=batch, batch=batch,
-                                   **{k: v for k, v in settings.engine_options(engine_name).items()})
+                                   **settings.engine_options(engine_name, layer_macs(costs, batch)))
             stack.enter_context(engine)
             entries.append(_Entry(src, engine_name, engine, costs, engine.describe(),
                                   cached_peak(settings, engine_name), precision=precision))

@@ -18,6 +18,14 @@ from bench.errors import EnvironmentProblem, UsageProblem
 DEFAULT_ITERS = 50
 
 
+#: torch on a CPU with no --threads takes one thread while a batch's multiply-accumulates per weighted layer (conv,
+#: linear) stay at or under this, and every usable core above it. torch parallelises inside each op, so what a second
+#: thread can share is one layer's work: on the 2-core VMs the CIFAR ResNets (2.1 to 2.3M MACs per layer at batch 1)
+#: were never measurably faster with 2 threads, and 2 threads fell into process-long slow modes that one thread did
+#: not, while ResNet-18 at 64x64 (7.1M per layer, about as many MACs in all as resnet56) was 1.35x faster with 2
+#: (results/thread-check-*/table.md).
+TORCH_ONE_THREAD_LAYER_MACS = 4e6
+
 #: Where entries are timed: fresh worker processes, this process, or the one that fits the call.
 TIMING_MODES = ("auto", "workers", "in-process")
 #: The environment variable that sets the default timing mode (the test suite's fast tests run in-process).
@@ -97,11 +105,24 @@ class Settings:
         if self.device_id is not None and self.device_id < 0:
             raise UsageProblem(f"--device-id must be 0 or more, got {self.device_id}")
 
-    def engine_options(self, engine: str) -> dict[str, Any]:
-        """The options `engine` takes, from these settings (`create_engine` refuses any other)."""
+    def threads_for(self, engine: str, layer_macs: float | None) -> tuple[int | None, str]:
+        """The intra-op threads `engine` gets for a batch of `layer_macs` multiply-accumulates per weighted layer
+        (`layer_macs()`; None: unknown), and why: --threads when given; torch on a CPU, a batch of at most
+        TORCH_ONE_THREAD_LAYER_MACS per layer: one thread; otherwise None, the engine's own default (every core)."""
+        if self.threads is not None:
+            return self.threads, "--threads"
+        if engine == "torch" and self.device == "cpu" and layer_macs is not None \
+                and layer_macs <= TORCH_ONE_THREAD_LAYER_MACS:
+            return 1, (f"torch's default for a batch of at most {TORCH_ONE_THREAD_LAYER_MACS / 1e6:g}M "
+                       f"multiply-accumulates per layer ({layer_macs / 1e6:.3g}M here): one thread")
+        return None, "the engine's default: every usable core"
+
+    def engine_options(self, engine: str, layer_macs: float | None = None) -> dict[str, Any]:
+        """The options `engine` takes, from these settings (`create_engine` refuses any other); `layer_macs`
+        (a batch's multiply-accumulates per weighted layer) decides torch's default threads (`threads_for`)."""
         if engine == "torch":
-            return {"threads": self.threads, "compile": self.compile, "channels_last": self.channels_last,
-                    "cuda_graph": self.cuda_graph, "tf32": self.tf32}
+            return {"threads": self.threads_for(engine, layer_macs)[0], "compile": self.compile,
+                    "channels_last": self.channels_last, "cuda_graph": self.cuda_graph, "tf32": self.tf32}
         if engine == "ort":
             return {"threads": self.threads, "provider": self.provider, "graph_optimization": self.graph_optimization,
                     "tf32": self.tf32, "device_id": self.device_id}
@@ -112,6 +133,13 @@ class Settings:
     def as_record(self) -> dict[str, Any]:
         """The settings a record keeps: only those that are set."""
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
+
+
+def layer_macs(costs: dict[str, Any] | None, batch: int) -> float | None:
+    """A batch's multiply-accumulates per weighted layer (conv, linear) from `model_costs`, or None where either is
+    unknown (they decide torch's default threads: `Settings.threads_for`)."""
+    macs, layers = (costs or {}).get("macs"), (costs or {}).get("layers")
+    return None if not macs or not layers else float(macs) * batch / layers
 
 
 def settings_from(settings: Settings | None, overrides: dict[str, Any]) -> Settings:

@@ -67,7 +67,7 @@ def time_versions(models: list[str], engines: list[str], base_root: Path, settin
     `threshold`. Records carry `label`: "base <base_label>" or "new" (`version_of` reads it)."""
     from bench.engines.sources import resolve_source
     from bench.measure.run import model_costs
-    from bench.measure.settings import cached_peak
+    from bench.measure.settings import cached_peak, layer_macs
     from bench.measure.workers import (
         WorkerEntry,
         portable_spec,
@@ -84,10 +84,12 @@ def time_versions(models: list[str], engines: list[str], base_root: Path, settin
             raise UsageProblem(f"{model}: only zoo nets can be built by both versions; `rbench list` names them")
         costs = model_costs(src)
         for engine in engines:
-            spec = portable_spec(src, engine, settings.precision, batch, settings, workdir, index, by_name=True)
+            spec = portable_spec(src, engine, settings.precision, batch, settings, workdir, index, by_name=True,
+                                 costs=costs)
+            threads, why = settings.threads_for(engine, layer_macs(costs, batch))
             entries = []
             for root in (base_root, ROOT):
-                policy = thread_policy(engine, settings.threads)
+                policy = thread_policy(engine, threads, threads_why=why)
                 entries.append(WorkerEntry(src, engine, settings.precision, costs, cached_peak(settings, engine),
                                            {**spec, "root": str(root)}, policy, device=settings.device,
                                            own_precision=True))

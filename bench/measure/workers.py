@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.measure.settings import layer_macs
 from bench.measure.worker import THREAD_ENV_PREFIXES
 from bench.measure.zygote import ZygoteFailed, module_command, start_mode, zygote_for
 
@@ -82,18 +83,22 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def thread_policy(engine: str, threads: int | None, environ: dict[str, str] | None = None) -> dict[str, Any]:
+def thread_policy(engine: str, threads: int | None, environ: dict[str, str] | None = None,
+                  threads_why: str | None = None) -> dict[str, Any]:
     """The environment a worker for `engine` starts with, beyond the parent's: {"set": {...}, "user": {...},
-    "why": str}. The user's own OMP_*/KMP_* variables are kept as they are (and recorded), never replaced."""
+    "why": str, "threads": the threads asked for (None: the engine's default), "threads_why": what chose them}.
+    The user's own OMP_*/KMP_* variables are kept as they are (and recorded), never replaced."""
     environ = dict(os.environ if environ is None else environ)
     user = {k: v for k, v in sorted(environ.items()) if k.startswith(THREAD_ENV_PREFIXES)}
     count = threads or usable_cores()
+    chosen = {"threads": threads, "threads_why": threads_why}
     if engine != "torch" or count < 2:
-        return {"set": {}, "user": user, "why": "one thread, or an engine with its own pool: nothing to place"}
+        return {"set": {}, "user": user, "why": "one thread, or an engine with its own pool: nothing to place",
+                **chosen}
     if any(k in user for k in AFFINITY_KEYS):
-        return {"set": {}, "user": user, "why": "the user's own OpenMP placement is kept"}
+        return {"set": {}, "user": user, "why": "the user's own OpenMP placement is kept", **chosen}
     return {"set": {"OMP_PROC_BIND": "spread", "OMP_PLACES": "threads"}, "user": user,
-            "why": "unbound OpenMP threads fall into a slow mode in some processes: one thread per core"}
+            "why": "unbound OpenMP threads fall into a slow mode in some processes: one thread per core", **chosen}
 
 
 def worker_environment(policy: dict[str, Any], root: str | None = None) -> dict[str, str]:
@@ -204,15 +209,17 @@ class WorkerEntry:
 
 
 def portable_spec(src, engine: str, precision: str, batch: int, settings, workdir: Path, index: int, *,
-                  by_name: bool = False) -> dict | None:
+                  by_name: bool = False, costs: dict[str, Any] | None = None) -> dict | None:
     """What a worker needs to open `src` on `engine`, or None when `src` cannot be sent to another process
     (a module that does not pickle). ONNX engines get the ONNX file, made here once for every worker. With
-    `by_name`, a zoo net goes by its name, and the worker builds it from its own `nets` (`bench.measure.versions`)."""
+    `by_name`, a zoo net goes by its name, and the worker builds it from its own `nets` (`bench.measure.versions`).
+    `costs` (`model_costs`) decide torch's default threads (`Settings.threads_for`)."""
     from bench.engines import ONNX_ENGINES
     from bench.engines.sources import onnx_file
 
     spec: dict[str, Any] = {"engine": engine, "precision": precision, "batch": batch, "device": settings.device,
-                            "workdir": str(workdir), "engine_options": settings.engine_options(engine),
+                            "workdir": str(workdir),
+                            "engine_options": settings.engine_options(engine, layer_macs(costs, batch)),
                             "include_transfers": settings.include_transfers, "seed": 0,
                             "source_options": {"input_shape": list(src.input_shape) if src.input_shape else None,
                                                "name": src.name}}
@@ -382,7 +389,8 @@ def thread_settings(entry: WorkerEntry) -> dict[str, Any]:
     """What a record's settings say about threads: the policy, and what the first worker found itself with."""
     seen = entry.workers[0]["threads"] if entry.workers else {}
     return {"env_set_by_rbench": entry.policy["set"], "env_from_user": entry.policy["user"],
-            "why": entry.policy["why"], "worker_env": seen.get("env"), "affinity": seen.get("affinity"),
+            "why": entry.policy["why"], "threads_why": entry.policy.get("threads_why"), "worker_env": seen.get("env"),
+            "affinity": seen.get("affinity"),
             "main_thread_affinity": seen.get("main_thread_affinity"), "start": seen.get("start"),
             "code": seen.get("code"),
             **{k: v for k, v in seen.items() if k.startswith("torch_")}}
@@ -473,41 +481,54 @@ def worker_comparisons(entries: list[WorkerEntry], records: list[dict[str, Any]]
 THREADED_ENGINES = ("torch", "ort", "openvino")
 
 
-def one_thread_twins(entries: list[WorkerEntry], batch: int, settings) -> list[tuple[int, WorkerEntry]]:
-    """(index of the entry, its one-thread twin) for the first entry of each threaded engine, when the check
-    applies: `settings.thread_check`, batch 1, a CPU with 2 or more usable cores and no `--threads` given."""
+def entry_threads(entry: WorkerEntry) -> int:
+    """The threads an entry's workers run with: those its spec asks for, else every usable core (the default of
+    torch, onnxruntime and OpenVINO on a CPU)."""
+    return entry.spec.get("engine_options", {}).get("threads") or usable_cores()
+
+
+def thread_twins(entries: list[WorkerEntry], batch: int, settings) -> list[tuple[int, WorkerEntry]]:
+    """(index of the entry, its twin at the other thread count) for the first entry of each threaded engine, when
+    the check applies: `settings.thread_check`, batch 1, a CPU with 2 or more usable cores and no `--threads`
+    given. The twin runs one thread where the default runs every core, and every core where the default is one
+    thread (torch on a small batch: `Settings.threads_for`)."""
+    cores = usable_cores()
     if not settings.thread_check or batch != 1 or settings.threads is not None or settings.device != "cpu" \
-            or usable_cores() < 2:
+            or cores < 2:
         return []
     twins, seen = [], set()
     for index, entry in enumerate(entries):
         if entry.engine_name in seen or entry.engine_name not in THREADED_ENGINES:
             continue
         seen.add(entry.engine_name)
-        spec = {**entry.spec, "engine_options": {**entry.spec.get("engine_options", {}), "threads": 1}}
+        other = 1 if entry_threads(entry) > 1 else cores
+        spec = {**entry.spec, "engine_options": {**entry.spec.get("engine_options", {}), "threads": other}}
         twins.append((index, WorkerEntry(entry.source, entry.engine_name, entry.precision, entry.costs, entry.peak,
-                                         spec, thread_policy(entry.engine_name, 1), device=entry.device,
-                                         own_precision=entry.own_precision)))
+                                         spec, thread_policy(entry.engine_name, other, threads_why="the thread check"),
+                                         device=entry.device, own_precision=entry.own_precision)))
     return twins
 
 
-def thread_check(entry: WorkerEntry, twin: WorkerEntry, threads: int, threshold: float) -> dict[str, Any]:
-    """What one thread gives against the default's `threads`, from the same generations: the ratio of the
-    one-thread twin's p50 over the entry's (hierarchical interval, workers paired) and a verdict; `faster_with_
-    threads` is False when the default's threads are not measurably faster than one (the output says so)."""
+def thread_check(entry: WorkerEntry, twin: WorkerEntry, threshold: float) -> dict[str, Any]:
+    """What the other thread count gives against the default's, from the same generations: the ratio of the twin's
+    p50 over the entry's (hierarchical interval, workers paired) and a verdict of the twin against the default.
+    `more_threads_faster`: whether the larger of the two thread counts was measurably faster (False: the output
+    says that one thread does as well)."""
     import numpy as np
 
     from bench.measure.intervals import HIERARCHICAL_METHOD, ratio_interval
     from bench.measure.stats import verdict
 
+    threads, other = entry_threads(entry), entry_threads(twin)
     if entry.error or twin.error or not entry.workers or not twin.workers:
-        return {"threads": threads, "error": twin.error or entry.error or "no worker finished"}
+        return {"threads": threads, "other_threads": other, "error": twin.error or entry.error or "no worker finished"}
     ratio, low, high = ratio_interval([w["rounds"] for w in entry.workers], [w["rounds"] for w in twin.workers])
-    one = [v for w in twin.workers for r in w["rounds"] for v in r]
-    outcome = verdict(low, high, threshold)  # of one thread against the default's threads
-    return {"threads": threads, "one_thread_p50_ms": round(float(np.median(one)), 5),
-            "ratio_one_over_default": round(ratio, 4), "ratio_ci": [round(low, 4), round(high, 4)],
-            "ci_method": HIERARCHICAL_METHOD, "verdict": outcome, "faster_with_threads": outcome == "slower",
+    values = [v for w in twin.workers for r in w["rounds"] for v in r]
+    outcome = verdict(low, high, threshold)  # of the twin against the default
+    more_faster = outcome == ("faster" if other > threads else "slower")
+    return {"threads": threads, "other_threads": other, "other_p50_ms": round(float(np.median(values)), 5),
+            "ratio_other_over_default": round(ratio, 4), "ratio_ci": [round(low, 4), round(high, 4)],
+            "ci_method": HIERARCHICAL_METHOD, "verdict": outcome, "more_threads_faster": more_faster,
             "workers": min(len(entry.workers), len(twin.workers))}
 
 
@@ -520,18 +541,17 @@ def measure(items: list[tuple[Any, dict[str, Any], str, str]], batch: int, setti
 
     entries = []
     for index, (src, costs, engine, precision) in enumerate(items):
-        spec = portable_spec(src, engine, precision, batch, settings, workdir, index)
+        spec = portable_spec(src, engine, precision, batch, settings, workdir, index, costs=costs)
         if spec is None:
             return None
+        threads, why = settings.threads_for(engine, layer_macs(costs, batch))
         entries.append(WorkerEntry(src, engine, precision, costs, cached_peak(settings, engine), spec,
-                                   thread_policy(engine, settings.threads), device=settings.device,
+                                   thread_policy(engine, threads, threads_why=why), device=settings.device,
                                    own_precision=own_precision))
-    twins = one_thread_twins(entries, batch, settings)
+    twins = thread_twins(entries, batch, settings)
     outcome, state = watched_in_workers(entries, settings, workdir, rng, on_progress, extra=[t for _, t in twins])
     records = worker_records(entries, batch, settings, outcome, state, context, command)
     for index, twin in twins:
         if records[index].get("error") is None:
-            seen = entries[index].workers[0]["threads"] if entries[index].workers else {}
-            threads = seen.get("torch_threads") or usable_cores()  # torch says its own; the others take every core
-            records[index]["thread_check"] = thread_check(entries[index], twin, threads, threshold)
+            records[index]["thread_check"] = thread_check(entries[index], twin, threshold)
     return records, worker_comparisons(entries, records, threshold, context, command)

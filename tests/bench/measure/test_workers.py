@@ -248,35 +248,90 @@ def _rounds(level, workers_=3, rounds=5, seed=0):
     return [[list(level * (1 + 0.01 * rng.standard_normal(8))) for _ in range(rounds)] for _ in range(workers_)]
 
 
+def _entry_at(threads, rounds_per_worker, engine="torch"):
+    entry = _entry_with(rounds_per_worker, engine)
+    entry.spec["engine_options"] = {"threads": threads}
+    return entry
+
+
 def test_the_thread_check_says_when_one_thread_is_as_fast_as_the_default():
     """Item 5 of the worker-timing issue: where 2 threads are no faster than 1 the record says so; where they
     are, it says that too, from rounds timed in the same generations."""
-    default = _entry_with(_rounds(2.0))
-    same = workers.thread_check(default, _entry_with(_rounds(2.0, seed=1)), 2, 0.03)
-    assert same["verdict"] == "no measurable difference" and same["faster_with_threads"] is False
-    assert same["one_thread_p50_ms"] == pytest.approx(2.0, rel=0.02) and same["threads"] == 2
+    default = _entry_at(2, _rounds(2.0))
+    same = workers.thread_check(default, _entry_at(1, _rounds(2.0, seed=1)), 0.03)
+    assert same["verdict"] == "no measurable difference" and same["more_threads_faster"] is False
+    assert same["other_p50_ms"] == pytest.approx(2.0, rel=0.02) and (same["threads"], same["other_threads"]) == (2, 1)
     assert same["ratio_ci"][0] <= 1.0 <= same["ratio_ci"][1]
-    slower = workers.thread_check(default, _entry_with(_rounds(3.6, seed=2)), 2, 0.03)
-    assert slower["verdict"] == "slower" and slower["faster_with_threads"] is True
-    assert slower["ratio_one_over_default"] == pytest.approx(1.8, rel=0.03)
-    failed = _entry_with([])
+    one_slower = workers.thread_check(default, _entry_at(1, _rounds(3.6, seed=2)), 0.03)
+    assert one_slower["verdict"] == "slower" and one_slower["more_threads_faster"] is True
+    assert one_slower["ratio_other_over_default"] == pytest.approx(1.8, rel=0.03)
+    failed = _entry_at(1, [])
     failed.error = "worker failed to start: boom"
-    assert workers.thread_check(default, failed, 2, 0.03) == {"threads": 2, "error": "worker failed to start: boom"}
+    assert workers.thread_check(default, failed, 0.03) == {"threads": 2, "other_threads": 1,
+                                                           "error": "worker failed to start: boom"}
+
+
+def test_the_thread_check_of_a_one_thread_default_asks_whether_every_core_is_faster():
+    """torch's default for a small batch is one thread: its twin runs every core, and "faster" now means the
+    twin's threads were faster (the rule misjudged the net), not that one thread was."""
+    default = _entry_at(1, _rounds(2.0))
+    same = workers.thread_check(default, _entry_at(2, _rounds(2.0, seed=3)), 0.03)
+    assert (same["threads"], same["other_threads"]) == (1, 2) and same["more_threads_faster"] is False
+    two_faster = workers.thread_check(default, _entry_at(2, _rounds(1.2, seed=4)), 0.03)
+    assert two_faster["verdict"] == "faster" and two_faster["more_threads_faster"] is True
+    assert two_faster["ratio_other_over_default"] == pytest.approx(0.6, rel=0.03)
+    two_slower = workers.thread_check(default, _entry_at(2, _rounds(3.0, seed=5)), 0.03)
+    assert two_slower["verdict"] == "slower" and two_slower["more_threads_faster"] is False
 
 
 def test_only_each_engines_first_entry_at_batch_1_with_default_threads_gets_a_twin(monkeypatch):
     monkeypatch.setattr(workers, "usable_cores", lambda: 2)
     entries = [_entry_with([], engine) for engine in ("torch", "torch", "ort", "trt")]
-    twins = workers.one_thread_twins(entries, 1, Settings(thread_check=True))
-    assert [(i, t.engine_name, t.spec["engine_options"]["threads"]) for i, t in twins] == [(0, "torch", 1),
+    entries[0].spec["engine_options"] = {"threads": 1}  # torch's default for a small batch
+    twins = workers.thread_twins(entries, 1, Settings(thread_check=True))
+    assert [(i, t.engine_name, t.spec["engine_options"]["threads"]) for i, t in twins] == [(0, "torch", 2),
                                                                                        (2, "ort", 1)]
-    assert twins[0][1].policy["set"] == {}  # one thread: nothing to pin
-    assert entries[0].spec["engine_options"] == {}  # the entry itself keeps the default
+    assert twins[0][1].policy["set"] == {"OMP_PROC_BIND": "spread", "OMP_PLACES": "threads"}  # 2 threads: pinned
+    assert twins[1][1].policy["set"] == {}  # one thread: nothing to pin
+    assert entries[0].spec["engine_options"] == {"threads": 1}  # the entry itself keeps the default
     for batch, settings in ((8, Settings(thread_check=True)), (1, Settings(thread_check=True, threads=2)),
                             (1, Settings())):
-        assert workers.one_thread_twins(entries, batch, settings) == []
+        assert workers.thread_twins(entries, batch, settings) == []
     monkeypatch.setattr(workers, "usable_cores", lambda: 1)
-    assert workers.one_thread_twins(entries, 1, Settings(thread_check=True)) == []
+    assert workers.thread_twins(entries, 1, Settings(thread_check=True)) == []
+
+
+def test_torch_takes_one_thread_for_a_small_batch_and_every_core_for_a_large_one():
+    """The default threads follow a batch's work per weighted layer: the CIFAR ResNets' 2M at batch 1 get one thread,
+    ResNet-18 at 64x64 (7M per layer, about resnet56's MACs in all) and ResNet-50 every core."""
+    from bench.measure.settings import TORCH_ONE_THREAD_LAYER_MACS, layer_macs
+
+    resnet20, resnet18_64, resnet50 = {"macs": 41.3e6, "layers": 20}, {"macs": 148.9e6, "layers": 21}, \
+        {"macs": 4.13e9, "layers": 54}
+    settings = Settings()
+    assert settings.engine_options("torch", layer_macs(resnet20, 1))["threads"] == 1
+    assert settings.engine_options("torch", layer_macs(resnet18_64, 1))["threads"] is None  # torch's own: every core
+    assert settings.engine_options("torch", layer_macs(resnet50, 1))["threads"] is None
+    assert settings.engine_options("torch", layer_macs(resnet20, 8))["threads"] is None  # the batch's work counts
+    assert settings.engine_options("torch", TORCH_ONE_THREAD_LAYER_MACS)["threads"] == 1
+    assert layer_macs({"macs": 41.3e6, "layers": None}, 1) is None and layer_macs({"macs": None}, 1) is None
+    assert settings.engine_options("torch", None)["threads"] is None  # unknown work: the engine's default
+    assert settings.engine_options("ort", layer_macs(resnet20, 1))["threads"] is None  # onnxruntime is faster with 2
+    assert Settings(threads=2).engine_options("torch", layer_macs(resnet20, 1))["threads"] == 2  # --threads wins
+    assert Settings(device="cuda").engine_options("torch", layer_macs(resnet20, 1))["threads"] is None
+    threads, why = settings.threads_for("torch", layer_macs(resnet20, 1))
+    assert threads == 1 and "one thread" in why and "2.06M here" in why
+    assert settings.threads_for("torch", None) == (None, "the engine's default: every usable core")
+
+
+def test_costs_count_the_weighted_layers_of_a_module_and_of_its_onnx_file(tmp_path):
+    from bench.engines.sources import onnx_file, resolve_source
+    from bench.measure.run import model_costs
+
+    src = resolve_source("resnet20")
+    costs = model_costs(src)
+    assert costs["layers"] == 20  # 19 convs (option-A shortcuts hold none) and the classifier
+    assert model_costs(resolve_source(str(onnx_file(src, "fp32", tmp_path, 1))))["layers"] == 20
 
 
 @pytest.mark.skipif(workers.usable_cores() < 2, reason="the thread check needs 2 usable cores")
@@ -293,19 +348,33 @@ def test_the_thread_check_runs_in_the_same_workers_and_lands_in_the_record(tmp_p
     (record,) = records
     validate_record(record)
     check = record["thread_check"]
-    assert check["threads"] >= 2 and check["workers"] == 1 and check["one_thread_p50_ms"] > 0
+    assert (check["threads"], check["other_threads"]) == (1, workers.usable_cores())  # a tiny net: 1 thread
+    assert check["workers"] == 1 and check["other_p50_ms"] > 0
+    assert record["settings"]["threads_in_workers"]["torch_threads"] == 1
+    assert "one thread" in record["settings"]["threads_in_workers"]["threads_why"]
     assert check["verdict"] in ("faster", "slower", "no measurable difference")
     assert record["iters"] == 6  # the twin's runs are its own, not pooled into the entry's
 
 
-def test_the_cli_notes_when_the_default_threads_are_no_faster(capsys):
+def test_the_cli_notes_when_more_threads_are_no_faster(capsys):
     from bench.commands.measure import _warn_noise
 
-    record = {"model": "resnet20", "engine": "torch", "batch": 1, "contention": {}, "peak_flops_s": 1.0,
-              "thread_check": {"threads": 2, "one_thread_p50_ms": 2.05, "ratio_one_over_default": 1.01,
-                               "ratio_ci": [0.98, 1.04], "verdict": "no measurable difference"}}
+    record = {"model": "resnet50", "engine": "ort", "batch": 1, "contention": {}, "peak_flops_s": 1.0,
+              "thread_check": {"threads": 2, "other_threads": 1, "other_p50_ms": 2.05, "ratio_other_over_default": 1.01,
+                               "ratio_ci": [0.98, 1.04], "verdict": "no measurable difference",
+                               "more_threads_faster": False}}
     _warn_noise([record])
     err = capsys.readouterr().err
     assert "the default 2 threads are not measurably faster than 1 here (1 thread: p50 2.050 ms, 1.01x [0.98, 1.04]" in err
-    _warn_noise([{**record, "thread_check": {**record["thread_check"], "verdict": "slower"}}])
+    _warn_noise([{**record, "thread_check": {**record["thread_check"], "verdict": "slower",
+                                             "more_threads_faster": True}}])
     assert "threads" not in capsys.readouterr().err  # the threads help: nothing to say
+    small = {**record, "model": "resnet20", "engine": "torch",
+             "thread_check": {"threads": 1, "other_threads": 2, "other_p50_ms": 2.1, "ratio_other_over_default": 1.02,
+                              "ratio_ci": [0.97, 1.07], "verdict": "no measurable difference",
+                              "more_threads_faster": False}}
+    _warn_noise([small])
+    assert ("1 thread, the default for a batch this small: 2 threads were not measurably faster (2 threads: p50 "
+            "2.100 ms, 1.02x [0.97, 1.07]") in capsys.readouterr().err
+    _warn_noise([{**small, "thread_check": {**small["thread_check"], "verdict": "faster", "more_threads_faster": True}}])
+    assert "2 threads were faster than the default 1 here" in capsys.readouterr().err
