@@ -22,7 +22,7 @@ DEFAULT_ITERS = 50
 #: linear) stay at or under this, and every usable core above it. torch parallelises inside each op, so what a second
 #: thread can share is one layer's work: on the 2-core VMs the CIFAR ResNets (2.1 to 2.3M MACs per layer at batch 1)
 #: were never measurably faster with 2 threads, and 2 threads fell into process-long slow modes that one thread did
-#: not, while ResNet-18 at 64x64 (7.1M per layer, about as many MACs in all as resnet56) was 1.35x faster with 2
+#: not, while ResNet-18 at 64x64 (7.1M per layer, about as many MACs in all as resnet56) was 1.43x faster with 2
 #: (results/thread-check-*/table.md).
 TORCH_ONE_THREAD_LAYER_MACS = 4e6
 

@@ -49,9 +49,10 @@ START = "exec"
 _START_AFFINITY = _affinity()
 
 
-def _thread_state(engine_name: str) -> dict[str, Any]:
+def _thread_state(engine_name: str, cpus: list[int] | None = None) -> dict[str, Any]:
     # With OMP_PROC_BIND the main thread is bound to the first place once OpenMP starts: both are worth knowing.
     state: dict[str, Any] = {"env": thread_environment(), "affinity": _START_AFFINITY,
+                             "pinned_cpus": sorted(cpus) if cpus else None,
                              "main_thread_affinity": _affinity(), "pid": os.getpid(), "start": START,
                              "code": os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     if engine_name == "torch" and "torch" in sys.modules:
@@ -70,6 +71,8 @@ def serve(spec: dict[str, Any], requests, reply) -> int:
     from bench.measure.timing import is_out_of_memory, measure_latency
 
     try:
+        if spec.get("cpus") and hasattr(os, "sched_setaffinity"):
+            os.sched_setaffinity(0, spec["cpus"])  # before the engine makes its threads: they inherit it
         src = _source(spec)
         engine = create_engine(spec["engine"], src, device=spec.get("device", "cpu"), precision=spec["precision"],
                                workdir=spec.get("workdir"), max_batch=spec["batch"], batch=spec["batch"],
@@ -81,7 +84,7 @@ def serve(spec: dict[str, Any], requests, reply) -> int:
         reply({"error": " ".join((str(exc) or type(exc).__name__).split())[:400], "oom": is_out_of_memory(exc)})
         return 1
     reply({"ready": True, "info": engine.describe(), "device": engine.device, "input_shape": list(engine.input_shape),
-           "threads": _thread_state(spec["engine"])})
+           "threads": _thread_state(spec["engine"], spec.get("cpus"))})
     try:
         for request in requests:
             if request.get("cmd") != "round":

@@ -256,13 +256,33 @@ def _round_request(settings, first: bool, rounds: int) -> dict[str, Any]:
     return request
 
 
-def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progress) -> None:
-    """One worker per live entry, started together, then timed round by round, one at a time."""
+def generation_cpu(generation: int, cpus: Sequence[int] | None = None) -> int | None:
+    """The core every one-thread worker of a generation is pinned to: the usable cores in turn, generation by
+    generation, so the entries of one generation share a core (their ratio pairs rounds on the same core) and an
+    entry's figure weighs every core alike (a core the host runs slower for a while is sampled evenly, not by
+    where the scheduler happened to put each process). None off Linux or with one usable core."""
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    return cpus[generation % len(cpus)] if len(cpus) > 1 else None
+
+
+def _spec_for(entry: WorkerEntry, cpu: int | None) -> dict[str, Any]:
+    """The entry's spec, pinned to `cpu` when its engine runs one thread on a CPU (and the user placed nothing)."""
+    one_thread = entry.spec.get("engine_options", {}).get("threads") == 1 and entry.spec.get("device", "cpu") == "cpu"
+    if cpu is None or not one_thread or any(k in entry.policy.get("user", {}) for k in AFFINITY_KEYS):
+        return entry.spec
+    return {**entry.spec, "cpus": [cpu]}
+
+
+def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progress, index: int = 0) -> None:
+    """One worker per live entry, started together, then timed round by round, one at a time. One-thread
+    workers are pinned to this generation's core (`generation_cpu`)."""
     live = [e for e in entries if e.error is None]
+    cpu = generation_cpu(index)
     started: list[tuple[WorkerEntry, Worker]] = []
     for entry in live:
-        started.append((entry, Worker(entry.spec, worker_environment(entry.policy, entry.spec.get("root")), workdir,
-                                      settings.worker_timeout_s)))
+        started.append((entry, Worker(_spec_for(entry, cpu), worker_environment(entry.policy, entry.spec.get("root")),
+                                      workdir, settings.worker_timeout_s)))
     running: list[tuple[WorkerEntry, Worker, dict[str, Any]]] = []
     for entry, worker in started:
         try:
@@ -339,7 +359,7 @@ def time_in_workers(entries: list[WorkerEntry], settings, workdir: Path, rng, on
     generations, met, last, others = 0, False, 0.0, []
     while generations < MAX_GENERATIONS:
         begun, before = time.monotonic(), reading()
-        _generation([*entries, *extra], settings, workdir, rng, progress)
+        _generation([*entries, *extra], settings, workdir, rng, progress, generations)
         others.append(cores_between(before, reading()))  # a busy stretch the whole run's average would hide
         generations += 1
         last = time.monotonic() - begun

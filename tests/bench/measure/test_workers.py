@@ -41,6 +41,41 @@ def test_worker_starts_with_the_policy_environment_and_the_parents_cores(tmp_pat
     assert worker.proc.returncode == 0
 
 
+def test_one_thread_workers_of_a_generation_share_a_core_and_the_cores_take_turns():
+    assert [workers.generation_cpu(g, [0, 1]) for g in range(5)] == [0, 1, 0, 1, 0]
+    assert [workers.generation_cpu(g, [2, 5, 7]) for g in range(4)] == [2, 5, 7, 2]
+    assert workers.generation_cpu(3, [4]) is None  # one core: nothing to choose
+    one = workers.WorkerEntry(None, "torch", "fp32", {}, None, {"engine": "torch", "engine_options": {"threads": 1}},
+                              {"set": {}, "user": {}})
+    assert workers._spec_for(one, 1)["cpus"] == [1] and "cpus" not in one.spec
+    every = workers.WorkerEntry(None, "ort", "fp32", {}, None, {"engine": "ort", "engine_options": {"threads": None}},
+                                {"set": {}, "user": {}})
+    assert "cpus" not in workers._spec_for(every, 1)  # several threads: their own placement
+    placed = workers.WorkerEntry(None, "torch", "fp32", {}, None, one.spec, {"set": {}, "user": {"OMP_PLACES": "{1}"}})
+    assert "cpus" not in workers._spec_for(placed, 1)  # the user's own placement wins
+    gpu = workers.WorkerEntry(None, "torch", "fp32", {}, None, {**one.spec, "device": "cuda"}, {"set": {}, "user": {}})
+    assert "cpus" not in workers._spec_for(gpu, 1)
+    assert "cpus" not in workers._spec_for(one, None)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="pinning needs 2 usable cores")
+def test_a_pinned_worker_runs_on_its_core_and_says_so(tmp_path):
+    from bench.engines.sources import resolve_source
+    from tests.bench.user_models import TinyNet
+
+    src = resolve_source(TinyNet(), input_shape=(3, 8, 8), name="tiny")
+    spec = workers.portable_spec(src, "torch", "fp32", 1, Settings(threads=1), tmp_path, 0)
+    core = sorted(os.sched_getaffinity(0))[-1]
+    worker = workers.Worker({**spec, "cpus": [core]}, workers.worker_environment({"set": {}}), tmp_path, timeout_s=60)
+    try:
+        ready = worker.receive()
+        assert ready["threads"]["pinned_cpus"] == [core] and ready["threads"]["main_thread_affinity"] == [core]
+        assert ready["threads"]["affinity"] == sorted(os.sched_getaffinity(0))  # what it started with
+    finally:
+        worker.stop()
+
+
 def _population(rng, worker_means, rounds=8, per_round=20, noise=0.01):
     return [[list(m * np.exp(rng.normal(0, noise, per_round))) for _ in range(rounds)] for m in worker_means]
 
