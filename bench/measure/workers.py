@@ -86,12 +86,12 @@ def usable_cores() -> int:
 def thread_policy(engine: str, threads: int | None, environ: dict[str, str] | None = None,
                   threads_why: str | None = None) -> dict[str, Any]:
     """The environment a worker for `engine` starts with, beyond the parent's: {"set": {...}, "user": {...},
-    "why": str, "threads": the threads asked for (None: the engine's default), "threads_why": what chose them}.
+    "why": str, "threads_why": what chose the thread count (`Settings.threads_for`)}.
     The user's own OMP_*/KMP_* variables are kept as they are (and recorded), never replaced."""
     environ = dict(os.environ if environ is None else environ)
     user = {k: v for k, v in sorted(environ.items()) if k.startswith(THREAD_ENV_PREFIXES)}
     count = threads or usable_cores()
-    chosen = {"threads": threads, "threads_why": threads_why}
+    chosen = {"threads_why": threads_why}
     if engine != "torch" or count < 2:
         return {"set": {}, "user": user, "why": "one thread, or an engine with its own pool: nothing to place",
                 **chosen}
