@@ -275,9 +275,15 @@ def _spec_for(entry: WorkerEntry, cpu: int | None) -> dict[str, Any]:
 
 
 def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progress, index: int = 0) -> None:
-    """One worker per live entry, started together, then timed round by round, one at a time. One-thread
-    workers are pinned to this generation's core (`generation_cpu`)."""
+    """One worker per live entry, started together in a new random order, then timed round by round, one at a
+    time. One-thread workers are pinned to this generation's core (`generation_cpu`).
+
+    The start order is drawn anew so that nothing tied to a worker's place in it (which pages the kernel hands
+    it, the order its engine loads) stays with one entry for a whole run, a bias the interval cannot see: in the
+    quick suite on the Intel Xeon VM one entry ran 4x slower in all four of its workers than in the next phase,
+    and a rerun of that phase did not repeat it (cause not found; results/README.md)."""
     live = [e for e in entries if e.error is None]
+    live = [live[i] for i in rng.permutation(len(live))] if len(live) > 1 else live
     cpu = generation_cpu(index)
     started: list[tuple[WorkerEntry, Worker]] = []
     for entry in live:

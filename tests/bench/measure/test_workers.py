@@ -223,6 +223,39 @@ def test_compare_in_workers_end_to_end(run_cli, results_dir):
     assert comparison["timing_mode"] == "workers" and comparison["target_met"] in (True, False)
 
 
+def test_each_generation_starts_its_workers_in_a_new_random_order(tmp_path, monkeypatch):
+    """Nothing tied to a worker's place in the start order may stay with one entry for a whole run."""
+    started: list[str] = []
+
+    class FakeWorker:
+        def __init__(self, spec, env, workdir, timeout_s):
+            started.append(spec["name"])
+
+        def receive(self, timeout_s=None):
+            return {"info": {}, "device": "cpu", "input_shape": [3, 8, 8], "threads": {}}
+
+        def request(self, message):
+            return {"latencies_ms": [1.0], "warmup_iters": 0, "warmup_s": 0.0, "timed_wall_s": 0.001,
+                    "memory_peak_bytes": 0, "memory_kind": "rss", "include_transfers": False, "timer": "perf_counter"}
+
+        def stop(self):
+            pass
+
+    monkeypatch.setattr(workers, "Worker", FakeWorker)
+    names = [f"e{i}" for i in range(6)]
+    entries = [workers.WorkerEntry(None, "ort", "fp32", {}, None, {"engine": "ort", "name": n}, {"set": {}})
+               for n in names]
+    rng = np.random.default_rng(0)
+    orders = []
+    for generation in range(4):
+        started.clear()
+        workers._generation(entries, Settings(threads=2, rounds=2, iters=2), tmp_path, rng, None, generation)
+        assert sorted(started) == names  # every entry once
+        orders.append(tuple(started))
+    assert len(set(orders)) > 1  # 4 draws of 720 orders: all equal only by a broken shuffle
+    assert all(len(e.workers) == 4 for e in entries)
+
+
 def test_a_round_after_another_engines_round_waits_for_its_threads_to_settle(tmp_path, monkeypatch):
     """Round by round, a pause comes only where the engine changes: onnxruntime's and OpenVINO's pools spin on
     after their round, and a torch round right after one ran 2.5x slower."""
