@@ -250,7 +250,8 @@ def _measure_options(fn):
         click.option("--threads", type=THREADS, default=None,
                      help="Intra-op threads (torch and onnxruntime), at most the usable cores [default: every "
                           "core, but torch on a CPU takes 1 thread for a batch of at most "
-                          f"{TORCH_ONE_THREAD_LAYER_MACS / 1e6:g}M multiply-accumulates; timed in workers at batch 1, each "
+                          f"{TORCH_ONE_THREAD_LAYER_MACS / 1e6:g}M multiply-accumulates per conv/linear layer; timed in "
+                          "workers at batch 1, each "
                           "engine's first entry is also timed at the other count (1 thread, or every core) and a "
                           "note says when more threads were not measurably faster]."),
         click.option("--input-size", type=count(1), default=None,
