@@ -4,9 +4,10 @@ A process can settle into a thread mode for its whole life (unpinned OpenMP thre
 core; another engine's pool spinning beside this one's), which rounds inside one process cannot
 see. So each entry is timed in several workers (`python -m bench.measure.worker`), a generation at
 a time: one worker per entry, started together (untimed), then timed round by round in a new
-random order, one worker running at a time while the others wait on a pipe. Generations continue
-until every ratio's (or the one entry's) interval is within `Settings.precision_target`, or
-`Settings.max_time_s` has passed, with at least `Settings.workers` of them.
+random order (each engine's entries together), one worker running at a time while the others wait
+on a pipe. Generations continue until every ratio's (or the one entry's) interval is within
+`Settings.precision_target`, or `Settings.max_time_s` has passed, with at least `Settings.workers` of
+them.
 
 Each worker's environment is set before the libraries load: torch with several threads gets
 OpenMP threads bound one per core (`OMP_PROC_BIND=spread`, `OMP_PLACES=threads`), unless the
@@ -274,9 +275,24 @@ def _spec_for(entry: WorkerEntry, cpu: int | None) -> dict[str, Any]:
     return {**entry.spec, "cpus": [cpu]}
 
 
+def round_order(engines: Sequence[str], rng) -> list[int]:
+    """One round's order of entries on `engines`: the engines in a new random order, each one's entries together in a
+    new random order. Each change of engine costs a pause (`ENGINE_SWITCH_GAP_S`): grouped, a round changes engine
+    once per engine at most, where a free order changes at most steps; every entry's place stays random."""
+    groups: dict[str, list[int]] = {}
+    for index, engine in enumerate(engines):
+        groups.setdefault(engine, []).append(index)
+    names = list(groups)
+    order: list[int] = []
+    for g in rng.permutation(len(names)) if len(names) > 1 else range(len(names)):
+        members = groups[names[g]]
+        order += [members[i] for i in rng.permutation(len(members))] if len(members) > 1 else members
+    return order
+
+
 def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progress, index: int = 0) -> None:
     """One worker per live entry, started together in a new random order, then timed round by round, one at a
-    time. One-thread workers are pinned to this generation's core (`generation_cpu`).
+    time (`round_order`). One-thread workers are pinned to this generation's core (`generation_cpu`).
 
     The start order is drawn anew so that nothing tied to a worker's place in it (which pages the kernel hands
     it, the order its engine loads) stays with one entry for a whole run, a bias the interval cannot see: in the
@@ -303,8 +319,7 @@ def _generation(entries: list[WorkerEntry], settings, workdir: Path, rng, progre
         running.append((entry, worker, record))
     previous_engine, gap_s = None, engine_switch_gap_s()
     for round_index in range(settings.rounds):
-        order = list(range(len(running))) if round_index == 0 else list(rng.permutation(len(running)))
-        for i in order:
+        for i in round_order([entry.engine_name for entry, _, _ in running], rng):
             entry, worker, record = running[i]
             if entry.error is not None:
                 continue
@@ -412,11 +427,13 @@ def _pooled_run(entry: WorkerEntry) -> dict[str, Any]:
 
 
 def thread_settings(entry: WorkerEntry) -> dict[str, Any]:
-    """What a record's settings say about threads: the policy, and what the first worker found itself with."""
+    """What a record's settings say about threads: the policy, what the first worker found itself with, and the
+    core each worker was pinned to (None where it was not)."""
     seen = entry.workers[0]["threads"] if entry.workers else {}
     return {"env_set_by_rbench": entry.policy["set"], "env_from_user": entry.policy["user"],
             "why": entry.policy["why"], "threads_why": entry.policy.get("threads_why"), "worker_env": seen.get("env"),
             "affinity": seen.get("affinity"),
+            "pinned_cpus": [w["threads"].get("pinned_cpus") for w in entry.workers],
             "main_thread_affinity": seen.get("main_thread_affinity"), "start": seen.get("start"),
             "code": seen.get("code"),
             **{k: v for k, v in seen.items() if k.startswith("torch_")}}

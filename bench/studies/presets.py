@@ -83,15 +83,18 @@ PRESETS: dict[str, Preset] = {
         accuracy_seeds=2, accuracy_seed_units=("depth:resnet20", "depth:plain20"),
         studies={
             "depth": DepthBudget(depths=(20, 56)),
-            # 15 of the 42 training batches an epoch for the ResNet-form nets, and no VGG-form pair. Timed in worker
-            # processes, the quick suite took 16.2 minutes on the 2-core Intel Xeon VM
-            # (results/suite-quick-intel-r-xeon-r-processor-2c/run.json); on the 2-core EPYC the VGG pair's two units
-            # took 30 s and 124 s to prepare (dy_vgg11: 79 s of training, then 38 s scoring 1000 test images on two
-            # engines and 500 on six channel subsets), and its timing the largest share of the dynamic study's
-            # (dy_vgg11 is the slowest net at both batches, and its fixed-batch ONNX graphs are exported again for
-            # each). The study's summary rows are the ResNet form's; `rbench dynamic` still times the VGG pair, and
-            # standard and full train it.
-            "dynamic": DynamicBudget(kernels=(3, 4, 5, 6), channel_subsets=ALL_SUBSETS, subset_nets=("R",),
+            # 15 of the 42 training batches an epoch for the ResNet-form nets, two kernel counts (K=2 and the default
+            # K=4) and no VGG-form pair. With K=3 to 6 the quick suite took 15.7 minutes on the 2-core Intel Xeon VM
+            # (939.2 s at b1ecb17; git history of results/suite-quick-intel-r-xeon-r-processor-2c/run.json), of which
+            # K=5 and K=6 cost about a minute (an estimate): their units 18.2 s and 15.7 s, and in the dynamic phase
+            # (120.9 s) 8 of its 36 timed entries and 4 of its 12 fixed-batch dynamo exports (6 to 9 s each, timed
+            # alone there). K=2 in place of K=3 keeps a factor of two between the two counts; standard and full keep
+            # K=3 to 6. On the 2-core EPYC the VGG pair's two units took 30 s and 124 s to prepare (dy_vgg11: 79 s of
+            # training, then 38 s scoring 1000 test images on two engines and 500 on six channel subsets), and its
+            # timing the largest share of the dynamic study's (dy_vgg11 is the slowest net at both batches, and its
+            # fixed-batch ONNX graphs are exported again for each). The study's summary rows are the ResNet form's;
+            # `rbench dynamic` still times the VGG pair, and standard and full train it.
+            "dynamic": DynamicBudget(kernels=(2, 4), channel_subsets=ALL_SUBSETS, subset_nets=("R",),
                                      max_batches=15, vgg=False),
             # resnet20 and resnet56 on every rung: the preset's 1000 test images, 200 runs per rung at batch 1 as the
             # other studies time (30 gave rounds of 2 runs a worker, and every ratio was wider than hi/lo 1.15 on the

@@ -294,6 +294,23 @@ def test_a_round_after_another_engines_round_waits_for_its_threads_to_settle(tmp
     assert switches and log.count(f"pause {workers.ENGINE_SWITCH_GAP_S:g}") == switches
 
 
+def test_a_round_takes_each_engines_entries_together_in_a_new_random_order():
+    """A round pauses at most once per engine, and no entry keeps its place in the round."""
+    engines = ["torch", "ort", "openvino", "torch", "ort", "openvino", "openvino"]
+    rng = np.random.default_rng(0)
+    orders = [workers.round_order(engines, rng) for _ in range(40)]
+    for order in orders:
+        assert sorted(order) == list(range(len(engines)))  # every entry once
+        runs = [engines[i] for i in order]
+        changes = sum(1 for a, b in zip(runs, runs[1:]) if a != b)
+        assert changes == len(set(engines)) - 1  # each engine's entries in one stretch
+    assert len({tuple(engines[i] for i in o) for o in orders}) > 1, "the engines' order is drawn anew"
+    assert len({tuple(o) for o in orders}) > 6, "and so is the order within an engine"
+    for index in range(len(engines)):
+        assert len({o.index(index) for o in orders}) > 1, f"entry {index} always at one place"
+    assert workers.round_order(["ort"], rng) == [0] and workers.round_order([], rng) == []
+
+
 @pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
 def test_a_pause_setting_that_is_no_pause_is_one_line(value, monkeypatch):
     from bench.errors import UsageProblem
@@ -419,6 +436,7 @@ def test_the_thread_check_runs_in_the_same_workers_and_lands_in_the_record(tmp_p
     assert (check["threads"], check["other_threads"]) == (1, workers.usable_cores())  # a tiny net: 1 thread
     assert check["workers"] == 1 and check["other_p50_ms"] > 0
     assert record["settings"]["threads_in_workers"]["torch_threads"] == 1
+    assert record["settings"]["threads_in_workers"]["pinned_cpus"] == [[workers.generation_cpu(0)]]  # per worker
     assert "one thread" in record["settings"]["threads_in_workers"]["threads_why"]
     assert check["verdict"] in ("faster", "slower", "no measurable difference")
     assert record["iters"] == 6  # the twin's runs are its own, not pooled into the entry's

@@ -69,7 +69,10 @@ def test_quick_preset_covers_what_the_studies_promise():
     dynamic = study_plan("dynamic", quick)
     ks = sorted(dict(u.spec.kwargs)["kernels"] for u in dynamic.units if u.spec.model == "dy_resnet20"
                 and not u.spec.channels and not u.spec.any_chans)
-    assert ks == [3, 4, 5, 6]
+    assert ks == [2, 4], "quick: the default K and half of it"
+    standard_ks = sorted({dict(u.spec.kwargs)["kernels"] for u in study_plan("dynamic", get_preset("standard")).units
+                          if u.spec.model == "dy_resnet20" and not u.spec.channels and not u.spec.any_chans})
+    assert standard_ks == [3, 4, 5, 6]
     assert not any(u.spec.model.startswith("dy_vgg") for u in dynamic.units), "quick leaves the VGG pair out"
     assert any("leaves out the VGG-form pair" in note for note in dynamic.notes), "and says so"
     assert any(u.spec.channels for u in dynamic.units), "nets whose in_chans matches a subset"
