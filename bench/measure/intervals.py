@@ -114,19 +114,24 @@ def detect_modes(worker_latencies: Sequence[Sequence[float]], gap: float = MODE_
 
     medians = [float(np.median(w)) for w in worker_latencies]
     intervals = [quantile_interval(w, 50) or (min(w), max(w)) for w in worker_latencies]
+    return _modes(medians, lambda j, i: intervals[j][1] < medians[i] and intervals[i][0] > medians[j], gap)
+
+
+def _modes(medians: Sequence[float], apart, gap: float) -> dict[str, Any]:
+    """`detect_modes`' fields for workers' medians, split where the next median (sorted) is more than `gap` above
+    the last and `apart(last, next)` (worker indices) holds."""
     order = sorted(range(len(medians)), key=medians.__getitem__)
     clusters: list[list[int]] = []
     for i in order:
         if clusters:
             j = clusters[-1][-1]
-            apart = medians[i] > medians[j] * (1 + gap) and intervals[j][1] < medians[i] and intervals[i][0] > medians[j]
-            if not apart:
+            if not (medians[i] > medians[j] * (1 + gap) and apart(j, i)):
                 clusters[-1].append(i)
                 continue
         clusters.append([i])
     modes = [float(np.median([medians[i] for i in c])) for c in clusters]
     return {"unstable": len(clusters) > 1, "modes_ms": modes, "mode_workers": [len(c) for c in clusters],
-            "worker_medians_ms": medians}
+            "worker_medians_ms": list(medians)}
 
 
 def ratio_modes(base: Sequence[Sequence[Sequence[float]]], new: Sequence[Sequence[Sequence[float]]],
@@ -134,13 +139,27 @@ def ratio_modes(base: Sequence[Sequence[Sequence[float]]], new: Sequence[Sequenc
     """`detect_modes` over the paired ratios of each worker pair (new's round median over base's, round by
     round): whether the *ratio* differs between processes. Workers that share an index ran interleaved, so
     a slow period of the machine slows both and leaves their ratio; a process stuck in a slow mode on one
-    side moves it. Returns detect_modes' fields, with ratios in place of milliseconds."""
+    side moves it.
+
+    A side whose own workers fall into modes (`detect_modes`) makes the ratio unstable too where the pairing
+    did not cancel them: the worker pairs' ratios then split by more than `gap` as well, whether or not
+    their rounds' intervals exclude each other. On the 2-core Intel Xeon VM one torch thread pinned to a core
+    ran at about 2.1 ms in some stretches and 3.4 ms in others, while onnxruntime and OpenVINO on both cores
+    did not follow: the ladder's ratios over torch then took one value per worker in the fast stretch and
+    another in the slow one, and an interval over both pretended there was one
+    (results/suite-quick-intel-r-xeon-r-processor-2c/, the runs of 2026-12-06).
+    Returns detect_modes' fields, with ratios in place of milliseconds."""
     count = min(len(base), len(new))
     pairs = []
     for b, n in zip(base[:count], new[:count]):
         rounds = min(len(b), len(n))
         pairs.append([float(np.median(n[r]) / np.median(b[r])) for r in range(rounds)])
-    return detect_modes(pairs, gap)
+    modes = detect_modes(pairs, gap)
+    if modes["unstable"]:
+        return modes
+    if any(detect_modes([[v for r in w for v in r] for w in side[:count]], gap)["unstable"] for side in (base, new)):
+        return _modes(modes["worker_medians_ms"], lambda j, i: True, gap)
+    return modes
 
 
 def split_workers(latencies: Sequence[float], worker_rounds: Sequence[Sequence[int]] | None = None,

@@ -298,9 +298,11 @@ def run_ladder(checkpoint: str | Path, *, workdir: str | Path, rungs: Sequence[t
                 row.update(images_per_s=record.get("throughput_img_s"), throughput_batch=timed_batch)
         if key == "latency":
             for engine_precision, comparison in zip(runnable[1:], comparisons):
+                modes = comparison.get("ratio_modes") if comparison["verdict"] == "unstable" else None
                 rows[engine_precision].update(speedup=1.0 / comparison["ratio"] if comparison["ratio"] else None,
                                               speedup_ci=[1.0 / comparison["ratio_ci"][1], 1.0 / comparison["ratio_ci"][0]],
-                                              verdict=comparison["verdict"])
+                                              verdict=comparison["verdict"],
+                                              speedup_modes=sorted(1.0 / m for m in modes if m) if modes else None)
             rows[REFERENCE].update(speedup=1.0, speedup_ci=[1.0, 1.0], verdict="reference")
     result.rows = [rows[r] for r in rungs]
     for index in pareto_front(result.rows):
@@ -348,6 +350,8 @@ def ladder_rows_table(rows: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
         sci = row.get("speedup_ci") or [None, None]
         speedup = "1.00 (reference)" if (row["engine"], row["precision"]) == REFERENCE else \
             f"{fmt(speed, '.2f')}x [{fmt(sci[0], '.2f')}, {fmt(sci[1], '.2f')}] {row.get('verdict', '')}"
+        if row.get("speedup_modes"):  # the ratio differed between worker processes: give each value it took
+            speedup += f" ({' or '.join(f'{m:.2f}x' for m in row['speedup_modes'])} by process)"
         failed = (row.get("note") or "").startswith("int8 check failed")
         label = row["precision"] + (" (check failed)" if failed else "") + (" *" if row.get("pareto") else "")
         verdict = "-" if row.get("passed") is None else \

@@ -265,8 +265,10 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], n: Any) -> list
     slower = [f"{_rung(r)} ({_speed_phrase(r).removeprefix('is ').removesuffix(' slower than torch fp32')})"
               for r in others if r.get("verdict") == "slower"]
     same = [_rung(r) for r in others if r.get("verdict") == "no measurable difference"]
+    unstable = [f"{_rung(r)} ({_modes_text(r)})" for r in others if r.get("verdict") == "unstable"]
     rest = ([f"slower than torch fp32: {', '.join(slower)}"] if slower else []) + \
-        ([f"no measurable difference from torch fp32: {', '.join(same)}"] if same else [])
+        ([f"no measurable difference from torch fp32: {', '.join(same)}"] if same else []) + \
+        ([f"unstable, the speedup differing between worker processes: {', '.join(unstable)}"] if unstable else [])
     if rest and out:  # one line per net: its fastest rung, then the rungs that are not faster
         out[0] = f"{out[0].removesuffix('.')}; {'; '.join(rest)}."
     elif rest:
@@ -277,6 +279,12 @@ def _ladder_findings(label: str, rows: Sequence[dict[str, Any]], n: Any) -> list
 # --------------------------------------------------------------------------- the training-recipe studies
 
 
+
+
+def _modes_text(row: dict[str, Any]) -> str:
+    """'4.2x or 6.8x by process' for a rung whose speedup differed between worker processes."""
+    modes = row.get("speedup_modes") or []
+    return " or ".join(f"{m:.2f}x" for m in modes) + " by process" if modes else "no modes recorded"
 
 
 def ladder_summary(records: Sequence[Record], preset: dict[str, Any]) -> list[SummaryRow]:
@@ -292,10 +300,15 @@ def ladder_summary(records: Sequence[Record], preset: dict[str, Any]) -> list[Su
         best = max(rows, key=lambda r: r["speedup"])
         ci = best.get("speedup_ci") or [None, None]
         verdict = best.get("verdict") or ""
-        answer = f"{_rung(best)}, {verdict}" if verdict == "faster" else f"no rung measurably faster ({verdict})"
-        out.append(SummaryRow(f"Fastest rung of {net['label']} vs torch fp32", answer,
-                              f"speedup {fmt_ratio(best['speedup'], *ci)}; top-1 {fmt_pct(best.get('top1'))}",
-                              status_of(verdict)))
+        figure = f"speedup {fmt_ratio(best['speedup'], *ci)}; top-1 {fmt_pct(best.get('top1'))}"
+        if verdict == "unstable":  # the interval mixes the values the speedup took in different processes
+            answer, figure = f"{_rung(best)}, unstable", f"speedup {_modes_text(best)}; top-1 {fmt_pct(best.get('top1'))}"
+        elif verdict == "faster":
+            answer = f"{_rung(best)}, {verdict}"
+        else:
+            answer = f"no rung measurably faster ({verdict})"
+        out.append(SummaryRow(f"Fastest rung of {net['label']} vs torch fp32", answer, figure,
+                              status_of(verdict, unstable=verdict == "unstable")))
     return out
 
 

@@ -124,6 +124,31 @@ def test_a_slow_period_on_both_sides_leaves_the_ratio_stable_a_process_mode_on_o
     assert intervals.describe_modes(found["modes_ms"], found["mode_workers"], unit="").startswith("unstable: ratio 0.95")
 
 
+def test_a_side_in_two_modes_the_pairing_does_not_cancel_makes_the_ratio_unstable():
+    """One torch thread pinned to a core ran at 2.1 ms for stretches and 3.4 ms for others; onnxruntime on both
+    cores did not follow, so its ratio over torch took one value per stretch. A twin on the same core that
+    follows the stretches keeps one ratio."""
+    rng = np.random.default_rng(7)
+
+    def worker(levels):
+        return [list(level * np.exp(rng.normal(0, 0.01, 20))) for level in levels]
+
+    fast_then_slow = [2.1] * 6 + [3.4] * 4  # the fourth worker's core was fast for its first 6 rounds
+    torch_side = [worker([3.4] * 10) for _ in range(3)] + [worker(fast_then_slow)]
+    ort_side = [worker([0.5] * 10) for _ in range(4)]
+    assert intervals.detect_modes([[v for r in w for v in r] for w in torch_side])["unstable"]
+    pairs = [[float(np.median(n[r]) / np.median(b[r])) for r in range(10)] for b, n in zip(torch_side, ort_side)]
+    assert not intervals.detect_modes(pairs)["unstable"], "the rounds' own intervals overlap: not enough alone"
+    found = intervals.ratio_modes(torch_side, ort_side)
+    assert found["unstable"] and found["mode_workers"] == [3, 1]
+    assert found["modes_ms"] == pytest.approx([0.5 / 3.4, 0.5 / 2.1], rel=0.03)
+    c = intervals.paired_worker_ratio(torch_side, ort_side, 0.03)
+    assert c["verdict"] == "unstable" and c["note"].startswith("unstable: ratio 0.147 in 3 processes, 0.23")
+    twin = [[list(1.5 * np.array(r)) for r in w] for w in torch_side]  # the same stretches, 1.5x the time
+    assert not intervals.ratio_modes(torch_side, twin)["unstable"]
+    assert intervals.paired_worker_ratio(torch_side, twin, 0.03)["verdict"] == "slower"
+
+
 @pytest.mark.parametrize("slow_rounds", [0, 1, 3])
 def test_one_speed_or_a_few_outlier_rounds_are_not_slow_periods(slow_rounds):
     rng = np.random.default_rng(5)

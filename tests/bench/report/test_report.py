@@ -270,6 +270,26 @@ def test_a_ladder_with_no_faster_rung_says_so(tmp_path):
     assert not any("faster than torch fp32 at batch 1" in f for f in findings)
 
 
+def test_a_rung_whose_speedup_differed_between_processes_is_unstable_with_each_value(tmp_path):
+    """A speedup that took one value in some worker processes and another in the rest is no speedup with an interval:
+    the summary, the findings and the table give each value and call it unstable."""
+    from bench.report.summary import UNSTABLE
+    from bench.scenarios.ladder import ladder_rows_table
+
+    ladder = _ladder_records()
+    fastest = ladder[0]["ladder"]["rows"][3]  # openvino int8
+    fastest.update(verdict="unstable", speedup=8.0, speedup_ci=[5.0, 12.0], speedup_modes=[6.1, 9.7])
+    (row,) = ladder_study.ladder_summary(ladder, {})
+    assert (row.answer, row.status) == ("openvino int8, unstable", UNSTABLE)
+    assert row.figure.startswith("speedup 6.10x or 9.70x by process; top-1 73.3%")
+    _, findings = ladder_study.ladder_section(ladder, tmp_path, [])
+    (line,) = findings
+    assert "unstable, the speedup differing between worker processes: openvino int8 (6.10x or 9.70x by process)" \
+        in line and "openvino int8 is" not in line
+    cells = ladder_rows_table(ladder[0]["ladder"]["rows"])
+    assert cells[3][-1] == "8.00x [5.00, 12.00] unstable (6.10x or 9.70x by process)"
+
+
 # --------------------------------------------------------------------------- extra training seeds (accuracy only)
 
 

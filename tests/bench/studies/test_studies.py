@@ -84,12 +84,13 @@ def test_quick_preset_covers_what_the_studies_promise():
     assert {"VGG", "ResNet", "ResNet (target)", "plain template CNN", "4-layer RRDB + attention"} <= family
 
 
-def test_quick_preset_runs_the_ladder_for_resnet20_and_resnet56():
-    """The quick suite runs the precision ladder of resnet20 and resnet56, nets it trains anyway."""
+def test_quick_preset_runs_the_ladder_for_resnet20_and_standard_adds_resnet56():
+    """The quick suite runs the precision ladder of resnet20, a net it trains anyway; standard and full add resnet56."""
     quick = get_preset("quick")
     assert "ladder" in STUDIES
     ladder = study_plan("ladder", quick)
-    assert [u.label for u in ladder.units] == ["resnet20", "resnet56"]
+    assert [u.label for u in ladder.units] == ["resnet20"]
+    assert [u.label for u in study_plan("ladder", get_preset("standard")).units] == ["resnet20", "resnet56"]
     assert all(u.spec == UnitSpec(u.label) for u in ladder.units), "relu, native channels, the preset's training"
     depth_ids = {u.spec.unit_id for u in study_plan("depth", quick).units}
     assert {u.spec.unit_id for u in ladder.units} <= depth_ids, "the depth study's nets: no extra training"
