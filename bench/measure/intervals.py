@@ -147,7 +147,7 @@ def ratio_modes(base: Sequence[Sequence[Sequence[float]]], new: Sequence[Sequenc
     ran at about 2.1 ms in some stretches and 3.4 ms in others, while onnxruntime and OpenVINO on both cores
     did not follow: the ladder's ratios over torch then took one value per worker in the fast stretch and
     another in the slow one, and an interval over both pretended there was one
-    (results/suite-quick-intel-r-xeon-r-processor-2c/, the runs of 2026-12-06).
+    (results/ladder-modes-intel-r-xeon-r-processor-2c/).
     Returns detect_modes' fields, with ratios in place of milliseconds."""
     count = min(len(base), len(new))
     pairs = []

@@ -278,7 +278,7 @@ def _spec_for(entry: WorkerEntry, cpu: int | None) -> dict[str, Any]:
 def round_order(engines: Sequence[str], rng) -> list[int]:
     """One round's order of entries on `engines`: the engines in a new random order, each one's entries together in a
     new random order. Each change of engine costs a pause (`ENGINE_SWITCH_GAP_S`): grouped, a round changes engine
-    once per engine at most, where a free order changes at most steps; every entry's place stays random."""
+    once per engine at most, where a free order can change at every step; every entry's place stays random."""
     groups: dict[str, list[int]] = {}
     for index, engine in enumerate(engines):
         groups.setdefault(engine, []).append(index)
