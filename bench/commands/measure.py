@@ -159,8 +159,8 @@ def thread_note(check: dict[str, Any]) -> str | None:
                 f"({measured})")
     if check["more_threads_faster"]:
         return None
-    return (f"the default {threads} threads are not measurably faster than 1 here ({measured}); "
-            "--threads 1 leaves the other cores free")
+    than = "slower than" if check["verdict"] == "faster" else "not measurably faster than"  # the twin's verdict
+    return (f"the default {threads} threads are {than} 1 here ({measured}); --threads 1 leaves the other cores free")
 
 
 def _emit(records: list[dict[str, Any]], out: Path, as_json: bool) -> None:

@@ -477,6 +477,9 @@ def test_the_cli_notes_when_more_threads_are_no_faster(capsys):
     _warn_noise([record])
     err = capsys.readouterr().err
     assert "the default 2 threads are not measurably faster than 1 here (1 thread: p50 2.050 ms, 1.01x [0.98, 1.04]" in err
+    _warn_noise([{**record, "thread_check": {**record["thread_check"], "verdict": "faster", "ratio_other_over_default": 0.8,
+                                             "ratio_ci": [0.75, 0.86]}}])
+    assert "the default 2 threads are slower than 1 here (1 thread: p50 2.050 ms, 0.80x" in capsys.readouterr().err
     _warn_noise([{**record, "thread_check": {**record["thread_check"], "verdict": "slower",
                                              "more_threads_faster": True}}])
     assert "threads" not in capsys.readouterr().err  # the threads help: nothing to say
